@@ -1,0 +1,201 @@
+//! `pagepulse run`: wires config, Kafka, pipelines, tasks and HTTP together, and shuts them down
+//! in the order that loses nothing.
+//!
+//! Shutdown (SIGINT, SIGTERM, or a fatal error): stop polling; close every task inbox so tasks
+//! finish the batches they hold; flush the aggregates; flush the producer so every output is
+//! acknowledged and its offsets stored; commit synchronously; leave the group. Whatever is not
+//! done within `engine.shutdown_timeout` is not committed, and is redone by the next owner.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, Arbiter, Recipient};
+use rdkafka::consumer::{CommitMode, Consumer};
+use tokio::sync::mpsc;
+use tokio::time::{timeout_at, Instant};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::engine::aggregate::{merge_fn, Flush};
+use crate::engine::shutdown::Reason;
+use crate::engine::{AggregatorActor, OffsetStore, PipelineSpec, Router, Shutdown, Sink, TaskFactory};
+use crate::health::Health;
+use crate::kafka::source::{self, Source, SourceContext};
+use crate::kafka::{admin, KafkaSink};
+use crate::metrics::Metrics;
+use crate::pipelines::posts::{self, HashtagTrending, PostsProcessor};
+use crate::{engine, http};
+
+/// Why `run` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Topics missing or the broker unreachable.
+    #[error(transparent)]
+    Admin(#[from] admin::Error),
+    /// The HTTP endpoint could not start.
+    #[error(transparent)]
+    Http(#[from] http::Error),
+    /// The producer could not start.
+    #[error(transparent)]
+    Sink(#[from] crate::kafka::sink::Error),
+    /// The consumer could not start.
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    /// Every pipeline is disabled.
+    #[error("no pipeline is enabled (pipelines.*.enabled)")]
+    NothingToRun,
+    /// A fatal error stopped the engine; nothing past it was committed.
+    #[error("stopped after a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// Stores completed offsets in the consumer, for its auto-commit.
+struct ConsumerOffsets(Arc<Source>);
+
+impl OffsetStore for ConsumerOffsets {
+    fn store(&self, topic: &str, partition: i32, next_offset: i64) {
+        if let Err(e) = self.0.store_offset(topic, partition, next_offset) {
+            // Happens when the partition was revoked meanwhile: its next owner redoes the work.
+            tracing::debug!(topic, partition, error = %e, "offset not stored");
+        }
+    }
+}
+
+/// The pipelines `cfg` enables, with the aggregators that must be flushed at shutdown.
+fn pipelines(
+    cfg: &Config,
+    sink: Arc<dyn Sink>,
+    metrics: &Metrics,
+    clock: Arc<dyn Clock>,
+) -> (Vec<Arc<dyn TaskFactory>>, Vec<Recipient<Flush>>) {
+    let mut factories: Vec<Arc<dyn TaskFactory>> = Vec::new();
+    let mut aggregators = Vec::new();
+    if cfg.posts.enabled {
+        let trending = Arc::new(Mutex::new(HashtagTrending::new(&cfg.posts, metrics.clone())));
+        let actor = AggregatorActor::new(trending.clone(), cfg.posts.trending_emit_interval, sink.clone()).start();
+        aggregators.push(actor.recipient());
+        let pc = cfg.posts.clone();
+        factories.push(Arc::new(PipelineSpec::new(
+            posts::PIPELINE,
+            vec![posts::INPUT],
+            move |_| PostsProcessor::new(&pc, clock.clone()),
+            sink,
+            Some(merge_fn(trending)),
+            metrics.clone(),
+        )));
+    }
+    (factories, aggregators)
+}
+
+/// Logical topics the enabled pipelines read or write.
+pub fn required_topics(cfg: &Config) -> Vec<&'static str> {
+    let mut t = vec![engine::deadletter::TOPIC];
+    if cfg.posts.enabled {
+        t.extend([posts::INPUT, posts::ANALYSIS, posts::TRENDING]);
+    }
+    t
+}
+
+/// Runs pagepulse until SIGINT/SIGTERM (then returns `Ok`) or a fatal error.
+pub fn run(cfg: Config) -> Result<(), Error> {
+    actix_rt::System::new().block_on(run_async(cfg))
+}
+
+async fn run_async(cfg: Config) -> Result<(), Error> {
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::default());
+    let shutdown = Shutdown::new();
+    admin::require(&cfg, &required_topics(&cfg))?;
+    health.set_broker_up(true);
+    let server = http::start(cfg.http.listen, metrics.clone(), health.clone())?;
+    tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz)");
+
+    let sink = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone())?);
+    let (factories, aggregators) = pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock));
+    if factories.is_empty() {
+        return Err(Error::NothingToRun);
+    }
+    let arbiters: Vec<Arbiter> = (0..cfg.engine.workers.get()).map(|_| Arbiter::new()).collect();
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let topics: Vec<String> = factories.iter().flat_map(|f| f.inputs().iter().map(|l| cfg.topic(l))).collect();
+    let consumer = source::subscribe(&cfg, SourceContext::new(&cfg, metrics.clone(), health.clone()), &topics)?;
+    let mut router = Router::new(
+        factories,
+        |l| cfg.topic(l),
+        arbiters.iter().map(|a| a.handle()).collect(),
+        Arc::new(ConsumerOffsets(consumer.clone())),
+        metrics.clone(),
+        cfg.engine.inbox_capacity.get(),
+        done_tx,
+    );
+    watch_signals(shutdown.clone());
+    tracing::info!(?topics, group = %cfg.kafka.group_id, workers = arbiters.len(), "pagepulse running");
+
+    if let Err(e) = source::run(&consumer, &mut router, &cfg, &shutdown).await {
+        shutdown.trigger(Reason::Fatal(e.to_string()));
+    }
+
+    // --- Shutdown: drain, flush, commit. ---
+    health.set_stopping();
+    let deadline = Instant::now() + cfg.engine.shutdown_timeout;
+    tracing::info!(reason = ?shutdown.reason(), "stopping: draining tasks");
+    let trackers = router.trackers();
+    drop(router); // closes every inbox: tasks finish what they hold, then stop
+    if timeout_at(deadline, done_rx.recv()).await.is_err() {
+        tracing::warn!("tasks did not finish before the shutdown deadline; unfinished work will be redone");
+    }
+    for agg in &aggregators {
+        if timeout_at(deadline, agg.send(Flush)).await.is_err() {
+            tracing::warn!("an aggregate did not flush before the shutdown deadline");
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if let Err(e) = sink.flush(left) {
+        tracing::warn!(error = %e, in_flight = sink.in_flight(), "producer not fully flushed; unacknowledged work will be redone");
+    }
+    // Delivery callbacks run on the producer's thread: give them until the deadline to settle.
+    while trackers.iter().any(|t| t.in_flight() > 0 && !t.is_poisoned()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!("offsets committed"),
+        // NoOffset: nothing new was stored since the last commit.
+        Err(e) => tracing::info!(error = %e, "final commit had nothing to do or failed"),
+    }
+    server.stop().await;
+    for a in &arbiters {
+        a.stop();
+    }
+    drop(consumer);
+    match shutdown.reason() {
+        Some(Reason::Fatal(why)) => Err(Error::Fatal(why)),
+        _ => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. A second one: exit at once (the work not committed
+/// is redone on restart, so this loses nothing either).
+fn watch_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    actix_rt::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        for n in 0..2 {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+            if n == 0 {
+                shutdown.trigger(Reason::Requested);
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}

@@ -1,0 +1,146 @@
+//! `pagepulse demo posts`: a demo producer of social posts, for the quickstart and benchmarks.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::config::Config;
+use crate::kafka::client;
+
+/// Demo producers.
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Produce social posts to the `posts` topic.
+    Posts(PostsArgs),
+}
+
+/// Arguments of `demo posts`.
+#[derive(Debug, Args)]
+pub struct PostsArgs {
+    /// Posts per second; 0 for as fast as possible.
+    #[arg(long, default_value_t = 50)]
+    pub rate: u64,
+    /// Stop after this many posts; 0 for never.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Make every Nth record malformed (rotating through the kinds of bad input); 0 for never.
+    #[arg(long, default_value_t = 0)]
+    pub bad_every: u64,
+    /// Approximate size of each record value in bytes.
+    #[arg(long, default_value_t = 160)]
+    pub size: usize,
+    /// Prefix of the generated post ids.
+    #[arg(long, default_value = "demo")]
+    pub id_prefix: String,
+    /// Random seed (the same seed gives the same posts).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+const WORDS: &[&str] = &[
+    "the", "new", "release", "is", "out", "and", "it", "looks", "great", "today", "we", "shipped", "a", "faster",
+    "stream", "processor", "for", "audience", "analytics", "café", "naïve", "über", "東京", "データ", "🎉", "🚀",
+    "really", "love", "this", "team", "update", "weekend", "launch", "music", "football", "coffee", "morning",
+];
+const TAGS: &[&str] = &[
+    "rust", "kafka", "streaming", "analytics", "launch", "music", "football", "coffee", "AI", "news", "travel",
+    "東京", "café", "weekend", "tech", "data", "OpenSource", "gaming", "food", "photography",
+];
+const MENTIONS: &[&str] = &["ana", "bob", "ferris", "Zoë", "kafka_team", "data_eng"];
+
+/// Builds the `n`th demo record value.
+pub fn post(rng: &mut StdRng, n: u64, prefix: &str, size: usize, created_at: &str) -> String {
+    let mut content = String::new();
+    // Roughly: 55 bytes of JSON around the content.
+    let target = size.saturating_sub(55 + prefix.len()).max(8);
+    while content.len() < target {
+        if !content.is_empty() {
+            content.push(' ');
+        }
+        let roll: f64 = rng.gen();
+        if roll < 0.12 {
+            // Zipf-like: low indexes (popular tags) far more often.
+            let i = ((TAGS.len() as f64) * rng.gen::<f64>().powi(3)) as usize;
+            content.push('#');
+            content.push_str(TAGS[i.min(TAGS.len() - 1)]);
+        } else if roll < 0.17 {
+            content.push('@');
+            content.push_str(MENTIONS[rng.gen_range(0..MENTIONS.len())]);
+        } else {
+            content.push_str(WORDS[rng.gen_range(0..WORDS.len())]);
+        }
+    }
+    serde_json::json!({ "id": format!("{prefix}-{n}"), "content": content, "created_at": created_at }).to_string()
+}
+
+/// The `k`th kind of malformed record.
+pub fn malformed(k: u64, n: u64) -> Vec<u8> {
+    match k % 7 {
+        0 => format!("{{\"id\": \"bad-{n}\", \"content\": ").into_bytes(),
+        1 => format!("{{\"content\": \"no id {n}\"}}").into_bytes(),
+        2 => format!("{{\"id\": {n}, \"content\": \"numeric id\"}}").into_bytes(),
+        3 => format!("{{\"id\": \"bad-{n}\"}}").into_bytes(),
+        4 => format!("{{\"id\": \"bad-{n}\", \"content\": \"x\", \"created_at\": \"tomorrow\"}}").into_bytes(),
+        5 => b"[1, 2, 3]".to_vec(),
+        _ => {
+            let mut v = format!("{{\"id\": \"bad-{n}\", \"content\": \"").into_bytes();
+            v.extend_from_slice(b"\xff\xfe\"}");
+            v
+        }
+    }
+}
+
+/// Runs a demo producer.
+pub fn run(cmd: &DemoCommand, cfg: &Config) -> anyhow::Result<()> {
+    let DemoCommand::Posts(args) = cmd;
+    let admin = client::admin(&cfg.kafka)?;
+    client::metadata(&admin, &cfg.kafka)?;
+    let mut pc = client::base(&cfg.kafka);
+    pc.set("linger.ms", "10").set("batch.num.messages", "10000").set("queue.buffering.max.messages", "1000000");
+    let producer: ThreadedProducer<DefaultProducerContext> = pc.create()?;
+    let topic = cfg.topic("posts");
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let started = Instant::now();
+    let (mut sent, mut bad) = (0u64, 0u64);
+    let mut created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    while args.count == 0 || sent < args.count {
+        if args.rate > 0 {
+            // Pace against the start time, so the average rate is exact however bursty sends are.
+            let due = started + Duration::from_secs_f64(sent as f64 / args.rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        if sent % 1000 == 0 {
+            created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        }
+        let key = format!("{}-{sent}", args.id_prefix);
+        let value = if args.bad_every > 0 && sent % args.bad_every == args.bad_every - 1 {
+            bad += 1;
+            malformed(bad, sent)
+        } else {
+            post(&mut rng, sent, &args.id_prefix, args.size, &created_at).into_bytes()
+        };
+        let mut rec = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_slice());
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("produced {sent} records to {topic} ({bad} malformed) in {secs:.2} s: {:.0}/s", sent as f64 / secs);
+    Ok(())
+}

@@ -1,0 +1,547 @@
+//! Typed configuration: a TOML file plus environment overrides, validated once and completely.
+//!
+//! Every problem is collected before start-up fails, each naming its key (and the environment
+//! variable it came from), so a user fixes a config file in one round instead of one error at a
+//! time. The doc comments on the fields below are the configuration reference.
+//!
+//! Environment overrides, applied on top of the file:
+//! - `PAGEPULSE_BROKERS` → `kafka.brokers`
+//! - `PAGEPULSE_TOPIC_PREFIX` → `kafka.topic_prefix`
+//! - `PAGEPULSE_GROUP_ID` → `kafka.group_id`
+//! - `PAGEPULSE_HTTP_LISTEN` → `http.listen`
+//! - `PAGEPULSE__<section>__<key>` (double underscores) → any key, e.g.
+//!   `PAGEPULSE__engine__workers=4` or `PAGEPULSE__pipelines__posts__trending_top_n=20`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `kafka.brokers`.
+    pub key: String,
+    /// Environment variable the value came from, if any.
+    pub env: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.env {
+            Some(var) => write!(f, "{} (from {}): {}", self.key, var, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Errors of loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// One or more keys are unknown or invalid.
+    #[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+        .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Result of loading the configuration.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[kafka]`: where the broker is and how pagepulse talks to it.
+    pub kafka: KafkaConfig,
+    /// `[http]`: the metrics and health endpoint.
+    pub http: HttpConfig,
+    /// `[engine]`: batching, parallelism, backpressure and shutdown.
+    pub engine: EngineConfig,
+    /// `[pipelines.posts]`: social post analysis.
+    pub posts: PostsConfig,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port` (default `127.0.0.1:9092`; env
+    /// `PAGEPULSE_BROKERS`).
+    pub brokers: String,
+    /// Prepended to every topic name, so several deployments can share a cluster (default empty;
+    /// env `PAGEPULSE_TOPIC_PREFIX`). Letters, digits, `.`, `_` and `-` only.
+    pub topic_prefix: String,
+    /// Consumer group id; instances with the same id split the input partitions (default
+    /// `pagepulse`; env `PAGEPULSE_GROUP_ID`).
+    pub group_id: String,
+    /// Client id reported to the broker (default `pagepulse`).
+    pub client_id: String,
+    /// Replication factor for `topics create` (default 1: right for a one-broker development
+    /// cluster; use 3 in production).
+    pub replication_factor: i32,
+    /// How long start-up and admin commands wait for the broker to answer before failing with a
+    /// clear error (default `10s`).
+    pub connect_timeout: Duration,
+    /// Consumer group session timeout (default `10s`: short enough that a crashed instance's
+    /// partitions move quickly; librdkafka's own default is 45 s).
+    pub session_timeout: Duration,
+    /// How often stored (fully processed) offsets are committed (default `1s`).
+    pub commit_interval: Duration,
+    /// How often librdkafka reports statistics (consumer lag, broker state) (default `2s`).
+    pub statistics_interval: Duration,
+    /// Extra librdkafka consumer properties, e.g. `{ "fetch.max.bytes" = "52428800" }`.
+    pub consumer: BTreeMap<String, String>,
+    /// Extra librdkafka producer properties, e.g. `{ "compression.type" = "lz4" }`.
+    pub producer: BTreeMap<String, String>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz` (default `127.0.0.1:9898`; env
+    /// `PAGEPULSE_HTTP_LISTEN`). Port 0 picks a free port (logged at start-up).
+    pub listen: SocketAddr,
+}
+
+/// `[engine]`
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Threads that run partition tasks (default: the number of CPU cores).
+    pub workers: NonZeroUsize,
+    /// Most records moved from the consumer to a task in one batch (default 2000).
+    pub batch_max_records: NonZeroUsize,
+    /// Longest a partial batch waits for more records before it is dispatched (default `5ms`).
+    pub batch_max_wait: Duration,
+    /// Batches a task's inbox holds before the consumer waits: the backpressure bound (default 4).
+    pub inbox_capacity: NonZeroUsize,
+    /// Most output bytes queued in the producer before tasks wait for acknowledgements
+    /// (default 67108864, 64 MiB).
+    pub producer_queue_bytes: NonZeroUsize,
+    /// Longest a graceful shutdown (SIGINT/SIGTERM) takes before pagepulse exits anyway; work not
+    /// finished by then is not committed and is redone on restart (default `8s`).
+    pub shutdown_timeout: Duration,
+}
+
+/// `[pipelines.posts]`
+#[derive(Debug, Clone)]
+pub struct PostsConfig {
+    /// Run the posts pipeline (default true).
+    pub enabled: bool,
+    /// Largest accepted `content`, in bytes of UTF-8; larger posts are dead-lettered (default
+    /// 65536).
+    pub max_content_bytes: usize,
+    /// Event-time span of the trending hashtags window (default `60m`).
+    pub trending_window: Duration,
+    /// Granularity the trending window slides by (default `1m`; must divide the window).
+    pub trending_bucket: Duration,
+    /// Shortest time between two `posts.trending` records (default `5s`); one is emitted only when
+    /// the ranking changed.
+    pub trending_emit_interval: Duration,
+    /// Hashtags in each `posts.trending` record (default 10).
+    pub trending_top_n: usize,
+    /// Most distinct hashtags the trending window tracks; new tags beyond it are counted in
+    /// `pagepulse_window_ignored_events_total{reason="over_capacity"}` and ignored until old
+    /// buckets expire (default 1000000).
+    pub trending_max_tags: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::from_table(Table::new(), &BTreeSet::new()).expect("the defaults are valid")
+    }
+}
+
+/// The fixed environment variables and the keys they set.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("PAGEPULSE_BROKERS", "kafka.brokers"),
+    ("PAGEPULSE_TOPIC_PREFIX", "kafka.topic_prefix"),
+    ("PAGEPULSE_GROUP_ID", "kafka.group_id"),
+    ("PAGEPULSE_HTTP_LISTEN", "http.listen"),
+];
+
+impl Config {
+    /// Loads `path` (if given) and applies overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| Error::Read { path: p.display().to_string(), source })?;
+                text.parse::<Table>()
+                    .map_err(|e| Error::Syntax { path: p.display().to_string(), message: e.to_string() })?
+            }
+            None => Table::new(),
+        };
+        Self::from_parts(table, std::env::vars())
+    }
+
+    /// Builds the config from a parsed file and environment variables (injected for tests).
+    pub fn from_parts(mut table: Table, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut from_env = BTreeSet::new();
+        let mut problems = Vec::new();
+        for (var, raw) in env {
+            let key = if let Some((_, key)) = ENV_ALIASES.iter().find(|(v, _)| *v == var) {
+                key.to_string()
+            } else if let Some(rest) = var.strip_prefix("PAGEPULSE__") {
+                rest.split("__").collect::<Vec<_>>().join(".")
+            } else {
+                continue;
+            };
+            if let Err(message) = set_path(&mut table, &key, env_value(&raw)) {
+                problems.push(Problem { key: key.clone(), env: Some(var.clone()), message });
+            }
+            from_env.insert((key, var));
+        }
+        match Self::from_table(table, &from_env) {
+            Ok(cfg) if problems.is_empty() => Ok(cfg),
+            Ok(_) => Err(Error::Invalid(problems)),
+            Err(Error::Invalid(mut more)) => {
+                problems.append(&mut more);
+                Err(Error::Invalid(problems))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn from_table(table: Table, from_env: &BTreeSet<(String, String)>) -> Result<Self> {
+        let mut problems = Vec::new();
+        let mut root = Fields { table, path: String::new(), problems: &mut problems, from_env };
+
+        let mut k = root.section("kafka");
+        let kafka = KafkaConfig {
+            brokers: k.string("brokers", "127.0.0.1:9092"),
+            topic_prefix: k.string("topic_prefix", ""),
+            group_id: k.string("group_id", "pagepulse"),
+            client_id: k.string("client_id", "pagepulse"),
+            replication_factor: k.take("replication_factor", 1),
+            connect_timeout: k.duration("connect_timeout", Duration::from_secs(10)),
+            session_timeout: k.duration("session_timeout", Duration::from_secs(10)),
+            commit_interval: k.duration("commit_interval", Duration::from_secs(1)),
+            statistics_interval: k.duration("statistics_interval", Duration::from_secs(2)),
+            consumer: k.take("consumer", BTreeMap::new()),
+            producer: k.take("producer", BTreeMap::new()),
+        };
+        k.check(kafka.brokers.trim().is_empty(), "brokers", "must name at least one host:port");
+        k.check(
+            !kafka.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+            "topic_prefix",
+            "may contain only letters, digits, '.', '_' and '-'",
+        );
+        k.check(kafka.group_id.trim().is_empty(), "group_id", "must not be empty");
+        k.check(!(1..=32).contains(&kafka.replication_factor), "replication_factor", "must be between 1 and 32");
+        k.check(kafka.connect_timeout < Duration::from_millis(100), "connect_timeout", "must be at least 100ms");
+        k.check(
+            !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&kafka.session_timeout),
+            "session_timeout",
+            "must be between 1s and 1h",
+        );
+        k.check(kafka.commit_interval.is_zero(), "commit_interval", "must be positive");
+        k.check(kafka.statistics_interval < Duration::from_millis(100), "statistics_interval", "must be at least 100ms");
+        k.finish();
+
+        let mut h = root.section("http");
+        let http = HttpConfig { listen: h.parse("listen", SocketAddr::from(([127, 0, 0, 1], 9898))) };
+        h.finish();
+
+        let mut e = root.section("engine");
+        let cores = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+        let engine = EngineConfig {
+            workers: e.take("workers", cores),
+            batch_max_records: e.take("batch_max_records", NonZeroUsize::new(2000).expect("2000 > 0")),
+            batch_max_wait: e.duration("batch_max_wait", Duration::from_millis(5)),
+            inbox_capacity: e.take("inbox_capacity", NonZeroUsize::new(4).expect("4 > 0")),
+            producer_queue_bytes: e.take("producer_queue_bytes", NonZeroUsize::new(64 << 20).expect("> 0")),
+            shutdown_timeout: e.duration("shutdown_timeout", Duration::from_secs(8)),
+        };
+        e.check(engine.workers.get() > 256, "workers", "must be at most 256");
+        e.check(engine.batch_max_records.get() > 1_000_000, "batch_max_records", "must be at most 1000000");
+        e.check(engine.batch_max_wait > Duration::from_secs(10), "batch_max_wait", "must be at most 10s");
+        e.check(engine.inbox_capacity.get() > 10_000, "inbox_capacity", "must be at most 10000");
+        e.check(engine.producer_queue_bytes.get() < 1 << 20, "producer_queue_bytes", "must be at least 1048576 (1 MiB)");
+        e.check(engine.shutdown_timeout > Duration::from_secs(300), "shutdown_timeout", "must be at most 5m");
+        e.finish();
+
+        let mut pipelines = root.section("pipelines");
+        let mut p = pipelines.section("posts");
+        let posts = PostsConfig {
+            enabled: p.take("enabled", true),
+            max_content_bytes: p.take("max_content_bytes", 65536),
+            trending_window: p.duration("trending_window", Duration::from_secs(3600)),
+            trending_bucket: p.duration("trending_bucket", Duration::from_secs(60)),
+            trending_emit_interval: p.duration("trending_emit_interval", Duration::from_secs(5)),
+            trending_top_n: p.take("trending_top_n", 10),
+            trending_max_tags: p.take("trending_max_tags", 1_000_000),
+        };
+        p.check(!(1..=16 << 20).contains(&posts.max_content_bytes), "max_content_bytes", "must be between 1 and 16777216");
+        p.check(posts.trending_bucket < Duration::from_secs(1), "trending_bucket", "must be at least 1s");
+        p.check(
+            posts.trending_bucket.as_millis() == 0
+                || posts.trending_window < posts.trending_bucket
+                || posts.trending_window.as_millis() % posts.trending_bucket.as_millis().max(1) != 0,
+            "trending_window",
+            "must be a whole multiple of trending_bucket",
+        );
+        p.check(posts.trending_emit_interval < Duration::from_millis(100), "trending_emit_interval", "must be at least 100ms");
+        p.check(!(1..=1000).contains(&posts.trending_top_n), "trending_top_n", "must be between 1 and 1000");
+        p.check(posts.trending_max_tags == 0, "trending_max_tags", "must be positive");
+        p.finish();
+        pipelines.finish();
+        root.finish();
+
+        if problems.is_empty() {
+            Ok(Config { kafka, http, engine, posts })
+        } else {
+            Err(Error::Invalid(problems))
+        }
+    }
+
+    /// The full name of a logical topic: the prefix followed by the logical name.
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{}", self.kafka.topic_prefix, logical)
+    }
+}
+
+/// Turns an environment value into a TOML value: TOML literals (numbers, booleans, arrays,
+/// quoted strings) are taken as such, anything else is a plain string.
+fn env_value(raw: &str) -> Value {
+    format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+/// Sets the dotted `key` in `table`, creating sections as needed.
+fn set_path(table: &mut Table, key: &str, value: Value) -> std::result::Result<(), String> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().ok_or("empty key")?;
+    let mut cur = table;
+    for part in parts {
+        let entry = cur.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| format!("`{part}` is not a section"))?;
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// Reads typed fields out of one TOML section, recording every problem instead of stopping at
+/// the first; whatever is left at [`Fields::finish`] is an unknown key.
+struct Fields<'a> {
+    table: Table,
+    path: String,
+    problems: &'a mut Vec<Problem>,
+    from_env: &'a BTreeSet<(String, String)>,
+}
+
+impl<'a> Fields<'a> {
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{}", self.path, key)
+        }
+    }
+
+    fn env_of(&self, full: &str) -> Option<String> {
+        self.from_env.iter().find(|(k, _)| k == full).map(|(_, v)| v.clone())
+    }
+
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let full = self.key(key);
+        let env = self.env_of(&full);
+        self.problems.push(Problem { key: full, env, message: message.into() });
+    }
+
+    /// Records a problem for `key` when `bad` holds.
+    fn check(&mut self, bad: bool, key: &str, message: &str) {
+        if bad {
+            self.problem(key, message);
+        }
+    }
+
+    /// A sub-section; its problems go to the same list.
+    fn section(&mut self, key: &str) -> Fields<'_> {
+        let table = match self.table.remove(key) {
+            None => Table::new(),
+            Some(Value::Table(t)) => t,
+            Some(other) => {
+                self.problem(key, format!("must be a section ([{}]), found {}", self.key(key), other.type_str()));
+                Table::new()
+            }
+        };
+        Fields { table, path: self.key(key), problems: self.problems, from_env: self.from_env }
+    }
+
+    fn take<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
+        match self.table.remove(key) {
+            None => default,
+            Some(v) => {
+                let shown = v.to_string();
+                match v.try_into::<T>() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.problem(key, format!("invalid value {shown}: {}", e.message().trim()));
+                        default
+                    }
+                }
+            }
+        }
+    }
+
+    /// A string; values from the environment may look like numbers or booleans and still count
+    /// as strings (`PAGEPULSE_TOPIC_PREFIX=2024`).
+    fn string(&mut self, key: &str, default: &str) -> String {
+        let full = self.key(key);
+        match self.table.remove(key) {
+            None => default.to_string(),
+            Some(Value::String(s)) => s,
+            Some(v @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_))) if self.env_of(&full).is_some() => {
+                v.to_string()
+            }
+            Some(v) => {
+                self.problem(key, format!("expected a string, found {} {}", v.type_str(), v));
+                default.to_string()
+            }
+        }
+    }
+
+    /// A duration written like `250ms`, `5s`, `10m`, `1h`.
+    fn duration(&mut self, key: &str, default: Duration) -> Duration {
+        match self.table.remove(key) {
+            None => default,
+            Some(Value::String(s)) => humantime::parse_duration(&s).unwrap_or_else(|e| {
+                self.problem(key, format!("invalid duration \"{s}\": {e} (write e.g. \"250ms\", \"5s\", \"1h\")"));
+                default
+            }),
+            Some(v) => {
+                self.problem(key, format!("expected a duration string such as \"5s\", found {} {}", v.type_str(), v));
+                default
+            }
+        }
+    }
+
+    /// A string parsed with `FromStr`.
+    fn parse<T: std::str::FromStr>(&mut self, key: &str, default: T) -> T
+    where
+        T::Err: fmt::Display,
+    {
+        match self.table.remove(key) {
+            None => default,
+            Some(Value::String(s)) => s.parse().unwrap_or_else(|e| {
+                self.problem(key, format!("invalid value \"{s}\": {e}"));
+                default
+            }),
+            Some(v) => {
+                self.problem(key, format!("expected a string, found {} {}", v.type_str(), v));
+                default
+            }
+        }
+    }
+
+    /// Reports every key nobody asked for.
+    fn finish(self) {
+        let Fields { table, path, problems, from_env } = self;
+        for key in table.keys() {
+            let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            let env = from_env.iter().find(|(k, _)| *k == full).map(|(_, v)| v.clone());
+            problems.push(Problem { key: full, env, message: "unknown key".into() });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config> {
+        Config::from_parts(
+            toml.parse::<Table>().expect("test TOML parses"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load("", &[]).expect("defaults are valid");
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9898");
+        assert_eq!(c.posts.trending_top_n, 10);
+        assert_eq!(c.posts.trending_window, Duration::from_secs(3600));
+        assert_eq!(c.topic("posts"), "posts");
+    }
+
+    #[test]
+    fn file_values_and_env_overrides() {
+        let c = load(
+            "[kafka]\nbrokers = \"file:1\"\ntopic_prefix = \"a.\"\n[engine]\nbatch_max_wait = \"20ms\"\n",
+            &[("PAGEPULSE_BROKERS", "env:2"), ("PAGEPULSE__engine__workers", "3"), ("PAGEPULSE_TOPIC_PREFIX", "2024")],
+        )
+        .expect("valid");
+        assert_eq!(c.kafka.brokers, "env:2");
+        assert_eq!(c.kafka.topic_prefix, "2024");
+        assert_eq!(c.engine.workers.get(), 3);
+        assert_eq!(c.engine.batch_max_wait, Duration::from_millis(20));
+        assert_eq!(c.topic("posts"), "2024posts");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key() {
+        let err = load(
+            "bogus = 1\n[kafka]\nbrokers = 5\ntypo = true\n[engine]\nworkers = 0\nbatch_max_wait = \"soon\"\n\
+             [pipelines.posts]\ntrending_top_n = 0\ntrending_bucket = \"7m\"\n",
+            &[("PAGEPULSE_HTTP_LISTEN", "not-an-addr")],
+        )
+        .expect_err("invalid");
+        let Error::Invalid(problems) = &err else { panic!("expected Invalid, got {err}") };
+        let keys: BTreeSet<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "bogus",
+            "kafka.brokers",
+            "kafka.typo",
+            "engine.workers",
+            "engine.batch_max_wait",
+            "pipelines.posts.trending_top_n",
+            "pipelines.posts.trending_window",
+            "http.listen",
+        ] {
+            assert!(keys.contains(k), "missing problem for {k}: {err}");
+        }
+        let text = err.to_string();
+        assert!(text.contains("http.listen (from PAGEPULSE_HTTP_LISTEN)"), "{text}");
+        assert!(text.contains("kafka.typo: unknown key"), "{text}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_rejected() {
+        let err = load("", &[("PAGEPULSE__engine__wrokers", "2")]).expect_err("unknown key");
+        assert!(err.to_string().contains("engine.wrokers (from PAGEPULSE__engine__wrokers): unknown key"), "{err}");
+    }
+
+    #[test]
+    fn bad_prefix_and_section_type() {
+        let err = load("http = 3\n[kafka]\ntopic_prefix = \"a b\"\n", &[]).expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("kafka.topic_prefix"), "{text}");
+        assert!(text.contains("http: must be a section"), "{text}");
+    }
+}

@@ -1,0 +1,85 @@
+//! Cross-partition aggregates: state that needs every partition's records, such as a global
+//! top-N. Tasks merge their parts into one shared aggregate per pipeline after each batch (a
+//! short lock per batch, no queue to bound); an [`AggregatorActor`] ticks it to emit results.
+//!
+//! This is exact within one instance. With several instances each sees only its own partitions;
+//! a repartition topic is the way to make it global across instances.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message};
+use chrono::{DateTime, Utc};
+
+use super::offsets::BatchAck;
+use super::record::OutRecord;
+use super::sink::Sink;
+use super::task::MergeFn;
+
+/// A pipeline-wide aggregate fed by every partition task.
+pub trait Aggregate: Send + 'static {
+    /// What tasks contribute.
+    type Part: Send + 'static;
+
+    /// Folds `parts` in, leaving the vector empty.
+    fn merge(&mut self, parts: &mut Vec<Self::Part>);
+
+    /// Periodic emission at wall-clock `now`: push results into `out`.
+    fn on_tick(&mut self, now: DateTime<Utc>, out: &mut Vec<OutRecord>);
+}
+
+/// A handle tasks use to merge into `shared`.
+pub fn merge_fn<A: Aggregate>(shared: Arc<Mutex<A>>) -> MergeFn<A::Part> {
+    Arc::new(move |parts: &mut Vec<A::Part>| {
+        // A panic inside merge leaves counts, not broken invariants: keep serving.
+        shared.lock().unwrap_or_else(|p| p.into_inner()).merge(parts)
+    })
+}
+
+/// Ticks a shared aggregate every `interval` and sends what it emits.
+pub struct AggregatorActor<A: Aggregate> {
+    shared: Arc<Mutex<A>>,
+    interval: Duration,
+    sink: Arc<dyn Sink>,
+}
+
+impl<A: Aggregate> AggregatorActor<A> {
+    /// An actor ticking `shared` every `interval`, sending to `sink`.
+    pub fn new(shared: Arc<Mutex<A>>, interval: Duration, sink: Arc<dyn Sink>) -> Self {
+        Self { shared, interval, sink }
+    }
+
+    fn tick(&mut self) {
+        let mut out = Vec::new();
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).on_tick(Utc::now(), &mut out);
+        if out.is_empty() {
+            return;
+        }
+        let ack = BatchAck::untracked();
+        for rec in out {
+            self.sink.send(rec, &ack);
+        }
+        ack.processed();
+    }
+}
+
+impl<A: Aggregate + Unpin> Actor for AggregatorActor<A> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.interval, |a, _| a.tick());
+    }
+}
+
+/// Asks for one last emission (at shutdown, after every task has finished).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl<A: Aggregate + Unpin> Handler<Flush> for AggregatorActor<A> {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) {
+        self.tick();
+    }
+}

@@ -1,0 +1,223 @@
+//! Routes consumed records to tasks: one task per (pipeline, partition), created when its
+//! partition first delivers records and stopped when the partition is revoked.
+//!
+//! The router runs on the consumer's thread. Each task's inbox is a bounded channel, so a slow
+//! task (or a slow sink behind it) makes [`Router::dispatch`] wait, which stops the consumer from
+//! polling: backpressure reaches the broker instead of memory growing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::{Actor, ArbiterHandle, StreamHandler};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::offsets::{OffsetStore, OffsetTracker};
+use super::processor::Processor;
+use super::record::{Batch, RawRecord};
+use super::sink::Sink;
+use super::task::{MergeFn, Task};
+use crate::metrics::Metrics;
+
+/// Starts tasks of one pipeline.
+pub trait TaskFactory: Send + Sync + 'static {
+    /// The pipeline's name (a metric label, and the `pagepulse.pipeline` dead-letter header).
+    fn pipeline(&self) -> &'static str;
+
+    /// Logical names of the topics the pipeline reads.
+    fn inputs(&self) -> &[&'static str];
+
+    /// Starts the task for `partition` on `arbiter`, reading batches from `inbox`; the task holds
+    /// `done` until it stops.
+    fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>);
+}
+
+/// A pipeline made of a processor constructor: the usual [`TaskFactory`].
+pub struct PipelineSpec<P: Processor> {
+    name: &'static str,
+    inputs: Vec<&'static str>,
+    make: Arc<dyn Fn(i32) -> P + Send + Sync>,
+    sink: Arc<dyn Sink>,
+    merge: Option<MergeFn<P::Part>>,
+    metrics: Metrics,
+}
+
+impl<P: Processor> PipelineSpec<P> {
+    /// A pipeline `name` reading `inputs`, whose task for partition `p` runs `make(p)`.
+    pub fn new(
+        name: &'static str,
+        inputs: Vec<&'static str>,
+        make: impl Fn(i32) -> P + Send + Sync + 'static,
+        sink: Arc<dyn Sink>,
+        merge: Option<MergeFn<P::Part>>,
+        metrics: Metrics,
+    ) -> Self {
+        Self { name, inputs, make: Arc::new(make), sink, merge, metrics }
+    }
+}
+
+impl<P: Processor + Unpin> TaskFactory for PipelineSpec<P> {
+    fn pipeline(&self) -> &'static str {
+        self.name
+    }
+
+    fn inputs(&self) -> &[&'static str] {
+        &self.inputs
+    }
+
+    fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>) {
+        let (name, make, sink, merge, metrics) =
+            (self.name, self.make.clone(), self.sink.clone(), self.merge.clone(), self.metrics.clone());
+        Task::start_in_arbiter(arbiter, move |ctx| {
+            Task::add_stream(ReceiverStream::new(inbox), ctx);
+            Task::new(name, partition, make(partition), sink, merge, metrics, Some(done))
+        });
+    }
+}
+
+/// One input topic as the router knows it.
+#[derive(Debug, Clone)]
+struct Input {
+    logical: &'static str,
+    full: Arc<str>,
+    pipeline: usize,
+}
+
+/// The dispatch table from (topic, partition) to task inboxes and offset trackers.
+pub struct Router {
+    inputs: Vec<Input>,
+    pipelines: Vec<Arc<dyn TaskFactory>>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    tasks: HashMap<(usize, i32), mpsc::Sender<Batch>>,
+    trackers: HashMap<(usize, i32), Arc<OffsetTracker>>,
+    store: Arc<dyn OffsetStore>,
+    metrics: Metrics,
+    inbox_capacity: usize,
+    done: mpsc::Sender<()>,
+}
+
+/// The task behind a partition is gone (it panicked or its arbiter stopped).
+#[derive(Debug, thiserror::Error)]
+#[error("the task for {topic}/{partition} is gone")]
+pub struct TaskGone {
+    /// Full topic name.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
+impl Router {
+    /// A router for `pipelines`; `full_name` maps a logical topic name to its name on the broker.
+    /// Tasks are spread over `arbiters` round-robin.
+    pub fn new(
+        pipelines: Vec<Arc<dyn TaskFactory>>,
+        full_name: impl Fn(&str) -> String,
+        arbiters: Vec<ArbiterHandle>,
+        store: Arc<dyn OffsetStore>,
+        metrics: Metrics,
+        inbox_capacity: usize,
+        done: mpsc::Sender<()>,
+    ) -> Self {
+        assert!(!arbiters.is_empty(), "at least one worker arbiter");
+        let mut inputs = Vec::new();
+        for (idx, p) in pipelines.iter().enumerate() {
+            for &logical in p.inputs() {
+                inputs.push(Input { logical, full: full_name(logical).into(), pipeline: idx });
+            }
+        }
+        Self {
+            inputs,
+            pipelines,
+            arbiters,
+            next_arbiter: 0,
+            tasks: HashMap::new(),
+            trackers: HashMap::new(),
+            store,
+            metrics,
+            inbox_capacity,
+            done,
+        }
+    }
+
+    /// Full names of every input topic, to subscribe to.
+    pub fn topics(&self) -> Vec<String> {
+        self.inputs.iter().map(|i| i.full.to_string()).collect()
+    }
+
+    /// The input index of full topic name `full`: what [`dispatch`](Router::dispatch) takes.
+    pub fn input_index(&self, full: &str) -> Option<usize> {
+        self.inputs.iter().position(|i| &*i.full == full)
+    }
+
+    /// The logical name of input `input`.
+    pub fn logical(&self, input: usize) -> &'static str {
+        self.inputs[input].logical
+    }
+
+    /// Hands `records` (consecutive, of one partition of input `input`) to their task, waiting
+    /// while its inbox is full.
+    pub async fn dispatch(&mut self, input: usize, partition: i32, records: Vec<RawRecord>) -> Result<(), TaskGone> {
+        let Some(last) = records.last() else { return Ok(()) };
+        let inp = self.inputs[input].clone();
+        let tracker = self
+            .trackers
+            .entry((input, partition))
+            .or_insert_with(|| {
+                OffsetTracker::new(
+                    inp.full.clone(),
+                    partition,
+                    self.store.clone(),
+                    Some(self.metrics.e2e_latency.with_label_values(&[self.pipelines[inp.pipeline].pipeline()])),
+                )
+            })
+            .clone();
+        let timestamps: Vec<i64> = records.iter().filter_map(|r| r.timestamp_ms).collect();
+        let ack = tracker.begin(last.offset + 1, timestamps);
+        self.metrics.consumed.with_label_values(&[inp.logical]).inc_by(records.len() as u64);
+        let batch = Batch { topic: inp.logical, full_topic: inp.full.clone(), partition, records, ack };
+        let tx = self.task(inp.pipeline, partition);
+        let result = tx.send(batch).await;
+        let depth = tx.max_capacity() - tx.capacity();
+        let name = self.pipelines[inp.pipeline].pipeline();
+        self.metrics.mailbox_depth.with_label_values(&[name, &partition.to_string()]).set(depth as i64);
+        result.map_err(|_| TaskGone { topic: inp.full.to_string(), partition })
+    }
+
+    fn task(&mut self, pipeline: usize, partition: i32) -> mpsc::Sender<Batch> {
+        if let Some(tx) = self.tasks.get(&(pipeline, partition)) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(self.inbox_capacity);
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter += 1;
+        self.pipelines[pipeline].spawn(partition, arbiter, rx, self.done.clone());
+        self.tasks.insert((pipeline, partition), tx.clone());
+        tx
+    }
+
+    /// The partition was revoked: stop its task once its inbox drains, and stop storing its
+    /// offsets (its next owner starts from the last committed offset).
+    pub fn revoke(&mut self, full_topic: &str, partition: i32) {
+        let Some(input) = self.input_index(full_topic) else { return };
+        if let Some(tracker) = self.trackers.remove(&(input, partition)) {
+            tracker.revoke();
+        }
+        let pipeline = self.inputs[input].pipeline;
+        if self.tasks.remove(&(pipeline, partition)).is_some() {
+            let name = self.pipelines[pipeline].pipeline();
+            // Err only when the gauge was never set for this partition: nothing to remove.
+            let _ = self.metrics.mailbox_depth.remove_label_values(&[name, &partition.to_string()]);
+        }
+    }
+
+    /// Every live offset tracker.
+    pub fn trackers(&self) -> Vec<Arc<OffsetTracker>> {
+        self.trackers.values().cloned().collect()
+    }
+
+    /// Number of running task inboxes.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}

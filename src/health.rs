@@ -1,0 +1,63 @@
+//! What `/healthz` and `/readyz` report: shared flags set by the consumer and the engine.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Liveness and readiness state.
+#[derive(Debug, Default)]
+pub struct Health {
+    assigned: AtomicUsize,
+    broker_up: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl Health {
+    /// Records how many input partitions this instance owns.
+    pub fn set_assigned(&self, n: usize) {
+        self.assigned.store(n, Ordering::Release);
+    }
+
+    /// Records whether a broker answers.
+    pub fn set_broker_up(&self, up: bool) {
+        self.broker_up.store(up, Ordering::Release);
+    }
+
+    /// Marks the instance as shutting down: no longer ready.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Input partitions owned.
+    pub fn assigned(&self) -> usize {
+        self.assigned.load(Ordering::Acquire)
+    }
+
+    /// `Ok` when ready to serve; otherwise the reason.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.stopping.load(Ordering::Acquire) {
+            Err("shutting down")
+        } else if !self.broker_up.load(Ordering::Acquire) {
+            Err("no Kafka broker answers")
+        } else if self.assigned() == 0 {
+            Err("no input partitions assigned yet")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_broker_and_partitions() {
+        let h = Health::default();
+        assert_eq!(h.ready(), Err("no Kafka broker answers"));
+        h.set_broker_up(true);
+        assert_eq!(h.ready(), Err("no input partitions assigned yet"));
+        h.set_assigned(4);
+        assert_eq!(h.ready(), Ok(()));
+        h.set_stopping();
+        assert_eq!(h.ready(), Err("shutting down"));
+    }
+}

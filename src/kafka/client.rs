@@ -1,0 +1,98 @@
+//! librdkafka client settings shared by the consumer, the producer and the admin client.
+
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
+
+use crate::config::{EngineConfig, KafkaConfig};
+
+/// Errors of reaching the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The broker did not answer in time or refused the connection.
+    #[error("cannot reach Kafka at {brokers} within {timeout:?} (set kafka.brokers or PAGEPULSE_BROKERS): {source}")]
+    Unreachable {
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// How long we waited.
+        timeout: Duration,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// A client could not be created (a bad property in `kafka.consumer` / `kafka.producer`).
+    #[error("invalid Kafka client settings: {0}")]
+    Client(#[source] KafkaError),
+}
+
+/// Result of client operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+/// Settings every client shares.
+pub fn base(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers).set("client.id", &cfg.client_id);
+    c
+}
+
+/// Consumer settings: at-least-once (offsets stored by pagepulse only after outputs are
+/// acknowledged, then auto-committed), reading from the earliest offset when the group has none.
+pub fn consumer(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = base(cfg);
+    c.set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", ms(cfg.commit_interval))
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", ms(cfg.session_timeout))
+        .set("heartbeat.interval.ms", ms(cfg.session_timeout / 4))
+        .set("statistics.interval.ms", ms(cfg.statistics_interval))
+        // Measured here (shared/BROKER.md): a short fetch-queue backoff and a deep prefetch queue
+        // keep the consumer from idling between fetches.
+        .set("fetch.queue.backoff.ms", "10")
+        .set("queued.min.messages", "200000");
+    for (k, v) in &cfg.consumer {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Producer settings: idempotent, acknowledged by all in-sync replicas, batching briefly, with
+/// the local queue bounded so a slow broker makes tasks wait instead of memory grow.
+pub fn producer(cfg: &KafkaConfig, engine: &EngineConfig) -> ClientConfig {
+    let mut c = base(cfg);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", (engine.producer_queue_bytes.get() / 1024).max(1).to_string())
+        .set("statistics.interval.ms", ms(cfg.statistics_interval));
+    for (k, v) in &cfg.producer {
+        c.set(k, v);
+    }
+    c
+}
+
+/// An admin client.
+pub fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>> {
+    base(cfg).create().map_err(Error::Client)
+}
+
+/// Fetches cluster metadata, failing with a clear error when the broker does not answer within
+/// `kafka.connect_timeout`.
+pub fn metadata(admin: &AdminClient<DefaultClientContext>, cfg: &KafkaConfig) -> Result<Metadata> {
+    admin.inner().fetch_metadata(None, cfg.connect_timeout).map_err(|source| Error::Unreachable {
+        brokers: cfg.brokers.clone(),
+        timeout: cfg.connect_timeout,
+        source,
+    })
+}

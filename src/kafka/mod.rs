@@ -1,0 +1,10 @@
+//! Everything that talks to Kafka: topic definitions and admin, the consumer source, the producer
+//! sink, and the librdkafka client settings they share.
+
+pub mod admin;
+pub mod client;
+pub mod sink;
+pub mod source;
+pub mod topics;
+
+pub use sink::KafkaSink;

@@ -1,0 +1,168 @@
+//! The producer sink: sends output records with librdkafka and reports each acknowledgement to
+//! the batch it belongs to.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use prometheus::IntCounter;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+
+use super::client;
+use super::topics;
+use crate::config::Config;
+use crate::engine::shutdown::Reason;
+use crate::engine::{BatchAck, OutRecord, Shutdown, Sink};
+use crate::metrics::Metrics;
+
+/// Receives delivery reports on the producer's polling thread.
+pub struct SinkContext {
+    metrics: Metrics,
+    prefix: String,
+    shutdown: Shutdown,
+    /// Resolved `produced` counters by full topic name: one hash lookup per delivery instead of
+    /// the label machinery.
+    produced: DashMap<String, IntCounter>,
+}
+
+impl SinkContext {
+    fn logical<'a>(&self, full: &'a str) -> &'a str {
+        full.strip_prefix(self.prefix.as_str()).unwrap_or(full)
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, _: Statistics) {
+        // Producer statistics are requested only so that librdkafka keeps its broker state
+        // current; the consumer's statistics feed the metrics.
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.with_label_values(&["producer"]).inc();
+        tracing::warn!(%error, reason, "producer error");
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Arc<BatchAck>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<BatchAck>) {
+        match result {
+            Ok(msg) => {
+                let topic = msg.topic();
+                if let Some(c) = self.produced.get(topic) {
+                    c.inc();
+                } else {
+                    let c = self.metrics.produced.with_label_values(&[self.logical(topic)]);
+                    c.inc();
+                    self.produced.insert(topic.to_string(), c);
+                }
+                ack.output_done(true);
+            }
+            Err((err, msg)) => {
+                let topic = msg.topic();
+                self.metrics.produce_errors.with_label_values(&[self.logical(topic)]).inc();
+                tracing::error!(topic, error = %err, "the broker refused an output record; stopping without committing past it");
+                self.shutdown.trigger(Reason::Fatal(format!("delivery to {topic} failed: {err}")));
+                ack.output_done(false);
+            }
+        }
+    }
+}
+
+/// Errors of creating the sink.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the Kafka producer: {0}")]
+pub struct Error(#[from] KafkaError);
+
+/// Sends output records to Kafka.
+pub struct KafkaSink {
+    producer: ThreadedProducer<SinkContext>,
+    names: HashMap<&'static str, String>,
+    metrics: Metrics,
+    shutdown: Shutdown,
+}
+
+impl KafkaSink {
+    /// A sink for `cfg`'s cluster; a refused delivery triggers `shutdown` as fatal.
+    pub fn new(cfg: &Config, metrics: Metrics, shutdown: Shutdown) -> Result<Self, Error> {
+        let ctx = SinkContext {
+            metrics: metrics.clone(),
+            prefix: cfg.kafka.topic_prefix.clone(),
+            shutdown: shutdown.clone(),
+            produced: DashMap::new(),
+        };
+        let producer = client::producer(&cfg.kafka, &cfg.engine).create_with_context(ctx)?;
+        let names = topics::all().iter().map(|d| (d.name.as_str(), cfg.topic(&d.name))).collect();
+        Ok(Self { producer, names, metrics, shutdown })
+    }
+
+    /// Waits up to `timeout` for every queued record to be acknowledged.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+
+    /// Records queued or in flight.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send(&self, rec: OutRecord, ack: &Arc<BatchAck>) {
+        let full = match self.names.get(rec.topic) {
+            Some(n) => n.as_str(),
+            // Every topic a pipeline writes is defined in topics/; a test covers this.
+            None => panic!("output to undefined topic {}", rec.topic),
+        };
+        let headers = if rec.headers.is_empty() {
+            None
+        } else {
+            let mut h = OwnedHeaders::new_with_capacity(rec.headers.len());
+            for (k, v) in &rec.headers {
+                h = h.insert(Header { key: k, value: Some(v.as_slice()) });
+            }
+            Some(h)
+        };
+        ack.add_output();
+        let mut record: BaseRecord<'_, [u8], [u8], Arc<BatchAck>> = BaseRecord::with_opaque_to(full, ack.clone());
+        if let Some(k) = rec.key.as_deref() {
+            record = record.key(k);
+        }
+        if let Some(v) = rec.value.as_deref() {
+            record = record.payload(v);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        let mut waited = false;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // Backpressure: the producer queue is at its byte/count bound. Blocking this
+                    // task's thread is the point: its inbox fills, and the consumer stops
+                    // polling. Deliveries free space within milliseconds while the broker is up.
+                    if !waited {
+                        tracing::debug!(topic = full, "producer queue full: waiting");
+                        waited = true;
+                    }
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((err, _)) => {
+                    self.metrics.produce_errors.with_label_values(&[rec.topic]).inc();
+                    tracing::error!(topic = full, error = %err, "cannot enqueue an output record");
+                    self.shutdown.trigger(Reason::Fatal(format!("cannot send to {full}: {err}")));
+                    ack.output_done(false);
+                    return;
+                }
+            }
+        }
+    }
+}

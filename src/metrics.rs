@@ -1,0 +1,132 @@
+//! Every Prometheus metric pagepulse exports, defined once with its help text.
+//!
+//! Metrics live in their own [`Registry`] (not the process-global one) so that tests can run
+//! several engines in one process. Labels are bounded: topic names are the logical names from
+//! `topics/` (a handful), partitions are bounded by the topic definitions, and reasons are the
+//! fixed classes of [`crate::engine::Rejection`]. No page id, post id or title is ever a label.
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The process's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Records read from Kafka, by logical topic.
+    pub consumed: IntCounterVec,
+    /// Records acknowledged by the broker, by logical topic.
+    pub produced: IntCounterVec,
+    /// Records the broker refused or that could not be enqueued, by logical topic.
+    pub produce_errors: IntCounterVec,
+    /// Input records sent to the dead-letter topic, by input topic and reason class.
+    pub deadlettered: IntCounterVec,
+    /// Record timestamp to the moment every output it caused was acknowledged, by pipeline.
+    pub e2e_latency: HistogramVec,
+    /// Batches waiting in each task's inbox, by pipeline and partition.
+    pub mailbox_depth: IntGaugeVec,
+    /// Consumer lag per input partition, as librdkafka reports it (approximate on brokers with a
+    /// wrong high watermark, such as tansu 0.6.0).
+    pub consumer_lag: IntGaugeVec,
+    /// Input partitions currently assigned to this instance.
+    pub assigned_partitions: IntGauge,
+    /// Running partition tasks, by pipeline.
+    pub tasks: IntGaugeVec,
+    /// Events ignored by windowed aggregations, by pipeline and reason (`late`, `over_capacity`).
+    pub window_ignored: IntCounterVec,
+    /// Errors reported by the Kafka client, by kind.
+    pub kafka_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
+            registry.register(Box::new(c.clone())).expect("metric names are unique");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
+            registry.register(Box::new(g.clone())).expect("metric names are unique");
+            g
+        };
+        let consumed = counter("pagepulse_records_consumed_total", "Records read from Kafka.", &["topic"]);
+        let produced =
+            counter("pagepulse_records_produced_total", "Records acknowledged by the Kafka broker.", &["topic"]);
+        let produce_errors = counter(
+            "pagepulse_produce_errors_total",
+            "Records that the broker refused or that could not be enqueued for sending.",
+            &["topic"],
+        );
+        let deadlettered = counter(
+            "pagepulse_records_deadlettered_total",
+            "Input records sent to the dead-letter topic, by input topic and reason class.",
+            &["topic", "reason"],
+        );
+        let e2e_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "pagepulse_end_to_end_latency_seconds",
+                "From an input record's timestamp to the broker's acknowledgement of every output it caused.",
+            )
+            .buckets(exponential_buckets(0.001, 2.0, 16).expect("bucket parameters are valid")),
+            &["pipeline"],
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(e2e_latency.clone())).expect("metric names are unique");
+        let mailbox_depth =
+            gauge("pagepulse_mailbox_depth", "Batches waiting in a partition task's inbox.", &["pipeline", "partition"]);
+        let consumer_lag = gauge(
+            "pagepulse_consumer_lag",
+            "Messages between the committed/consumed position and the high watermark, per input partition.",
+            &["topic", "partition"],
+        );
+        let assigned_partitions =
+            IntGauge::new("pagepulse_assigned_partitions", "Input partitions currently assigned to this instance.")
+                .expect("metric definition is valid");
+        registry.register(Box::new(assigned_partitions.clone())).expect("metric names are unique");
+        let tasks = gauge("pagepulse_tasks", "Running partition tasks.", &["pipeline"]);
+        let window_ignored = counter(
+            "pagepulse_window_ignored_events_total",
+            "Events a windowed aggregation ignored: too late for the window, or over its key bound.",
+            &["pipeline", "reason"],
+        );
+        let kafka_errors = counter("pagepulse_kafka_errors_total", "Errors reported by the Kafka client.", &["kind"]);
+        Self {
+            registry,
+            consumed,
+            produced,
+            produce_errors,
+            deadlettered,
+            e2e_latency,
+            mailbox_depth,
+            consumer_lag,
+            assigned_partitions,
+            tasks,
+            window_ignored,
+            kafka_errors,
+        }
+    }
+
+    /// The registry, for callers that add metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

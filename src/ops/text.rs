@@ -1,0 +1,175 @@
+//! Word analysis of social post text: word count, average word length, hashtags and mentions.
+//!
+//! Words are the Unicode (UAX #29) words that `unicode-segmentation`'s `unicode_words()` yields,
+//! so "don't" is one word, CJK ideographs are one word each, and punctuation and emoji are not
+//! words. Lengths count Unicode scalar values (`char`s), not bytes.
+//!
+//! A hashtag is `#` followed by one or more word characters (Unicode alphanumerics, marks, and
+//! `_`), where the `#` does not follow a word character (so `C#` and `a#b` are not hashtags). A
+//! mention is the same with `@` (so `ana@example.com` is not a mention). Both are reported without
+//! their sigil, lower-cased, de-duplicated, in order of first appearance.
+
+use unicode_segmentation::UnicodeSegmentation;
+
+/// The result of analysing one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextStats {
+    /// Number of UAX #29 words.
+    pub word_count: usize,
+    /// Mean word length in Unicode scalar values; 0 when there are no words.
+    pub avg_word_length: f64,
+    /// Lower-cased hashtags without `#`, de-duplicated, in order of first appearance.
+    pub hashtags: Vec<String>,
+    /// Lower-cased mentions without `@`, de-duplicated, in order of first appearance.
+    pub mentions: Vec<String>,
+}
+
+/// Analyses `text`. Runs in time linear in its length.
+pub fn analyze(text: &str) -> TextStats {
+    let mut word_count = 0usize;
+    let mut total_chars = 0usize;
+    for word in text.unicode_words() {
+        word_count += 1;
+        total_chars += word.chars().count();
+    }
+    let avg_word_length = if word_count == 0 { 0.0 } else { total_chars as f64 / word_count as f64 };
+    let (hashtags, mentions) = tags(text);
+    TextStats { word_count, avg_word_length, hashtags, mentions }
+}
+
+/// Characters that may form a hashtag or mention body.
+fn is_tag_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || is_mark(c)
+}
+
+/// Combining marks (accents written as separate code points) continue a tag, so `#café` written
+/// with a combining acute accent stays one tag. Covers the combining blocks that matter in
+/// practice without pulling in a full Unicode property table.
+fn is_mark(c: char) -> bool {
+    matches!(c as u32, 0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
+        || matches!(c, '\u{0900}'..='\u{0903}' | '\u{093A}'..='\u{094F}' | '\u{0E31}' | '\u{0E34}'..='\u{0E3A}' | '\u{0E47}'..='\u{0E4E}')
+}
+
+/// Extracts hashtags and mentions in one pass.
+fn tags(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut hashtags: Vec<String> = Vec::new();
+    let mut mentions: Vec<String> = Vec::new();
+    let mut prev: Option<char> = None;
+    let mut iter = text.char_indices().peekable();
+    while let Some((i, c)) = iter.next() {
+        let sigil = c == '#' || c == '@';
+        let starts_tag = sigil && !prev.is_some_and(is_tag_char);
+        prev = Some(c);
+        if !starts_tag {
+            continue;
+        }
+        let body_start = i + c.len_utf8();
+        let mut body_end = body_start;
+        while let Some(&(j, d)) = iter.peek() {
+            if !is_tag_char(d) {
+                break;
+            }
+            body_end = j + d.len_utf8();
+            prev = Some(d);
+            iter.next();
+        }
+        if body_end == body_start {
+            continue;
+        }
+        let tag = text[body_start..body_end].to_lowercase();
+        let list = if c == '#' { &mut hashtags } else { &mut mentions };
+        // Posts carry a handful of tags: a linear scan beats hashing here.
+        if !list.contains(&tag) {
+            list.push(tag);
+        }
+    }
+    (hashtags, mentions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn sample_post_from_the_spec() {
+        let a = analyze("This is a sample post.");
+        assert_eq!(a.word_count, 5);
+        assert!((a.avg_word_length - 3.4).abs() < 1e-12);
+        assert!(a.hashtags.is_empty() && a.mentions.is_empty());
+    }
+
+    #[test]
+    fn accents_count_scalar_values_not_bytes() {
+        // "café" is 4 chars (5 bytes precomposed); "naïve" 5 chars.
+        let a = analyze("café naïve");
+        assert_eq!(a.word_count, 2);
+        assert!((a.avg_word_length - 4.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cjk_ideographs_are_words_each() {
+        let a = analyze("東京タワー 我爱你");
+        // UAX #29: each Han ideograph is its own word; katakana runs stay together.
+        let words: Vec<&str> = "東京タワー 我爱你".unicode_words().collect();
+        assert_eq!(a.word_count, words.len());
+        assert!(a.word_count >= 4, "{words:?}");
+    }
+
+    #[test]
+    fn emoji_and_punctuation_are_not_words() {
+        let a = analyze("🎉🎉 !!! ... ---");
+        assert_eq!(a.word_count, 0);
+        assert_eq!(a.avg_word_length, 0.0);
+        let b = analyze("great 👍 day");
+        assert_eq!(b.word_count, 2);
+        assert!((b.avg_word_length - 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn empty_text() {
+        let a = analyze("");
+        assert_eq!(a, TextStats { word_count: 0, avg_word_length: 0.0, hashtags: vec![], mentions: vec![] });
+    }
+
+    #[test]
+    fn contractions_and_numbers() {
+        let a = analyze("don't stop 3.14");
+        assert_eq!(a.word_count, 3);
+    }
+
+    #[test]
+    fn hashtags_lowercased_deduplicated_in_order() {
+        let a = analyze("#Rust and #kafka, then #RUST again #Kafka_Streams #");
+        assert_eq!(a.hashtags, s(&["rust", "kafka", "kafka_streams"]));
+    }
+
+    #[test]
+    fn mentions_and_emails() {
+        let a = analyze("hi @Ana and @bob_2! mail ana@example.com @ana");
+        assert_eq!(a.mentions, s(&["ana", "bob_2"]));
+    }
+
+    #[test]
+    fn sigil_inside_word_is_not_a_tag() {
+        let a = analyze("I code C# and a#b, x@y");
+        assert!(a.hashtags.is_empty(), "{:?}", a.hashtags);
+        assert!(a.mentions.is_empty());
+    }
+
+    #[test]
+    fn unicode_tags() {
+        let a = analyze("#東京 #Café #cafe\u{301} @Zoë 🎉#party");
+        assert_eq!(a.hashtags, s(&["東京", "café", "cafe\u{301}", "party"]));
+        assert_eq!(a.mentions, s(&["zoë"]));
+    }
+
+    #[test]
+    fn tag_ends_at_punctuation_or_emoji() {
+        let a = analyze("#go-lang #fun🎉 (#paren)");
+        assert_eq!(a.hashtags, s(&["go", "fun", "paren"]));
+    }
+}

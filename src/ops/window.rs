@@ -1,0 +1,200 @@
+//! Sliding event-time counts: how often each key occurred in the last `window` of event time.
+//!
+//! Time is cut into fixed buckets (one minute by default); the window is the newest
+//! `window / bucket` buckets, ending at the bucket that holds the highest event time seen. Buckets
+//! live in a `BTreeMap` keyed by bucket start and are drained from the front as event time
+//! advances, subtracting their counts from the running totals, so reading the totals is free and
+//! advancing costs only the expired buckets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+/// Counts per key over a sliding event-time window.
+#[derive(Debug)]
+pub struct SlidingCounts<K: Eq + Hash + Clone> {
+    window_ms: i64,
+    bucket_ms: i64,
+    max_keys: usize,
+    buckets: BTreeMap<i64, HashMap<K, u64>>,
+    totals: HashMap<K, u64>,
+    /// Start of the newest bucket (the one holding the highest event time seen).
+    head: Option<i64>,
+    late: u64,
+    dropped: u64,
+    version: u64,
+}
+
+/// What happened to one `add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// Counted in the window.
+    Counted,
+    /// Older than the window: ignored.
+    Late,
+    /// A new key while the window already tracks `max_keys` keys: ignored.
+    OverCapacity,
+}
+
+impl<K: Eq + Hash + Clone> SlidingCounts<K> {
+    /// A window of `window_ms` cut into buckets of `bucket_ms` (which must divide it), tracking at
+    /// most `max_keys` distinct keys at once.
+    ///
+    /// # Panics
+    /// If `bucket_ms` is not positive or does not divide `window_ms`: config validation rejects
+    /// such values before they get here.
+    pub fn new(window_ms: i64, bucket_ms: i64, max_keys: usize) -> Self {
+        assert!(bucket_ms > 0 && window_ms >= bucket_ms && window_ms % bucket_ms == 0, "bucket must divide window");
+        Self {
+            window_ms,
+            bucket_ms,
+            max_keys,
+            buckets: BTreeMap::new(),
+            totals: HashMap::new(),
+            head: None,
+            late: 0,
+            dropped: 0,
+            version: 0,
+        }
+    }
+
+    fn bucket_of(&self, ts_ms: i64) -> i64 {
+        ts_ms.div_euclid(self.bucket_ms) * self.bucket_ms
+    }
+
+    /// Counts `n` occurrences of `key` at event time `ts_ms`.
+    pub fn add(&mut self, key: &K, ts_ms: i64, n: u64) -> AddOutcome {
+        let bucket = self.bucket_of(ts_ms);
+        match self.head {
+            Some(head) if bucket > head => self.advance_to(bucket),
+            Some(_) => {}
+            None => self.head = Some(bucket),
+        }
+        let (start, _) = self.bounds().expect("head was just set");
+        if bucket < start {
+            self.late += 1;
+            return AddOutcome::Late;
+        }
+        if !self.totals.contains_key(key) && self.totals.len() >= self.max_keys {
+            self.dropped += 1;
+            return AddOutcome::OverCapacity;
+        }
+        *self.buckets.entry(bucket).or_default().entry(key.clone()).or_insert(0) += n;
+        *self.totals.entry(key.clone()).or_insert(0) += n;
+        self.version += 1;
+        AddOutcome::Counted
+    }
+
+    /// Moves the head to `bucket` and expires the buckets that fall out of the window.
+    fn advance_to(&mut self, bucket: i64) {
+        self.head = Some(bucket);
+        let start = bucket - self.window_ms + self.bucket_ms;
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() >= start {
+                break;
+            }
+            for (key, n) in entry.remove() {
+                if let Some(total) = self.totals.get_mut(&key) {
+                    *total -= n;
+                    if *total == 0 {
+                        self.totals.remove(&key);
+                    }
+                }
+            }
+        }
+        self.version += 1;
+    }
+
+    /// `[start, end)` of the current window in epoch milliseconds, if anything was seen.
+    pub fn bounds(&self) -> Option<(i64, i64)> {
+        self.head.map(|h| (h - self.window_ms + self.bucket_ms, h + self.bucket_ms))
+    }
+
+    /// Current totals per key over the window.
+    pub fn totals(&self) -> impl Iterator<Item = (&K, u64)> {
+        self.totals.iter().map(|(k, n)| (k, *n))
+    }
+
+    /// Number of distinct keys in the window.
+    pub fn len(&self) -> usize {
+        self.totals.len()
+    }
+
+    /// True when the window holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.totals.is_empty()
+    }
+
+    /// Events ignored because they were older than the window.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Events ignored because the key bound was reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Changes whenever counts or bounds change: lets a caller skip work when nothing happened.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn total(w: &SlidingCounts<String>, k: &str) -> u64 {
+        w.totals().find(|(key, _)| key.as_str() == k).map(|(_, n)| n).unwrap_or(0)
+    }
+
+    #[test]
+    fn counts_within_window_and_expires_old_buckets() {
+        let mut w = SlidingCounts::new(60 * MIN, MIN, 100);
+        let k = "rust".to_string();
+        assert_eq!(w.add(&k, 0, 1), AddOutcome::Counted);
+        assert_eq!(w.add(&k, 30 * MIN, 2), AddOutcome::Counted);
+        assert_eq!(total(&w, "rust"), 3);
+        assert_eq!(w.bounds(), Some((-29 * MIN, 31 * MIN)));
+        // 60 minutes after the first bucket: bucket 0 falls out.
+        w.add(&"other".to_string(), 60 * MIN, 1);
+        assert_eq!(total(&w, "rust"), 2);
+        assert_eq!(w.bounds(), Some((MIN, 61 * MIN)));
+        w.add(&"other".to_string(), 200 * MIN, 1);
+        assert_eq!(total(&w, "rust"), 0);
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn out_of_order_inside_window_counts_late_outside_does_not() {
+        let mut w = SlidingCounts::new(60 * MIN, MIN, 100);
+        let k = "a".to_string();
+        w.add(&k, 100 * MIN, 1);
+        assert_eq!(w.add(&k, 50 * MIN, 1), AddOutcome::Counted);
+        assert_eq!(w.add(&k, 40 * MIN, 1), AddOutcome::Late);
+        assert_eq!(total(&w, "a"), 2);
+        assert_eq!(w.late(), 1);
+    }
+
+    #[test]
+    fn key_bound_is_enforced_and_counted() {
+        let mut w = SlidingCounts::new(MIN, MIN, 2);
+        w.add(&"a".to_string(), 0, 1);
+        w.add(&"b".to_string(), 0, 1);
+        assert_eq!(w.add(&"c".to_string(), 0, 1), AddOutcome::OverCapacity);
+        assert_eq!(w.add(&"a".to_string(), 0, 1), AddOutcome::Counted);
+        assert_eq!(w.dropped(), 1);
+        // Once a bucket expires, room frees up again.
+        w.add(&"a".to_string(), 5 * MIN, 1);
+        assert_eq!(w.add(&"c".to_string(), 5 * MIN, 1), AddOutcome::Counted);
+    }
+
+    #[test]
+    fn negative_timestamps_bucket_correctly() {
+        let mut w = SlidingCounts::new(2 * MIN, MIN, 10);
+        w.add(&"a".to_string(), -1, 1);
+        assert_eq!(w.bounds(), Some((-2 * MIN, 0)));
+    }
+}

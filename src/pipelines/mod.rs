@@ -1,0 +1,4 @@
+//! The pipelines: each a [`crate::engine::Processor`] built from [`crate::ops`] blocks.
+
+pub mod decode;
+pub mod posts;

@@ -1,0 +1,335 @@
+//! Social post analysis.
+//!
+//! - Input `posts` (key = post id): `{"id", "content", "author"?, "created_at"?}`.
+//! - Output `posts.analysis` (key = post id): word count, average word length, hashtags and
+//!   mentions of each post (see [`crate::ops::text`]).
+//! - Output `posts.trending` (key `hashtags`): the top hashtags over the last hour of event time,
+//!   from a cross-partition [`HashtagTrending`] aggregate.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::decode::{format_ms, object, optional_str, required_str, rfc3339_ms, utf8_value};
+use crate::clock::Clock;
+use crate::config::PostsConfig;
+use crate::engine::{Aggregate, Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
+use crate::metrics::Metrics;
+use crate::ops::text;
+use crate::ops::topn::top_n;
+use crate::ops::window::{AddOutcome, SlidingCounts};
+
+/// Pipeline name.
+pub const PIPELINE: &str = "posts";
+/// Input topic.
+pub const INPUT: &str = "posts";
+/// Per-post analysis output.
+pub const ANALYSIS: &str = "posts.analysis";
+/// Trending hashtags output.
+pub const TRENDING: &str = "posts.trending";
+/// Key of every `posts.trending` record.
+pub const TRENDING_KEY: &str = "hashtags";
+/// Event times further than this ahead of the wall clock are clamped to it, so one post dated
+/// in the far future cannot push the trending window past every real post.
+pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    author: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    created_at: Option<&'a RawValue>,
+}
+
+/// A decoded, valid post.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post<'a> {
+    /// Post id.
+    pub id: Cow<'a, str>,
+    /// Text.
+    pub content: Cow<'a, str>,
+    /// `created_at` in epoch milliseconds, if given.
+    pub created_at_ms: Option<i64>,
+}
+
+/// Decodes and validates a `posts` record value.
+pub fn decode_post(rec: &RawRecord, max_content_bytes: usize) -> Result<Post<'_>, Rejection> {
+    let wire: Wire<'_> = object(utf8_value(rec)?)?;
+    let id = required_str("id", wire.id)?;
+    if id.is_empty() {
+        return Err(Rejection::new(RejectClass::InvalidValue, "field `id` must not be empty"));
+    }
+    let content = required_str("content", wire.content)?;
+    if content.len() > max_content_bytes {
+        return Err(Rejection::new(
+            RejectClass::TooLarge,
+            format!("field `content` is {} bytes, more than the {} allowed", content.len(), max_content_bytes),
+        ));
+    }
+    optional_str("author", wire.author)?;
+    let created_at_ms = match optional_str("created_at", wire.created_at)? {
+        Some(t) => Some(rfc3339_ms("created_at", &t)?),
+        None => None,
+    };
+    Ok(Post { id, content, created_at_ms })
+}
+
+/// A `posts.analysis` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis<'a> {
+    /// Post id.
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// UAX #29 words in `content`.
+    pub word_count: usize,
+    /// Mean word length in Unicode scalar values; 0 with no words.
+    pub avg_word_length: f64,
+    /// Lower-cased hashtags without `#`, de-duplicated, in order of first appearance.
+    pub hashtags: Vec<String>,
+    /// Lower-cased mentions without `@`, de-duplicated, in order of first appearance.
+    pub mentions: Vec<String>,
+    /// When pagepulse analysed the post (RFC 3339, UTC).
+    pub analyzed_at: String,
+}
+
+/// One hashtag occurrence, handed to the trending aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagHit {
+    /// The hashtag (lower-cased, no `#`).
+    pub tag: String,
+    /// Event time in epoch milliseconds.
+    pub ts_ms: i64,
+}
+
+/// The per-partition posts processor.
+pub struct PostsProcessor {
+    max_content_bytes: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl PostsProcessor {
+    /// A processor with the pipeline's config.
+    pub fn new(cfg: &PostsConfig, clock: Arc<dyn Clock>) -> Self {
+        Self { max_content_bytes: cfg.max_content_bytes, clock }
+    }
+}
+
+impl Processor for PostsProcessor {
+    type Input<'a> = Post<'a>;
+    type Part = TagHit;
+
+    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<Post<'a>, Rejection> {
+        decode_post(rec, self.max_content_bytes)
+    }
+
+    fn process(&mut self, post: Post<'_>, meta: &RecordMeta, out: &mut Emit<TagHit>) {
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let stats = text::analyze(&post.content);
+        let event_ms = post.created_at_ms.or(meta.timestamp_ms).unwrap_or(now_ms).min(now_ms + MAX_FUTURE_SKEW_MS);
+        for tag in &stats.hashtags {
+            out.part(TagHit { tag: tag.clone(), ts_ms: event_ms });
+        }
+        let analysis = Analysis {
+            id: Cow::Borrowed(&post.id),
+            word_count: stats.word_count,
+            avg_word_length: stats.avg_word_length,
+            hashtags: stats.hashtags,
+            mentions: stats.mentions,
+            analyzed_at: format_ms(now_ms),
+        };
+        let value = serde_json::to_vec(&analysis).expect("serializing plain structs cannot fail");
+        out.record(OutRecord::new(ANALYSIS, post.id.as_bytes(), value));
+    }
+}
+
+/// A `posts.trending` value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trending {
+    /// Start of the window (inclusive), RFC 3339.
+    pub window_start: String,
+    /// End of the window (exclusive), RFC 3339.
+    pub window_end: String,
+    /// The top hashtags, best first.
+    pub tags: Vec<TrendingTag>,
+}
+
+/// One ranked hashtag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrendingTag {
+    /// 1-based rank.
+    pub rank: usize,
+    /// The hashtag.
+    pub tag: String,
+    /// Posts carrying it in the window.
+    pub count: u64,
+}
+
+/// Top hashtags over a sliding event-time window, across every partition of this instance.
+pub struct HashtagTrending {
+    counts: SlidingCounts<String>,
+    top_n: usize,
+    emitted_version: Option<u64>,
+    last: Option<Trending>,
+    metrics: Metrics,
+}
+
+impl HashtagTrending {
+    /// An empty trending view with the pipeline's config.
+    pub fn new(cfg: &PostsConfig, metrics: Metrics) -> Self {
+        Self {
+            counts: SlidingCounts::new(
+                cfg.trending_window.as_millis() as i64,
+                cfg.trending_bucket.as_millis() as i64,
+                cfg.trending_max_tags,
+            ),
+            top_n: cfg.trending_top_n,
+            emitted_version: None,
+            last: None,
+            metrics,
+        }
+    }
+
+    /// The current ranking, if any hashtag was seen.
+    pub fn current(&self) -> Option<Trending> {
+        let (start, end) = self.counts.bounds()?;
+        let tags = top_n(self.counts.totals(), self.top_n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| TrendingTag { rank: i + 1, tag: r.key, count: r.count })
+            .collect();
+        Some(Trending { window_start: format_ms(start), window_end: format_ms(end), tags })
+    }
+}
+
+impl Aggregate for HashtagTrending {
+    type Part = TagHit;
+
+    fn merge(&mut self, parts: &mut Vec<TagHit>) {
+        for hit in parts.drain(..) {
+            match self.counts.add(&hit.tag, hit.ts_ms, 1) {
+                AddOutcome::Counted => {}
+                AddOutcome::Late => self.metrics.window_ignored.with_label_values(&[PIPELINE, "late"]).inc(),
+                AddOutcome::OverCapacity => {
+                    self.metrics.window_ignored.with_label_values(&[PIPELINE, "over_capacity"]).inc()
+                }
+            }
+        }
+    }
+
+    /// Emits the ranking when it changed since the last emission.
+    fn on_tick(&mut self, _now: chrono::DateTime<chrono::Utc>, out: &mut Vec<OutRecord>) {
+        if self.emitted_version == Some(self.counts.version()) {
+            return;
+        }
+        self.emitted_version = Some(self.counts.version());
+        let Some(current) = self.current() else { return };
+        if self.last.as_ref() == Some(&current) {
+            return;
+        }
+        let value = serde_json::to_vec(&current).expect("serializing plain structs cannot fail");
+        out.push(OutRecord::new(TRENDING, TRENDING_KEY, value));
+        self.last = Some(current);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+
+    fn rec(v: &str) -> RawRecord {
+        RawRecord { key: Some(b"k".to_vec()), value: Some(v.as_bytes().to_vec()), offset: 7, timestamp_ms: Some(1_000) }
+    }
+
+    fn reject(v: &str) -> Rejection {
+        decode_post(&rec(v), 65536).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn decodes_valid_posts() {
+        let r = rec(r#"{"id":"1","content":"hi","author":"ana","created_at":"2026-11-23T10:00:00Z"}"#);
+        let p = decode_post(&r, 65536).expect("valid");
+        assert_eq!(p.id, "1");
+        assert_eq!(p.created_at_ms, Some(1_795_428_000_000));
+        let r = rec(r#"{"id":"2","content":"","extra":[1,2]}"#);
+        let p = decode_post(&r, 65536).expect("valid, extra ignored");
+        assert_eq!(p.created_at_ms, None);
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        assert_eq!(reject(r#"{"content":"x"}"#).message, "field `id` is missing");
+        assert_eq!(reject(r#"{"id":5,"content":"x"}"#).message, "field `id` must be a string, found number");
+        assert_eq!(reject(r#"{"id":"1"}"#).message, "field `content` is missing");
+        assert_eq!(reject(r#"{"id":"1","content":["x"]}"#).class, RejectClass::WrongType);
+        assert_eq!(reject(r#"{"id":"","content":"x"}"#).class, RejectClass::InvalidValue);
+        assert_eq!(reject(r#"{"id":"1","content":"x","author":1}"#).message, "field `author` must be a string, found number");
+        assert!(reject(r#"{"id":"1","content":"x","created_at":"noon"}"#).message.starts_with("field `created_at`"));
+        let big = format!(r#"{{"id":"1","content":"{}"}}"#, "a".repeat(65537));
+        assert_eq!(reject(&big).class, RejectClass::TooLarge);
+        assert_eq!(reject("not json").class, RejectClass::InvalidJson);
+    }
+
+    #[test]
+    fn process_emits_analysis_and_tag_hits() {
+        let cfg = Config::default().posts;
+        let clock = Arc::new(ManualClock::at_ms(1_795_428_000_000));
+        let mut p = PostsProcessor::new(&cfg, clock);
+        let mut out = Emit::default();
+        let r = rec(r#"{"id":"9","content":"This is a sample post. #Rust #rust @Ana"}"#);
+        let post = p.decode(INPUT, &r).expect("valid");
+        p.process(post, &RecordMeta { topic: INPUT, partition: 0, offset: 7, timestamp_ms: Some(1_000) }, &mut out);
+        assert_eq!(out.records.len(), 1);
+        let a: Analysis = serde_json::from_slice(out.records[0].value.as_deref().expect("value")).expect("analysis JSON");
+        assert_eq!(a.id, "9");
+        assert_eq!(a.word_count, 8);
+        assert_eq!(a.hashtags, vec!["rust"]);
+        assert_eq!(a.mentions, vec!["ana"]);
+        assert_eq!(a.analyzed_at, "2026-11-23T10:00:00.000Z");
+        assert_eq!(out.records[0].key.as_deref(), Some(&b"9"[..]));
+        // No created_at: the record timestamp is the event time.
+        assert_eq!(out.parts, vec![TagHit { tag: "rust".into(), ts_ms: 1_000 }]);
+    }
+
+    #[test]
+    fn trending_ranks_and_emits_only_on_change() {
+        let cfg = Config::default().posts;
+        let mut t = HashtagTrending::new(&cfg, Metrics::new());
+        let base = 1_795_428_000_000;
+        let mut parts = vec![
+            TagHit { tag: "b".into(), ts_ms: base },
+            TagHit { tag: "a".into(), ts_ms: base },
+            TagHit { tag: "c".into(), ts_ms: base + 1 },
+            TagHit { tag: "c".into(), ts_ms: base + 2 },
+        ];
+        t.merge(&mut parts);
+        assert!(parts.is_empty());
+        let mut out = Vec::new();
+        t.on_tick(chrono::Utc::now(), &mut out);
+        assert_eq!(out.len(), 1);
+        let tr: Trending = serde_json::from_slice(out[0].value.as_deref().expect("value")).expect("JSON");
+        let ranked: Vec<(usize, &str, u64)> = tr.tags.iter().map(|x| (x.rank, x.tag.as_str(), x.count)).collect();
+        assert_eq!(ranked, vec![(1, "c", 2), (2, "a", 1), (3, "b", 1)]);
+        assert_eq!(tr.window_start, "2026-11-23T09:01:00.000Z");
+        assert_eq!(tr.window_end, "2026-11-23T10:01:00.000Z");
+        out.clear();
+        t.on_tick(chrono::Utc::now(), &mut out);
+        assert!(out.is_empty(), "nothing changed");
+        // Two hours later, the old tags expire and only the new one remains.
+        t.merge(&mut vec![TagHit { tag: "z".into(), ts_ms: base + 2 * 3_600_000 }]);
+        t.on_tick(chrono::Utc::now(), &mut out);
+        let tr: Trending = serde_json::from_slice(out[0].value.as_deref().expect("value")).expect("JSON");
+        assert_eq!(tr.tags.iter().map(|x| x.tag.as_str()).collect::<Vec<_>>(), vec!["z"]);
+    }
+}
