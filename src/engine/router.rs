@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::{Actor, ArbiterHandle, StreamHandler};
+use prometheus::IntGauge;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -30,6 +31,11 @@ pub trait TaskFactory: Send + Sync + 'static {
     /// Starts the task for `partition` on `arbiter`, reading batches from `inbox`; the task holds
     /// `done` until it stops.
     fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>);
+}
+
+/// The gauge of batches waiting in the inbox of `pipeline`'s task for `partition`.
+pub fn mailbox_gauge(metrics: &Metrics, pipeline: &str, partition: i32) -> IntGauge {
+    metrics.mailbox_depth.with_label_values(&[pipeline, &partition.to_string()])
 }
 
 /// A pipeline made of a processor constructor: the usual [`TaskFactory`].
@@ -89,7 +95,7 @@ pub struct Router {
     pipelines: Vec<Arc<dyn TaskFactory>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
-    tasks: HashMap<(usize, i32), mpsc::Sender<Batch>>,
+    tasks: HashMap<(usize, i32), (mpsc::Sender<Batch>, IntGauge)>,
     trackers: HashMap<(usize, i32), Arc<OffsetTracker>>,
     store: Arc<dyn OffsetStore>,
     metrics: Metrics,
@@ -176,24 +182,26 @@ impl Router {
         let ack = tracker.begin(last.offset + 1, timestamps);
         self.metrics.consumed.with_label_values(&[inp.logical]).inc_by(records.len() as u64);
         let batch = Batch { topic: inp.logical, full_topic: inp.full.clone(), partition, records, ack };
-        let tx = self.task(inp.pipeline, partition);
-        let result = tx.send(batch).await;
-        let depth = tx.max_capacity() - tx.capacity();
-        let name = self.pipelines[inp.pipeline].pipeline();
-        self.metrics.mailbox_depth.with_label_values(&[name, &partition.to_string()]).set(depth as i64);
-        result.map_err(|_| TaskGone { topic: inp.full.to_string(), partition })
+        let (tx, depth) = self.task(inp.pipeline, partition);
+        // The task decrements the same gauge when it takes the batch out of its inbox.
+        depth.inc();
+        tx.send(batch).await.map_err(|_| {
+            depth.dec();
+            TaskGone { topic: inp.full.to_string(), partition }
+        })
     }
 
-    fn task(&mut self, pipeline: usize, partition: i32) -> mpsc::Sender<Batch> {
-        if let Some(tx) = self.tasks.get(&(pipeline, partition)) {
-            return tx.clone();
+    fn task(&mut self, pipeline: usize, partition: i32) -> (mpsc::Sender<Batch>, IntGauge) {
+        if let Some(entry) = self.tasks.get(&(pipeline, partition)) {
+            return entry.clone();
         }
         let (tx, rx) = mpsc::channel(self.inbox_capacity);
+        let depth = mailbox_gauge(&self.metrics, self.pipelines[pipeline].pipeline(), partition);
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         self.pipelines[pipeline].spawn(partition, arbiter, rx, self.done.clone());
-        self.tasks.insert((pipeline, partition), tx.clone());
-        tx
+        self.tasks.insert((pipeline, partition), (tx.clone(), depth.clone()));
+        (tx, depth)
     }
 
     /// The partition was revoked: stop its task once its inbox drains, and stop storing its
@@ -204,11 +212,9 @@ impl Router {
             tracker.revoke();
         }
         let pipeline = self.inputs[input].pipeline;
-        if self.tasks.remove(&(pipeline, partition)).is_some() {
-            let name = self.pipelines[pipeline].pipeline();
-            // Err only when the gauge was never set for this partition: nothing to remove.
-            let _ = self.metrics.mailbox_depth.remove_label_values(&[name, &partition.to_string()]);
-        }
+        // Dropping the sender closes the inbox; the task drains it (bringing its depth gauge back
+        // to 0) and stops. The gauge stays: partitions are few and may come back.
+        self.tasks.remove(&(pipeline, partition));
     }
 
     /// Every live offset tracker.

@@ -27,6 +27,7 @@ pub struct Task<P: Processor> {
     merge: Option<MergeFn<P::Part>>,
     emit: Emit<P::Part>,
     metrics: Metrics,
+    inbox_depth: prometheus::IntGauge,
     /// Dropped when the task stops: the engine waits for every clone to go (drop-to-join).
     _done: Option<mpsc::Sender<()>>,
 }
@@ -42,7 +43,8 @@ impl<P: Processor> Task<P> {
         metrics: Metrics,
         done: Option<mpsc::Sender<()>>,
     ) -> Self {
-        Self { pipeline, partition, processor, sink, merge, emit: Emit::default(), metrics, _done: done }
+        let inbox_depth = super::router::mailbox_gauge(&metrics, pipeline, partition);
+        Self { pipeline, partition, processor, sink, merge, emit: Emit::default(), metrics, inbox_depth, _done: done }
     }
 
     /// Decodes and processes every record of `batch`, sends the outputs, then releases the batch.
@@ -116,6 +118,7 @@ impl<P: Processor + Unpin> Actor for Task<P> {
 
 impl<P: Processor + Unpin> StreamHandler<Batch> for Task<P> {
     fn handle(&mut self, batch: Batch, _ctx: &mut Self::Context) {
+        self.inbox_depth.dec();
         self.handle_batch(batch);
     }
 
