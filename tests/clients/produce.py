@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Produces records to Kafka with confluent-kafka: an independent client, not pagepulse's own.
+
+usage: produce.py BROKERS TOPIC FILE
+FILE holds one JSON object per line: {"key": str|null, "value_b64": str|null}. Values are base64
+so that tests can send invalid UTF-8 and tombstones. Prints the number of acknowledged records.
+"""
+import base64
+import json
+import sys
+
+from confluent_kafka import Producer
+
+
+def main() -> int:
+    brokers, topic, path = sys.argv[1:4]
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 5, "enable.idempotence": True})
+    failures = []
+    acked = [0]
+
+    def on_delivery(err, _msg):
+        if err is not None:
+            failures.append(str(err))
+        else:
+            acked[0] += 1
+
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            value = None if rec["value_b64"] is None else base64.b64decode(rec["value_b64"])
+            key = None if rec["key"] is None else rec["key"].encode()
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+    left = producer.flush(60)
+    if failures or left:
+        print(f"delivery failures: {failures[:5]}, unflushed: {left}", file=sys.stderr)
+        return 1
+    print(acked[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+//! Integration-test harness: a real Kafka-compatible broker (tansu, started once per test binary
+//! on a free port, or the one named by `PAGEPULSE_TEST_BROKERS`), a random topic prefix and group
+//! per test, the `pagepulse` binary as a child process, and polling helpers with deadlines.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Bootstrap servers of the test broker.
+pub fn brokers() -> String {
+    static BROKERS: OnceLock<String> = OnceLock::new();
+    BROKERS
+        .get_or_init(|| match std::env::var("PAGEPULSE_TEST_BROKERS") {
+            Ok(b) if !b.is_empty() => b,
+            _ => start_tansu(),
+        })
+        .clone()
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        cargo_bin
+    } else {
+        "tansu".into()
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+}
+
+/// Starts tansu on a free port from a thread that lives as long as the test process: the child
+/// gets PR_SET_PDEATHSIG, which fires when the *spawning thread* exits, so that thread must not
+/// be a test thread.
+fn start_tansu() -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("tansu-keeper".into())
+        .spawn(move || {
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("temp dir for tansu (it reads .env from its cwd)");
+            let url = format!("tcp://127.0.0.1:{port}");
+            let log = std::fs::File::create(dir.path().join("tansu.log")).expect("log file");
+            let mut cmd = Command::new(tansu_bin());
+            cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .current_dir(dir.path())
+                .stdout(Stdio::from(log.try_clone().expect("dup log")))
+                .stderr(Stdio::from(log));
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().unwrap_or_else(|e| {
+                panic!("cannot start tansu ({e}); run scripts/install-tansu.sh or set PAGEPULSE_TEST_BROKERS")
+            });
+            let addr = format!("127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while TcpStream::connect(&addr).is_err() {
+                assert!(Instant::now() < deadline, "tansu did not listen on {addr} within 20 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            tx.send(addr).expect("test thread waits for the address");
+            let _keep = (child, dir);
+            loop {
+                std::thread::park();
+            }
+        })
+        .expect("spawn tansu keeper");
+    rx.recv().expect("tansu keeper sends its address")
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, failing the test with `what` at the deadline.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP/1.0 GET: (status, body), or None if nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// One test's slice of the broker: its own topic prefix and group id.
+pub struct TestEnv {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topic prefix, e.g. `t1a2b3c.`.
+    pub prefix: String,
+    /// Consumer group id.
+    pub group: String,
+}
+
+impl TestEnv {
+    /// A fresh prefix and group, with every pagepulse topic created under the prefix.
+    pub fn new() -> Self {
+        let tag: u32 = rand::thread_rng().gen();
+        let env = Self { brokers: brokers(), prefix: format!("t{tag:08x}."), group: format!("g{tag:08x}") };
+        let out = env.cli(&["topics", "create"]).output().expect("run pagepulse topics create");
+        assert!(out.status.success(), "topics create failed: {}", String::from_utf8_lossy(&out.stderr));
+        env
+    }
+
+    /// Full name of logical topic `t`.
+    pub fn topic(&self, t: &str) -> String {
+        format!("{}{}", self.prefix, t)
+    }
+
+    /// A `pagepulse` command with this environment's broker, prefix and group.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pagepulse"));
+        c.args(args)
+            .env("PAGEPULSE_BROKERS", &self.brokers)
+            .env("PAGEPULSE_TOPIC_PREFIX", &self.prefix)
+            .env("PAGEPULSE_GROUP_ID", &self.group)
+            .env("PAGEPULSE__kafka__session_timeout", "\"6s\"")
+            .env("PAGEPULSE_LOG", "info,librdkafka=warn");
+        c
+    }
+
+    /// Starts `pagepulse run` with its HTTP endpoint on a free port.
+    pub fn start(&self) -> Pagepulse {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = self
+            .cli(&["run"])
+            .env("PAGEPULSE_HTTP_LISTEN", &addr)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log.reopen().expect("reopen log")))
+            .spawn()
+            .expect("spawn pagepulse run");
+        Pagepulse { child: Some(child), addr, log }
+    }
+
+    /// Produces `records` (key, value) to logical topic `topic` with Python's confluent-kafka.
+    pub fn produce_python(&self, topic: &str, records: &[(Option<String>, Option<Vec<u8>>)]) {
+        use base64::Engine as _;
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        for (k, v) in records {
+            let line = serde_json::json!({
+                "key": k,
+                "value_b64": v.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+            });
+            writeln!(file, "{line}").expect("write record");
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/produce.py");
+        let out = Command::new("python3")
+            .args([script, &self.brokers, &self.topic(topic)])
+            .arg(file.path())
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "python producer failed (is confluent-kafka installed? scripts/test.sh installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let acked: usize = String::from_utf8_lossy(&out.stdout).trim().parse().expect("acked count");
+        assert_eq!(acked, records.len());
+    }
+
+    /// Reads logical topic `topic` from the beginning until `done(records)` holds, failing at the
+    /// deadline.
+    pub fn read_until(&self, topic: &str, timeout: Duration, done: impl Fn(&[Rec]) -> bool) -> Vec<Rec> {
+        let full = self.topic(topic);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}-reader", self.group))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("test consumer");
+        let md = consumer.fetch_metadata(Some(&full), Duration::from_secs(10)).expect("metadata");
+        let parts = md.topics()[0].partitions().len();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..parts as i32 {
+            tpl.add_partition_offset(&full, p, Offset::Beginning).expect("add partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut recs = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while !done(&recs) {
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} reading {full}: have {} records", recs.len());
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m.expect("consume");
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                recs.push(Rec {
+                    partition: m.partition(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+        }
+        recs
+    }
+
+    /// The committed offsets of this environment's group for logical topic `topic`.
+    pub fn committed(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .create()
+            .expect("test consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&self.topic(topic), p);
+        }
+        let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+        got.elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Best effort: topics live in the broker's memory; a failed delete only costs memory.
+        let admin: Result<rdkafka::admin::AdminClient<_>, _> =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create();
+        if let Ok(admin) = admin {
+            let names: Vec<String> =
+                ["posts", "posts.analysis", "posts.trending", "deadletter"].iter().map(|t| self.topic(t)).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let _ = rt.block_on(admin.delete_topics(&refs, &rdkafka::admin::AdminOptions::new()));
+        }
+    }
+}
+
+/// A consumed record.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    /// Partition.
+    pub partition: i32,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+    /// Headers as text.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A running `pagepulse run` child process; killed when dropped.
+pub struct Pagepulse {
+    child: Option<Child>,
+    /// Its HTTP address.
+    pub addr: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl Pagepulse {
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let addr = self.addr.clone();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((200, _)) = http_get(&addr, "/readyz") {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("pagepulse exited early with {status}; log:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "pagepulse not ready within {timeout:?}; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(&self.addr, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// The value of the sample `name{labels}` (labels as printed, e.g. `topic="posts"`), 0 when absent.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        metric_value(&self.metrics(), name, labels)
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+
+    /// Waits for the process to exit, failing after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "pagepulse did not exit within {timeout:?}; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Pagepulse {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Already-exited children make these fail harmlessly.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The value of `name{labels}` in Prometheus text `text`, 0 when absent.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    let want = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| *series == want)
+        .filter_map(|(_, v)| v.parse().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+/// Sum of every sample of `name` whose labels contain `filter`.
+pub fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(filter))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
