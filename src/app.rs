@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix::{Actor, Arbiter, Recipient};
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
 
@@ -54,7 +55,15 @@ struct ConsumerOffsets(Arc<Source>);
 
 impl OffsetStore for ConsumerOffsets {
     fn store(&self, topic: &str, partition: i32, next_offset: i64) {
-        if let Err(e) = self.0.store_offset(topic, partition, next_offset) {
+        // Not `store_offset`: it calls librdkafka's legacy rd_kafka_offset_store, which stores
+        // `offset + 1`, so passing the next offset would skip a record at every commit boundary
+        // (the crash test caught exactly that). A partition list is stored as given.
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)) {
+            tracing::error!(topic, partition, error = %e, "invalid offset to store");
+            return;
+        }
+        if let Err(e) = self.0.store_offsets(&tpl) {
             // Happens when the partition was revoked meanwhile: its next owner redoes the work.
             tracing::debug!(topic, partition, error = %e, "offset not stored");
         }

@@ -195,7 +195,7 @@ impl TestEnv {
 
     /// Reads logical topic `topic` from the beginning until `done(records)` holds, failing at the
     /// deadline.
-    pub fn read_until(&self, topic: &str, timeout: Duration, done: impl Fn(&[Rec]) -> bool) -> Vec<Rec> {
+    pub fn read_until(&self, topic: &str, timeout: Duration, mut done: impl FnMut(&[Rec]) -> bool) -> Vec<Rec> {
         let full = self.topic(topic);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
