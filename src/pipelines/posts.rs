@@ -84,8 +84,7 @@ pub fn decode_post(rec: &RawRecord, max_content_bytes: usize) -> Result<Post<'_>
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis<'a> {
-    /// Post id.
-    #[serde(borrow)]
+    /// Post id (borrowed from the input when writing, owned when reading).
     pub id: Cow<'a, str>,
     /// UAX #29 words in `content`.
     pub word_count: usize,

@@ -1,0 +1,152 @@
+//! The posts pipeline through the real actor graph (router, task actors on worker arbiters,
+//! aggregate), in-process, with an in-memory sink instead of Kafka: offsets are stored only after
+//! every output is acknowledged, bad records become dead letters, and a stalled sink stops the
+//! dispatcher (backpressure) instead of growing memory.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use actix::Arbiter;
+use pagepulse::clock::SystemClock;
+use pagepulse::config::Config;
+use pagepulse::engine::aggregate::merge_fn;
+use pagepulse::engine::offsets::RecordingStore;
+use pagepulse::engine::{BatchAck, MemorySink, OutRecord, PipelineSpec, RawRecord, Router, Sink, TaskFactory};
+use pagepulse::metrics::Metrics;
+use pagepulse::pipelines::posts::{self, HashtagTrending, PostsProcessor};
+use tokio::sync::mpsc;
+
+fn rec(offset: i64, value: &str) -> RawRecord {
+    RawRecord { key: Some(format!("k{offset}").into_bytes()), value: Some(value.as_bytes().to_vec()), offset, timestamp_ms: Some(1_000) }
+}
+
+fn post(offset: i64) -> RawRecord {
+    rec(offset, &format!(r#"{{"id":"p{offset}","content":"hello world #Tag{} #common"}}"#, offset % 3))
+}
+
+/// Polls `f` on the actix runtime until it holds, for at most 10 s.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn router(
+    sink: Arc<dyn Sink>,
+    store: Arc<RecordingStore>,
+    inbox: usize,
+    trending: Option<Arc<Mutex<HashtagTrending>>>,
+) -> (Router, mpsc::Receiver<()>, Arbiter) {
+    let cfg = Config::default();
+    let metrics = Metrics::new();
+    let pc = cfg.posts.clone();
+    let spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
+        posts::PIPELINE,
+        vec![posts::INPUT],
+        move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+        sink,
+        trending.map(merge_fn),
+        metrics.clone(),
+    ));
+    let arbiter = Arbiter::new();
+    let (done_tx, done_rx) = mpsc::channel(1);
+    let router = Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, inbox, done_tx);
+    (router, done_rx, arbiter)
+}
+
+#[test]
+fn offsets_wait_for_acknowledgements_and_bad_records_are_dead_lettered() {
+    actix_rt::System::new().block_on(async {
+        let sink = MemorySink::holding();
+        let store = Arc::new(RecordingStore::default());
+        let cfg = Config::default();
+        let trending = Arc::new(Mutex::new(HashtagTrending::new(&cfg.posts, Metrics::new())));
+        let (mut router, mut done, _arb) = router(sink.clone(), store.clone(), 4, Some(trending.clone()));
+        let input = router.input_index("x.posts").expect("subscribed to the prefixed input");
+
+        router.dispatch(input, 0, vec![post(0), rec(1, "{oops"), post(2)]).await.expect("dispatch");
+        router.dispatch(input, 1, vec![post(10), post(11)]).await.expect("dispatch");
+        router.dispatch(input, 0, vec![post(3)]).await.expect("dispatch");
+        until("6 outputs", || sink.records().len() == 6).await;
+        assert!(store.stored().is_empty(), "no offset may be stored before the outputs are acknowledged");
+
+        let letters = sink.records_for("deadletter");
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].value.as_deref(), Some(&b"{oops"[..]));
+        assert_eq!(letters[0].header("pagepulse.topic"), Some(&b"x.posts"[..]));
+        assert_eq!(letters[0].header("pagepulse.offset"), Some(&b"1"[..]));
+        assert_eq!(sink.records_for(posts::ANALYSIS).len(), 5);
+
+        sink.release();
+        until("offsets stored", || {
+            let s = store.stored();
+            s.contains(&("x.posts".into(), 0, 4)) && s.contains(&("x.posts".into(), 1, 12))
+        })
+        .await;
+
+        // The aggregate saw every hashtag of every partition.
+        let top = trending.lock().expect("lock").current().expect("tags seen");
+        assert_eq!(top.tags[0].tag, "common");
+        assert_eq!(top.tags[0].count, 5);
+
+        // Closing the router stops every task (drop-to-join).
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop when their inbox closes");
+    });
+}
+
+/// A sink that blocks every send until the gate opens: a broker that stopped acknowledging.
+#[derive(Default)]
+struct GateSink {
+    open: Mutex<bool>,
+    cv: Condvar,
+    sent: Mutex<usize>,
+}
+
+impl GateSink {
+    fn open(&self) {
+        *self.open.lock().expect("lock") = true;
+        self.cv.notify_all();
+    }
+}
+
+impl Sink for GateSink {
+    fn send(&self, _rec: OutRecord, ack: &Arc<BatchAck>) {
+        ack.add_output();
+        let mut open = self.open.lock().expect("lock");
+        while !*open {
+            open = self.cv.wait(open).expect("wait");
+        }
+        *self.sent.lock().expect("lock") += 1;
+        ack.output_done(true);
+    }
+}
+
+#[test]
+fn a_stalled_sink_stops_the_dispatcher() {
+    actix_rt::System::new().block_on(async {
+        let sink = Arc::new(GateSink::default());
+        let store = Arc::new(RecordingStore::default());
+        let (mut router, mut done, _arb) = router(sink.clone(), store.clone(), 1, None);
+        let input = router.input_index("x.posts").expect("input");
+        // Batch 1 is taken by the task, which blocks in the sink; batch 2 fills the one-slot inbox.
+        router.dispatch(input, 0, vec![post(0)]).await.expect("dispatch");
+        router.dispatch(input, 0, vec![post(1)]).await.expect("dispatch");
+        // Batch 3 cannot be handed over while the sink is stalled.
+        let blocked = tokio::time::timeout(Duration::from_millis(300), router.dispatch(input, 0, vec![post(2)])).await;
+        assert!(blocked.is_err(), "dispatch must wait while the task's inbox is full");
+        assert!(store.stored().is_empty());
+
+        sink.open();
+        tokio::time::timeout(Duration::from_secs(10), router.dispatch(input, 0, vec![post(3)]))
+            .await
+            .expect("dispatch resumes once the sink drains")
+            .expect("task alive");
+        until("offsets up to 2 stored", || store.stored().iter().any(|(_, p, o)| *p == 0 && *o >= 2)).await;
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
+        assert_eq!(*sink.sent.lock().expect("lock"), 3, "batches 1, 2 and 4 were produced; 3 was never handed over");
+    });
+}

@@ -1,0 +1,149 @@
+//! The topic definitions in `topics/` are the single source of truth: every example record must
+//! match its JSON Schema *and* the decoder the pipeline really uses, real pipeline outputs must
+//! match the output schemas, and the README's topic reference must be the generated one.
+
+use std::sync::Arc;
+
+use pagepulse::clock::ManualClock;
+use pagepulse::config::Config;
+use pagepulse::engine::{Aggregate, Emit, Processor, RawRecord, RecordMeta};
+use pagepulse::kafka::topics::{self, TopicDef};
+use pagepulse::metrics::Metrics;
+use pagepulse::pipelines::posts::{self, Analysis, HashtagTrending, PostsProcessor, Trending};
+use serde_json::Value;
+
+fn validator(def: &TopicDef) -> jsonschema::Validator {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&def.value_schema)
+        .unwrap_or_else(|e| panic!("schema of {} does not compile: {e}", def.name))
+}
+
+fn def(name: &str) -> &'static TopicDef {
+    topics::get(name).unwrap_or_else(|| panic!("topic {name} is defined in topics/"))
+}
+
+fn raw(value: &Value) -> RawRecord {
+    let bytes = match value {
+        Value::String(s) => s.clone().into_bytes(),
+        v => v.to_string().into_bytes(),
+    };
+    RawRecord { key: None, value: Some(bytes), offset: 0, timestamp_ms: Some(1_795_428_000_000) }
+}
+
+#[test]
+fn every_topic_has_a_valid_definition_and_examples() {
+    let all = topics::all();
+    assert!(all.len() >= 4);
+    for d in all {
+        assert!(d.partitions >= 1, "{}: partitions", d.name);
+        assert!(d.examples.len() >= 2, "{}: at least two examples", d.name);
+        assert!(["input", "output", "internal"].contains(&d.role.as_str()), "{}: role", d.name);
+        let policy = d.config.get("cleanup.policy").unwrap_or_else(|| panic!("{}: cleanup.policy", d.name));
+        assert!(["delete", "compact", "compact,delete"].contains(&policy.as_str()));
+        assert!(d.config.contains_key("retention.ms"), "{}: retention.ms", d.name);
+        let v = validator(d);
+        for (i, ex) in d.examples.iter().enumerate() {
+            let errors: Vec<String> = v.iter_errors(&ex.value).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{} example {i} violates its schema: {errors:?}", d.name);
+        }
+    }
+}
+
+#[test]
+fn every_topic_the_pipelines_use_is_defined() {
+    for t in [posts::INPUT, posts::ANALYSIS, posts::TRENDING, pagepulse::engine::deadletter::TOPIC] {
+        def(t);
+    }
+    let cfg = Config::default();
+    for t in pagepulse::app::required_topics(&cfg) {
+        def(t);
+    }
+}
+
+#[test]
+fn input_examples_match_the_real_decoder() {
+    let d = def(posts::INPUT);
+    let cfg = Config::default();
+    let p = PostsProcessor::new(&cfg.posts, Arc::new(ManualClock::at_ms(0)));
+    let v = validator(d);
+    for ex in &d.examples {
+        let rec = raw(&ex.value);
+        p.decode(posts::INPUT, &rec).unwrap_or_else(|e| panic!("example {} refused by the decoder: {e}", ex.value));
+    }
+    assert!(d.invalid_examples.len() >= 5);
+    for bad in &d.invalid_examples {
+        let rec = RawRecord { key: None, value: Some(bad.value.clone().into_bytes()), offset: 0, timestamp_ms: None };
+        let why = p.decode(posts::INPUT, &rec).err().unwrap_or_else(|| panic!("decoder accepted invalid example {}", bad.value));
+        assert_eq!(why.class.as_str(), bad.reason, "reason for {}", bad.value);
+        // The schema refuses the same records (when they are JSON at all).
+        if let Ok(json) = serde_json::from_str::<Value>(&bad.value) {
+            assert!(!v.is_valid(&json), "schema accepts invalid example {}", bad.value);
+        }
+    }
+}
+
+/// Runs the posts examples through the real processor and aggregate.
+fn real_outputs() -> (Vec<Value>, Vec<Value>) {
+    let cfg = Config::default();
+    let mut p = PostsProcessor::new(&cfg.posts, Arc::new(ManualClock::at_ms(1_795_428_100_000)));
+    let mut trending = HashtagTrending::new(&cfg.posts, Metrics::new());
+    let mut out = Emit::default();
+    for (i, ex) in def(posts::INPUT).examples.iter().enumerate() {
+        let rec = raw(&ex.value);
+        let post = p.decode(posts::INPUT, &rec).expect("valid example");
+        let meta = RecordMeta { topic: posts::INPUT, partition: 0, offset: i as i64, timestamp_ms: rec.timestamp_ms };
+        p.process(post, &meta, &mut out);
+    }
+    trending.merge(&mut out.parts);
+    let mut tr = Vec::new();
+    trending.on_tick(chrono::Utc::now(), &mut tr);
+    let parse = |b: &Option<Vec<u8>>| serde_json::from_slice::<Value>(b.as_deref().expect("value")).expect("JSON output");
+    (out.records.iter().map(|r| parse(&r.value)).collect(), tr.iter().map(|r| parse(&r.value)).collect())
+}
+
+#[test]
+fn real_outputs_match_the_output_schemas() {
+    let (analyses, trending) = real_outputs();
+    assert_eq!(analyses.len(), def(posts::INPUT).examples.len());
+    assert_eq!(trending.len(), 1);
+    let va = validator(def(posts::ANALYSIS));
+    for a in &analyses {
+        let errors: Vec<String> = va.iter_errors(a).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "real analysis {a} violates the schema: {errors:?}");
+    }
+    let vt = validator(def(posts::TRENDING));
+    assert!(vt.is_valid(&trending[0]), "real trending {} violates the schema", trending[0]);
+}
+
+#[test]
+fn output_examples_are_what_the_pipeline_really_writes() {
+    let (analyses, _) = real_outputs();
+    for ex in &def(posts::ANALYSIS).examples {
+        let documented: Analysis<'static> = serde_json::from_value(ex.value.clone()).expect("example decodes as Analysis");
+        let real = analyses
+            .iter()
+            .find(|a| a["id"] == documented.id.as_ref())
+            .unwrap_or_else(|| panic!("no posts example with id {}", documented.id));
+        let real: Analysis<'static> = serde_json::from_value(real.clone()).expect("real analysis decodes");
+        assert_eq!(
+            (real.word_count, real.avg_word_length, &real.hashtags, &real.mentions),
+            (documented.word_count, documented.avg_word_length, &documented.hashtags, &documented.mentions),
+            "documented analysis of post {} differs from the real one",
+            documented.id
+        );
+    }
+    for ex in &def(posts::TRENDING).examples {
+        let _: Trending = serde_json::from_value(ex.value.clone()).expect("example decodes as Trending");
+    }
+}
+
+#[test]
+fn readme_topic_reference_is_generated_from_the_definitions() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let generated = topics::markdown();
+    assert!(
+        readme.contains(&generated),
+        "README's topic reference is stale: paste the output of `pagepulse topics docs` between the markers"
+    );
+}
