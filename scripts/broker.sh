@@ -5,6 +5,8 @@
 set -euo pipefail
 PORT="${1:-9092}"
 LOG="${2:-/tmp/pagepulse-tansu-$PORT.log}"
+# Absolute, because the broker runs in a directory of its own.
+case "$LOG" in /*) ;; *) LOG="$PWD/$LOG" ;; esac
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v tansu >/dev/null || { echo "tansu is not installed: run scripts/install-tansu.sh" >&2; exit 1; }
 # tansu reads a .env file from its working directory: run it in an empty one.

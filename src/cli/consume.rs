@@ -55,11 +55,12 @@ fn text(b: Option<&[u8]>) -> serde_json::Value {
 /// committed): the simplest and fastest way librdkafka reads.
 pub fn run(args: &ConsumeArgs, cfg: &Config) -> anyhow::Result<()> {
     let full = cfg.topic(&args.topic);
-    let mut cc = client::base(&cfg.kafka);
+    // The same consumer settings as `pagepulse run` (including `kafka.consumer` overrides), so
+    // `-f quiet` measures the raw read rate like for like; but no group, nothing committed.
+    let mut cc = client::consumer(&cfg.kafka);
     cc.set("group.id", format!("{}-consume", cfg.kafka.group_id))
         .set("enable.auto.commit", "false")
-        .set("fetch.queue.backoff.ms", "10")
-        .set("queued.min.messages", "1000000");
+        .set("statistics.interval.ms", "0");
     let consumer: BaseConsumer = cc.create()?;
     let md = consumer
         .fetch_metadata(Some(&full), cfg.kafka.connect_timeout)
