@@ -6,6 +6,7 @@
 //! acknowledged and its offsets stored; commit synchronously; leave the group. Whatever is not
 //! done within `engine.shutdown_timeout` is not committed, and is redone by the next owner.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -138,10 +139,18 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
         done_tx,
     );
     watch_signals(shutdown.clone());
+    let stop_polling = Arc::new(AtomicBool::new(false));
+    let (poller, chunks) = source::spawn_poller(consumer.clone(), router.topics(), &cfg, stop_polling.clone())
+        .map_err(|e| Error::Fatal(format!("cannot start the polling thread: {e}")))?;
     tracing::info!(?topics, group = %cfg.kafka.group_id, workers = arbiters.len(), "pagepulse running");
 
-    if let Err(e) = source::run(&consumer, &mut router, &cfg, &shutdown).await {
+    if let Err(e) = source::run(&consumer, chunks, &mut router, &shutdown).await {
         shutdown.trigger(Reason::Fatal(e.to_string()));
+    }
+    // The poller notices within one poll (at most 100 ms); its channel is already closed.
+    stop_polling.store(true, Ordering::Release);
+    if poller.join().is_err() {
+        tracing::error!("the polling thread panicked");
     }
 
     // --- Shutdown: drain, flush, commit. ---

@@ -133,7 +133,9 @@ pub struct EngineConfig {
     pub batch_max_records: NonZeroUsize,
     /// Longest a partial batch waits for more records before it is dispatched (default `5ms`).
     pub batch_max_wait: Duration,
-    /// Batches a task's inbox holds before the consumer waits: the backpressure bound (default 4).
+    /// Batches a task's inbox holds before the consumer waits: the backpressure bound (default 16;
+    /// brokers hand out records a partition at a time, so a shallow inbox lets one busy partition
+    /// stall the others).
     pub inbox_capacity: NonZeroUsize,
     /// Most output bytes queued in the producer before tasks wait for acknowledgements
     /// (default 67108864, 64 MiB).
@@ -269,7 +271,7 @@ impl Config {
             workers: e.take("workers", cores),
             batch_max_records: e.take("batch_max_records", NonZeroUsize::new(2000).expect("2000 > 0")),
             batch_max_wait: e.duration("batch_max_wait", Duration::from_millis(5)),
-            inbox_capacity: e.take("inbox_capacity", NonZeroUsize::new(4).expect("4 > 0")),
+            inbox_capacity: e.take("inbox_capacity", NonZeroUsize::new(16).expect("16 > 0")),
             producer_queue_bytes: e.take("producer_queue_bytes", NonZeroUsize::new(64 << 20).expect("> 0")),
             shutdown_timeout: e.duration("shutdown_timeout", Duration::from_secs(8)),
         };

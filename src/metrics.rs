@@ -37,6 +37,8 @@ pub struct Metrics {
     pub window_ignored: IntCounterVec,
     /// Errors reported by the Kafka client, by kind.
     pub kafka_errors: IntCounterVec,
+    /// Times a task waited because the producer queue was full (backpressure from the broker).
+    pub producer_queue_full: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -94,6 +96,12 @@ impl Metrics {
             &["pipeline", "reason"],
         );
         let kafka_errors = counter("pagepulse_kafka_errors_total", "Errors reported by the Kafka client.", &["kind"]);
+        let producer_queue_full = prometheus::IntCounter::new(
+            "pagepulse_producer_queue_full_waits_total",
+            "Times a task waited 1 ms because the producer queue was at its bound (backpressure from the broker).",
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(producer_queue_full.clone())).expect("metric names are unique");
         Self {
             registry,
             consumed,
@@ -107,6 +115,7 @@ impl Metrics {
             tasks,
             window_ignored,
             kafka_errors,
+            producer_queue_full,
         }
     }
 

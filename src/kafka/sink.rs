@@ -1,7 +1,6 @@
 //! The producer sink: sends output records with librdkafka and reports each acknowledgement to
 //! the batch it belongs to.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,7 +82,8 @@ pub struct Error(#[from] KafkaError);
 /// Sends output records to Kafka.
 pub struct KafkaSink {
     producer: ThreadedProducer<SinkContext>,
-    names: HashMap<&'static str, String>,
+    /// (logical, full) topic names: a handful, so a scan beats hashing on every record.
+    names: Vec<(&'static str, String)>,
     metrics: Metrics,
     shutdown: Shutdown,
 }
@@ -115,8 +115,8 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn send(&self, rec: OutRecord, ack: &Arc<BatchAck>) {
-        let full = match self.names.get(rec.topic) {
-            Some(n) => n.as_str(),
+        let full = match self.names.iter().find(|(l, _)| std::ptr::eq(*l, rec.topic) || *l == rec.topic) {
+            Some((_, n)) => n.as_str(),
             // Every topic a pipeline writes is defined in topics/; a test covers this.
             None => panic!("output to undefined topic {}", rec.topic),
         };
@@ -153,6 +153,7 @@ impl Sink for KafkaSink {
                         waited = true;
                     }
                     record = back;
+                    self.metrics.producer_queue_full.inc();
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((err, _)) => {

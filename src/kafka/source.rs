@@ -1,13 +1,19 @@
-//! The consumer source: reads every input topic through one rdkafka `StreamConsumer`, cuts the
-//! stream into chunks with tokio-stream, and hands per-partition batches to the [`Router`].
+//! The consumer source: one rdkafka consumer reads every input topic on a dedicated polling
+//! thread, which cuts the records into per-partition chunks; the routing loop takes them as a
+//! tokio stream and hands each partition's records to its task through the [`Router`].
 
 use std::sync::{Arc, Mutex};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::client;
@@ -103,7 +109,7 @@ impl ConsumerContext for SourceContext {
 }
 
 /// The consumer type pagepulse runs.
-pub type Source = StreamConsumer<SourceContext>;
+pub type Source = BaseConsumer<SourceContext>;
 
 /// Errors of the source.
 #[derive(Debug, thiserror::Error)]
@@ -124,17 +130,97 @@ pub fn subscribe(cfg: &Config, ctx: SourceContext, topics: &[String]) -> Result<
     Ok(Arc::new(consumer))
 }
 
-/// The consumer loop: runs until `shutdown` triggers (then stops polling at once) or a task
-/// dies. Records of a chunk are grouped per partition in offset order and dispatched; the
-/// dispatch waits while a task's inbox is full, which is how backpressure stops polling.
-pub async fn run(consumer: &Source, router: &mut Router, cfg: &Config, shutdown: &Shutdown) -> Result<(), Error> {
-    let chunks = consumer.stream().chunks_timeout(cfg.engine.batch_max_records.get(), cfg.engine.batch_max_wait);
-    tokio::pin!(chunks);
+/// Records of one input partition, in offset order: (input index, partition, records).
+pub type PartitionRun = (usize, i32, Vec<RawRecord>);
+
+/// The polling thread: reads librdkafka's queue with the cheap blocking `poll` (measured: the
+/// per-message cost of polling through an async stream made one thread the bottleneck of the
+/// whole engine), copies records out and groups them per partition into chunks of at most
+/// `engine.batch_max_records`, cut early after `engine.batch_max_wait` or when the queue runs
+/// dry. Chunks go through a bounded channel: when the router is behind, `blocking_send` waits and
+/// this thread stops polling, so backpressure reaches the broker. The thread ends when `stop` is
+/// set or the receiver is gone; chunks still in the channel are never dispatched, so their
+/// offsets are never stored.
+pub fn spawn_poller(
+    consumer: Arc<Source>,
+    topics: Vec<String>,
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(std::thread::JoinHandle<()>, mpsc::Receiver<Vec<PartitionRun>>)> {
+    let (tx, rx) = mpsc::channel(2);
+    let max = cfg.engine.batch_max_records.get();
+    let wait = cfg.engine.batch_max_wait;
+    let handle = std::thread::Builder::new().name("pp-consumer".into()).spawn(move || {
+        let mut groups: Vec<PartitionRun> = Vec::new();
+        let mut last_topic: Option<(String, Option<usize>)> = None;
+        while !stop.load(Ordering::Acquire) {
+            let mut n = 0;
+            let mut first_at: Option<Instant> = None;
+            while n < max && !stop.load(Ordering::Acquire) {
+                // Block (briefly) only while the chunk is empty or young; otherwise drain what is
+                // already queued and ship.
+                let timeout = match first_at {
+                    None => Duration::from_millis(100),
+                    Some(t) => match wait.checked_sub(t.elapsed()) {
+                        Some(left) => left.min(Duration::from_millis(1)),
+                        None => break,
+                    },
+                };
+                let msg = match consumer.poll(timeout) {
+                    None if first_at.is_some() => break,
+                    None => continue,
+                    Some(Err(e)) => {
+                        consumer.context().metrics.kafka_errors.with_label_values(&["consume"]).inc();
+                        tracing::warn!(error = %e, "consume error");
+                        continue;
+                    }
+                    Some(Ok(m)) => m,
+                };
+                first_at.get_or_insert_with(Instant::now);
+                let topic = msg.topic();
+                let input = match &last_topic {
+                    Some((name, idx)) if name == topic => *idx,
+                    _ => {
+                        let idx = topics.iter().position(|t| t == topic);
+                        last_topic = Some((topic.to_string(), idx));
+                        idx
+                    }
+                };
+                let Some(input) = input else { continue };
+                let rec = RawRecord {
+                    key: msg.key().map(<[u8]>::to_vec),
+                    value: msg.payload().map(<[u8]>::to_vec),
+                    offset: msg.offset(),
+                    timestamp_ms: msg.timestamp().to_millis(),
+                };
+                let partition = msg.partition();
+                match groups.iter_mut().find(|(i, p, _)| *i == input && *p == partition) {
+                    Some((_, _, recs)) => recs.push(rec),
+                    None => groups.push((input, partition, vec![rec])),
+                }
+                n += 1;
+            }
+            if !groups.is_empty() && tx.blocking_send(std::mem::take(&mut groups)).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok((handle, rx))
+}
+
+/// The routing loop: takes chunks from the polling thread as a tokio stream, applies rebalance
+/// events, and dispatches each partition's records to its task. Runs until `shutdown` triggers
+/// (then returns at once) or a task dies. Dispatch waits while a task's inbox is full, which
+/// fills the chunk channel and so pauses polling.
+pub async fn run(
+    consumer: &Source,
+    chunks: mpsc::Receiver<Vec<PartitionRun>>,
+    router: &mut Router,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let mut chunks = ReceiverStream::new(chunks);
     let stop = shutdown.wait();
     tokio::pin!(stop);
-    // Per-partition groups of the current chunk, in order of first appearance.
-    let mut groups: Vec<((usize, i32), Vec<RawRecord>)> = Vec::new();
-    let mut last_topic: Option<(String, Option<usize>)> = None;
     loop {
         let chunk = tokio::select! {
             biased;
@@ -154,38 +240,7 @@ pub async fn run(consumer: &Source, router: &mut Router, cfg: &Config, shutdown:
                 }
             }
         }
-        for item in chunk {
-            let msg = match item {
-                Ok(m) => m,
-                Err(e) => {
-                    consumer.context().metrics.kafka_errors.with_label_values(&["consume"]).inc();
-                    tracing::warn!(error = %e, "consume error");
-                    continue;
-                }
-            };
-            let topic = msg.topic();
-            let input = match &last_topic {
-                Some((name, idx)) if name == topic => *idx,
-                _ => {
-                    let idx = router.input_index(topic);
-                    last_topic = Some((topic.to_string(), idx));
-                    idx
-                }
-            };
-            let Some(input) = input else { continue };
-            let key = (input, msg.partition());
-            let rec = RawRecord {
-                key: msg.key().map(<[u8]>::to_vec),
-                value: msg.payload().map(<[u8]>::to_vec),
-                offset: msg.offset(),
-                timestamp_ms: msg.timestamp().to_millis(),
-            };
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, recs)) => recs.push(rec),
-                None => groups.push((key, vec![rec])),
-            }
-        }
-        for ((input, partition), records) in groups.drain(..) {
+        for (input, partition, records) in chunk {
             router.dispatch(input, partition, records).await?;
         }
     }

@@ -111,12 +111,14 @@ pub struct TagHit {
 pub struct PostsProcessor {
     max_content_bytes: usize,
     clock: Arc<dyn Clock>,
+    /// `analyzed_at` of the last record, formatted: thousands of records share a millisecond.
+    stamp: (i64, String),
 }
 
 impl PostsProcessor {
     /// A processor with the pipeline's config.
     pub fn new(cfg: &PostsConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { max_content_bytes: cfg.max_content_bytes, clock }
+        Self { max_content_bytes: cfg.max_content_bytes, clock, stamp: (i64::MIN, String::new()) }
     }
 }
 
@@ -142,7 +144,12 @@ impl Processor for PostsProcessor {
             avg_word_length: stats.avg_word_length,
             hashtags: stats.hashtags,
             mentions: stats.mentions,
-            analyzed_at: format_ms(now_ms),
+            analyzed_at: {
+                if self.stamp.0 != now_ms {
+                    self.stamp = (now_ms, format_ms(now_ms));
+                }
+                self.stamp.1.clone()
+            },
         };
         let value = serde_json::to_vec(&analysis).expect("serializing plain structs cannot fail");
         out.record(OutRecord::new(ANALYSIS, post.id.as_bytes(), value));
