@@ -144,6 +144,13 @@ fn thousand_posts_fifty_malformed() {
     }
     assert!(support::metric_value(&m, "pagepulse_end_to_end_latency_seconds_count", "pipeline=\"posts\"") >= 1000.0);
     promtool_accepts(&m);
+    // librdkafka's statistics reach the lag gauge: every partition caught up.
+    support::wait_for("consumer lag 0 on every partition", Duration::from_secs(30), || {
+        let m = pp.metrics();
+        (0..4)
+            .all(|p| m.lines().any(|l| l == format!("pagepulse_consumer_lag{{partition=\"{p}\",topic=\"posts\"}} 0")))
+            .then_some(())
+    });
 
     // Every analysis is there once and correct.
     let analyses = env.read_until("posts.analysis", Duration::from_secs(30), |r| r.len() >= 950);

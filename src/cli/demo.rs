@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::config::Config;
@@ -126,17 +125,8 @@ pub fn run(cmd: &DemoCommand, cfg: &Config) -> anyhow::Result<()> {
         } else {
             post(&mut rng, sent, &args.id_prefix, args.size, &created_at).into_bytes()
         };
-        let mut rec = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_slice());
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        let rec = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_slice());
+        client::send_waiting(&producer, rec, || {})?;
         sent += 1;
     }
     producer.flush(Duration::from_secs(60))?;

@@ -6,7 +6,10 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+use rdkafka::message::ToBytes;
 
 use crate::config::{EngineConfig, KafkaConfig};
 
@@ -99,4 +102,30 @@ pub fn metadata(admin: &AdminClient<DefaultClientContext>, cfg: &KafkaConfig) ->
         timeout: cfg.connect_timeout,
         source,
     })
+}
+
+/// Sends `record`, waiting 1 ms at a time while the producer's queue is full: the queue's bound
+/// is the backpressure, and the broker frees room as it acknowledges. `on_full` runs before each
+/// wait (to count it). Any other error is returned with the record dropped.
+pub fn send_waiting<'a, C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
+    mut on_full: impl FnMut(),
+) -> Result<(), KafkaError>
+where
+    C: ProducerContext + 'static,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                on_full();
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use prometheus::IntCounter;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
@@ -140,30 +140,14 @@ impl Sink for KafkaSink {
         if let Some(h) = headers {
             record = record.headers(h);
         }
-        let mut waited = false;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // Backpressure: the producer queue is at its byte/count bound. Blocking this
-                    // task's thread is the point: its inbox fills, and the consumer stops
-                    // polling. Deliveries free space within milliseconds while the broker is up.
-                    if !waited {
-                        tracing::debug!(topic = full, "producer queue full: waiting");
-                        waited = true;
-                    }
-                    record = back;
-                    self.metrics.producer_queue_full.inc();
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((err, _)) => {
-                    self.metrics.produce_errors.with_label_values(&[rec.topic]).inc();
-                    tracing::error!(topic = full, error = %err, "cannot enqueue an output record");
-                    self.shutdown.trigger(Reason::Fatal(format!("cannot send to {full}: {err}")));
-                    ack.output_done(false);
-                    return;
-                }
-            }
+        // Blocking this task's thread while the queue is full is the point: its inbox fills and
+        // the consumer stops polling.
+        let full_waits = &self.metrics.producer_queue_full;
+        if let Err(err) = client::send_waiting(&self.producer, record, || full_waits.inc()) {
+            self.metrics.produce_errors.with_label_values(&[rec.topic]).inc();
+            tracing::error!(topic = full, error = %err, "cannot enqueue an output record");
+            self.shutdown.trigger(Reason::Fatal(format!("cannot send to {full}: {err}")));
+            ack.output_done(false);
         }
     }
 }

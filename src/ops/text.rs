@@ -41,6 +41,10 @@ pub fn analyze(text: &str) -> TextStats {
 /// that apply to ASCII; any other token goes through `unicode_words()`. A property test checks
 /// the result against `unicode_words()` on the whole text.
 pub fn count_words(text: &str) -> (usize, usize) {
+    if text.is_ascii() {
+        // Whitespace is class Other for the ASCII rules: no need to cut the text first.
+        return ascii_words(text.as_bytes());
+    }
     let (mut words, mut chars) = (0, 0);
     for token in text.split([' ', '\t', '\n', '\r', '\x0b', '\x0c']) {
         if token.is_ascii() {
@@ -76,7 +80,7 @@ enum Wb {
     Other,
 }
 
-fn wb(b: u8) -> Wb {
+const fn wb_of(b: u8) -> Wb {
     match b {
         b'a'..=b'z' | b'A'..=b'Z' => Wb::Letter,
         b'0'..=b'9' => Wb::Digit,
@@ -86,6 +90,22 @@ fn wb(b: u8) -> Wb {
         b'.' | b'\'' => Wb::MidBoth,
         _ => Wb::Other,
     }
+}
+
+/// [`wb_of`] for every byte, computed at compile time: one load per byte on the hot path.
+static WB_TABLE: [Wb; 256] = {
+    let mut t = [Wb::Other; 256];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = wb_of(i as u8);
+        i += 1;
+    }
+    t
+};
+
+#[inline]
+fn wb(b: u8) -> Wb {
+    WB_TABLE[b as usize]
 }
 
 /// Words and their total length in an ASCII token without whitespace. Rules: letters, digits and
@@ -146,37 +166,52 @@ fn is_mark(c: char) -> bool {
         || matches!(c, '\u{0900}'..='\u{0903}' | '\u{093A}'..='\u{094F}' | '\u{0E31}' | '\u{0E34}'..='\u{0E3A}' | '\u{0E47}'..='\u{0E4E}')
 }
 
-/// Extracts hashtags and mentions in one pass.
+/// The character that ends just before byte `i` of `text`, if any.
+fn char_before(text: &str, i: usize) -> Option<char> {
+    text[..i].chars().next_back()
+}
+
+/// Extracts hashtags and mentions: jumps from one `#`/`@` to the next with memchr, so text
+/// without sigils costs one SIMD scan.
 fn tags(text: &str) -> (Vec<String>, Vec<String>) {
     let mut hashtags: Vec<String> = Vec::new();
     let mut mentions: Vec<String> = Vec::new();
-    let mut prev: Option<char> = None;
-    let mut iter = text.char_indices().peekable();
-    while let Some((i, c)) = iter.next() {
-        let sigil = c == '#' || c == '@';
-        let starts_tag = sigil && !prev.is_some_and(is_tag_char);
-        prev = Some(c);
-        if !starts_tag {
+    let bytes = text.as_bytes();
+    // Sigils consumed as part of a previous tag body cannot start a tag (their previous char is
+    // a tag char anyway), so a plain scan over all sigil positions is exact.
+    for i in memchr::memchr2_iter(b'#', b'@', bytes) {
+        if char_before(text, i).is_some_and(is_tag_char) {
             continue;
         }
-        let body_start = i + c.len_utf8();
+        let body_start = i + 1;
         let mut body_end = body_start;
-        while let Some(&(j, d)) = iter.peek() {
+        let mut ascii = true;
+        for (j, d) in text[body_start..].char_indices() {
             if !is_tag_char(d) {
                 break;
             }
-            body_end = j + d.len_utf8();
-            prev = Some(d);
-            iter.next();
+            ascii &= d.is_ascii();
+            body_end = body_start + j + d.len_utf8();
         }
         if body_end == body_start {
             continue;
         }
-        let tag = text[body_start..body_end].to_lowercase();
-        let list = if c == '#' { &mut hashtags } else { &mut mentions };
-        // Posts carry a handful of tags: a linear scan beats hashing here.
-        if !list.contains(&tag) {
-            list.push(tag);
+        let body = &text[body_start..body_end];
+        let list = if bytes[i] == b'#' { &mut hashtags } else { &mut mentions };
+        // Posts carry a handful of tags: a linear scan beats hashing here. Compare before
+        // allocating: repeated tags cost no allocation.
+        let seen = if ascii {
+            list.iter().any(|t| t.eq_ignore_ascii_case(body))
+        } else {
+            let lower = body.to_lowercase();
+            let seen = list.contains(&lower);
+            if !seen {
+                list.push(lower);
+            }
+            continue;
+        };
+        if !seen {
+            list.push(body.to_ascii_lowercase());
         }
     }
     (hashtags, mentions)
@@ -257,6 +292,47 @@ mod tests {
         for text in ["This is a sample post.", "e.g. 3.14 1,000,000 don't a:b x_y __ _a 1_ a.1 1.a a'b'c ...", "a.b.c 1.2.3 a..b 1,,2"] {
             let expected = text.unicode_words().fold((0, 0), |(w, c), word| (w + 1, c + word.chars().count()));
             assert_eq!(count_words(text), expected, "{text:?}");
+        }
+    }
+
+    /// The straightforward char-by-char extraction the fast one must agree with.
+    fn reference_tags(text: &str) -> (Vec<String>, Vec<String>) {
+        let (mut hashtags, mut mentions): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        let mut k = 0;
+        while k < chars.len() {
+            let (i, c) = chars[k];
+            let starts = (c == '#' || c == '@') && !(k > 0 && is_tag_char(chars[k - 1].1));
+            k += 1;
+            if !starts {
+                continue;
+            }
+            let start = i + 1;
+            let mut end = start;
+            while k < chars.len() && is_tag_char(chars[k].1) {
+                end = chars[k].0 + chars[k].1.len_utf8();
+                k += 1;
+            }
+            if end > start {
+                let tag = text[start..end].to_lowercase();
+                let list = if c == '#' { &mut hashtags } else { &mut mentions };
+                if !list.contains(&tag) {
+                    list.push(tag);
+                }
+            }
+        }
+        (hashtags, mentions)
+    }
+
+    #[test]
+    fn fast_tags_equal_the_reference() {
+        use rand::{Rng, SeedableRng};
+        const ALPHABET: &[&str] = &["#", "@", "a", "B", "z", "9", "_", " ", ".", "é", "É", "\u{301}", "東", "🎉", "ß", "İ", "-", "#a", "@B"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        for round in 0..20_000 {
+            let len = rng.gen_range(0..16);
+            let text: String = (0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())]).collect();
+            assert_eq!(tags(&text), reference_tags(&text), "round {round}: {text:?}");
         }
     }
 

@@ -78,8 +78,20 @@ impl<K: Eq + Hash + Clone> SlidingCounts<K> {
             self.dropped += 1;
             return AddOutcome::OverCapacity;
         }
-        *self.buckets.entry(bucket).or_default().entry(key.clone()).or_insert(0) += n;
-        *self.totals.entry(key.clone()).or_insert(0) += n;
+        // Look up before inserting: a key already present costs no clone.
+        let counts = self.buckets.entry(bucket).or_default();
+        match counts.get_mut(key) {
+            Some(c) => *c += n,
+            None => {
+                counts.insert(key.clone(), n);
+            }
+        }
+        match self.totals.get_mut(key) {
+            Some(c) => *c += n,
+            None => {
+                self.totals.insert(key.clone(), n);
+            }
+        }
         self.version += 1;
         AddOutcome::Counted
     }

@@ -95,7 +95,7 @@ pub struct Analysis<'a> {
     /// Lower-cased mentions without `@`, de-duplicated, in order of first appearance.
     pub mentions: Vec<String>,
     /// When pagepulse analysed the post (RFC 3339, UTC).
-    pub analyzed_at: String,
+    pub analyzed_at: Cow<'a, str>,
 }
 
 /// One hashtag occurrence, handed to the trending aggregate.
@@ -138,20 +138,20 @@ impl Processor for PostsProcessor {
         for tag in &stats.hashtags {
             out.part(TagHit { tag: tag.clone(), ts_ms: event_ms });
         }
+        if self.stamp.0 != now_ms {
+            self.stamp = (now_ms, format_ms(now_ms));
+        }
         let analysis = Analysis {
             id: Cow::Borrowed(&post.id),
             word_count: stats.word_count,
             avg_word_length: stats.avg_word_length,
             hashtags: stats.hashtags,
             mentions: stats.mentions,
-            analyzed_at: {
-                if self.stamp.0 != now_ms {
-                    self.stamp = (now_ms, format_ms(now_ms));
-                }
-                self.stamp.1.clone()
-            },
+            analyzed_at: Cow::Borrowed(&self.stamp.1),
         };
-        let value = serde_json::to_vec(&analysis).expect("serializing plain structs cannot fail");
+        // Room for the fixed fields and the usual tags, so the buffer is allocated once.
+        let mut value = Vec::with_capacity(128 + post.id.len() + post.content.len() / 2);
+        serde_json::to_writer(&mut value, &analysis).expect("serializing plain structs into a Vec cannot fail");
         out.record(OutRecord::new(ANALYSIS, post.id.as_bytes(), value));
     }
 }
