@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn ties_break_by_key_ascending() {
-        let items = vec![("b".to_string(), 3), ("a".to_string(), 3), ("c".to_string(), 5), ("d".to_string(), 1)];
+        let items = [("b".to_string(), 3), ("a".to_string(), 3), ("c".to_string(), 5), ("d".to_string(), 1)];
         let top = top_n(items.iter().map(|(k, c)| (k, *c)), 3);
         let keys: Vec<&str> = top.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, ["c", "a", "b"]);
@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn zero_and_oversized_n() {
-        let items = vec![("a".to_string(), 1)];
+        let items = [("a".to_string(), 1)];
         assert!(top_n(items.iter().map(|(k, c)| (k, *c)), 0).is_empty());
         assert_eq!(top_n(items.iter().map(|(k, c)| (k, *c)), 10).len(), 1);
     }
