@@ -24,6 +24,8 @@
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`ops`]: plain building blocks: text analysis, top-N, sliding windows.
 //! - [`pipelines`]: the pipelines (posts so far), each a processor made of ops.
+//! - [`poll`]: polling platforms for audience counts: schedules, limits, platform clients.
+//! - [`simulate`]: simulated platforms (trajectories, a Graph-API-compatible server).
 
 #![warn(missing_docs)]
 
@@ -38,3 +40,5 @@ pub mod kafka;
 pub mod metrics;
 pub mod ops;
 pub mod pipelines;
+pub mod poll;
+pub mod simulate;

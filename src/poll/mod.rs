@@ -1,0 +1,2 @@
+//! Polling social platforms for audience counts: the schedule of every tracked page, rate and
+//! concurrency limits per platform, and the platform clients.

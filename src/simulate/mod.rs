@@ -1,0 +1,2 @@
+//! Simulated platforms for the quickstart, tests and benchmarks: deterministic audience
+//! trajectories and a Graph-API-compatible HTTP server with configurable faults.
