@@ -8,6 +8,7 @@ use crate::config::Config;
 
 pub mod consume;
 pub mod demo;
+pub mod simulate;
 pub mod topics;
 
 /// pagepulse: actor-based stream processing for social and web audience analytics.
@@ -40,6 +41,9 @@ pub enum Command {
     Demo(demo::DemoCommand),
     /// Print records of a topic (works against brokers that kcat cannot talk to, such as tansu).
     Consume(consume::ConsumeArgs),
+    /// Run a simulated platform (a Graph-API-compatible server) until SIGINT or SIGTERM.
+    #[command(subcommand)]
+    Simulate(simulate::SimulateCommand),
 }
 
 impl Cli {
@@ -63,5 +67,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Topics(cmd) => topics::run(cmd, &cli.load_config()?),
         Command::Demo(cmd) => demo::run(cmd, &cli.load_config()?),
         Command::Consume(args) => consume::run(args, &cli.load_config()?),
+        Command::Simulate(cmd) => simulate::run(cmd),
     }
 }
