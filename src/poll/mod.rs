@@ -1,2 +1,5 @@
 //! Polling social platforms for audience counts: the schedule of every tracked page, rate and
 //! concurrency limits per platform, and the platform clients.
+
+pub mod limiter;
+pub mod scheduler;
