@@ -25,6 +25,7 @@ use crate::health::Health;
 use crate::kafka::source::{self, Source, SourceContext};
 use crate::kafka::{admin, KafkaSink};
 use crate::metrics::Metrics;
+use crate::pipelines::fans::{self, FansProcessor, FansTopView};
 use crate::pipelines::posts::{self, HashtagTrending, PostsProcessor};
 use crate::{engine, http};
 
@@ -89,8 +90,22 @@ fn pipelines(
             posts::PIPELINE,
             vec![posts::INPUT],
             move |_| PostsProcessor::new(&pc, clock.clone()),
-            sink,
+            sink.clone(),
             Some(merge_fn(trending)),
+            metrics.clone(),
+        )));
+    }
+    if cfg.fans.enabled {
+        let top = Arc::new(Mutex::new(FansTopView::new(cfg.fans.top_n)));
+        let actor = AggregatorActor::new(top.clone(), fans::TOP_INTERVAL, sink.clone()).start();
+        aggregators.push(actor.recipient());
+        let fc = cfg.fans.clone();
+        factories.push(Arc::new(PipelineSpec::new(
+            fans::PIPELINE,
+            vec![fans::INPUT],
+            move |partition| FansProcessor::new(partition, &fc),
+            sink,
+            Some(merge_fn(top)),
             metrics.clone(),
         )));
     }
@@ -102,6 +117,9 @@ pub fn required_topics(cfg: &Config) -> Vec<&'static str> {
     let mut t = vec![engine::deadletter::TOPIC];
     if cfg.posts.enabled {
         t.extend([posts::INPUT, posts::ANALYSIS, posts::TRENDING]);
+    }
+    if cfg.fans.enabled {
+        t.extend([fans::INPUT, fans::STATS, fans::TOP]);
     }
     t
 }

@@ -81,6 +81,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// `[pipelines.posts]`: social post analysis.
     pub posts: PostsConfig,
+    /// `[pipelines.fans]`: rolling fan counts of tracked pages.
+    pub fans: FansConfig,
 }
 
 /// `[kafka]`
@@ -166,6 +168,18 @@ pub struct PostsConfig {
     /// `pagepulse_window_ignored_events_total{reason="over_capacity"}` and ignored until old
     /// buckets expire (default 1000000).
     pub trending_max_tags: usize,
+}
+
+/// `[pipelines.fans]`
+#[derive(Debug, Clone)]
+pub struct FansConfig {
+    /// Run the rolling fan-count pipeline (default true).
+    pub enabled: bool,
+    /// Pages in each `fans.top` ranking (default 25).
+    pub top_n: usize,
+    /// Most pages one partition tracks; observations of further pages are dead-lettered and
+    /// counted (default 1000000: with the default 4 partitions, 4 million pages per instance).
+    pub max_pages_per_partition: usize,
 }
 
 impl Default for Config {
@@ -307,11 +321,20 @@ impl Config {
         p.check(!(1..=1000).contains(&posts.trending_top_n), "trending_top_n", "must be between 1 and 1000");
         p.check(posts.trending_max_tags == 0, "trending_max_tags", "must be positive");
         p.finish();
+        let mut f = pipelines.section("fans");
+        let fans = FansConfig {
+            enabled: f.take("enabled", true),
+            top_n: f.take("top_n", 25),
+            max_pages_per_partition: f.take("max_pages_per_partition", 1_000_000),
+        };
+        f.check(!(1..=1000).contains(&fans.top_n), "top_n", "must be between 1 and 1000");
+        f.check(fans.max_pages_per_partition == 0, "max_pages_per_partition", "must be positive");
+        f.finish();
         pipelines.finish();
         root.finish();
 
         if problems.is_empty() {
-            Ok(Config { kafka, http, engine, posts })
+            Ok(Config { kafka, http, engine, posts, fans })
         } else {
             Err(Error::Invalid(problems))
         }

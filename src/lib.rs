@@ -22,8 +22,8 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`kafka`]: topic definitions and admin, consumer source, producer sink, client settings.
 //! - [`metrics`]: every Prometheus metric, defined once.
-//! - [`ops`]: plain building blocks: text analysis, top-N, sliding windows.
-//! - [`pipelines`]: the pipelines (posts so far), each a processor made of ops.
+//! - [`ops`]: plain building blocks: text analysis, top-N, sliding windows, rolling fan series.
+//! - [`pipelines`]: the pipelines (posts, fans), each a processor made of ops.
 //! - [`poll`]: polling platforms for audience counts: schedules, limits, platform clients.
 //! - [`simulate`]: simulated platforms (trajectories, a Graph-API-compatible server).
 

@@ -9,6 +9,7 @@ use pagepulse::config::Config;
 use pagepulse::engine::{Aggregate, Emit, Processor, RawRecord, RecordMeta};
 use pagepulse::kafka::topics::{self, TopicDef};
 use pagepulse::metrics::Metrics;
+use pagepulse::pipelines::fans::{self, FansProcessor, FansTop, FansTopView, PageStats};
 use pagepulse::pipelines::posts::{self, Analysis, HashtagTrending, PostsProcessor, Trending};
 use serde_json::Value;
 
@@ -52,7 +53,7 @@ fn every_topic_has_a_valid_definition_and_examples() {
 
 #[test]
 fn every_topic_the_pipelines_use_is_defined() {
-    for t in [posts::INPUT, posts::ANALYSIS, posts::TRENDING, pagepulse::engine::deadletter::TOPIC] {
+    for t in [posts::INPUT, posts::ANALYSIS, posts::TRENDING, fans::INPUT, fans::STATS, fans::TOP, pagepulse::engine::deadletter::TOPIC] {
         def(t);
     }
     let cfg = Config::default();
@@ -80,6 +81,48 @@ fn input_examples_match_the_real_decoder() {
         if let Ok(json) = serde_json::from_str::<Value>(&bad.value) {
             assert!(!v.is_valid(&json), "schema accepts invalid example {}", bad.value);
         }
+    }
+}
+
+#[test]
+fn fans_examples_match_the_real_decoder_and_outputs_match_their_schemas() {
+    let cfg = Config::default();
+    let d = def(fans::INPUT);
+    let mut p = FansProcessor::new(0, &cfg.fans);
+    let mut out = Emit::default();
+    for (i, ex) in d.examples.iter().enumerate() {
+        let rec = raw(&ex.value);
+        let obs = p.decode(fans::INPUT, &rec).unwrap_or_else(|e| panic!("example {} refused: {e}", ex.value));
+        let meta = RecordMeta { topic: fans::INPUT, partition: 0, offset: i as i64, timestamp_ms: None };
+        p.process(obs, &meta, &mut out);
+    }
+    for bad in &d.invalid_examples {
+        let rec = RawRecord { key: None, value: Some(bad.value.clone().into_bytes()), offset: 0, timestamp_ms: None };
+        let why = p.decode(fans::INPUT, &rec).err().unwrap_or_else(|| panic!("decoder accepted {}", bad.value));
+        assert_eq!(why.class.as_str(), bad.reason, "reason for {}", bad.value);
+        if let Ok(json) = serde_json::from_str::<Value>(&bad.value) {
+            assert!(!validator(d).is_valid(&json), "schema accepts invalid example {}", bad.value);
+        }
+    }
+    let vs = validator(def(fans::STATS));
+    assert_eq!(out.records.len(), d.examples.len());
+    for r in &out.records {
+        let v: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
+        let errors: Vec<String> = vs.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "real fans.stats {v} violates the schema: {errors:?}");
+    }
+    for ex in &def(fans::STATS).examples {
+        let _: PageStats = serde_json::from_value(ex.value.clone()).expect("example decodes as PageStats");
+    }
+    let mut view = FansTopView::new(cfg.fans.top_n);
+    let mut parts = vec![p.top(0)];
+    view.merge(&mut parts);
+    let mut top = Vec::new();
+    view.on_tick(chrono::Utc::now(), &mut top);
+    let v: Value = serde_json::from_slice(top[0].value.as_deref().expect("value")).expect("JSON");
+    assert!(validator(def(fans::TOP)).is_valid(&v), "real fans.top {v} violates the schema");
+    for ex in &def(fans::TOP).examples {
+        let _: FansTop = serde_json::from_value(ex.value.clone()).expect("example decodes as FansTop");
     }
 }
 

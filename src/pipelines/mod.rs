@@ -1,4 +1,5 @@
 //! The pipelines: each a [`crate::engine::Processor`] built from [`crate::ops`] blocks.
 
 pub mod decode;
+pub mod fans;
 pub mod posts;

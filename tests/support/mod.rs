@@ -263,8 +263,7 @@ impl Drop for TestEnv {
         let admin: Result<rdkafka::admin::AdminClient<_>, _> =
             ClientConfig::new().set("bootstrap.servers", &self.brokers).create();
         if let Ok(admin) = admin {
-            let names: Vec<String> =
-                ["posts", "posts.analysis", "posts.trending", "deadletter"].iter().map(|t| self.topic(t)).collect();
+            let names: Vec<String> = pagepulse::kafka::topics::all().iter().map(|d| self.topic(&d.name)).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             let _ = rt.block_on(admin.delete_topics(&refs, &rdkafka::admin::AdminOptions::new()));

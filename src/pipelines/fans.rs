@@ -1,0 +1,586 @@
+//! Rolling fan counts.
+//!
+//! - Input `fans.observations` (key `<platform>:<page_id>`): one audience count of one page at
+//!   one time, from pagepulse's poller or any external scraper.
+//! - Output `fans.stats` (compacted, key = page key): the page's rolling figures after every new
+//!   observation (see [`crate::ops::series`]).
+//! - Output `fans.top` (key `top`): the top pages by 24 h growth and by absolute 24 h delta,
+//!   across every partition of this instance, at most every 10 s when changed.
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::decode::{format_ms, object, required_str, rfc3339_ms, utf8_value};
+use crate::config::FansConfig;
+use crate::engine::{Aggregate, Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
+use crate::ops::series::{Delta, FanStats, RollingFans, Sample};
+
+/// Pipeline name.
+pub const PIPELINE: &str = "fans";
+/// Input topic.
+pub const INPUT: &str = "fans.observations";
+/// Per-page rolling figures.
+pub const STATS: &str = "fans.stats";
+/// Top pages.
+pub const TOP: &str = "fans.top";
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    platform: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    page_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    fans: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    followers: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    observed_at: Option<&'a RawValue>,
+}
+
+/// A decoded, valid observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation<'a> {
+    /// Platform name, e.g. `facebook`.
+    pub platform: Cow<'a, str>,
+    /// The page's id on its platform.
+    pub page_id: Cow<'a, str>,
+    /// Fan count.
+    pub fans: u64,
+    /// Follower count, when the platform reports one.
+    pub followers: Option<u64>,
+    /// When it was observed, epoch milliseconds.
+    pub observed_at_ms: i64,
+}
+
+impl Observation<'_> {
+    /// The page key, `<platform>:<page_id>`.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.platform, self.page_id)
+    }
+}
+
+fn count(name: &str, raw: Option<&RawValue>, required: bool) -> Result<Option<u64>, Rejection> {
+    match raw.map(RawValue::get) {
+        None | Some("null") if !required => Ok(None),
+        None | Some("null") => Err(Rejection::new(RejectClass::MissingField, format!("field `{name}` is missing"))),
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                Rejection::new(RejectClass::InvalidValue, format!("field `{name}` must be a non-negative integer, got {n}"))
+            }),
+            Ok(other) => Err(Rejection::new(
+                RejectClass::WrongType,
+                format!("field `{name}` must be a number, found {}", super::decode::json_kind(&other)),
+            )),
+            Err(e) => Err(Rejection::new(RejectClass::InvalidJson, format!("field `{name}`: {e}"))),
+        },
+    }
+}
+
+/// Decodes and validates a `fans.observations` record value.
+pub fn decode_observation(rec: &RawRecord) -> Result<Observation<'_>, Rejection> {
+    let wire: Wire<'_> = object(utf8_value(rec)?)?;
+    let platform = required_str("platform", wire.platform)?;
+    if platform.is_empty() || !platform.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+        return Err(Rejection::new(
+            RejectClass::InvalidValue,
+            format!("field `platform` must be lower-case letters, digits, '_' or '-', got \"{platform}\""),
+        ));
+    }
+    let page_id = required_str("page_id", wire.page_id)?;
+    if page_id.is_empty() || page_id.len() > 256 {
+        return Err(Rejection::new(RejectClass::InvalidValue, "field `page_id` must be 1 to 256 bytes"));
+    }
+    let fans = count("fans", wire.fans, true)?.expect("required counts are present");
+    let followers = count("followers", wire.followers, false)?;
+    let observed_at = required_str("observed_at", wire.observed_at)?;
+    let observed_at_ms = rfc3339_ms("observed_at", &observed_at)?;
+    Ok(Observation { platform, page_id, fans, followers, observed_at_ms })
+}
+
+/// One page's entry in a ranking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopEntry {
+    /// 1-based rank.
+    pub rank: usize,
+    /// Platform.
+    pub platform: String,
+    /// Page id.
+    pub page_id: String,
+    /// Current fans.
+    pub fans: u64,
+    /// Fans now minus 24 h ago.
+    pub delta_24h: i64,
+    /// Growth over 24 h in percent; `null` when the baseline was 0.
+    pub growth_24h_pct: Option<f64>,
+    /// True while the page has less than 24 h of history (the delta is since its first sample).
+    pub partial: bool,
+}
+
+/// A `fans.top` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FansTop {
+    /// When this ranking was computed (RFC 3339).
+    pub generated_at: String,
+    /// Pages with the highest 24 h growth in percent.
+    pub by_growth_24h_pct: Vec<TopEntry>,
+    /// Pages with the highest absolute 24 h delta.
+    pub by_delta_24h: Vec<TopEntry>,
+}
+
+/// A `fans.stats` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageStats {
+    /// Platform.
+    pub platform: String,
+    /// Page id.
+    pub page_id: String,
+    /// Fans in the newest sample.
+    pub fans: u64,
+    /// Followers in the newest sample.
+    pub followers: Option<u64>,
+    /// When the newest sample was observed (RFC 3339).
+    pub observed_at: String,
+    /// Growth over the last hour.
+    pub delta_1h: DeltaOut,
+    /// Growth over the last 24 hours.
+    pub delta_24h: DeltaOut,
+    /// Growth over the last 7 days.
+    pub delta_7d: DeltaOut,
+    /// `delta_24h` in percent of its baseline; `null` when the baseline had 0 fans.
+    pub growth_24h_pct: Option<f64>,
+}
+
+/// One horizon's growth, as written to `fans.stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaOut {
+    /// Current fans minus the baseline's.
+    pub value: i64,
+    /// True while the history is shorter than the horizon (the baseline is the oldest sample).
+    pub partial: bool,
+    /// When the baseline sample was observed (RFC 3339).
+    pub since: String,
+    /// The baseline's fans.
+    pub baseline_fans: u64,
+}
+
+impl From<Delta> for DeltaOut {
+    fn from(d: Delta) -> Self {
+        Self { value: d.value, partial: d.partial, since: format_ms(d.baseline_at_ms), baseline_fans: d.baseline_fans }
+    }
+}
+
+impl PageStats {
+    /// The record for `platform`/`page_id` with `stats`.
+    pub fn new(platform: String, page_id: String, stats: &FanStats) -> Self {
+        Self {
+            platform,
+            page_id,
+            fans: stats.fans,
+            followers: stats.followers,
+            observed_at: format_ms(stats.observed_at_ms),
+            delta_1h: stats.delta_1h.into(),
+            delta_24h: stats.delta_24h.into(),
+            delta_7d: stats.delta_7d.into(),
+            growth_24h_pct: stats.growth_24h_pct,
+        }
+    }
+}
+
+/// An f64 ordered totally, for ranking indexes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score(f64);
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A page's state in one partition.
+struct Page {
+    series: RollingFans,
+    /// Its current scores in the two ranking indexes.
+    growth: Option<Score>,
+    delta: Option<Score>,
+}
+
+/// A partition's best pages, handed to the cross-partition [`FansTopView`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionTop {
+    /// The partition.
+    pub partition: i32,
+    /// When the list was cut (wall clock, ms): lists of revoked partitions age out.
+    pub at_ms: i64,
+    /// Best by growth, best first.
+    pub by_growth: Vec<TopEntry>,
+    /// Best by delta, best first.
+    pub by_delta: Vec<TopEntry>,
+}
+
+/// The per-partition fans processor: rolling figures per page, and this partition's rankings.
+pub struct FansProcessor {
+    partition: i32,
+    top_n: usize,
+    max_pages: usize,
+    pages: HashMap<Arc<str>, Page>,
+    by_growth: BTreeSet<(Score, Reverse<Arc<str>>)>,
+    by_delta: BTreeSet<(Score, Reverse<Arc<str>>)>,
+}
+
+impl FansProcessor {
+    /// A processor for `partition` with the pipeline's config.
+    pub fn new(partition: i32, cfg: &FansConfig) -> Self {
+        Self {
+            partition,
+            top_n: cfg.top_n,
+            max_pages: cfg.max_pages_per_partition,
+            pages: HashMap::new(),
+            by_growth: BTreeSet::new(),
+            by_delta: BTreeSet::new(),
+        }
+    }
+
+    /// Pages tracked in this partition.
+    pub fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// The rolling state of `key`, if tracked.
+    pub fn series(&self, key: &str) -> Option<&RollingFans> {
+        self.pages.get(key).map(|p| &p.series)
+    }
+
+    /// The best `top_n` of `index`: highest score first, ties by page key ascending (the same order
+    /// the global merge uses, so a tie at the boundary cannot drop the page that ranks globally).
+    fn entries(&self, index: &BTreeSet<(Score, Reverse<Arc<str>>)>) -> Vec<TopEntry> {
+        index
+            .iter()
+            .rev()
+            .take(self.top_n)
+            .filter_map(|(_, Reverse(key))| {
+                let stats = self.pages.get(key)?.series.stats()?;
+                let (platform, page_id) = key.split_once(':')?;
+                Some(TopEntry {
+                    rank: 0,
+                    platform: platform.to_string(),
+                    page_id: page_id.to_string(),
+                    fans: stats.fans,
+                    delta_24h: stats.delta_24h.value,
+                    growth_24h_pct: stats.growth_24h_pct,
+                    partial: stats.delta_24h.partial,
+                })
+            })
+            .collect()
+    }
+
+    /// This partition's current top lists.
+    pub fn top(&self, now_ms: i64) -> PartitionTop {
+        PartitionTop {
+            partition: self.partition,
+            at_ms: now_ms,
+            by_growth: self.entries(&self.by_growth),
+            by_delta: self.entries(&self.by_delta),
+        }
+    }
+}
+
+impl Processor for FansProcessor {
+    type Input<'a> = Observation<'a>;
+    type Part = PartitionTop;
+
+    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<Observation<'a>, Rejection> {
+        let obs = decode_observation(rec)?;
+        if self.pages.len() >= self.max_pages && !self.pages.contains_key(obs.key().as_str()) {
+            return Err(Rejection::new(
+                RejectClass::InvalidValue,
+                format!("page {} refused: this partition already tracks {} pages (pipelines.fans.max_pages_per_partition)", obs.key(), self.max_pages),
+            ));
+        }
+        Ok(obs)
+    }
+
+    fn process(&mut self, obs: Observation<'_>, _meta: &RecordMeta, out: &mut Emit<PartitionTop>) {
+        let key = obs.key();
+        let page = match self.pages.get_mut(key.as_str()) {
+            Some(p) => p,
+            None => {
+                let k: Arc<str> = key.as_str().into();
+                self.pages.entry(k).or_insert(Page { series: RollingFans::new(), growth: None, delta: None })
+            }
+        };
+        let sample = Sample { at_ms: obs.observed_at_ms, fans: obs.fans, followers: obs.followers };
+        if !page.series.observe(sample) {
+            return;
+        }
+        let Some(stats) = page.series.stats() else { return };
+        let growth = stats.growth_24h_pct.map(Score);
+        let delta = Some(Score(stats.delta_24h.value as f64));
+        let (old_growth, old_delta) = (page.growth, page.delta);
+        page.growth = growth;
+        page.delta = delta;
+        let shared: Arc<str> = self.pages.get_key_value(key.as_str()).map(|(k, _)| k.clone()).expect("page was just inserted");
+        reindex(&mut self.by_growth, old_growth, growth, &shared);
+        reindex(&mut self.by_delta, old_delta, delta, &shared);
+        let value = PageStats::new(obs.platform.into_owned(), obs.page_id.into_owned(), &stats);
+        let bytes = serde_json::to_vec(&value).expect("serializing plain structs cannot fail");
+        out.record(OutRecord::new(STATS, key.into_bytes(), bytes));
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(TOP_INTERVAL)
+    }
+
+    /// Hands this partition's top lists to the aggregate (also when unchanged, so the aggregate
+    /// can tell live partitions from revoked ones).
+    fn on_tick(&mut self, now: DateTime<Utc>, out: &mut Emit<PartitionTop>) {
+        out.part(self.top(now.timestamp_millis()));
+    }
+}
+
+fn reindex(index: &mut BTreeSet<(Score, Reverse<Arc<str>>)>, old: Option<Score>, new: Option<Score>, key: &Arc<str>) {
+    if old == new {
+        return;
+    }
+    if let Some(o) = old {
+        index.remove(&(o, Reverse(key.clone())));
+    }
+    if let Some(n) = new {
+        index.insert((n, Reverse(key.clone())));
+    }
+}
+
+/// How often partitions report their rankings and `fans.top` may be emitted.
+pub const TOP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The global ranking: merges every partition's top lists (the global top N is always inside the
+/// union of the partitions' top N, so the merge is exact).
+pub struct FansTopView {
+    top_n: usize,
+    partitions: HashMap<i32, PartitionTop>,
+    last: Option<(Vec<TopEntry>, Vec<TopEntry>)>,
+}
+
+impl FansTopView {
+    /// An empty view ranking `top_n` pages.
+    pub fn new(top_n: usize) -> Self {
+        Self { top_n, partitions: HashMap::new(), last: None }
+    }
+
+    /// The current global ranking.
+    pub fn current(&self) -> (Vec<TopEntry>, Vec<TopEntry>) {
+        let merge = |pick: fn(&PartitionTop) -> &Vec<TopEntry>, score: fn(&TopEntry) -> f64| {
+            let mut all: Vec<TopEntry> = self.partitions.values().flat_map(|p| pick(p).iter().cloned()).collect();
+            // Ties by page key `<platform>:<page_id>` ascending, as in every partition's index.
+            let key = |e: &TopEntry| format!("{}:{}", e.platform, e.page_id);
+            all.sort_by(|a, b| score(b).total_cmp(&score(a)).then_with(|| key(a).cmp(&key(b))));
+            all.truncate(self.top_n);
+            for (i, e) in all.iter_mut().enumerate() {
+                e.rank = i + 1;
+            }
+            all
+        };
+        (
+            merge(|p| &p.by_growth, |e| e.growth_24h_pct.unwrap_or(f64::NEG_INFINITY)),
+            merge(|p| &p.by_delta, |e| e.delta_24h as f64),
+        )
+    }
+}
+
+impl Aggregate for FansTopView {
+    type Part = PartitionTop;
+
+    fn merge(&mut self, parts: &mut Vec<PartitionTop>) {
+        for p in parts.drain(..) {
+            self.partitions.insert(p.partition, p);
+        }
+    }
+
+    fn on_tick(&mut self, now: DateTime<Utc>, out: &mut Vec<OutRecord>) {
+        let now_ms = now.timestamp_millis();
+        // A partition that stopped reporting was revoked: its pages now rank elsewhere.
+        let stale = 3 * TOP_INTERVAL.as_millis() as i64;
+        self.partitions.retain(|_, p| now_ms - p.at_ms <= stale);
+        let current = self.current();
+        if self.last.as_ref() == Some(&current) {
+            return;
+        }
+        let value = FansTop {
+            generated_at: format_ms(now_ms),
+            by_growth_24h_pct: current.0.clone(),
+            by_delta_24h: current.1.clone(),
+        };
+        out.push(OutRecord::new(TOP, TOP_KEY, serde_json::to_vec(&value).expect("serializing plain structs cannot fail")));
+        self.last = Some(current);
+    }
+}
+
+/// Key of every `fans.top` record.
+pub const TOP_KEY: &str = "top";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(v: &str) -> RawRecord {
+        RawRecord { key: None, value: Some(v.as_bytes().to_vec()), offset: 0, timestamp_ms: None }
+    }
+
+    const H: i64 = 3_600_000;
+
+    fn obs(page: &str, at_ms: i64, fans: u64) -> RawRecord {
+        let at = chrono::DateTime::from_timestamp_millis(at_ms).expect("valid time").to_rfc3339();
+        rec(&format!(r#"{{"platform":"facebook","page_id":"{page}","fans":{fans},"observed_at":"{at}"}}"#))
+    }
+
+    fn feed(p: &mut FansProcessor, recs: &[RawRecord]) -> Emit<PartitionTop> {
+        let mut out = Emit::default();
+        for r in recs {
+            let o = p.decode(INPUT, r).expect("valid");
+            p.process(o, &RecordMeta { topic: INPUT, partition: 0, offset: 0, timestamp_ms: None }, &mut out);
+        }
+        out
+    }
+
+    fn cfg(top_n: usize, max_pages: usize) -> FansConfig {
+        FansConfig { enabled: true, top_n, max_pages_per_partition: max_pages }
+    }
+
+    #[test]
+    fn stats_per_observation_and_duplicates_emit_nothing() {
+        let t0 = 1_795_000_000_000;
+        let mut p = FansProcessor::new(0, &cfg(25, 10));
+        let out = feed(&mut p, &[obs("a", t0, 100), obs("a", t0 + 25 * H, 150), obs("a", t0 + 25 * H, 150)]);
+        assert_eq!(out.records.len(), 2, "the duplicate changes nothing and emits nothing");
+        let last: PageStats = serde_json::from_slice(out.records[1].value.as_deref().expect("value")).expect("JSON");
+        assert_eq!(out.records[1].key.as_deref(), Some(&b"facebook:a"[..]));
+        assert_eq!((last.fans, last.delta_24h.value, last.delta_24h.partial), (150, 50, false));
+        assert_eq!(last.growth_24h_pct, Some(50.0));
+        assert!(last.delta_7d.partial);
+        assert_eq!(last.observed_at, format_ms(t0 + 25 * H));
+    }
+
+    #[test]
+    fn partition_rankings_follow_updates() {
+        let t0 = 1_795_000_000_000;
+        let mut p = FansProcessor::new(3, &cfg(2, 10));
+        feed(&mut p, &[obs("a", t0, 100), obs("b", t0, 1000), obs("c", t0, 10)]);
+        feed(&mut p, &[obs("a", t0 + H, 200), obs("b", t0 + H, 1300), obs("c", t0 + H, 11)]);
+        let top = p.top(0);
+        let names = |v: &[TopEntry]| v.iter().map(|e| e.page_id.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&top.by_growth), ["a", "b"], "100% and 30% beat 10%");
+        assert_eq!(names(&top.by_delta), ["b", "a"], "+300 and +100 beat +1");
+        // c goes viral: the rankings move.
+        feed(&mut p, &[obs("c", t0 + 2 * H, 5000)]);
+        let top = p.top(0);
+        assert_eq!(names(&top.by_growth)[0], "c");
+        assert_eq!(names(&top.by_delta)[0], "c");
+        assert_eq!(p.pages(), 3);
+    }
+
+    #[test]
+    fn ties_at_the_boundary_keep_the_globally_first_page() {
+        let t0 = 1_795_000_000_000;
+        let mut p = FansProcessor::new(0, &cfg(1, 10));
+        feed(&mut p, &[obs("zeta", t0, 100), obs("alpha", t0, 100), obs("zeta", t0 + H, 110), obs("alpha", t0 + H, 110)]);
+        let top = p.top(t0);
+        assert_eq!(top.by_delta[0].page_id, "alpha", "equal delta: the smaller key ranks first");
+        let mut view = FansTopView::new(1);
+        view.merge(&mut vec![top]);
+        assert_eq!(view.current().1[0].page_id, "alpha");
+    }
+
+    #[test]
+    fn page_bound_is_enforced_with_a_reason() {
+        let mut p = FansProcessor::new(0, &cfg(25, 2));
+        feed(&mut p, &[obs("a", 0, 1), obs("b", 0, 1)]);
+        let e = p.decode(INPUT, &obs("c", 0, 1)).expect_err("third page refused");
+        assert!(e.message.contains("max_pages_per_partition"), "{}", e.message);
+        p.decode(INPUT, &obs("a", H, 2)).expect("known pages still accepted");
+    }
+
+    #[test]
+    fn global_top_is_the_exact_merge_of_partition_tops() {
+        let t0 = 1_795_000_000_000;
+        let mut parts = Vec::new();
+        let mut all: Vec<(String, i64)> = Vec::new();
+        for partition in 0..3 {
+            let mut p = FansProcessor::new(partition, &cfg(3, 100));
+            for i in 0..10 {
+                let page = format!("p{partition}-{i}");
+                let gain = ((i * 37 + partition as usize * 11) % 23) as u64;
+                feed(&mut p, &[obs(&page, t0, 1000), obs(&page, t0 + H, 1000 + gain)]);
+                all.push((page, gain as i64));
+            }
+            parts.push(p.top(t0));
+        }
+        let mut view = FansTopView::new(3);
+        view.merge(&mut parts);
+        let (_, by_delta) = view.current();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let want: Vec<&str> = all.iter().take(3).map(|(p, _)| p.as_str()).collect();
+        let got: Vec<&str> = by_delta.iter().map(|e| e.page_id.as_str()).collect();
+        assert_eq!(got, want);
+        assert_eq!(by_delta.iter().map(|e| e.rank).collect::<Vec<_>>(), [1, 2, 3]);
+        // Emits once, then only on change; lists of silent (revoked) partitions age out.
+        let mut out = Vec::new();
+        let now = chrono::DateTime::from_timestamp_millis(t0).expect("time");
+        view.on_tick(now, &mut out);
+        view.on_tick(now, &mut out);
+        assert_eq!(out.len(), 1);
+        view.on_tick(now + chrono::Duration::seconds(60), &mut out);
+        assert_eq!(out.len(), 2);
+        let top: FansTop = serde_json::from_slice(out[1].value.as_deref().expect("value")).expect("JSON");
+        assert!(top.by_delta_24h.is_empty(), "every partition went silent");
+    }
+
+    #[test]
+    fn decodes_valid_observations() {
+        let r = rec(r#"{"platform":"facebook","page_id":"cocacolacanada","fans":1234,"followers":1300,"observed_at":"2026-11-23T10:00:00Z"}"#);
+        let o = decode_observation(&r).expect("valid");
+        assert_eq!((o.fans, o.followers, o.key()), (1234, Some(1300), "facebook:cocacolacanada".to_string()));
+        let r = rec(r#"{"platform":"mastodon","page_id":"@ana@example.social","fans":0,"followers":null,"observed_at":"2026-11-23T10:00:00+01:00"}"#);
+        let o = decode_observation(&r).expect("valid, followers optional");
+        assert_eq!(o.followers, None);
+        assert_eq!(o.observed_at_ms, 1_795_424_400_000);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (r#"{"page_id":"p","fans":1,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `platform` is missing"),
+            (r#"{"platform":"Face Book","page_id":"p","fans":1,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `platform` must be"),
+            (r#"{"platform":"facebook","fans":1,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `page_id` is missing"),
+            (r#"{"platform":"facebook","page_id":"p","observed_at":"2026-11-23T10:00:00Z"}"#, "field `fans` is missing"),
+            (r#"{"platform":"facebook","page_id":"p","fans":-5,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `fans` must be a non-negative integer"),
+            (r#"{"platform":"facebook","page_id":"p","fans":1.5,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `fans` must be a non-negative integer"),
+            (r#"{"platform":"facebook","page_id":"p","fans":"12","observed_at":"2026-11-23T10:00:00Z"}"#, "field `fans` must be a number, found string"),
+            (r#"{"platform":"facebook","page_id":"p","fans":1,"followers":true,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `followers` must be a number"),
+            (r#"{"platform":"facebook","page_id":"p","fans":1}"#, "field `observed_at` is missing"),
+            (r#"{"platform":"facebook","page_id":"p","fans":1,"observed_at":"noon"}"#, "field `observed_at` must be an RFC 3339"),
+        ];
+        for (value, want) in cases {
+            let e = decode_observation(&rec(value)).expect_err(value);
+            assert!(e.message.starts_with(want), "{value}: {}", e.message);
+        }
+    }
+}

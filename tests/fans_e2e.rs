@@ -1,0 +1,105 @@
+//! Rolling fan counts through a real broker: an independent client (Python confluent-kafka)
+//! produces observations of 60 pages, shuffled and with duplicates, as an external scraper would;
+//! the last `fans.stats` record of every page must equal figures computed independently here, and
+//! `fans.top` must rank the pages as computed here.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use support::TestEnv;
+
+const PAGES: i64 = 60;
+const H: i64 = 3_600_000;
+
+/// Page `p`'s fans at sample `k` (samples 5 h apart): most pages grow, every fourth declines.
+fn fans(p: i64, k: i64) -> i64 {
+    let base = 1000 * (p + 1);
+    if p % 4 == 3 { base - k * (p + 1) } else { base + k * p * 7 }
+}
+
+fn rfc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).expect("valid").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[test]
+fn observations_become_exact_rolling_stats_and_rankings() {
+    let env = TestEnv::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let t0 = now - now % H - 30 * H;
+    // Six samples per page at 0, 5, ..., 25 h: the newest is at 25 h, so the 1 h baseline is the
+    // 20 h sample, the 24 h baseline the 0 h sample, and 7 d is partial (baseline: the oldest).
+    let mut records = Vec::new();
+    for p in 0..PAGES {
+        for k in 0..6 {
+            let v = serde_json::json!({"platform": "facebook", "page_id": format!("page-{p:03}"),
+                "fans": fans(p, k), "followers": fans(p, k) + 10, "observed_at": rfc(t0 + k * 5 * H)});
+            let rec = (Some(format!("facebook:page-{p:03}")), Some(v.to_string().into_bytes()));
+            if k % 2 == 0 {
+                records.push(rec.clone()); // duplicates must change nothing
+            }
+            records.push(rec);
+        }
+    }
+    records.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    env.produce_python("fans.observations", &records);
+
+    let mut pp = env.start();
+    pp.wait_ready(Duration::from_secs(60));
+    let expect = |p: i64| {
+        let (now, h1, h24) = (fans(p, 5), fans(p, 4), fans(p, 0));
+        (now, now - h1, now - h24, (now - h24) as f64 / h24 as f64 * 100.0)
+    };
+    // The last record per page reflects every observation (the state does not depend on order).
+    let mut last: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut seen = 0;
+    env.read_until("fans.stats", Duration::from_secs(90), |recs| {
+        for r in &recs[seen..] {
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            last.insert(key, serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON"));
+        }
+        seen = recs.len();
+        (0..PAGES).all(|p| {
+            last.get(&format!("facebook:page-{p:03}")).is_some_and(|v| v["fans"].as_i64() == Some(expect(p).0))
+        })
+    });
+    for p in 0..PAGES {
+        let v = &last[&format!("facebook:page-{p:03}")];
+        let (now, d1, d24, pct) = expect(p);
+        assert_eq!(v["fans"].as_i64(), Some(now), "page {p}: {v}");
+        assert_eq!(v["followers"].as_i64(), Some(now + 10));
+        assert_eq!(v["observed_at"], rfc(t0 + 25 * H));
+        assert_eq!((v["delta_1h"]["value"].as_i64(), v["delta_1h"]["partial"].as_bool()), (Some(d1), Some(false)), "page {p}");
+        assert_eq!(v["delta_1h"]["since"], rfc(t0 + 20 * H));
+        assert_eq!((v["delta_24h"]["value"].as_i64(), v["delta_24h"]["partial"].as_bool()), (Some(d24), Some(false)), "page {p}");
+        assert_eq!((v["delta_7d"]["value"].as_i64(), v["delta_7d"]["partial"].as_bool()), (Some(d24), Some(true)), "page {p}");
+        let got = v["growth_24h_pct"].as_f64().expect("growth");
+        assert!((got - pct).abs() < 1e-9, "page {p}: growth {got} vs {pct}");
+    }
+
+    // Rankings: top 25 by delta and by growth, ties by page key.
+    let mut by_delta: Vec<(i64, String)> = (0..PAGES).map(|p| (expect(p).2, format!("page-{p:03}"))).collect();
+    by_delta.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let want_delta: Vec<String> = by_delta.iter().take(25).map(|(_, n)| n.clone()).collect();
+    let mut by_growth: Vec<(f64, String)> = (0..PAGES).map(|p| (expect(p).3, format!("page-{p:03}"))).collect();
+    by_growth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let want_growth: Vec<String> = by_growth.iter().take(25).map(|(_, n)| n.clone()).collect();
+    let names = |v: &serde_json::Value, k: &str| -> Vec<String> {
+        v[k].as_array().map(|a| a.iter().map(|e| e["page_id"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+    };
+    let tops = env.read_until("fans.top", Duration::from_secs(60), |recs| {
+        recs.last().and_then(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref()?).ok()).is_some_and(|v| {
+            names(&v, "by_delta_24h") == want_delta && names(&v, "by_growth_24h_pct") == want_growth
+        })
+    });
+    let top: serde_json::Value = serde_json::from_slice(tops.last().and_then(|r| r.value.as_deref()).expect("value")).expect("JSON");
+    assert_eq!(top["by_delta_24h"][0]["rank"], 1);
+    assert_eq!(top["by_delta_24h"][0]["partial"], false);
+    assert_eq!(tops.last().and_then(|r| r.key.as_deref()), Some(&b"top"[..]));
+    assert_eq!(pp.metric("pagepulse_records_consumed_total", "topic=\"fans.observations\""), records.len() as f64);
+    pp.signal(libc::SIGTERM);
+    assert!(pp.wait_exit(Duration::from_secs(10)).success());
+}
