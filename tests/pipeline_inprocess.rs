@@ -24,12 +24,15 @@ fn post(offset: i64) -> RawRecord {
     rec(offset, &format!(r#"{{"id":"p{offset}","content":"hello world #Tag{} #common"}}"#, offset % 3))
 }
 
+/// Pause between two checks in [`until`].
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Polls `f` on the actix runtime until it holds, for at most 10 s.
 async fn until(what: &str, f: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 

@@ -215,7 +215,7 @@ fn cli_serves_until_sigterm_and_names_bad_flags() {
             break status;
         }
         assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20)); // poll again until the deadline
     };
     assert!(status.success(), "{status:?}");
 }

@@ -18,6 +18,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// Pause between two checks of a condition in the deadline-bounded waits below.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Bootstrap servers of the test broker.
 pub fn brokers() -> String {
     static BROKERS: OnceLock<String> = OnceLock::new();
@@ -79,7 +82,7 @@ fn start_tansu() -> String {
             let deadline = Instant::now() + Duration::from_secs(20);
             while TcpStream::connect(&addr).is_err() {
                 assert!(Instant::now() < deadline, "tansu did not listen on {addr} within 20 s");
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(POLL_INTERVAL);
             }
             tx.send(addr).expect("test thread waits for the address");
             let _keep = (child, dir);
@@ -99,7 +102,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             return v;
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -305,7 +308,7 @@ impl Pagepulse {
                 panic!("pagepulse exited early with {status}; log:\n{}", self.log_text());
             }
             assert!(Instant::now() < deadline, "pagepulse not ready within {timeout:?}; log:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -338,7 +341,7 @@ impl Pagepulse {
                 return status;
             }
             assert!(Instant::now() < deadline, "pagepulse did not exit within {timeout:?}; log:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
