@@ -1,5 +1,6 @@
 //! Polling social platforms for audience counts: the schedule of every tracked page, rate and
 //! concurrency limits per platform, and the platform clients.
 
+pub mod facebook;
 pub mod limiter;
 pub mod scheduler;

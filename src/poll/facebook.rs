@@ -1,0 +1,331 @@
+//! The Facebook Graph API, without the transport: building batch requests and interpreting their
+//! answers (per-page results, throttling, usage headers, retryable and final errors). Plain
+//! functions, so every case is tested without a network; the HTTP client and the poller call
+//! them.
+//!
+//! A batch is `GET {base}/{version}/?ids=a,b,...&fields=fan_count,followers_count&access_token=...`
+//! with at most [`MAX_IDS`] ids. The answer is an object keyed by id; an id the API cannot read
+//! comes back as `{"error": {...}}` in its place (code 100: unknown page), and the rest of the
+//! batch stands. Throttling is `error.code` 4, 17, 32, 613 or 80001 with type `OAuthException`;
+//! `X-App-Usage` and `X-Business-Use-Case-Usage` carry usage percentages, and the latter an
+//! `estimated_time_to_regain_access` in minutes.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Most ids the Graph API accepts in one request.
+pub const MAX_IDS: usize = 50;
+
+/// Error codes that mean "throttled": back off, do not count the pages as failing.
+pub const THROTTLE_CODES: [i64; 5] = [4, 17, 32, 613, 80001];
+
+/// An access token: printed as `***` by `Debug` and `Display`, so it never reaches logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Percent-encodes everything outside RFC 3986's unreserved set.
+fn encode(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// The URL of one batch request (path and query after `base`, which has no trailing slash).
+///
+/// # Panics
+/// With more than [`MAX_IDS`] ids: callers cut batches to that size.
+pub fn batch_url(base: &str, version: &str, ids: &[&str], token: &Token) -> String {
+    assert!(ids.len() <= MAX_IDS, "at most {MAX_IDS} ids per request");
+    let mut url = format!("{}/{}/?ids=", base.trim_end_matches('/'), version);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            url.push_str("%2C");
+        }
+        encode(id, &mut url);
+    }
+    url.push_str("&fields=fan_count%2Cfollowers_count&access_token=");
+    encode(&token.0, &mut url);
+    url
+}
+
+/// What one page of a batch came back as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageResult {
+    /// Its counts.
+    Counts {
+        /// `fan_count`.
+        fans: u64,
+        /// `followers_count`, when present.
+        followers: Option<u64>,
+    },
+    /// The API could not read it (e.g. code 100: no such page, or no permission). The page is
+    /// marked failing and reported; the rest of the batch stands.
+    Failed {
+        /// Graph API error code (`-1` when the id was simply missing from the answer).
+        code: i64,
+        /// The API's message.
+        message: String,
+    },
+}
+
+/// How a whole batch request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOutcome {
+    /// The request worked: a result for every requested id, in request order.
+    Pages(Vec<(String, PageResult)>),
+    /// Throttled: pause the platform (for `retry_after` when the API says) and retry later.
+    Throttled {
+        /// The throttling code.
+        code: i64,
+        /// How long until access returns, from `X-Business-Use-Case-Usage`.
+        retry_after: Option<Duration>,
+    },
+    /// A temporary failure (HTTP 5xx or `is_transient`): retry with backoff.
+    Transient {
+        /// HTTP status.
+        status: u16,
+        /// What went wrong.
+        message: String,
+    },
+    /// A request error that retrying will not fix (e.g. 190: invalid token; 100: too many ids).
+    Rejected {
+        /// Graph API error code.
+        code: i64,
+        /// The API's message.
+        message: String,
+    },
+    /// The body was not the JSON the API promises: retry with backoff, count it.
+    Malformed {
+        /// Why it could not be read.
+        reason: String,
+    },
+}
+
+/// Usage figures from the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// The highest percentage in either header (call count, CPU time, total time): the limiter
+    /// slows down as it approaches 100.
+    pub max_pct: u32,
+    /// `estimated_time_to_regain_access` (minutes in the header), when non-zero.
+    pub regain_after: Option<Duration>,
+}
+
+fn pct(v: &Value) -> u32 {
+    v.as_f64().map(|p| p.clamp(0.0, 1000.0) as u32).unwrap_or(0)
+}
+
+fn max_pct_of(obj: &serde_json::Map<String, Value>) -> u32 {
+    ["call_count", "total_cputime", "total_time"].iter().map(|k| obj.get(*k).map(pct).unwrap_or(0)).max().unwrap_or(0)
+}
+
+/// Reads `X-App-Usage` (`{"call_count":..,"total_cputime":..,"total_time":..}`) and
+/// `X-Business-Use-Case-Usage` (`{"<business id>":[{"type":..,"call_count":..,...,
+/// "estimated_time_to_regain_access":minutes}]}`). Unreadable headers count as no usage.
+pub fn usage(app_usage: Option<&str>, business_usage: Option<&str>) -> Usage {
+    let mut u = Usage::default();
+    if let Some(Value::Object(o)) = app_usage.and_then(|h| serde_json::from_str(h).ok()) {
+        u.max_pct = u.max_pct.max(max_pct_of(&o));
+    }
+    if let Some(Value::Object(o)) = business_usage.and_then(|h| serde_json::from_str(h).ok()) {
+        for entries in o.values().filter_map(Value::as_array) {
+            for e in entries.iter().filter_map(Value::as_object) {
+                u.max_pct = u.max_pct.max(max_pct_of(e));
+                let minutes = e.get("estimated_time_to_regain_access").and_then(Value::as_u64).unwrap_or(0);
+                if minutes > 0 {
+                    let d = Duration::from_secs(minutes * 60);
+                    u.regain_after = Some(u.regain_after.map_or(d, |cur| cur.max(d)));
+                }
+            }
+        }
+    }
+    u
+}
+
+fn error_of(v: &Value) -> Option<(i64, String, bool)> {
+    let e = v.get("error")?.as_object()?;
+    let code = e.get("code").and_then(Value::as_i64).unwrap_or(-1);
+    let message = e.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+    let transient = e.get("is_transient").and_then(Value::as_bool).unwrap_or(false);
+    Some((code, message, transient))
+}
+
+fn count(v: &Value, field: &str) -> Option<u64> {
+    v.get(field).and_then(Value::as_u64)
+}
+
+/// Interprets one batch response: `status` and `body` as received, `requested` the ids asked
+/// for, `usage` what [`usage`] read from the headers (for the throttling pause).
+pub fn interpret(status: u16, body: &[u8], requested: &[&str], usage: Usage) -> BatchOutcome {
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    if status >= 500 {
+        let message = parsed.ok().and_then(|v| error_of(&v)).map(|e| e.1).unwrap_or_else(|| format!("HTTP {status}"));
+        return BatchOutcome::Transient { status, message };
+    }
+    let v = match parsed {
+        Ok(v) => v,
+        Err(e) => return BatchOutcome::Malformed { reason: format!("HTTP {status} with a body that is not JSON: {e}") },
+    };
+    if let Some((code, message, transient)) = error_of(&v) {
+        return if THROTTLE_CODES.contains(&code) {
+            BatchOutcome::Throttled { code, retry_after: usage.regain_after }
+        } else if transient {
+            BatchOutcome::Transient { status, message }
+        } else {
+            BatchOutcome::Rejected { code, message }
+        };
+    }
+    if status != 200 {
+        return BatchOutcome::Malformed { reason: format!("HTTP {status} without an error object") };
+    }
+    let Some(obj) = v.as_object() else {
+        return BatchOutcome::Malformed { reason: "the body is not a JSON object keyed by id".into() };
+    };
+    let pages = requested
+        .iter()
+        .map(|id| {
+            let result = match obj.get(*id) {
+                None => PageResult::Failed { code: -1, message: "absent from the response".into() },
+                Some(entry) => match (error_of(entry), count(entry, "fan_count")) {
+                    (Some((code, message, _)), _) => PageResult::Failed { code, message },
+                    (None, Some(fans)) => PageResult::Counts { fans, followers: count(entry, "followers_count") },
+                    (None, None) => PageResult::Failed { code: -1, message: "no fan_count in the response".into() },
+                },
+            };
+            (id.to_string(), result)
+        })
+        .collect();
+    BatchOutcome::Pages(pages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::graph_api::{respond, ApiQuery, SimConfig};
+    use crate::simulate::trajectory::{fans_at, page_id};
+
+    const NOW: i64 = 1_795_428_000_000;
+
+    /// Asks the simulator's request handler (the same code the HTTP server runs).
+    fn ask(cfg: &SimConfig, ids: &[&str], seq: u64) -> BatchOutcome {
+        let q = ApiQuery {
+            ids: Some(ids.join(",")),
+            fields: Some("fan_count,followers_count".into()),
+            access_token: Some("secret".into()),
+        };
+        let r = respond(cfg, &q, seq, NOW);
+        interpret(r.status, r.body.as_bytes(), ids, usage(Some(&r.app_usage), Some(&r.business_usage)))
+    }
+
+    #[test]
+    fn url_encodes_ids_and_token() {
+        let url = batch_url("https://graph.facebook.com/", "v19.0", &["cocacola", "a b", "x,y"], &Token::new("t&k=1"));
+        assert_eq!(
+            url,
+            "https://graph.facebook.com/v19.0/?ids=cocacola%2Ca%20b%2Cx%2Cy&fields=fan_count%2Cfollowers_count&access_token=t%26k%3D1"
+        );
+    }
+
+    #[test]
+    fn token_never_prints() {
+        let t = Token::new("EAAB-very-secret");
+        assert_eq!(format!("{t} {t:?}"), "*** Token(***)");
+    }
+
+    #[test]
+    fn a_batch_yields_exact_counts_and_per_page_failures() {
+        let cfg = SimConfig { pages: 100, ..SimConfig::default() };
+        let ids = [page_id(1), page_id(2), "page-999999".to_string(), page_id(3)];
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let BatchOutcome::Pages(pages) = ask(&cfg, &refs, 1) else { panic!("expected pages") };
+        assert_eq!(pages.len(), 4);
+        for (id, result) in &pages {
+            if id == "page-999999" {
+                assert!(matches!(result, PageResult::Failed { code: 100, .. }), "{result:?}");
+            } else {
+                let (fans, followers) = fans_at(id, NOW);
+                assert_eq!(result, &PageResult::Counts { fans, followers: Some(followers) }, "{id}");
+            }
+        }
+    }
+
+    #[test]
+    fn throttling_pauses_for_the_time_the_api_names() {
+        let cfg = SimConfig { throttle_rate: 1.0, ..SimConfig::default() };
+        match ask(&cfg, &["page-000001"], 1) {
+            BatchOutcome::Throttled { code, retry_after } => {
+                assert!(THROTTLE_CODES.contains(&code));
+                assert_eq!(retry_after, Some(Duration::from_secs(60)), "estimated_time_to_regain_access is in minutes");
+            }
+            other => panic!("expected throttling, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_errors_are_transient_and_bad_bodies_malformed() {
+        let cfg = SimConfig { error_rate: 1.0, ..SimConfig::default() };
+        assert!(matches!(ask(&cfg, &["page-000001"], 1), BatchOutcome::Transient { status: 500, .. }));
+        let cfg = SimConfig { malformed_rate: 1.0, ..SimConfig::default() };
+        for seq in 1..=3 {
+            assert!(matches!(ask(&cfg, &["page-000001"], seq), BatchOutcome::Malformed { .. }), "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn request_errors_are_final() {
+        let cfg = SimConfig::default();
+        let ids: Vec<String> = (1..=51).map(page_id).collect();
+        let q = ApiQuery { ids: Some(ids.join(",")), fields: Some("fan_count".into()), access_token: Some("t".into()) };
+        let r = respond(&cfg, &q, 1, NOW);
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        assert!(matches!(interpret(r.status, r.body.as_bytes(), &refs, Usage::default()), BatchOutcome::Rejected { code: 100, .. }));
+        let q = ApiQuery { ids: Some("page-000001".into()), fields: Some("fan_count".into()), access_token: None };
+        let r = respond(&cfg, &q, 1, NOW);
+        assert!(matches!(interpret(r.status, r.body.as_bytes(), &["page-000001"], Usage::default()), BatchOutcome::Rejected { code: 190, .. }));
+    }
+
+    #[test]
+    fn usage_headers_are_read_and_bad_ones_ignored() {
+        let u = usage(
+            Some(r#"{"call_count":28,"total_cputime":91,"total_time":40}"#),
+            Some(r#"{"123":[{"type":"pages","call_count":10,"total_cputime":5,"total_time":7,"estimated_time_to_regain_access":3}]}"#),
+        );
+        assert_eq!(u, Usage { max_pct: 91, regain_after: Some(Duration::from_secs(180)) });
+        assert_eq!(usage(Some("not json"), Some("[]")), Usage::default());
+        assert_eq!(usage(None, None), Usage::default());
+    }
+
+    #[test]
+    fn missing_ids_and_missing_counts_fail_only_those_pages() {
+        let body = br#"{"a": {"fan_count": 5}, "b": {"id": "b"}}"#;
+        let BatchOutcome::Pages(p) = interpret(200, body, &["a", "b", "c"], Usage::default()) else { panic!("pages") };
+        assert_eq!(p[0].1, PageResult::Counts { fans: 5, followers: None });
+        assert!(matches!(p[1].1, PageResult::Failed { code: -1, .. }));
+        assert!(matches!(p[2].1, PageResult::Failed { code: -1, .. }));
+    }
+}
