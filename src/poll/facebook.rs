@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use super::platform::{BatchOutcome, PageResult};
+
 /// Most ids the Graph API accepts in one request.
 pub const MAX_IDS: usize = 50;
 
@@ -71,59 +73,6 @@ pub fn batch_url(base: &str, version: &str, ids: &[&str], token: &Token) -> Stri
     url.push_str("&fields=fan_count%2Cfollowers_count&access_token=");
     encode(&token.0, &mut url);
     url
-}
-
-/// What one page of a batch came back as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PageResult {
-    /// Its counts.
-    Counts {
-        /// `fan_count`.
-        fans: u64,
-        /// `followers_count`, when present.
-        followers: Option<u64>,
-    },
-    /// The API could not read it (e.g. code 100: no such page, or no permission). The page is
-    /// marked failing and reported; the rest of the batch stands.
-    Failed {
-        /// Graph API error code (`-1` when the id was simply missing from the answer).
-        code: i64,
-        /// The API's message.
-        message: String,
-    },
-}
-
-/// How a whole batch request ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BatchOutcome {
-    /// The request worked: a result for every requested id, in request order.
-    Pages(Vec<(String, PageResult)>),
-    /// Throttled: pause the platform (for `retry_after` when the API says) and retry later.
-    Throttled {
-        /// The throttling code.
-        code: i64,
-        /// How long until access returns, from `X-Business-Use-Case-Usage`.
-        retry_after: Option<Duration>,
-    },
-    /// A temporary failure (HTTP 5xx or `is_transient`): retry with backoff.
-    Transient {
-        /// HTTP status.
-        status: u16,
-        /// What went wrong.
-        message: String,
-    },
-    /// A request error that retrying will not fix (e.g. 190: invalid token; 100: too many ids).
-    Rejected {
-        /// Graph API error code.
-        code: i64,
-        /// The API's message.
-        message: String,
-    },
-    /// The body was not the JSON the API promises: retry with backoff, count it.
-    Malformed {
-        /// Why it could not be read.
-        reason: String,
-    },
 }
 
 /// Usage figures from the response headers.

@@ -3,4 +3,6 @@
 
 pub mod facebook;
 pub mod limiter;
+pub mod mastodon;
+pub mod platform;
 pub mod scheduler;

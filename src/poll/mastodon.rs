@@ -1,0 +1,124 @@
+//! Mastodon, the second platform: `GET {instance}/api/v1/accounts/lookup?acct=user` returns one
+//! account with its `followers_count` (an account has followers, not fans: both figures carry
+//! `followers_count`). One account per request; rate limits come as `X-RateLimit-Limit`,
+//! `X-RateLimit-Remaining` and `X-RateLimit-Reset` (an RFC 3339 time) headers, and HTTP 429 when
+//! exceeded. Plain functions, like [`super::facebook`]; the transport calls them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::platform::{BatchOutcome, PageResult};
+
+/// The lookup URL for account `acct` (`user` on that instance, or `user@other.instance`) on
+/// `instance` (e.g. `https://mastodon.social`).
+pub fn lookup_url(instance: &str, acct: &str) -> String {
+    let mut url = format!("{}/api/v1/accounts/lookup?acct=", instance.trim_end_matches('/'));
+    for b in acct.trim_start_matches('@').bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@') {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
+}
+
+/// Rate-limit figures from the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimit {
+    /// Share of the window's budget used, in percent (the limiter slows down near 100).
+    pub used_pct: u32,
+    /// Time until the window resets, when the budget is used up.
+    pub reset_after: Option<Duration>,
+}
+
+/// Reads the `X-RateLimit-*` headers at `now_ms`. Missing or unreadable headers mean no limit
+/// information.
+pub fn rate_limit(limit: Option<&str>, remaining: Option<&str>, reset: Option<&str>, now_ms: i64) -> RateLimit {
+    let (Some(limit), Some(remaining)) =
+        (limit.and_then(|l| l.trim().parse::<u64>().ok()), remaining.and_then(|r| r.trim().parse::<u64>().ok()))
+    else {
+        return RateLimit::default();
+    };
+    if limit == 0 {
+        return RateLimit::default();
+    }
+    let used_pct = (limit.saturating_sub(remaining) * 100 / limit) as u32;
+    let reset_after = (remaining == 0)
+        .then(|| reset.and_then(|r| chrono::DateTime::parse_from_rfc3339(r.trim()).ok()))
+        .flatten()
+        .map(|t| Duration::from_millis((t.timestamp_millis() - now_ms).max(0) as u64));
+    RateLimit { used_pct, reset_after }
+}
+
+/// Interprets one lookup answer for `acct`.
+pub fn interpret(status: u16, body: &[u8], acct: &str, limit: RateLimit) -> BatchOutcome {
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    let message = || {
+        parsed.as_ref().ok().and_then(|v| v.get("error")?.as_str().map(str::to_string)).unwrap_or_else(|| format!("HTTP {status}"))
+    };
+    match status {
+        429 => return BatchOutcome::Throttled { code: 429, retry_after: limit.reset_after },
+        404 | 410 => {
+            return BatchOutcome::Pages(vec![(acct.to_string(), PageResult::Failed { code: status.into(), message: message() })])
+        }
+        s if s >= 500 => return BatchOutcome::Transient { status, message: message() },
+        s if s != 200 => return BatchOutcome::Rejected { code: s.into(), message: message() },
+        _ => {}
+    }
+    let v = match parsed {
+        Ok(v) => v,
+        Err(e) => return BatchOutcome::Malformed { reason: format!("HTTP 200 with a body that is not JSON: {e}") },
+    };
+    match v.get("followers_count").and_then(Value::as_u64) {
+        Some(n) => BatchOutcome::Pages(vec![(acct.to_string(), PageResult::Counts { fans: n, followers: Some(n) })]),
+        None => BatchOutcome::Malformed { reason: "the account has no followers_count".into() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
+
+    #[test]
+    fn url_keeps_the_acct_and_encodes_the_rest() {
+        assert_eq!(lookup_url("https://mastodon.social/", "@Gargron"), "https://mastodon.social/api/v1/accounts/lookup?acct=Gargron");
+        assert_eq!(lookup_url("https://x.y", "ana@example.social"), "https://x.y/api/v1/accounts/lookup?acct=ana@example.social");
+        assert_eq!(lookup_url("https://x.y", "a b&c"), "https://x.y/api/v1/accounts/lookup?acct=a%20b%26c");
+    }
+
+    #[test]
+    fn an_account_yields_its_followers() {
+        let body = br#"{"id":"1","username":"Gargron","acct":"Gargron","followers_count":312345,"following_count":10}"#;
+        assert_eq!(
+            interpret(200, body, "Gargron", RateLimit::default()),
+            BatchOutcome::Pages(vec![("Gargron".into(), PageResult::Counts { fans: 312345, followers: Some(312345) })])
+        );
+    }
+
+    #[test]
+    fn unknown_accounts_fail_alone_and_errors_are_classified() {
+        let r = interpret(404, br#"{"error":"Record not found"}"#, "nobody", RateLimit::default());
+        assert_eq!(
+            r,
+            BatchOutcome::Pages(vec![("nobody".into(), PageResult::Failed { code: 404, message: "Record not found".into() })])
+        );
+        assert!(matches!(interpret(503, b"<html>", "a", RateLimit::default()), BatchOutcome::Transient { status: 503, .. }));
+        assert!(matches!(interpret(401, br#"{"error":"The access token is invalid"}"#, "a", RateLimit::default()), BatchOutcome::Rejected { code: 401, .. }));
+        assert!(matches!(interpret(200, br#"{"id":"#, "a", RateLimit::default()), BatchOutcome::Malformed { .. }));
+        assert!(matches!(interpret(200, br#"{"id":"1"}"#, "a", RateLimit::default()), BatchOutcome::Malformed { .. }));
+    }
+
+    #[test]
+    fn rate_limit_headers_drive_slowdown_and_pause() {
+        let rl = rate_limit(Some("300"), Some("0"), Some("2026-11-23T10:05:00.000Z"), NOW);
+        assert_eq!(rl, RateLimit { used_pct: 100, reset_after: Some(Duration::from_secs(300)) });
+        assert_eq!(interpret(429, b"{}", "a", rl), BatchOutcome::Throttled { code: 429, retry_after: Some(Duration::from_secs(300)) });
+        assert_eq!(rate_limit(Some("300"), Some("75"), Some("2026-11-23T10:05:00Z"), NOW), RateLimit { used_pct: 75, reset_after: None });
+        assert_eq!(rate_limit(None, Some("1"), None, NOW), RateLimit::default());
+        assert_eq!(rate_limit(Some("x"), Some("1"), None, NOW), RateLimit::default());
+    }
+}
