@@ -7,14 +7,25 @@
 //! Times are relative to the newest sample's `at_ms` (N); nothing depends on the wall clock.
 //!
 //! - **Raw samples** (32 bytes each): the newest [`TABLE_ROWS`], plus every sample after N − 1 h,
-//!   plus the latest one at or before N − 1 h; at most [`RAW_CAP`].
-//! - **Fine tier** (16 bytes a bucket): the last sample (time, fans) of every 10-minute bucket in
-//!   the hours from `hour_start(N) − 7 d` on; at most [`FINE_CAP`] buckets.
-//! - **Coarse tier** (16 bytes a bucket): the last sample of every older hour whose last sample is
-//!   within the 30-day retention; at most [`COARSE_CAP`] buckets. Fine buckets move here as N
-//!   advances.
+//!   plus the latest one at or before N − 1 h; at most [`RAW_CAP`] (at one sample per 10 minutes,
+//!   [`TABLE_ROWS`]).
+//! - **Fine ring** ([`FINE_SLOTS`] slots): the last sample (time, fans) of every 10-minute bucket
+//!   from `hour_start(N) − 48 h` on: the chart's 10-minute points and the baselines of delta_1h
+//!   and delta_24h.
+//! - **Coarse ring** ([`COARSE_SLOTS`] slots): the last sample of every older hour whose last
+//!   sample is within the 30-day retention: the chart's hourly points and the baseline of
+//!   delta_7d. Fine buckets move here as N advances.
 //! - **The first sample ever seen** (time, fans), inline: the baseline of partial deltas of a
 //!   young page. It is ignored once it is older than the retention.
+//!
+//! A ring slot is 7 bytes and holds no timestamp: the ring is indexed by bucket number modulo its
+//! length, so the bucket is implicit, and the slot keeps the sample's offset in its bucket (3
+//! bytes, milliseconds, so times stay exact) and its fan count (4 bytes). A count of 2^32 − 1 or
+//! more (beyond any real page) is stored as that escape value and kept in full in a side list
+//! keyed by time, 16 bytes each; for every other page the list is empty and allocates nothing. A
+//! ring is allocated when it receives its first point and freed when its last point leaves it.
+//! Why not 10-minute buckets for 7 days, which would keep delta_7d exact at every cadence: they
+//! would take 1,008 buckets, more than the whole chart, and pages must fit in 8 KB each.
 //!
 //! Anything older than N − 30 d is dropped. Followers are kept for raw samples only.
 //!
@@ -24,21 +35,29 @@
 //! more followers (`None` < `Some`), so the outcome is the same whatever order they came in. Every
 //! part of the state is a function of the set of samples seen, not of their order: a bucket keeps
 //! the maximum of (time, fans), the raw samples are a suffix chosen by rules whose exclusions are
-//! final as N grows, and a sample too old to be stored would have been evicted anyway.
+//! final as N grows, a sample too old to be stored would have been evicted anyway, the side list
+//! holds exactly the escaped counts of the rings, and a ring is allocated exactly when it holds a
+//! point.
 //!
 //! # Exactness of the deltas
 //!
 //! A delta over horizon H compares the newest sample with the baseline, the latest sample at or
 //! before T = N − H. The baseline is always a real sample, and it is exactly that one unless T
-//! falls inside a 10-minute bucket that also holds a sample later than T and the raw samples do
+//! falls inside a bucket of the ring that covers T (a 10-minute bucket for delta_1h and
+//! delta_24h, an hour for delta_7d) that also holds a sample later than T, and the raw samples do
 //! not reach back to T. Then the baseline is the latest sample before that bucket starts (or the
-//! first sample, if it lies in the bucket). So deltas are exact for pages sampled at most once per
-//! 10-minute bucket, whatever the phase; delta_1h also for any cadence down to about one sample a
-//! minute; otherwise the baseline is at most one bucket too early. A delta is `partial` when no
-//! sample at or before T exists; its baseline is then the oldest sample held (the first sample,
-//! unless that has left the retention).
+//! first sample, if it lies in the bucket). So:
+//!
+//! - delta_1h and delta_24h are exact for pages sampled at most once per 10-minute bucket,
+//!   whatever the phase; delta_1h also for any cadence down to about one sample a minute;
+//!   otherwise the baseline is at most one 10-minute bucket too early.
+//! - delta_7d is exact for pages sampled at most once per hour. Otherwise (a page sampled every
+//!   10 minutes, say) the baseline may be the last sample before T's hour starts instead: at most
+//!   one hour bucket too early, and never later than the exact one.
+//!
+//! A delta is `partial` when no sample at or before T exists; its baseline is then the oldest
+//! sample held (the first sample, unless that has left the retention).
 
-use std::collections::VecDeque;
 use std::mem::size_of;
 
 use serde::{Deserialize, Serialize};
@@ -48,26 +67,30 @@ const HOUR_MS: i64 = 60 * MINUTE_MS;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// Data older than this, relative to the newest sample, is dropped: the chart's 30 days.
 pub const RETENTION_MS: i64 = 30 * DAY_MS;
-/// Width of a fine bucket: the chart's resolution for the last 48 h and the deltas' precision.
+/// Width of a fine bucket: the chart's resolution for the last 48 h and the precision of
+/// delta_1h and delta_24h.
 pub const FINE_MS: i64 = 10 * MINUTE_MS;
-/// Width of a coarse bucket: the chart's resolution beyond 48 h.
+/// Width of a coarse bucket: the chart's resolution beyond 48 h and the precision of delta_7d.
 pub const COARSE_MS: i64 = HOUR_MS;
-/// Fine buckets cover this much before the newest hour: the longest delta horizon (7 d), so that
-/// every delta keeps 10-minute precision.
-const FINE_SPAN_MS: i64 = 7 * DAY_MS;
-/// The chart shows 10-minute points for the hours from `hour_start(N) − 48 h` on, hourly before.
-const CHART_FINE_MS: i64 = 48 * HOUR_MS;
+/// The chart shows, and the fine ring holds, 10-minute buckets for the hours from
+/// `hour_start(N) − 48 h` on; this covers the baseline of delta_24h.
+const FINE_SPAN_MS: i64 = 48 * HOUR_MS;
 /// Rows of [`RollingFans::table`].
 pub const TABLE_ROWS: usize = 24;
 /// Most raw samples kept: enough to keep delta_1h exact at one sample a minute (64 cover 63 min).
 pub const RAW_CAP: usize = 64;
-/// Most fine buckets: 168 full hours before the newest hour, plus the newest hour, 6 each.
-pub const FINE_CAP: usize = ((FINE_SPAN_MS + HOUR_MS) / FINE_MS) as usize;
-/// Most coarse buckets: hours from `hour_start(N − 30 d)` to `hour_start(N) − 169 h`.
-pub const COARSE_CAP: usize = ((RETENTION_MS - FINE_SPAN_MS) / HOUR_MS) as usize;
-/// Upper bound of [`RollingFans::heap_bytes`] (27,104 bytes on 64-bit targets); a page costs that
-/// plus `size_of::<RollingFans>()`.
-pub const MAX_HEAP_BYTES: usize = RAW_CAP * size_of::<Sample>() + (FINE_CAP + COARSE_CAP) * size_of::<Point>();
+/// Slots of the fine ring: 48 full hours before the newest hour, plus the newest hour, 6 each.
+pub const FINE_SLOTS: usize = ((FINE_SPAN_MS + HOUR_MS) / FINE_MS) as usize;
+/// Slots of the coarse ring: the hours from `hour_start(N − 30 d)` to `hour_start(N) − 49 h`.
+pub const COARSE_SLOTS: usize = ((RETENTION_MS - FINE_SPAN_MS) / HOUR_MS) as usize;
+/// Upper bound of [`RollingFans::heap_bytes`] (8,810 bytes on 64-bit targets) for pages whose fan
+/// counts stay below 2^32 − 1, which is every real page; a page costs that plus
+/// `size_of::<RollingFans>()`. Each point of a ring with a larger count adds 16 bytes, up to
+/// [`MAX_HEAP_BYTES_WIDE`].
+pub const MAX_HEAP_BYTES: usize = RAW_CAP * size_of::<Sample>() + (FINE_SLOTS + COARSE_SLOTS) * size_of::<Slot>();
+/// Upper bound of [`RollingFans::heap_bytes`] whatever the fan counts (24,282 bytes on 64-bit
+/// targets).
+pub const MAX_HEAP_BYTES_WIDE: usize = MAX_HEAP_BYTES + (FINE_SLOTS + COARSE_SLOTS + 1) * size_of::<(i64, u64)>();
 
 /// One observation of a page's audience.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +130,7 @@ pub struct FanStats {
     pub delta_1h: Delta,
     /// Growth over the last 24 hours.
     pub delta_24h: Delta,
-    /// Growth over the last 7 days.
+    /// Growth over the last 7 days; its baseline may be up to one hour early (module docs).
     pub delta_7d: Delta,
     /// `delta_24h` in percent of its baseline; `None` when the baseline has 0 fans.
     pub growth_24h_pct: Option<f64>,
@@ -134,60 +157,184 @@ struct Point {
     fans: u64,
 }
 
+/// Fan counts from this one on are escaped in a ring slot and kept in [`RollingFans::wide`].
+const ESCAPE: u32 = u32::MAX;
+
+/// One ring slot, 7 bytes with alignment 1 (no padding): a point without its bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Slot {
+    /// Offset of the sample in its bucket plus one, little-endian; 0 for an empty slot. An hour
+    /// (3,600,000 ms) fits in 24 bits.
+    offset: [u8; 3],
+    /// The fan count, or [`ESCAPE`].
+    fans: [u8; 4],
+}
+
+const _: () = assert!(size_of::<Slot>() == 7 && COARSE_MS < 1 << 24);
+
+impl Slot {
+    fn new(offset: i64, fans: u64) -> Self {
+        let o = u32::try_from(offset + 1).expect("an offset within a bucket fits in 24 bits").to_le_bytes();
+        let f = u32::try_from(fans).map_or(ESCAPE, |f| f.min(ESCAPE));
+        Self { offset: [o[0], o[1], o[2]], fans: f.to_le_bytes() }
+    }
+
+    fn offset(&self) -> Option<i64> {
+        let [a, b, c] = self.offset;
+        let v = u32::from_le_bytes([a, b, c, 0]);
+        (v != 0).then(|| i64::from(v) - 1)
+    }
+}
+
+/// A ring of `N` buckets of `W` milliseconds, indexed by bucket number modulo `N`. The caller
+/// keeps the live buckets within a window of at most `N` consecutive ones and clears a slot when
+/// its bucket leaves the window, so slots never collide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Ring<const W: i64, const N: usize> {
+    /// Empty (unallocated) exactly when `len` is 0, so that equal contents are equal states.
+    slots: Box<[Slot]>,
+    /// Occupied slots.
+    len: u16,
+}
+
+/// The escaped fan count of the point at `at_ms` in `wide`.
+fn wide_fans(wide: &[(i64, u64)], at_ms: i64) -> u64 {
+    let i = wide.binary_search_by_key(&at_ms, |e| e.0).expect("every escaped count is in the side list");
+    wide[i].1
+}
+
+impl<const W: i64, const N: usize> Ring<W, N> {
+    fn bucket(at_ms: i64) -> i64 {
+        at_ms.div_euclid(W)
+    }
+
+    fn index(bucket: i64) -> usize {
+        bucket.rem_euclid(N as i64) as usize
+    }
+
+    /// The point of `bucket`, which must be in the window.
+    fn get(&self, bucket: i64, wide: &[(i64, u64)]) -> Option<Point> {
+        let slot = self.slots.get(Self::index(bucket))?;
+        let at_ms = bucket * W + slot.offset()?;
+        let fans = match u32::from_le_bytes(slot.fans) {
+            ESCAPE => wide_fans(wide, at_ms),
+            f => u64::from(f),
+        };
+        Some(Point { at_ms, fans })
+    }
+
+    /// True when the ring holds a point observed at `at_ms`, given its window `[lo, hi]`.
+    fn holds(&self, at_ms: i64, lo: i64, hi: i64) -> bool {
+        let b = Self::bucket(at_ms);
+        (lo..=hi).contains(&b)
+            && self.slots.get(Self::index(b)).and_then(Slot::offset).is_some_and(|o| b * W + o == at_ms)
+    }
+
+    /// Merges `p` into its bucket (in the window). Returns true when the ring changed; the caller
+    /// then records an escaped count in the side list.
+    fn merge(&mut self, p: Point, wide: &[(i64, u64)]) -> bool {
+        let b = Self::bucket(p.at_ms);
+        match self.get(b, wide) {
+            Some(q) if p <= q => return false,
+            Some(_) => {}
+            None => {
+                if self.slots.is_empty() {
+                    self.slots = vec![Slot::default(); N].into_boxed_slice();
+                }
+                self.len += 1;
+            }
+        }
+        self.slots[Self::index(b)] = Slot::new(p.at_ms - b * W, p.fans);
+        true
+    }
+
+    /// Empties the slot of `bucket` and returns its point.
+    fn take(&mut self, bucket: i64, wide: &[(i64, u64)]) -> Option<Point> {
+        let p = self.get(bucket, wide)?;
+        self.slots[Self::index(bucket)] = Slot::default();
+        self.len -= 1;
+        if self.len == 0 {
+            self.slots = Box::default();
+        }
+        Some(p)
+    }
+
+    /// The latest point at or before `t` in the window `[lo, hi]`.
+    fn latest(&self, t: i64, lo: i64, hi: i64, wide: &[(i64, u64)]) -> Option<Point> {
+        if self.len == 0 {
+            return None;
+        }
+        let top = Self::bucket(t).min(hi);
+        // Only the bucket of `t` can hold a point after `t`; every earlier one is before it.
+        (lo..=top).rev().filter_map(|b| self.get(b, wide)).find(|p| p.at_ms <= t)
+    }
+
+    /// The points of the window `[lo, hi]`, oldest first.
+    fn points<'a>(&'a self, lo: i64, hi: i64, wide: &'a [(i64, u64)]) -> impl Iterator<Item = Point> + 'a {
+        let range = if self.len == 0 { 1..=0 } else { lo..=hi };
+        range.filter_map(move |b| self.get(b, wide))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.slots.len() * size_of::<Slot>()
+    }
+}
+
 /// The rolling state of one page. See the module documentation for what is kept and how exact it
 /// is; equal for equal sets of observed samples, whatever their order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RollingFans {
-    /// Oldest first, distinct `at_ms`, a suffix of all samples seen.
-    raw: VecDeque<Sample>,
-    /// Oldest first, one point per 10-minute bucket.
-    fine: VecDeque<Point>,
-    /// Oldest first, one point per hour, all older than `fine`.
-    coarse: VecDeque<Point>,
+    /// Oldest first, distinct `at_ms`, a suffix of all samples seen; its last is the newest (N).
+    raw: Vec<Sample>,
+    /// One point per 10-minute bucket of [`Window::fine`].
+    fine: Ring<FINE_MS, FINE_SLOTS>,
+    /// One point per hour of [`Window::coarse`].
+    coarse: Ring<COARSE_MS, COARSE_SLOTS>,
+    /// (time, fans) of every ring point whose count is escaped, sorted by time.
+    wide: Vec<(i64, u64)>,
     first: Option<Point>,
+}
+
+/// The buckets each ring may hold, as of a newest time N (inclusive bucket numbers).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    fine: (i64, i64),
+    coarse: (i64, i64),
+    /// N − 30 d: older points are dropped.
+    cutoff: i64,
+}
+
+impl Window {
+    fn of(newest: i64) -> Self {
+        let hour = floor(newest, HOUR_MS);
+        let fine_lo = (hour - FINE_SPAN_MS) / FINE_MS;
+        let coarse_lo = (hour - RETENTION_MS) / HOUR_MS;
+        Self {
+            fine: (fine_lo, newest.div_euclid(FINE_MS)),
+            coarse: (coarse_lo, coarse_lo + COARSE_SLOTS as i64 - 1),
+            cutoff: newest - RETENTION_MS,
+        }
+    }
+}
+
+/// Makes room for one more element with exact growth: a page's raw samples settle at
+/// [`TABLE_ROWS`] (+1 while inserting), and doubling would leave a third of that unused.
+fn reserve_one<T>(v: &mut Vec<T>, cap: usize) {
+    debug_assert!(v.len() < cap, "bound exceeded");
+    if v.len() == v.capacity() {
+        v.reserve_exact(1);
+    }
+}
+
+/// Gives memory back after evictions left a vector mostly empty (halving, so no thrashing).
+fn shrink<T>(v: &mut Vec<T>) {
+    if v.capacity() > 16 && v.len() * 4 < v.capacity() {
+        v.shrink_to(v.len() * 2);
+    }
 }
 
 fn floor(at_ms: i64, width: i64) -> i64 {
     at_ms - at_ms.rem_euclid(width)
-}
-
-/// Makes room for one more element, never letting the capacity pass `cap` (`VecDeque` alone
-/// would double past it, and `heap_bytes` would lose its bound).
-fn reserve_one<T>(d: &mut VecDeque<T>, cap: usize) {
-    debug_assert!(d.len() < cap, "tier bound exceeded");
-    if d.len() == d.capacity() {
-        let target = (d.capacity() * 2).clamp(4, cap);
-        d.reserve_exact(target - d.len());
-    }
-}
-
-/// Gives memory back after evictions left a deque mostly empty (halving, so no thrashing).
-fn shrink<T>(d: &mut VecDeque<T>) {
-    if d.capacity() > 16 && d.len() * 4 < d.capacity() {
-        d.shrink_to(d.len() * 2);
-    }
-}
-
-/// Merges `p` into its bucket of `width` in the sorted tier `d`. Returns true when `d` changed.
-fn upsert(d: &mut VecDeque<Point>, p: Point, width: i64, cap: usize) -> bool {
-    let bucket = floor(p.at_ms, width);
-    let i = d.partition_point(|q| q.at_ms < bucket);
-    if let Some(q) = d.get_mut(i).filter(|q| floor(q.at_ms, width) == bucket) {
-        let wins = p > *q;
-        if wins {
-            *q = p;
-        }
-        return wins;
-    }
-    reserve_one(d, cap);
-    d.insert(i, p);
-    true
-}
-
-/// The latest element of the sorted `d` at or before `t`.
-fn latest<T: Copy>(d: &VecDeque<T>, t: i64, at: impl Fn(&T) -> i64) -> Option<T> {
-    let i = d.partition_point(|x| at(x) <= t);
-    d.get(i.checked_sub(1)?).copied()
 }
 
 impl Sample {
@@ -221,39 +368,68 @@ impl RollingFans {
                 true
             }
         };
-        let newest = self.raw.back().map_or(s.at_ms, |b| b.at_ms.max(s.at_ms));
+        let old = self.raw.last().map(|b| b.at_ms);
+        let newest = old.map_or(s.at_ms, |b| b.max(s.at_ms));
         if s.at_ms < newest - RETENTION_MS {
             return changed;
         }
-        if self.raw.back().is_none_or(|b| s.at_ms > b.at_ms) {
-            self.advance(newest);
+        if let Some(old) = old.filter(|&o| o < newest) {
+            self.advance(Window::of(old), Window::of(newest));
         }
         changed |= self.insert_raw(s, newest);
-        changed |= if floor(s.at_ms, HOUR_MS) >= floor(newest, HOUR_MS) - FINE_SPAN_MS {
-            upsert(&mut self.fine, p, FINE_MS, FINE_CAP)
+        let w = Window::of(newest);
+        let merged = if s.at_ms.div_euclid(FINE_MS) >= w.fine.0 {
+            self.fine.merge(p, &self.wide)
         } else {
-            upsert(&mut self.coarse, p, COARSE_MS, COARSE_CAP)
+            self.coarse.merge(p, &self.wide)
         };
+        if merged && p.fans >= u64::from(ESCAPE) {
+            match self.wide.binary_search_by_key(&p.at_ms, |e| e.0) {
+                // The same time in another bucket state: the duplicate rule keeps the most fans.
+                Ok(i) => self.wide[i].1 = self.wide[i].1.max(p.fans),
+                Err(i) => {
+                    reserve_one(&mut self.wide, FINE_SLOTS + COARSE_SLOTS + 1);
+                    self.wide.insert(i, (p.at_ms, p.fans));
+                }
+            }
+        }
+        changed |= merged;
+        self.collect_wide(w);
         changed
     }
 
-    /// Moves the tiers to a new newest time: evicts what left the retention, then moves fine
-    /// buckets that left the fine span into their hours (in that order, so that `coarse` never
-    /// holds more than its bound).
-    fn advance(&mut self, newest: i64) {
-        let cutoff = newest - RETENTION_MS;
-        while self.coarse.front().is_some_and(|p| p.at_ms < cutoff) {
-            self.coarse.pop_front();
+    /// Moves the rings from window `old` to `new`: evicts what left the retention, then moves
+    /// fine buckets that left the fine window into their hours (in that order, so that a moved
+    /// point always lands in the coarse window).
+    fn advance(&mut self, old: Window, new: Window) {
+        let (c0, c1) = (old.coarse.0, new.coarse.0);
+        for h in c0..c1.min(c0 + COARSE_SLOTS as i64) {
+            self.coarse.take(h, &self.wide);
         }
-        let fine_start = floor(newest, HOUR_MS) - FINE_SPAN_MS;
-        while let Some(p) = self.fine.front().copied().filter(|p| p.at_ms < fine_start) {
-            self.fine.pop_front();
-            if p.at_ms >= cutoff {
-                upsert(&mut self.coarse, p, COARSE_MS, COARSE_CAP);
+        // The oldest hour straddles the cutoff: its last sample decides.
+        if self.coarse.get(c1, &self.wide).is_some_and(|p| p.at_ms < new.cutoff) {
+            self.coarse.take(c1, &self.wide);
+        }
+        let (f0, f1) = (old.fine.0, new.fine.0);
+        for b in f0..f1.min(f0 + FINE_SLOTS as i64) {
+            if let Some(p) = self.fine.take(b, &self.wide).filter(|p| p.at_ms >= new.cutoff) {
+                self.coarse.merge(p, &self.wide);
             }
         }
-        shrink(&mut self.fine);
-        shrink(&mut self.coarse);
+        self.collect_wide(new);
+    }
+
+    /// Drops the side-list entries of points that left the rings.
+    fn collect_wide(&mut self, w: Window) {
+        if self.wide.is_empty() {
+            return;
+        }
+        let (fine, coarse) = (&self.fine, &self.coarse);
+        self.wide.retain(|&(at, _)| fine.holds(at, w.fine.0, w.fine.1) || coarse.holds(at, w.coarse.0, w.coarse.1));
+        shrink(&mut self.wide);
+        if self.wide.is_empty() {
+            self.wide = Vec::new();
+        }
     }
 
     /// Inserts `s` into the raw samples and trims them to the rules of the module documentation.
@@ -272,21 +448,22 @@ impl RollingFans {
                 // It would be the oldest of RAW_CAP + 1: the cap drops it.
                 return false;
             }
-            self.raw.pop_front();
+            self.raw.remove(0);
             i -= 1;
         }
         reserve_one(&mut self.raw, RAW_CAP);
         self.raw.insert(i, s);
         let (cutoff, hour_ago) = (newest - RETENTION_MS, newest - HOUR_MS);
-        while let Some(front) = self.raw.front() {
-            // Past the table rows, the front is only needed while it is the latest sample at or
-            // before N − 1 h (the baseline of delta_1h).
-            let redundant = self.raw.len() > TABLE_ROWS && self.raw.get(1).is_some_and(|r| r.at_ms <= hour_ago);
-            if front.at_ms >= cutoff && !redundant {
-                break;
-            }
-            self.raw.pop_front();
-        }
+        // Past the table rows, the front is only needed while it is the latest sample at or
+        // before N − 1 h (the baseline of delta_1h).
+        let keep_from = (0..self.raw.len())
+            .find(|&k| {
+                let redundant = self.raw.len() - k > TABLE_ROWS && self.raw.get(k + 1).is_some_and(|r| r.at_ms <= hour_ago);
+                self.raw[k].at_ms >= cutoff && !redundant
+            })
+            .unwrap_or(self.raw.len());
+        self.raw.drain(..keep_from);
+        shrink(&mut self.raw);
         self.raw.binary_search_by_key(&s.at_ms, |r| r.at_ms).is_ok()
     }
 
@@ -298,11 +475,13 @@ impl RollingFans {
     /// The delta of `cur` (the newest sample) over `horizon_ms`.
     fn delta(&self, cur: Point, horizon_ms: i64) -> Delta {
         let t = cur.at_ms - horizon_ms;
+        let w = Window::of(cur.at_ms);
         let first = self.first_held(cur.at_ms);
+        let raw = self.raw[..self.raw.partition_point(|r| r.at_ms <= t)].last().map(Sample::point);
         let found = [
-            latest(&self.raw, t, |r| r.at_ms).map(|r| r.point()),
-            latest(&self.fine, t, |p| p.at_ms),
-            latest(&self.coarse, t, |p| p.at_ms),
+            raw,
+            self.fine.latest(t, w.fine.0, w.fine.1, &self.wide),
+            self.coarse.latest(t, w.coarse.0, w.coarse.1, &self.wide),
             first.filter(|f| f.at_ms <= t),
         ]
         .into_iter()
@@ -311,8 +490,12 @@ impl RollingFans {
         let (base, partial) = match found {
             Some(b) => (b, false),
             None => {
-                let raw = self.raw.front().map(Sample::point);
-                let held = [first, raw, self.fine.front().copied(), self.coarse.front().copied()];
+                let held = [
+                    first,
+                    self.raw.first().map(Sample::point),
+                    self.fine.points(w.fine.0, w.fine.1, &self.wide).next(),
+                    self.coarse.points(w.coarse.0, w.coarse.1, &self.wide).next(),
+                ];
                 let oldest = held.into_iter().flatten().min_by_key(|p| p.at_ms);
                 (oldest.expect("a page with a newest sample holds at least that sample"), true)
             }
@@ -323,7 +506,7 @@ impl RollingFans {
 
     /// The current figures; `None` before the first sample.
     pub fn stats(&self) -> Option<FanStats> {
-        let cur = *self.raw.back()?;
+        let cur = *self.raw.last()?;
         let delta_24h = self.delta(cur.point(), DAY_MS);
         let growth_24h_pct =
             (delta_24h.baseline_fans > 0).then(|| delta_24h.value as f64 / delta_24h.baseline_fans as f64 * 100.0);
@@ -341,22 +524,11 @@ impl RollingFans {
     /// The chart, oldest first: hourly points for the last 30 days up to `hour_start(N) − 48 h`,
     /// then 10-minute points. At most 672 + 294 points.
     pub fn series(&self) -> Vec<SeriesPoint> {
-        let Some(newest) = self.raw.back().map(|r| r.at_ms) else { return Vec::new() };
-        let split = floor(newest, HOUR_MS) - CHART_FINE_MS;
-        let mut out = Vec::with_capacity(self.coarse.len() + self.fine.len());
-        out.extend(self.coarse.iter().map(|p| SeriesPoint::of(*p, COARSE_MS)));
-        for p in &self.fine {
-            if p.at_ms >= split {
-                out.push(SeriesPoint::of(*p, FINE_MS));
-                continue;
-            }
-            // An hour's last sample is the last of its 10-minute buckets, which come in order.
-            let point = SeriesPoint::of(*p, COARSE_MS);
-            match out.last_mut() {
-                Some(last) if last.start_ms == point.start_ms => *last = point,
-                _ => out.push(point),
-            }
-        }
+        let Some(newest) = self.raw.last().map(|r| r.at_ms) else { return Vec::new() };
+        let w = Window::of(newest);
+        let mut out = Vec::with_capacity(usize::from(self.coarse.len) + usize::from(self.fine.len));
+        out.extend(self.coarse.points(w.coarse.0, w.coarse.1, &self.wide).map(|p| SeriesPoint::of(p, COARSE_MS)));
+        out.extend(self.fine.points(w.fine.0, w.fine.1, &self.wide).map(|p| SeriesPoint::of(p, FINE_MS)));
         out
     }
 
@@ -365,9 +537,13 @@ impl RollingFans {
         self.raw.iter().rev().take(TABLE_ROWS).copied().collect()
     }
 
-    /// Heap bytes held (allocated capacity), at most [`MAX_HEAP_BYTES`].
+    /// Heap bytes held (allocated capacity), at most [`MAX_HEAP_BYTES`] unless a fan count
+    /// reaches 2^32 − 1, and at most [`MAX_HEAP_BYTES_WIDE`] always.
     pub fn heap_bytes(&self) -> usize {
-        self.raw.capacity() * size_of::<Sample>() + (self.fine.capacity() + self.coarse.capacity()) * size_of::<Point>()
+        self.raw.capacity() * size_of::<Sample>()
+            + self.fine.heap_bytes()
+            + self.coarse.heap_bytes()
+            + self.wide.capacity() * size_of::<(i64, u64)>()
     }
 }
 
@@ -413,8 +589,10 @@ mod tests {
                     assert_eq!(st.delta_24h.baseline_at_ms, T0);
                 }
                 1152 => {
-                    assert_eq!(deltas, ((30, false), (720, false), (5040, false)));
-                    assert_eq!(st.delta_7d.baseline_at_ms, T0 + 144 * FINE_MS);
+                    // N − 7 d is the hour's first sample and the hour holds later ones: delta_7d
+                    // falls back to the last sample of the hour before, one sample early.
+                    assert_eq!(deltas, ((30, false), (720, false), (5045, false)));
+                    assert_eq!(st.delta_7d.baseline_at_ms, T0 + 143 * FINE_MS);
                     assert_eq!(st.growth_24h_pct, Some(720.0 / 6040.0 * 100.0));
                 }
                 _ => {}
@@ -505,7 +683,7 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        assert_eq!((FINE_CAP, COARSE_CAP, MAX_HEAP_BYTES), (1014, 552, 27_104));
+        assert_eq!((FINE_SLOTS, COARSE_SLOTS, MAX_HEAP_BYTES, MAX_HEAP_BYTES_WIDE), (294, 672, 8_810, 24_282));
         let month = page_at_cadence(30, FINE_MS);
         let year = page_at_cadence(365, MIN);
         // Printed for the README (cargo test ... -- --nocapture).
@@ -537,7 +715,9 @@ mod tests {
     fn check_deltas(samples: &[Sample], st: &FanStats) {
         let all = dedup(samples);
         let (&first, _) = all.first_key_value().expect("samples are not empty");
-        for (horizon, d) in [(HOUR_MS, st.delta_1h), (DAY_MS, st.delta_24h), (7 * DAY_MS, st.delta_7d)] {
+        // Each horizon with the bucket width of the ring that covers its T.
+        let horizons = [(HOUR_MS, FINE_MS, st.delta_1h), (DAY_MS, FINE_MS, st.delta_24h), (7 * DAY_MS, COARSE_MS, st.delta_7d)];
+        for (horizon, width, d) in horizons {
             let t = st.observed_at_ms - horizon;
             let expected_at = match all.range(..=t).next_back() {
                 None => {
@@ -547,8 +727,8 @@ mod tests {
                 Some((&exact, _)) if exact == d.baseline_at_ms => exact,
                 Some((&exact, _)) => {
                     // Allowed only when T's bucket hides the exact baseline behind a later sample.
-                    let bucket = floor(t, FINE_MS);
-                    assert!(exact >= bucket && all.range(t + 1..bucket + FINE_MS).next().is_some(), "{d:?} at {t}");
+                    let bucket = floor(t, width);
+                    assert!(exact >= bucket && all.range(t + 1..bucket + width).next().is_some(), "{d:?} at {t}");
                     all.range(..bucket).next_back().map_or(first, |(&at, _)| at)
                 }
             };
