@@ -751,6 +751,38 @@ mod tests {
     }
 
     #[test]
+    fn hourly_cadence_keeps_delta_7d_exact() {
+        let samples: Vec<Sample> = (0..10 * 24).map(|k| s(T0 + k * HOUR_MS, 7 * k as u64)).collect();
+        let mut page = RollingFans::new();
+        for x in &samples {
+            page.observe(*x);
+        }
+        let st = page.stats().expect("samples were observed");
+        assert_eq!(st.delta_7d.baseline_at_ms, st.observed_at_ms - 7 * DAY_MS);
+        assert_eq!(vp(&st.delta_7d), (7 * 168, false));
+        check_deltas(&samples, &st);
+    }
+
+    #[test]
+    fn counts_beyond_u32_are_escaped_exactly() {
+        let big = u64::from(ESCAPE);
+        let samples: Vec<Sample> = (0..4 * 24 * 6).map(|k| s(T0 + k * FINE_MS, big - 300 + k as u64)).collect();
+        let mut page = RollingFans::new();
+        for x in &samples {
+            page.observe(*x);
+        }
+        let st = page.stats().expect("samples were observed");
+        check_deltas(&samples, &st);
+        assert_eq!((st.fans, vp(&st.delta_24h)), (big - 300 + 575, (144, false)));
+        // Counts from 2^32 − 1 on: the newest 276 samples, in 46 hours of fine buckets.
+        assert_eq!(page.wide.len(), 276);
+        assert!(page.series().iter().all(|p| p.fans == big - 300 + ((p.at_ms - T0) / FINE_MS) as u64));
+        // Once they leave the retention, the side list is freed.
+        page.observe(s(T0 + 40 * DAY_MS, 1));
+        assert_eq!((page.wide.len(), page.wide.capacity()), (0, 0));
+    }
+
+    #[test]
     fn order_and_duplicates_do_not_change_the_state() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         for case in 0..400 {
@@ -760,7 +792,8 @@ mod tests {
             let mut samples: Vec<Sample> = (0..rng.gen_range(1..250))
                 .map(|_| Sample {
                     at_ms: T0 + rng.gen_range(0..span) / grid * grid,
-                    fans: rng.gen_range(0..1000),
+                    // Some pages straddle the 2^32 − 1 escape of the ring slots.
+                    fans: if case % 3 == 2 { u64::from(ESCAPE) - 500 + rng.gen_range(0..1000) } else { rng.gen_range(0..1000) },
                     followers: rng.gen_bool(0.5).then(|| rng.gen_range(0..1000)),
                 })
                 .collect();
@@ -787,6 +820,16 @@ mod tests {
             let st = sorted.stats().expect("samples are not empty");
             if st.observed_at_ms - samples[0].at_ms <= RETENTION_MS {
                 check_deltas(&samples, &st);
+            }
+            // Every chart point is a real sample with its winning count, the last of its bucket.
+            let all = dedup(&samples);
+            for p in sorted.series() {
+                assert_eq!(all.get(&p.at_ms), Some(&p.fans), "case {case}");
+                assert_eq!(all.range(p.at_ms + 1..p.start_ms + p.width_ms).next(), None, "case {case}");
+            }
+            assert!(sorted.heap_bytes() <= MAX_HEAP_BYTES_WIDE);
+            if case % 3 != 2 {
+                assert!(sorted.heap_bytes() <= MAX_HEAP_BYTES && sorted.wide.is_empty());
             }
         }
     }
