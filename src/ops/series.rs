@@ -175,7 +175,8 @@ const _: () = assert!(size_of::<Slot>() == 7 && COARSE_MS < 1 << 24);
 impl Slot {
     fn new(offset: i64, fans: u64) -> Self {
         let o = u32::try_from(offset + 1).expect("an offset within a bucket fits in 24 bits").to_le_bytes();
-        let f = u32::try_from(fans).map_or(ESCAPE, |f| f.min(ESCAPE));
+        // u32::MAX itself is the escape, so it goes to the side list too.
+        let f = u32::try_from(fans).unwrap_or(ESCAPE);
         Self { offset: [o[0], o[1], o[2]], fans: f.to_le_bytes() }
     }
 
@@ -271,8 +272,9 @@ impl<const W: i64, const N: usize> Ring<W, N> {
 
     /// The points of the window `[lo, hi]`, oldest first.
     fn points<'a>(&'a self, lo: i64, hi: i64, wide: &'a [(i64, u64)]) -> impl Iterator<Item = Point> + 'a {
-        let range = if self.len == 0 { 1..=0 } else { lo..=hi };
-        range.filter_map(move |b| self.get(b, wide))
+        // An empty ring skips the walk over the window.
+        let (lo, hi) = if self.len == 0 { (1, 0) } else { (lo, hi) };
+        (lo..=hi).filter_map(move |b| self.get(b, wide))
     }
 
     fn heap_bytes(&self) -> usize {
