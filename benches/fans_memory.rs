@@ -24,7 +24,11 @@ fn main() {
     for p in 0..pages {
         let mut r = RollingFans::new();
         for k in 0..samples {
-            r.observe(Sample { at_ms: 1_790_000_000_000 + k as i64 * 10 * MIN, fans: 10_000 + (p as u64) + k as u64, followers: None });
+            r.observe(Sample {
+                at_ms: 1_790_000_000_000 + k as i64 * 10 * MIN,
+                fans: 10_000 + (p as u64) + k as u64,
+                followers: None,
+            });
         }
         heap += r.heap_bytes();
         all.push(r);
@@ -42,7 +46,8 @@ fn main() {
     let before = rss_kb();
     let mut s = Schedule::new(n);
     for i in 0..n {
-        s.upsert(&format!("facebook:page-{i:07}"), 600_000, 1_790_000_000_000).expect("valid interval, under the bound");
+        s.upsert(&format!("facebook:page-{i:07}"), 600_000, 1_790_000_000_000)
+            .expect("valid interval, under the bound");
     }
     let after = rss_kb();
     println!(

@@ -36,7 +36,8 @@ fn main() {
     for chunk in records.chunks(2000) {
         for rec in chunk {
             let post = p.decode(posts::INPUT, rec).expect("demo posts are valid");
-            let meta = RecordMeta { topic: posts::INPUT, partition: 0, offset: rec.offset, timestamp_ms: rec.timestamp_ms };
+            let meta =
+                RecordMeta { topic: posts::INPUT, partition: 0, offset: rec.offset, timestamp_ms: rec.timestamp_ms };
             p.process(post, &meta, &mut out);
         }
         out_bytes += out.records.iter().map(|r| r.value.as_ref().map_or(0, Vec::len)).sum::<usize>();

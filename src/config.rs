@@ -272,7 +272,11 @@ impl Config {
             "must be between 1s and 1h",
         );
         k.check(kafka.commit_interval.is_zero(), "commit_interval", "must be positive");
-        k.check(kafka.statistics_interval < Duration::from_millis(100), "statistics_interval", "must be at least 100ms");
+        k.check(
+            kafka.statistics_interval < Duration::from_millis(100),
+            "statistics_interval",
+            "must be at least 100ms",
+        );
         k.finish();
 
         let mut h = root.section("http");
@@ -293,7 +297,11 @@ impl Config {
         e.check(engine.batch_max_records.get() > 1_000_000, "batch_max_records", "must be at most 1000000");
         e.check(engine.batch_max_wait > Duration::from_secs(10), "batch_max_wait", "must be at most 10s");
         e.check(engine.inbox_capacity.get() > 10_000, "inbox_capacity", "must be at most 10000");
-        e.check(engine.producer_queue_bytes.get() < 1 << 20, "producer_queue_bytes", "must be at least 1048576 (1 MiB)");
+        e.check(
+            engine.producer_queue_bytes.get() < 1 << 20,
+            "producer_queue_bytes",
+            "must be at least 1048576 (1 MiB)",
+        );
         e.check(engine.shutdown_timeout > Duration::from_secs(300), "shutdown_timeout", "must be at most 5m");
         e.finish();
 
@@ -308,7 +316,11 @@ impl Config {
             trending_top_n: p.take("trending_top_n", 10),
             trending_max_tags: p.take("trending_max_tags", 1_000_000),
         };
-        p.check(!(1..=16 << 20).contains(&posts.max_content_bytes), "max_content_bytes", "must be between 1 and 16777216");
+        p.check(
+            !(1..=16 << 20).contains(&posts.max_content_bytes),
+            "max_content_bytes",
+            "must be between 1 and 16777216",
+        );
         p.check(posts.trending_bucket < Duration::from_secs(1), "trending_bucket", "must be at least 1s");
         p.check(
             posts.trending_bucket.as_millis() == 0
@@ -317,7 +329,11 @@ impl Config {
             "trending_window",
             "must be a whole multiple of trending_bucket",
         );
-        p.check(posts.trending_emit_interval < Duration::from_millis(100), "trending_emit_interval", "must be at least 100ms");
+        p.check(
+            posts.trending_emit_interval < Duration::from_millis(100),
+            "trending_emit_interval",
+            "must be at least 100ms",
+        );
         p.check(!(1..=1000).contains(&posts.trending_top_n), "trending_top_n", "must be between 1 and 1000");
         p.check(posts.trending_max_tags == 0, "trending_max_tags", "must be positive");
         p.finish();

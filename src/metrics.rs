@@ -6,8 +6,8 @@
 //! fixed classes of [`crate::engine::Rejection`]. No page id, post id or title is ever a label.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The process's metrics.
@@ -78,8 +78,11 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         registry.register(Box::new(e2e_latency.clone())).expect("metric names are unique");
-        let mailbox_depth =
-            gauge("pagepulse_mailbox_depth", "Batches waiting in a partition task's inbox.", &["pipeline", "partition"]);
+        let mailbox_depth = gauge(
+            "pagepulse_mailbox_depth",
+            "Batches waiting in a partition task's inbox.",
+            &["pipeline", "partition"],
+        );
         let consumer_lag = gauge(
             "pagepulse_consumer_lag",
             "Messages between the committed/consumed position and the high watermark, per input partition.",
@@ -127,9 +130,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("encoding into a Vec cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encoding into a Vec cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
     }
 }

@@ -17,7 +17,12 @@ fn pagepulse() -> Command {
 fn run(cmd: &mut Command) -> (bool, String, String, Duration) {
     let t = Instant::now();
     let out = cmd.output().expect("run pagepulse");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into(), t.elapsed())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+        t.elapsed(),
+    )
 }
 
 #[test]
@@ -65,7 +70,10 @@ fn unreachable_broker_is_a_clear_error_not_a_hang() {
             .env("PAGEPULSE__kafka__connect_timeout", "\"2s\"")
             .env("PAGEPULSE_HTTP_LISTEN", "127.0.0.1:0"));
         assert!(!ok, "{args:?} must fail");
-        assert!(err.contains("cannot reach Kafka at 127.0.0.1:") && err.contains("PAGEPULSE_BROKERS"), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot reach Kafka at 127.0.0.1:") && err.contains("PAGEPULSE_BROKERS"),
+            "{args:?}: {err}"
+        );
         assert!(took < Duration::from_secs(15), "{args:?} took {took:?}");
     }
 }
@@ -97,7 +105,14 @@ fn topics_create_is_idempotent_and_list_marks_our_topics() {
 
 #[test]
 fn help_is_available_everywhere() {
-    for args in [&["--help"][..], &["run", "--help"], &["topics", "--help"], &["topics", "create", "--help"], &["demo", "posts", "--help"], &["consume", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["topics", "--help"],
+        &["topics", "create", "--help"],
+        &["demo", "posts", "--help"],
+        &["consume", "--help"],
+    ] {
         let (ok, out, _, _) = run(pagepulse().args(args));
         assert!(ok && out.contains("Usage"), "{args:?}");
     }

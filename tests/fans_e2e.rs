@@ -18,7 +18,11 @@ const H: i64 = 3_600_000;
 /// Page `p`'s fans at sample `k` (samples 5 h apart): most pages grow, every fourth declines.
 fn fans(p: i64, k: i64) -> i64 {
     let base = 1000 * (p + 1);
-    if p % 4 == 3 { base - k * (p + 1) } else { base + k * p * 7 }
+    if p % 4 == 3 {
+        base - k * (p + 1)
+    } else {
+        base + k * p * 7
+    }
 }
 
 fn rfc(ms: i64) -> String {
@@ -72,10 +76,22 @@ fn observations_become_exact_rolling_stats_and_rankings() {
         assert_eq!(v["fans"].as_i64(), Some(now), "page {p}: {v}");
         assert_eq!(v["followers"].as_i64(), Some(now + 10));
         assert_eq!(v["observed_at"], rfc(t0 + 25 * H));
-        assert_eq!((v["delta_1h"]["value"].as_i64(), v["delta_1h"]["partial"].as_bool()), (Some(d1), Some(false)), "page {p}");
+        assert_eq!(
+            (v["delta_1h"]["value"].as_i64(), v["delta_1h"]["partial"].as_bool()),
+            (Some(d1), Some(false)),
+            "page {p}"
+        );
         assert_eq!(v["delta_1h"]["since"], rfc(t0 + 20 * H));
-        assert_eq!((v["delta_24h"]["value"].as_i64(), v["delta_24h"]["partial"].as_bool()), (Some(d24), Some(false)), "page {p}");
-        assert_eq!((v["delta_7d"]["value"].as_i64(), v["delta_7d"]["partial"].as_bool()), (Some(d24), Some(true)), "page {p}");
+        assert_eq!(
+            (v["delta_24h"]["value"].as_i64(), v["delta_24h"]["partial"].as_bool()),
+            (Some(d24), Some(false)),
+            "page {p}"
+        );
+        assert_eq!(
+            (v["delta_7d"]["value"].as_i64(), v["delta_7d"]["partial"].as_bool()),
+            (Some(d24), Some(true)),
+            "page {p}"
+        );
         let got = v["growth_24h_pct"].as_f64().expect("growth");
         assert!((got - pct).abs() < 1e-9, "page {p}: growth {got} vs {pct}");
     }
@@ -88,14 +104,17 @@ fn observations_become_exact_rolling_stats_and_rankings() {
     by_growth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let want_growth: Vec<String> = by_growth.iter().take(25).map(|(_, n)| n.clone()).collect();
     let names = |v: &serde_json::Value, k: &str| -> Vec<String> {
-        v[k].as_array().map(|a| a.iter().map(|e| e["page_id"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+        v[k].as_array()
+            .map(|a| a.iter().map(|e| e["page_id"].as_str().unwrap_or("").to_string()).collect())
+            .unwrap_or_default()
     };
     let tops = env.read_until("fans.top", Duration::from_secs(60), |recs| {
-        recs.last().and_then(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref()?).ok()).is_some_and(|v| {
-            names(&v, "by_delta_24h") == want_delta && names(&v, "by_growth_24h_pct") == want_growth
-        })
+        recs.last()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref()?).ok())
+            .is_some_and(|v| names(&v, "by_delta_24h") == want_delta && names(&v, "by_growth_24h_pct") == want_growth)
     });
-    let top: serde_json::Value = serde_json::from_slice(tops.last().and_then(|r| r.value.as_deref()).expect("value")).expect("JSON");
+    let top: serde_json::Value =
+        serde_json::from_slice(tops.last().and_then(|r| r.value.as_deref()).expect("value")).expect("JSON");
     assert_eq!(top["by_delta_24h"][0]["rank"], 1);
     assert_eq!(top["by_delta_24h"][0]["partial"], false);
     assert_eq!(tops.last().and_then(|r| r.key.as_deref()), Some(&b"top"[..]));

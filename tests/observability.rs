@@ -22,17 +22,24 @@ fn shipped_prometheus_config_is_valid() {
 
 #[test]
 fn dashboard_queries_only_defined_metrics() {
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/grafana/dashboards/pagepulse.json")).expect("dashboard"))
-            .expect("dashboard is JSON");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/grafana/dashboards/pagepulse.json")).expect("dashboard"),
+    )
+    .expect("dashboard is JSON");
     let defined = std::fs::read_to_string(format!("{ROOT}/src/metrics.rs")).expect("metrics.rs");
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("expr");
-            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|t| t.starts_with("pagepulse_")) {
+            for name in
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|t| t.starts_with("pagepulse_"))
+            {
                 let base = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
-                assert!(defined.contains(&format!("\"{base}\"")), "panel {:?} queries undefined metric {name}", panel["title"]);
+                assert!(
+                    defined.contains(&format!("\"{base}\"")),
+                    "panel {:?} queries undefined metric {name}",
+                    panel["title"]
+                );
                 checked += 1;
             }
         }

@@ -17,7 +17,12 @@ use pagepulse::pipelines::posts::{self, HashtagTrending, PostsProcessor};
 use tokio::sync::mpsc;
 
 fn rec(offset: i64, value: &str) -> RawRecord {
-    RawRecord { key: Some(format!("k{offset}").into_bytes()), value: Some(value.as_bytes().to_vec()), offset, timestamp_ms: Some(1_000) }
+    RawRecord {
+        key: Some(format!("k{offset}").into_bytes()),
+        value: Some(value.as_bytes().to_vec()),
+        offset,
+        timestamp_ms: Some(1_000),
+    }
 }
 
 fn post(offset: i64) -> RawRecord {

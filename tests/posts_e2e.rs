@@ -12,7 +12,8 @@ use support::{metric_sum, TestEnv};
 
 /// Words whose UAX #29 segmentation is one word each, with their length in scalar values.
 const WORDS: &[&str] = &["the", "stream", "is", "fast", "café", "naïve", "Über", "data", "pipeline", "weekend"];
-const TAGS: &[&str] = &["Rust", "kafka", "Streaming", "AI", "music", "coffee", "news", "travel", "tech", "food", "gaming", "data"];
+const TAGS: &[&str] =
+    &["Rust", "kafka", "Streaming", "AI", "music", "coffee", "news", "travel", "tech", "food", "gaming", "data"];
 const MENTIONS: &[&str] = &["ana", "Bob", "ferris", "zoe"];
 
 struct Expected {
@@ -50,7 +51,13 @@ fn valid_post(i: usize) -> (String, Expected) {
     for t in &tokens {
         let body = t.trim_start_matches(['#', '@']);
         chars += body.chars().count();
-        let list = if t.starts_with('#') { Some(&mut hashtags) } else if t.starts_with('@') { Some(&mut mentions) } else { None };
+        let list = if t.starts_with('#') {
+            Some(&mut hashtags)
+        } else if t.starts_with('@') {
+            Some(&mut mentions)
+        } else {
+            None
+        };
         if let Some(list) = list {
             let lower = body.to_lowercase();
             if !list.contains(&lower) {
@@ -60,7 +67,8 @@ fn valid_post(i: usize) -> (String, Expected) {
     }
     // Punctuation and emoji are not words.
     let content = format!("{}{}", tokens.join(" "), ["!", ".", " 🎉", " ...", ""][i % 5]);
-    let exp = Expected { word_count: tokens.len(), avg_word_length: chars as f64 / tokens.len() as f64, hashtags, mentions };
+    let exp =
+        Expected { word_count: tokens.len(), avg_word_length: chars as f64 / tokens.len() as f64, hashtags, mentions };
     (content, exp)
 }
 
@@ -81,7 +89,11 @@ fn malformed(kind: usize, j: usize) -> (Option<Vec<u8>>, &'static str, &'static 
         }
         7 => (None, "empty_value", "tombstone"),
         8 => (v("[\"an\", \"array\"]".to_string()), "invalid_json", "JSON object"),
-        _ => (v(format!("{{\"id\": \"bad-{j}\", \"content\": \"x\", \"created_at\": \"last tuesday\"}}")), "invalid_value", "`created_at`"),
+        _ => (
+            v(format!("{{\"id\": \"bad-{j}\", \"content\": \"x\", \"created_at\": \"last tuesday\"}}")),
+            "invalid_value",
+            "`created_at`",
+        ),
     }
 }
 
@@ -135,9 +147,21 @@ fn thousand_posts_fifty_malformed() {
     assert_eq!(support::metric_value(&m, "pagepulse_records_produced_total", "topic=\"posts.analysis\""), 950.0);
     assert_eq!(support::metric_value(&m, "pagepulse_records_produced_total", "topic=\"deadletter\""), 50.0);
     assert_eq!(metric_sum(&m, "pagepulse_records_deadlettered_total", "topic=\"posts\""), 50.0);
-    for (reason, n) in [("invalid_json", 10.0), ("missing_field", 10.0), ("wrong_type", 10.0), ("too_large", 5.0), ("invalid_utf8", 5.0), ("empty_value", 5.0), ("invalid_value", 5.0)] {
+    for (reason, n) in [
+        ("invalid_json", 10.0),
+        ("missing_field", 10.0),
+        ("wrong_type", 10.0),
+        ("too_large", 5.0),
+        ("invalid_utf8", 5.0),
+        ("empty_value", 5.0),
+        ("invalid_value", 5.0),
+    ] {
         assert_eq!(
-            support::metric_value(&m, "pagepulse_records_deadlettered_total", &format!("reason=\"{reason}\",topic=\"posts\"")),
+            support::metric_value(
+                &m,
+                "pagepulse_records_deadlettered_total",
+                &format!("reason=\"{reason}\",topic=\"posts\"")
+            ),
             n,
             "dead letters with reason {reason}"
         );
@@ -157,7 +181,8 @@ fn thousand_posts_fifty_malformed() {
     assert_eq!(analyses.len(), 950);
     let mut seen = std::collections::HashSet::new();
     for rec in &analyses {
-        let v: serde_json::Value = serde_json::from_slice(rec.value.as_deref().expect("value")).expect("analysis is JSON");
+        let v: serde_json::Value =
+            serde_json::from_slice(rec.value.as_deref().expect("value")).expect("analysis is JSON");
         let id = v["id"].as_str().expect("id").to_string();
         assert_eq!(rec.key.as_deref(), Some(id.as_bytes()), "keyed by post id");
         let exp = expected.get(&id).unwrap_or_else(|| panic!("unexpected analysis for {id}"));
@@ -165,7 +190,9 @@ fn thousand_posts_fifty_malformed() {
         assert_eq!(v["word_count"].as_u64(), Some(exp.word_count as u64), "word_count of {id}: {v}");
         let avg = v["avg_word_length"].as_f64().expect("avg");
         assert!((avg - exp.avg_word_length).abs() < 1e-9, "avg_word_length of {id}: {avg} vs {}", exp.avg_word_length);
-        let strings = |k: &str| v[k].as_array().expect("array").iter().map(|x| x.as_str().expect("str").to_string()).collect::<Vec<_>>();
+        let strings = |k: &str| {
+            v[k].as_array().expect("array").iter().map(|x| x.as_str().expect("str").to_string()).collect::<Vec<_>>()
+        };
         assert_eq!(strings("hashtags"), exp.hashtags, "hashtags of {id}");
         assert_eq!(strings("mentions"), exp.mentions, "mentions of {id}");
         chrono::DateTime::parse_from_rfc3339(v["analyzed_at"].as_str().expect("analyzed_at")).expect("RFC 3339");
@@ -212,7 +239,9 @@ fn tags_of(value: Option<&[u8]>) -> Vec<(String, u64)> {
     let Some(v) = value.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) else { return vec![] };
     v["tags"]
         .as_array()
-        .map(|a| a.iter().map(|t| (t["tag"].as_str().unwrap_or("").to_string(), t["count"].as_u64().unwrap_or(0))).collect())
+        .map(|a| {
+            a.iter().map(|t| (t["tag"].as_str().unwrap_or("").to_string(), t["count"].as_u64().unwrap_or(0))).collect()
+        })
         .unwrap_or_default()
 }
 

@@ -53,7 +53,15 @@ fn every_topic_has_a_valid_definition_and_examples() {
 
 #[test]
 fn every_topic_the_pipelines_use_is_defined() {
-    for t in [posts::INPUT, posts::ANALYSIS, posts::TRENDING, fans::INPUT, fans::STATS, fans::TOP, pagepulse::engine::deadletter::TOPIC] {
+    for t in [
+        posts::INPUT,
+        posts::ANALYSIS,
+        posts::TRENDING,
+        fans::INPUT,
+        fans::STATS,
+        fans::TOP,
+        pagepulse::engine::deadletter::TOPIC,
+    ] {
         def(t);
     }
     let cfg = Config::default();
@@ -75,7 +83,10 @@ fn input_examples_match_the_real_decoder() {
     assert!(d.invalid_examples.len() >= 5);
     for bad in &d.invalid_examples {
         let rec = RawRecord { key: None, value: Some(bad.value.clone().into_bytes()), offset: 0, timestamp_ms: None };
-        let why = p.decode(posts::INPUT, &rec).err().unwrap_or_else(|| panic!("decoder accepted invalid example {}", bad.value));
+        let why = p
+            .decode(posts::INPUT, &rec)
+            .err()
+            .unwrap_or_else(|| panic!("decoder accepted invalid example {}", bad.value));
         assert_eq!(why.class.as_str(), bad.reason, "reason for {}", bad.value);
         // The schema refuses the same records (when they are JSON at all).
         if let Ok(json) = serde_json::from_str::<Value>(&bad.value) {
@@ -141,7 +152,8 @@ fn real_outputs() -> (Vec<Value>, Vec<Value>) {
     trending.merge(&mut out.parts);
     let mut tr = Vec::new();
     trending.on_tick(chrono::Utc::now(), &mut tr);
-    let parse = |b: &Option<Vec<u8>>| serde_json::from_slice::<Value>(b.as_deref().expect("value")).expect("JSON output");
+    let parse =
+        |b: &Option<Vec<u8>>| serde_json::from_slice::<Value>(b.as_deref().expect("value")).expect("JSON output");
     (out.records.iter().map(|r| parse(&r.value)).collect(), tr.iter().map(|r| parse(&r.value)).collect())
 }
 
@@ -163,7 +175,8 @@ fn real_outputs_match_the_output_schemas() {
 fn output_examples_are_what_the_pipeline_really_writes() {
     let (analyses, _) = real_outputs();
     for ex in &def(posts::ANALYSIS).examples {
-        let documented: Analysis<'static> = serde_json::from_value(ex.value.clone()).expect("example decodes as Analysis");
+        let documented: Analysis<'static> =
+            serde_json::from_value(ex.value.clone()).expect("example decodes as Analysis");
         let real = analyses
             .iter()
             .find(|a| a["id"] == documented.id.as_ref())

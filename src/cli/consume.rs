@@ -62,9 +62,9 @@ pub fn run(args: &ConsumeArgs, cfg: &Config) -> anyhow::Result<()> {
         .set("enable.auto.commit", "false")
         .set("statistics.interval.ms", "0");
     let consumer: BaseConsumer = cc.create()?;
-    let md = consumer
-        .fetch_metadata(Some(&full), cfg.kafka.connect_timeout)
-        .map_err(|e| anyhow::anyhow!("cannot reach Kafka at {} (kafka.brokers / PAGEPULSE_BROKERS): {e}", cfg.kafka.brokers))?;
+    let md = consumer.fetch_metadata(Some(&full), cfg.kafka.connect_timeout).map_err(|e| {
+        anyhow::anyhow!("cannot reach Kafka at {} (kafka.brokers / PAGEPULSE_BROKERS): {e}", cfg.kafka.brokers)
+    })?;
     let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
     if parts == 0 {
         anyhow::bail!("topic {full} does not exist (create it with `pagepulse topics create`)");

@@ -38,7 +38,12 @@ mod tests {
 
     #[test]
     fn keeps_bytes_and_explains() {
-        let rec = RawRecord { key: Some(b"k\xff".to_vec()), value: Some(b"\x00{bad".to_vec()), offset: 42, timestamp_ms: None };
+        let rec = RawRecord {
+            key: Some(b"k\xff".to_vec()),
+            value: Some(b"\x00{bad".to_vec()),
+            offset: 42,
+            timestamp_ms: None,
+        };
         let why = Rejection::new(RejectClass::InvalidJson, "value is not JSON: expected value at line 1 column 1");
         let out = dead_letter(&rec, "posts", "pre.posts", 3, &why);
         assert_eq!(out.topic, TOPIC);

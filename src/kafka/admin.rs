@@ -57,7 +57,11 @@ pub async fn create(cfg: &Config, defs: &[TopicDef]) -> Result<Vec<Created>> {
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(cfg.kafka.connect_timeout));
     let results = admin.create_topics(&new, &opts).await.map_err(|e| {
-        Error::Client(ClientError::Unreachable { brokers: cfg.kafka.brokers.clone(), timeout: cfg.kafka.connect_timeout, source: e })
+        Error::Client(ClientError::Unreachable {
+            brokers: cfg.kafka.brokers.clone(),
+            timeout: cfg.kafka.connect_timeout,
+            source: e,
+        })
     })?;
     let mut out = Vec::new();
     for r in results {
@@ -89,11 +93,8 @@ pub fn list(cfg: &Config) -> Result<Vec<Listed>> {
         .topics()
         .iter()
         .map(|t| {
-            let logical = t
-                .name()
-                .strip_prefix(&cfg.kafka.topic_prefix)
-                .filter(|l| topics::get(l).is_some())
-                .map(str::to_string);
+            let logical =
+                t.name().strip_prefix(&cfg.kafka.topic_prefix).filter(|l| topics::get(l).is_some()).map(str::to_string);
             Listed { name: t.name().to_string(), partitions: t.partitions().len(), logical }
         })
         .collect();
@@ -104,8 +105,7 @@ pub fn list(cfg: &Config) -> Result<Vec<Listed>> {
 /// Fails with [`Error::Missing`] unless every topic in `logical` exists on the broker.
 pub fn require(cfg: &Config, logical: &[&str]) -> Result<()> {
     let present: Vec<String> = list(cfg)?.into_iter().map(|t| t.name).collect();
-    let missing: Vec<String> =
-        logical.iter().map(|l| cfg.topic(l)).filter(|full| !present.contains(full)).collect();
+    let missing: Vec<String> = logical.iter().map(|l| cfg.topic(l)).filter(|full| !present.contains(full)).collect();
     if missing.is_empty() {
         Ok(())
     } else {

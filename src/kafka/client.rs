@@ -7,9 +7,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::ToBytes;
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
-use rdkafka::message::ToBytes;
 
 use crate::config::{EngineConfig, KafkaConfig};
 

@@ -97,7 +97,8 @@ impl KafkaSink {
             shutdown: shutdown.clone(),
             produced: DashMap::new(),
         };
-        let producer: ThreadedProducer<SinkContext> = client::producer(&cfg.kafka, &cfg.engine).create_with_context(ctx)?;
+        let producer: ThreadedProducer<SinkContext> =
+            client::producer(&cfg.kafka, &cfg.engine).create_with_context(ctx)?;
         let names: Vec<(&'static str, String)> =
             topics::all().iter().map(|d| (d.name.as_str(), cfg.topic(&d.name))).collect();
         // Warm up: librdkafka learns a topic's leaders (and gets its idempotent producer id) only

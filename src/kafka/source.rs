@@ -236,7 +236,11 @@ pub async fn run(
                     router.revoke(&topic, partition);
                     let logical = consumer.context().logical(&topic).to_string();
                     // Err only when lag was never reported for it: nothing to remove.
-                    let _ = consumer.context().metrics.consumer_lag.remove_label_values(&[&logical, &partition.to_string()]);
+                    let _ = consumer
+                        .context()
+                        .metrics
+                        .consumer_lag
+                        .remove_label_values(&[&logical, &partition.to_string()]);
                 }
             }
         }

@@ -88,7 +88,10 @@ fn parse_all() -> Result<Vec<TopicDef>, DefError> {
         let def: TopicDef =
             serde_json::from_str(text).map_err(|e| DefError { file: file.to_string(), message: e.to_string() })?;
         if format!("{}.json", def.name) != *file {
-            return Err(DefError { file: file.to_string(), message: format!("name {} does not match the file name", def.name) });
+            return Err(DefError {
+                file: file.to_string(),
+                message: format!("name {} does not match the file name", def.name),
+            });
         }
         defs.push(def);
     }

@@ -460,7 +460,8 @@ impl RollingFans {
         // before N − 1 h (the baseline of delta_1h).
         let keep_from = (0..self.raw.len())
             .find(|&k| {
-                let redundant = self.raw.len() - k > TABLE_ROWS && self.raw.get(k + 1).is_some_and(|r| r.at_ms <= hour_ago);
+                let redundant =
+                    self.raw.len() - k > TABLE_ROWS && self.raw.get(k + 1).is_some_and(|r| r.at_ms <= hour_ago);
                 self.raw[k].at_ms >= cutoff && !redundant
             })
             .unwrap_or(self.raw.len());
@@ -718,7 +719,8 @@ mod tests {
         let all = dedup(samples);
         let (&first, _) = all.first_key_value().expect("samples are not empty");
         // Each horizon with the bucket width of the ring that covers its T.
-        let horizons = [(HOUR_MS, FINE_MS, st.delta_1h), (DAY_MS, FINE_MS, st.delta_24h), (7 * DAY_MS, COARSE_MS, st.delta_7d)];
+        let horizons =
+            [(HOUR_MS, FINE_MS, st.delta_1h), (DAY_MS, FINE_MS, st.delta_24h), (7 * DAY_MS, COARSE_MS, st.delta_7d)];
         for (horizon, width, d) in horizons {
             let t = st.observed_at_ms - horizon;
             let expected_at = match all.range(..=t).next_back() {
@@ -795,7 +797,11 @@ mod tests {
                 .map(|_| Sample {
                     at_ms: T0 + rng.gen_range(0..span) / grid * grid,
                     // Some pages straddle the 2^32 − 1 escape of the ring slots.
-                    fans: if case % 3 == 2 { u64::from(ESCAPE) - 500 + rng.gen_range(0..1000) } else { rng.gen_range(0..1000) },
+                    fans: if case % 3 == 2 {
+                        u64::from(ESCAPE) - 500 + rng.gen_range(0..1000)
+                    } else {
+                        rng.gen_range(0..1000)
+                    },
                     followers: rng.gen_bool(0.5).then(|| rng.gen_range(0..1000)),
                 })
                 .collect();

@@ -289,7 +289,11 @@ mod tests {
             let expected = text.unicode_words().fold((0, 0), |(w, c), word| (w + 1, c + word.chars().count()));
             assert_eq!(count_words(&text), expected, "round {round}: {text:?}");
         }
-        for text in ["This is a sample post.", "e.g. 3.14 1,000,000 don't a:b x_y __ _a 1_ a.1 1.a a'b'c ...", "a.b.c 1.2.3 a..b 1,,2"] {
+        for text in [
+            "This is a sample post.",
+            "e.g. 3.14 1,000,000 don't a:b x_y __ _a 1_ a.1 1.a a'b'c ...",
+            "a.b.c 1.2.3 a..b 1,,2",
+        ] {
             let expected = text.unicode_words().fold((0, 0), |(w, c), word| (w + 1, c + word.chars().count()));
             assert_eq!(count_words(text), expected, "{text:?}");
         }
@@ -327,7 +331,8 @@ mod tests {
     #[test]
     fn fast_tags_equal_the_reference() {
         use rand::{Rng, SeedableRng};
-        const ALPHABET: &[&str] = &["#", "@", "a", "B", "z", "9", "_", " ", ".", "é", "É", "\u{301}", "東", "🎉", "ß", "İ", "-", "#a", "@B"];
+        const ALPHABET: &[&str] =
+            &["#", "@", "a", "B", "z", "9", "_", " ", ".", "é", "É", "\u{301}", "東", "🎉", "ß", "İ", "-", "#a", "@B"];
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
         for round in 0..20_000 {
             let len = rng.gen_range(0..16);

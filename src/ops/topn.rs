@@ -60,8 +60,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn brute(items: &[(String, u64)], n: usize) -> Vec<Ranked<String>> {
-        let mut v: Vec<Ranked<String>> =
-            items.iter().map(|(k, c)| Ranked { key: k.clone(), count: *c }).collect();
+        let mut v: Vec<Ranked<String>> = items.iter().map(|(k, c)| Ranked { key: k.clone(), count: *c }).collect();
         v.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
         v.truncate(n);
         v

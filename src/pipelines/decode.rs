@@ -8,12 +8,14 @@ use crate::engine::{RawRecord, RejectClass, Rejection};
 
 /// The record's value as UTF-8 text, or the rejection a dead letter carries.
 pub fn utf8_value(rec: &RawRecord) -> Result<&str, Rejection> {
-    let bytes = rec
-        .value
-        .as_deref()
-        .ok_or_else(|| Rejection::new(RejectClass::EmptyValue, "value is missing (tombstone); a JSON object is required"))?;
+    let bytes = rec.value.as_deref().ok_or_else(|| {
+        Rejection::new(RejectClass::EmptyValue, "value is missing (tombstone); a JSON object is required")
+    })?;
     std::str::from_utf8(bytes).map_err(|e| {
-        Rejection::new(RejectClass::InvalidUtf8, format!("value is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))
+        Rejection::new(
+            RejectClass::InvalidUtf8,
+            format!("value is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+        )
     })
 }
 
@@ -26,7 +28,8 @@ pub fn object<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, Rejecti
         };
         return Err(Rejection::new(RejectClass::InvalidJson, format!("value must be a JSON object, found {kind}")));
     }
-    serde_json::from_str(text).map_err(|e| Rejection::new(RejectClass::InvalidJson, format!("value is not valid JSON: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| Rejection::new(RejectClass::InvalidJson, format!("value is not valid JSON: {e}")))
 }
 
 /// Names a JSON value's type the way error messages say it.
@@ -56,7 +59,9 @@ fn raw_kind(raw: &RawValue) -> &'static str {
 pub fn required_str<'a>(name: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, Rejection> {
     match raw {
         None => Err(Rejection::new(RejectClass::MissingField, format!("field `{name}` is missing"))),
-        Some(r) if r.get() == "null" => Err(Rejection::new(RejectClass::MissingField, format!("field `{name}` is null"))),
+        Some(r) if r.get() == "null" => {
+            Err(Rejection::new(RejectClass::MissingField, format!("field `{name}` is null")))
+        }
         Some(r) => string(name, r),
     }
 }
@@ -91,15 +96,16 @@ fn string<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Rejection> 
 /// Parses an RFC 3339 timestamp field into epoch milliseconds.
 pub fn rfc3339_ms(name: &str, value: &str) -> Result<i64, Rejection> {
     chrono::DateTime::parse_from_rfc3339(value).map(|t| t.timestamp_millis()).map_err(|e| {
-        Rejection::new(RejectClass::InvalidValue, format!("field `{name}` must be an RFC 3339 timestamp, got \"{value}\": {e}"))
+        Rejection::new(
+            RejectClass::InvalidValue,
+            format!("field `{name}` must be an RFC 3339 timestamp, got \"{value}\": {e}"),
+        )
     })
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision.
 pub fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
@@ -136,7 +142,10 @@ mod tests {
 
     #[test]
     fn non_objects_and_bad_bytes() {
-        assert_eq!(object::<W>("[1]").err().map(|e| e.message), Some("value must be a JSON object, found array".into()));
+        assert_eq!(
+            object::<W>("[1]").err().map(|e| e.message),
+            Some("value must be a JSON object, found array".into())
+        );
         assert_eq!(object::<W>("{nope").err().map(|e| e.class), Some(RejectClass::InvalidJson));
         assert_eq!(utf8_value(&rec(b"{\"a\":\"\xff\"}")).err().map(|e| e.class), Some(RejectClass::InvalidUtf8));
         let tomb = RawRecord { value: None, ..rec(b"") };

@@ -73,7 +73,10 @@ fn count(name: &str, raw: Option<&RawValue>, required: bool) -> Result<Option<u6
         None | Some("null") => Err(Rejection::new(RejectClass::MissingField, format!("field `{name}` is missing"))),
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-                Rejection::new(RejectClass::InvalidValue, format!("field `{name}` must be a non-negative integer, got {n}"))
+                Rejection::new(
+                    RejectClass::InvalidValue,
+                    format!("field `{name}` must be a non-negative integer, got {n}"),
+                )
             }),
             Ok(other) => Err(Rejection::new(
                 RejectClass::WrongType,
@@ -88,7 +91,9 @@ fn count(name: &str, raw: Option<&RawValue>, required: bool) -> Result<Option<u6
 pub fn decode_observation(rec: &RawRecord) -> Result<Observation<'_>, Rejection> {
     let wire: Wire<'_> = object(utf8_value(rec)?)?;
     let platform = required_str("platform", wire.platform)?;
-    if platform.is_empty() || !platform.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+    if platform.is_empty()
+        || !platform.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
         return Err(Rejection::new(
             RejectClass::InvalidValue,
             format!("field `platform` must be lower-case letters, digits, '_' or '-', got \"{platform}\""),
@@ -313,7 +318,11 @@ impl Processor for FansProcessor {
         if self.pages.len() >= self.max_pages && !self.pages.contains_key(obs.key().as_str()) {
             return Err(Rejection::new(
                 RejectClass::InvalidValue,
-                format!("page {} refused: this partition already tracks {} pages (pipelines.fans.max_pages_per_partition)", obs.key(), self.max_pages),
+                format!(
+                    "page {} refused: this partition already tracks {} pages (pipelines.fans.max_pages_per_partition)",
+                    obs.key(),
+                    self.max_pages
+                ),
             ));
         }
         Ok(obs)
@@ -338,7 +347,8 @@ impl Processor for FansProcessor {
         let (old_growth, old_delta) = (page.growth, page.delta);
         page.growth = growth;
         page.delta = delta;
-        let shared: Arc<str> = self.pages.get_key_value(key.as_str()).map(|(k, _)| k.clone()).expect("page was just inserted");
+        let shared: Arc<str> =
+            self.pages.get_key_value(key.as_str()).map(|(k, _)| k.clone()).expect("page was just inserted");
         reindex(&mut self.by_growth, old_growth, growth, &shared);
         reindex(&mut self.by_delta, old_delta, delta, &shared);
         let value = PageStats::new(obs.platform.into_owned(), obs.page_id.into_owned(), &stats);
@@ -429,7 +439,11 @@ impl Aggregate for FansTopView {
             by_growth_24h_pct: current.0.clone(),
             by_delta_24h: current.1.clone(),
         };
-        out.push(OutRecord::new(TOP, TOP_KEY, serde_json::to_vec(&value).expect("serializing plain structs cannot fail")));
+        out.push(OutRecord::new(
+            TOP,
+            TOP_KEY,
+            serde_json::to_vec(&value).expect("serializing plain structs cannot fail"),
+        ));
         self.last = Some(current);
     }
 }
@@ -501,7 +515,10 @@ mod tests {
     fn ties_at_the_boundary_keep_the_globally_first_page() {
         let t0 = 1_795_000_000_000;
         let mut p = FansProcessor::new(0, &cfg(1, 10));
-        feed(&mut p, &[obs("zeta", t0, 100), obs("alpha", t0, 100), obs("zeta", t0 + H, 110), obs("alpha", t0 + H, 110)]);
+        feed(
+            &mut p,
+            &[obs("zeta", t0, 100), obs("alpha", t0, 100), obs("zeta", t0 + H, 110), obs("alpha", t0 + H, 110)],
+        );
         let top = p.top(t0);
         assert_eq!(top.by_delta[0].page_id, "alpha", "equal delta: the smaller key ranks first");
         let mut view = FansTopView::new(1);
@@ -555,10 +572,14 @@ mod tests {
 
     #[test]
     fn decodes_valid_observations() {
-        let r = rec(r#"{"platform":"facebook","page_id":"cocacolacanada","fans":1234,"followers":1300,"observed_at":"2026-11-23T10:00:00Z"}"#);
+        let r = rec(
+            r#"{"platform":"facebook","page_id":"cocacolacanada","fans":1234,"followers":1300,"observed_at":"2026-11-23T10:00:00Z"}"#,
+        );
         let o = decode_observation(&r).expect("valid");
         assert_eq!((o.fans, o.followers, o.key()), (1234, Some(1300), "facebook:cocacolacanada".to_string()));
-        let r = rec(r#"{"platform":"mastodon","page_id":"@ana@example.social","fans":0,"followers":null,"observed_at":"2026-11-23T10:00:00+01:00"}"#);
+        let r = rec(
+            r#"{"platform":"mastodon","page_id":"@ana@example.social","fans":0,"followers":null,"observed_at":"2026-11-23T10:00:00+01:00"}"#,
+        );
         let o = decode_observation(&r).expect("valid, followers optional");
         assert_eq!(o.followers, None);
         assert_eq!(o.observed_at_ms, 1_795_424_400_000);
@@ -568,15 +589,36 @@ mod tests {
     fn refusals_name_the_field() {
         let cases = [
             (r#"{"page_id":"p","fans":1,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `platform` is missing"),
-            (r#"{"platform":"Face Book","page_id":"p","fans":1,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `platform` must be"),
+            (
+                r#"{"platform":"Face Book","page_id":"p","fans":1,"observed_at":"2026-11-23T10:00:00Z"}"#,
+                "field `platform` must be",
+            ),
             (r#"{"platform":"facebook","fans":1,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `page_id` is missing"),
-            (r#"{"platform":"facebook","page_id":"p","observed_at":"2026-11-23T10:00:00Z"}"#, "field `fans` is missing"),
-            (r#"{"platform":"facebook","page_id":"p","fans":-5,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `fans` must be a non-negative integer"),
-            (r#"{"platform":"facebook","page_id":"p","fans":1.5,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `fans` must be a non-negative integer"),
-            (r#"{"platform":"facebook","page_id":"p","fans":"12","observed_at":"2026-11-23T10:00:00Z"}"#, "field `fans` must be a number, found string"),
-            (r#"{"platform":"facebook","page_id":"p","fans":1,"followers":true,"observed_at":"2026-11-23T10:00:00Z"}"#, "field `followers` must be a number"),
+            (
+                r#"{"platform":"facebook","page_id":"p","observed_at":"2026-11-23T10:00:00Z"}"#,
+                "field `fans` is missing",
+            ),
+            (
+                r#"{"platform":"facebook","page_id":"p","fans":-5,"observed_at":"2026-11-23T10:00:00Z"}"#,
+                "field `fans` must be a non-negative integer",
+            ),
+            (
+                r#"{"platform":"facebook","page_id":"p","fans":1.5,"observed_at":"2026-11-23T10:00:00Z"}"#,
+                "field `fans` must be a non-negative integer",
+            ),
+            (
+                r#"{"platform":"facebook","page_id":"p","fans":"12","observed_at":"2026-11-23T10:00:00Z"}"#,
+                "field `fans` must be a number, found string",
+            ),
+            (
+                r#"{"platform":"facebook","page_id":"p","fans":1,"followers":true,"observed_at":"2026-11-23T10:00:00Z"}"#,
+                "field `followers` must be a number",
+            ),
             (r#"{"platform":"facebook","page_id":"p","fans":1}"#, "field `observed_at` is missing"),
-            (r#"{"platform":"facebook","page_id":"p","fans":1,"observed_at":"noon"}"#, "field `observed_at` must be an RFC 3339"),
+            (
+                r#"{"platform":"facebook","page_id":"p","fans":1,"observed_at":"noon"}"#,
+                "field `observed_at` must be an RFC 3339",
+            ),
         ];
         for (value, want) in cases {
             let e = decode_observation(&rec(value)).expect_err(value);

@@ -280,7 +280,10 @@ mod tests {
         assert_eq!(reject(r#"{"id":"1"}"#).message, "field `content` is missing");
         assert_eq!(reject(r#"{"id":"1","content":["x"]}"#).class, RejectClass::WrongType);
         assert_eq!(reject(r#"{"id":"","content":"x"}"#).class, RejectClass::InvalidValue);
-        assert_eq!(reject(r#"{"id":"1","content":"x","author":1}"#).message, "field `author` must be a string, found number");
+        assert_eq!(
+            reject(r#"{"id":"1","content":"x","author":1}"#).message,
+            "field `author` must be a string, found number"
+        );
         assert!(reject(r#"{"id":"1","content":"x","created_at":"noon"}"#).message.starts_with("field `created_at`"));
         let big = format!(r#"{{"id":"1","content":"{}"}}"#, "a".repeat(65537));
         assert_eq!(reject(&big).class, RejectClass::TooLarge);
@@ -297,7 +300,8 @@ mod tests {
         let post = p.decode(INPUT, &r).expect("valid");
         p.process(post, &RecordMeta { topic: INPUT, partition: 0, offset: 7, timestamp_ms: Some(1_000) }, &mut out);
         assert_eq!(out.records.len(), 1);
-        let a: Analysis = serde_json::from_slice(out.records[0].value.as_deref().expect("value")).expect("analysis JSON");
+        let a: Analysis =
+            serde_json::from_slice(out.records[0].value.as_deref().expect("value")).expect("analysis JSON");
         assert_eq!(a.id, "9");
         assert_eq!(a.word_count, 8);
         assert_eq!(a.hashtags, vec!["rust"]);

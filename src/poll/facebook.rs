@@ -138,7 +138,9 @@ pub fn interpret(status: u16, body: &[u8], requested: &[&str], usage: Usage) -> 
     }
     let v = match parsed {
         Ok(v) => v,
-        Err(e) => return BatchOutcome::Malformed { reason: format!("HTTP {status} with a body that is not JSON: {e}") },
+        Err(e) => {
+            return BatchOutcome::Malformed { reason: format!("HTTP {status} with a body that is not JSON: {e}") }
+        }
     };
     if let Some((code, message, transient)) = error_of(&v) {
         return if THROTTLE_CODES.contains(&code) {
@@ -252,17 +254,25 @@ mod tests {
         let q = ApiQuery { ids: Some(ids.join(",")), fields: Some("fan_count".into()), access_token: Some("t".into()) };
         let r = respond(&cfg, &q, 1, NOW);
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        assert!(matches!(interpret(r.status, r.body.as_bytes(), &refs, Usage::default()), BatchOutcome::Rejected { code: 100, .. }));
+        assert!(matches!(
+            interpret(r.status, r.body.as_bytes(), &refs, Usage::default()),
+            BatchOutcome::Rejected { code: 100, .. }
+        ));
         let q = ApiQuery { ids: Some("page-000001".into()), fields: Some("fan_count".into()), access_token: None };
         let r = respond(&cfg, &q, 1, NOW);
-        assert!(matches!(interpret(r.status, r.body.as_bytes(), &["page-000001"], Usage::default()), BatchOutcome::Rejected { code: 190, .. }));
+        assert!(matches!(
+            interpret(r.status, r.body.as_bytes(), &["page-000001"], Usage::default()),
+            BatchOutcome::Rejected { code: 190, .. }
+        ));
     }
 
     #[test]
     fn usage_headers_are_read_and_bad_ones_ignored() {
         let u = usage(
             Some(r#"{"call_count":28,"total_cputime":91,"total_time":40}"#),
-            Some(r#"{"123":[{"type":"pages","call_count":10,"total_cputime":5,"total_time":7,"estimated_time_to_regain_access":3}]}"#),
+            Some(
+                r#"{"123":[{"type":"pages","call_count":10,"total_cputime":5,"total_time":7,"estimated_time_to_regain_access":3}]}"#,
+            ),
         );
         assert_eq!(u, Usage { max_pct: 91, regain_after: Some(Duration::from_secs(180)) });
         assert_eq!(usage(Some("not json"), Some("[]")), Usage::default());

@@ -56,12 +56,19 @@ pub fn rate_limit(limit: Option<&str>, remaining: Option<&str>, reset: Option<&s
 pub fn interpret(status: u16, body: &[u8], acct: &str, limit: RateLimit) -> BatchOutcome {
     let parsed: Result<Value, _> = serde_json::from_slice(body);
     let message = || {
-        parsed.as_ref().ok().and_then(|v| v.get("error")?.as_str().map(str::to_string)).unwrap_or_else(|| format!("HTTP {status}"))
+        parsed
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("HTTP {status}"))
     };
     match status {
         429 => return BatchOutcome::Throttled { code: 429, retry_after: limit.reset_after },
         404 | 410 => {
-            return BatchOutcome::Pages(vec![(acct.to_string(), PageResult::Failed { code: status.into(), message: message() })])
+            return BatchOutcome::Pages(vec![(
+                acct.to_string(),
+                PageResult::Failed { code: status.into(), message: message() },
+            )])
         }
         s if s >= 500 => return BatchOutcome::Transient { status, message: message() },
         s if s != 200 => return BatchOutcome::Rejected { code: s.into(), message: message() },
@@ -85,8 +92,14 @@ mod tests {
 
     #[test]
     fn url_keeps_the_acct_and_encodes_the_rest() {
-        assert_eq!(lookup_url("https://mastodon.social/", "@Gargron"), "https://mastodon.social/api/v1/accounts/lookup?acct=Gargron");
-        assert_eq!(lookup_url("https://x.y", "ana@example.social"), "https://x.y/api/v1/accounts/lookup?acct=ana@example.social");
+        assert_eq!(
+            lookup_url("https://mastodon.social/", "@Gargron"),
+            "https://mastodon.social/api/v1/accounts/lookup?acct=Gargron"
+        );
+        assert_eq!(
+            lookup_url("https://x.y", "ana@example.social"),
+            "https://x.y/api/v1/accounts/lookup?acct=ana@example.social"
+        );
         assert_eq!(lookup_url("https://x.y", "a b&c"), "https://x.y/api/v1/accounts/lookup?acct=a%20b%26c");
     }
 
@@ -104,10 +117,19 @@ mod tests {
         let r = interpret(404, br#"{"error":"Record not found"}"#, "nobody", RateLimit::default());
         assert_eq!(
             r,
-            BatchOutcome::Pages(vec![("nobody".into(), PageResult::Failed { code: 404, message: "Record not found".into() })])
+            BatchOutcome::Pages(vec![(
+                "nobody".into(),
+                PageResult::Failed { code: 404, message: "Record not found".into() }
+            )])
         );
-        assert!(matches!(interpret(503, b"<html>", "a", RateLimit::default()), BatchOutcome::Transient { status: 503, .. }));
-        assert!(matches!(interpret(401, br#"{"error":"The access token is invalid"}"#, "a", RateLimit::default()), BatchOutcome::Rejected { code: 401, .. }));
+        assert!(matches!(
+            interpret(503, b"<html>", "a", RateLimit::default()),
+            BatchOutcome::Transient { status: 503, .. }
+        ));
+        assert!(matches!(
+            interpret(401, br#"{"error":"The access token is invalid"}"#, "a", RateLimit::default()),
+            BatchOutcome::Rejected { code: 401, .. }
+        ));
         assert!(matches!(interpret(200, br#"{"id":"#, "a", RateLimit::default()), BatchOutcome::Malformed { .. }));
         assert!(matches!(interpret(200, br#"{"id":"1"}"#, "a", RateLimit::default()), BatchOutcome::Malformed { .. }));
     }
@@ -116,8 +138,14 @@ mod tests {
     fn rate_limit_headers_drive_slowdown_and_pause() {
         let rl = rate_limit(Some("300"), Some("0"), Some("2026-11-23T10:05:00.000Z"), NOW);
         assert_eq!(rl, RateLimit { used_pct: 100, reset_after: Some(Duration::from_secs(300)) });
-        assert_eq!(interpret(429, b"{}", "a", rl), BatchOutcome::Throttled { code: 429, retry_after: Some(Duration::from_secs(300)) });
-        assert_eq!(rate_limit(Some("300"), Some("75"), Some("2026-11-23T10:05:00Z"), NOW), RateLimit { used_pct: 75, reset_after: None });
+        assert_eq!(
+            interpret(429, b"{}", "a", rl),
+            BatchOutcome::Throttled { code: 429, retry_after: Some(Duration::from_secs(300)) }
+        );
+        assert_eq!(
+            rate_limit(Some("300"), Some("75"), Some("2026-11-23T10:05:00Z"), NOW),
+            RateLimit { used_pct: 75, reset_after: None }
+        );
         assert_eq!(rate_limit(None, Some("1"), None, NOW), RateLimit::default());
         assert_eq!(rate_limit(Some("x"), Some("1"), None, NOW), RateLimit::default());
     }

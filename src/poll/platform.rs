@@ -56,4 +56,3 @@ pub enum BatchOutcome {
         reason: String,
     },
 }
-

@@ -159,11 +159,23 @@ impl Schedule {
     /// As [`upsert`](Self::upsert), for state restored with the time `page` was last polled
     /// (e.g. after a handover): the next due time is also no earlier than `last_poll_ms +
     /// interval_ms`, on the page's grid.
-    pub fn upsert_with_last_poll(&mut self, page: &str, interval_ms: i64, last_poll_ms: i64, now_ms: i64) -> Result<Upserted> {
+    pub fn upsert_with_last_poll(
+        &mut self,
+        page: &str,
+        interval_ms: i64,
+        last_poll_ms: i64,
+        now_ms: i64,
+    ) -> Result<Upserted> {
         self.upsert_inner(page, interval_ms, Some(last_poll_ms), now_ms)
     }
 
-    fn upsert_inner(&mut self, page: &str, interval_ms: i64, last_poll_ms: Option<i64>, now_ms: i64) -> Result<Upserted> {
+    fn upsert_inner(
+        &mut self,
+        page: &str,
+        interval_ms: i64,
+        last_poll_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Upserted> {
         if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&interval_ms) {
             return Err(Error::IntervalOutOfRange { interval_ms });
         }
@@ -482,7 +494,8 @@ mod tests {
         while let Some(due) = s.next_due().filter(|d| *d <= T0 + 60_000) {
             sleep_until(start + Duration::from_millis(u64::try_from(due - T0).expect("future"))).await;
             assert_eq!(now_ms(), due, "paused time wakes exactly on the due time");
-            per_interval[usize::try_from((due - T0 - 1) / 10_000).expect("positive")] += s.pop_due(now_ms(), usize::MAX).len();
+            per_interval[usize::try_from((due - T0 - 1) / 10_000).expect("positive")] +=
+                s.pop_due(now_ms(), usize::MAX).len();
         }
         assert_eq!(per_interval, [100; 6]);
         // A 35 s stall: every page polls once, having missed two or three slots.

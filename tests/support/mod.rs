@@ -216,14 +216,20 @@ impl TestEnv {
         let mut recs = Vec::new();
         let deadline = Instant::now() + timeout;
         while !done(&recs) {
-            assert!(Instant::now() < deadline, "timed out after {timeout:?} reading {full}: have {} records", recs.len());
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} reading {full}: have {} records",
+                recs.len()
+            );
             if let Some(m) = consumer.poll(Duration::from_millis(100)) {
                 let m = m.expect("consume");
                 let headers = m
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .map(|h| {
+                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
