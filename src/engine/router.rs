@@ -156,11 +156,6 @@ impl Router {
         self.inputs.iter().position(|i| &*i.full == full)
     }
 
-    /// The logical name of input `input`.
-    pub fn logical(&self, input: usize) -> &'static str {
-        self.inputs[input].logical
-    }
-
     /// Hands `records` (consecutive, of one partition of input `input`) to their task, waiting
     /// while its inbox is full.
     pub async fn dispatch(&mut self, input: usize, partition: i32, records: Vec<RawRecord>) -> Result<(), TaskGone> {
@@ -220,10 +215,5 @@ impl Router {
     /// Every live offset tracker.
     pub fn trackers(&self) -> Vec<Arc<OffsetTracker>> {
         self.trackers.values().cloned().collect()
-    }
-
-    /// Number of running task inboxes.
-    pub fn task_count(&self) -> usize {
-        self.tasks.len()
     }
 }

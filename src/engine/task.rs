@@ -88,16 +88,6 @@ impl<P: Processor> Task<P> {
             }
         }
     }
-
-    /// The partition this task owns.
-    pub fn partition(&self) -> i32 {
-        self.partition
-    }
-
-    /// The processor, for inspection in tests.
-    pub fn processor(&self) -> &P {
-        &self.processor
-    }
 }
 
 impl<P: Processor + Unpin> Actor for Task<P> {

@@ -125,7 +125,7 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn send(&self, rec: OutRecord, ack: &Arc<BatchAck>) {
-        let full = match self.names.iter().find(|(l, _)| std::ptr::eq(*l, rec.topic) || *l == rec.topic) {
+        let full = match self.names.iter().find(|(l, _)| *l == rec.topic) {
             Some((_, n)) => n.as_str(),
             // Every topic a pipeline writes is defined in topics/; a test covers this.
             None => panic!("output to undefined topic {}", rec.topic),

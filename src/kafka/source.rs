@@ -23,31 +23,27 @@ use crate::engine::{RawRecord, Router, Shutdown};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
-/// A partition assignment change, queued by the rebalance callback for the consumer loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RebalanceEvent {
-    /// These (full topic, partition) pairs were assigned.
-    Assigned(Vec<(String, i32)>),
-    /// These were revoked.
-    Revoked(Vec<(String, i32)>),
-}
+/// A revocation, queued by the rebalance callback for the routing loop: (full topic, partition)
+/// pairs whose tasks must stop. Assignments need no event: a task starts with its partition's
+/// first records.
+pub type Revoked = Vec<(String, i32)>;
 
 /// Receives rebalances, statistics and errors from librdkafka.
 pub struct SourceContext {
     metrics: Metrics,
     prefix: String,
     health: Arc<Health>,
-    events: Mutex<Vec<RebalanceEvent>>,
+    revoked: Mutex<Vec<Revoked>>,
 }
 
 impl SourceContext {
     /// A context reporting into `metrics` and `health`.
     pub fn new(cfg: &Config, metrics: Metrics, health: Arc<Health>) -> Self {
-        Self { metrics, prefix: cfg.kafka.topic_prefix.clone(), health, events: Mutex::new(Vec::new()) }
+        Self { metrics, prefix: cfg.kafka.topic_prefix.clone(), health, revoked: Mutex::new(Vec::new()) }
     }
 
-    fn take_events(&self) -> Vec<RebalanceEvent> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    fn take_revoked(&self) -> Vec<Revoked> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn logical<'a>(&self, full: &'a str) -> &'a str {
@@ -91,20 +87,27 @@ impl ConsumerContext for SourceContext {
         let pairs = |tpl: &rdkafka::TopicPartitionList| {
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect::<Vec<_>>()
         };
-        let event = match rebalance {
-            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(pairs(tpl)),
-            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(pairs(tpl)),
+        let revoked = match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(assigned = ?pairs(tpl), "rebalance");
+                None
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(revoked = ?pairs(tpl), "rebalance");
+                Some(pairs(tpl))
+            }
             Rebalance::Error(e) => {
                 self.metrics.kafka_errors.with_label_values(&["rebalance"]).inc();
                 tracing::warn!(error = %e, "rebalance error");
                 return;
             }
         };
-        tracing::info!(?event, "rebalance");
         let owned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         self.health.set_assigned(owned);
         self.metrics.assigned_partitions.set(owned as i64);
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+        if let Some(r) = revoked {
+            self.revoked.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+        }
     }
 }
 
@@ -230,19 +233,11 @@ pub async fn run(
                 None => return Ok(()),
             },
         };
-        for event in consumer.context().take_events() {
-            if let RebalanceEvent::Revoked(pairs) = event {
-                for (topic, partition) in pairs {
-                    router.revoke(&topic, partition);
-                    let logical = consumer.context().logical(&topic).to_string();
-                    // Err only when lag was never reported for it: nothing to remove.
-                    let _ = consumer
-                        .context()
-                        .metrics
-                        .consumer_lag
-                        .remove_label_values(&[&logical, &partition.to_string()]);
-                }
-            }
+        for (topic, partition) in consumer.context().take_revoked().into_iter().flatten() {
+            router.revoke(&topic, partition);
+            let logical = consumer.context().logical(&topic).to_string();
+            // Err only when lag was never reported for it: nothing to remove.
+            let _ = consumer.context().metrics.consumer_lag.remove_label_values(&[&logical, &partition.to_string()]);
         }
         for (input, partition, records) in chunk {
             router.dispatch(input, partition, records).await?;

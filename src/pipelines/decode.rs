@@ -93,6 +93,41 @@ fn string<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Rejection> 
     Ok(s)
 }
 
+/// A required non-negative integer field.
+pub fn required_u64(name: &str, raw: Option<&RawValue>) -> Result<u64, Rejection> {
+    match raw {
+        None => Err(Rejection::new(RejectClass::MissingField, format!("field `{name}` is missing"))),
+        Some(r) if r.get() == "null" => {
+            Err(Rejection::new(RejectClass::MissingField, format!("field `{name}` is null")))
+        }
+        Some(r) => unsigned(name, r),
+    }
+}
+
+/// An optional non-negative integer field (absent and `null` are both "not given").
+pub fn optional_u64(name: &str, raw: Option<&RawValue>) -> Result<Option<u64>, Rejection> {
+    match raw {
+        None => Ok(None),
+        Some(r) if r.get() == "null" => Ok(None),
+        Some(r) => unsigned(name, r).map(Some),
+    }
+}
+
+fn unsigned(name: &str, raw: &RawValue) -> Result<u64, Rejection> {
+    if raw_kind(raw) != "number" {
+        return Err(Rejection::new(
+            RejectClass::WrongType,
+            format!("field `{name}` must be a number, found {}", raw_kind(raw)),
+        ));
+    }
+    raw.get().parse::<u64>().map_err(|_| {
+        Rejection::new(
+            RejectClass::InvalidValue,
+            format!("field `{name}` must be a non-negative integer, got {}", raw.get()),
+        )
+    })
+}
+
 /// Parses an RFC 3339 timestamp field into epoch milliseconds.
 pub fn rfc3339_ms(name: &str, value: &str) -> Result<i64, Rejection> {
     chrono::DateTime::parse_from_rfc3339(value).map(|t| t.timestamp_millis()).map_err(|e| {

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::decode::{format_ms, object, required_str, rfc3339_ms, utf8_value};
+use super::decode::{format_ms, object, optional_u64, required_str, required_u64, rfc3339_ms, utf8_value};
 use crate::config::FansConfig;
 use crate::engine::{Aggregate, Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
 use crate::ops::series::{Delta, FanStats, RollingFans, Sample};
@@ -67,26 +67,6 @@ impl Observation<'_> {
     }
 }
 
-fn count(name: &str, raw: Option<&RawValue>, required: bool) -> Result<Option<u64>, Rejection> {
-    match raw.map(RawValue::get) {
-        None | Some("null") if !required => Ok(None),
-        None | Some("null") => Err(Rejection::new(RejectClass::MissingField, format!("field `{name}` is missing"))),
-        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-                Rejection::new(
-                    RejectClass::InvalidValue,
-                    format!("field `{name}` must be a non-negative integer, got {n}"),
-                )
-            }),
-            Ok(other) => Err(Rejection::new(
-                RejectClass::WrongType,
-                format!("field `{name}` must be a number, found {}", super::decode::json_kind(&other)),
-            )),
-            Err(e) => Err(Rejection::new(RejectClass::InvalidJson, format!("field `{name}`: {e}"))),
-        },
-    }
-}
-
 /// Decodes and validates a `fans.observations` record value.
 pub fn decode_observation(rec: &RawRecord) -> Result<Observation<'_>, Rejection> {
     let wire: Wire<'_> = object(utf8_value(rec)?)?;
@@ -103,8 +83,8 @@ pub fn decode_observation(rec: &RawRecord) -> Result<Observation<'_>, Rejection>
     if page_id.is_empty() || page_id.len() > 256 {
         return Err(Rejection::new(RejectClass::InvalidValue, "field `page_id` must be 1 to 256 bytes"));
     }
-    let fans = count("fans", wire.fans, true)?.expect("required counts are present");
-    let followers = count("followers", wire.followers, false)?;
+    let fans = required_u64("fans", wire.fans)?;
+    let followers = optional_u64("followers", wire.followers)?;
     let observed_at = required_str("observed_at", wire.observed_at)?;
     let observed_at_ms = rfc3339_ms("observed_at", &observed_at)?;
     Ok(Observation { platform, page_id, fans, followers, observed_at_ms })
