@@ -56,3 +56,44 @@ pub enum BatchOutcome {
         reason: String,
     },
 }
+
+/// What one request came back as, with the usage figures the platform reported alongside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    /// How the request ended.
+    pub outcome: BatchOutcome,
+    /// The highest usage percentage the platform reported for its rate-limit window (0 when it
+    /// reports none); the dispatcher slows the platform down as it approaches 100.
+    pub usage_pct: u32,
+    /// How long the platform asked to be left alone (Facebook's `estimated_time_to_regain_access`,
+    /// Mastodon's `X-RateLimit-Reset` once the budget is spent), even on a successful answer.
+    pub pause: Option<Duration>,
+}
+
+/// The future of one request: owns everything it needs, so the dispatcher can spawn it.
+pub type FetchFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Fetched> + Send + 'static>>;
+
+/// One social platform's audience-count API: "fetch audience counts for these page ids". A new
+/// crawler is one module implementing this trait and one line registering it.
+///
+/// Implementations make exactly one request per call and never retry, sleep or rate-limit: the
+/// dispatcher owns retries (with backoff), pauses and the request budget, the same way for every
+/// platform. A transport failure or timeout comes back as [`BatchOutcome::Transient`] with
+/// status 0. Credentials never appear in `Debug` output, errors or log lines.
+pub trait Platform: Send + Sync + 'static {
+    /// The platform's name: the `platform` field of `pages` records, the first part of page keys
+    /// (`<platform>:<page_id>`) and the `platform` label of metrics. Lower case, e.g. `facebook`.
+    fn name(&self) -> &'static str;
+
+    /// Most page ids one request may name (1 for platforms without batch lookups).
+    fn max_batch(&self) -> usize;
+
+    /// How many calls the platform's rate limit counts one request for `ids` pages as (Facebook
+    /// counts every id of a multi-id request).
+    fn cost(&self, ids: usize) -> u32;
+
+    /// One request for `ids` (1 ..= [`max_batch`](Platform::max_batch) page ids, without the
+    /// platform prefix). [`BatchOutcome::Pages`] holds one result per requested id, in request
+    /// order.
+    fn fetch(&self, ids: Vec<String>) -> FetchFuture;
+}
