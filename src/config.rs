@@ -9,6 +9,8 @@
 //! - `PAGEPULSE_TOPIC_PREFIX` → `kafka.topic_prefix`
 //! - `PAGEPULSE_GROUP_ID` → `kafka.group_id`
 //! - `PAGEPULSE_HTTP_LISTEN` → `http.listen`
+//! - `PAGEPULSE_FACEBOOK_TOKEN` → `platforms.facebook.access_token`
+//! - `PAGEPULSE_MASTODON_TOKEN` → `platforms.mastodon.access_token`
 //! - `PAGEPULSE__<section>__<key>` (double underscores) → any key, e.g.
 //!   `PAGEPULSE__engine__workers=4` or `PAGEPULSE__pipelines__posts__trending_top_n=20`.
 
@@ -21,6 +23,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
+
+use crate::poll::facebook::Token;
 
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +87,12 @@ pub struct Config {
     pub posts: PostsConfig,
     /// `[pipelines.fans]`: rolling fan counts of tracked pages.
     pub fans: FansConfig,
+    /// `[pipelines.pages]`: the poll schedules of tracked pages.
+    pub pages: PagesConfig,
+    /// `[platforms.facebook]`: the Facebook Graph API.
+    pub facebook: PlatformConfig,
+    /// `[platforms.mastodon]`: Mastodon's account lookup API.
+    pub mastodon: PlatformConfig,
 }
 
 /// `[kafka]`
@@ -182,6 +192,63 @@ pub struct FansConfig {
     pub max_pages_per_partition: usize,
 }
 
+/// `[pipelines.pages]`
+#[derive(Debug, Clone)]
+pub struct PagesConfig {
+    /// Poll the pages tracked in the `pages` topic (default true). Needs at least one enabled
+    /// platform.
+    pub enabled: bool,
+    /// Most pages one `pages` partition schedules; further pages are dead-lettered (default
+    /// 2000000).
+    pub max_pages_per_partition: usize,
+    /// How often each partition's schedule hands due pages to the platforms (default `50ms`;
+    /// `10ms` to `1s`): the schedule delay's floor.
+    pub tick: Duration,
+    /// Most due pages one partition hands over per tick (default 20000); the rest follow on the
+    /// next tick, earliest first.
+    pub max_due_per_tick: usize,
+}
+
+/// `[platforms.facebook]` and `[platforms.mastodon]`: where a platform's API is and how hard
+/// pagepulse may use it. Limits hold per instance: split a platform's global budget between
+/// instances by configuration.
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    /// Poll this platform's pages (default true). `pages` records naming a disabled platform are
+    /// dead-lettered.
+    pub enabled: bool,
+    /// The API's base URL (default `https://graph.facebook.com` and `https://mastodon.social`).
+    pub base_url: String,
+    /// The API version in the path (Facebook only; default `v19.0`).
+    pub version: String,
+    /// Access token (env `PAGEPULSE_FACEBOOK_TOKEN` / `PAGEPULSE_MASTODON_TOKEN`; prefer the
+    /// environment to the file). Never logged: it prints as `***`. Facebook refuses requests
+    /// without one; Mastodon's lookup works without.
+    pub access_token: Option<Token>,
+    /// Longest one request may take, connecting included, before it counts as a transient
+    /// failure (default `10s`).
+    pub timeout: Duration,
+    /// Sustained calls per second (Facebook counts every id of a batch as a call; default 2000
+    /// for Facebook, 1 for Mastodon, whose default budget is 300 per 5 minutes).
+    pub rate_per_sec: f64,
+    /// Calls that may be made at once after a quiet spell (default 500 for Facebook, 10 for
+    /// Mastodon).
+    pub burst: u32,
+    /// Requests in flight at once (default 16 for Facebook, 4 for Mastodon).
+    pub max_in_flight: u32,
+    /// Retries of a request that failed transiently (5xx, timeout, malformed body) before its
+    /// pages wait for their next slot (default 3).
+    pub retries: u32,
+    /// Upper bound of the first retry's delay; each retry doubles it, with full jitter
+    /// (default `500ms`).
+    pub retry_base: Duration,
+    /// Upper bound of any retry's delay (default `30s`).
+    pub retry_max: Duration,
+    /// How long to pause when the platform reports 100 % usage without saying for how long
+    /// (default `60s`).
+    pub saturated_pause: Duration,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self::from_table(Table::new(), &BTreeSet::new()).expect("the defaults are valid")
@@ -194,6 +261,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("PAGEPULSE_TOPIC_PREFIX", "kafka.topic_prefix"),
     ("PAGEPULSE_GROUP_ID", "kafka.group_id"),
     ("PAGEPULSE_HTTP_LISTEN", "http.listen"),
+    ("PAGEPULSE_FACEBOOK_TOKEN", "platforms.facebook.access_token"),
+    ("PAGEPULSE_MASTODON_TOKEN", "platforms.mastodon.access_token"),
 ];
 
 impl Config {
@@ -346,11 +415,34 @@ impl Config {
         f.check(!(1..=1000).contains(&fans.top_n), "top_n", "must be between 1 and 1000");
         f.check(fans.max_pages_per_partition == 0, "max_pages_per_partition", "must be positive");
         f.finish();
+        let mut g = pipelines.section("pages");
+        let pages = PagesConfig {
+            enabled: g.take("enabled", true),
+            max_pages_per_partition: g.take("max_pages_per_partition", 2_000_000),
+            tick: g.duration("tick", Duration::from_millis(50)),
+            max_due_per_tick: g.take("max_due_per_tick", 20_000),
+        };
+        g.check(pages.max_pages_per_partition == 0, "max_pages_per_partition", "must be positive");
+        g.check(
+            !(Duration::from_millis(10)..=Duration::from_secs(1)).contains(&pages.tick),
+            "tick",
+            "must be between 10ms and 1s",
+        );
+        g.check(pages.max_due_per_tick == 0, "max_due_per_tick", "must be positive");
+        g.finish();
         pipelines.finish();
+
+        let mut platforms = root.section("platforms");
+        let facebook = platforms.platform("facebook", "https://graph.facebook.com", 2000.0, 500, 16);
+        let mastodon = platforms.platform("mastodon", "https://mastodon.social", 1.0, 10, 4);
+        if pages.enabled && !facebook.enabled && !mastodon.enabled {
+            platforms.problem("facebook.enabled", "pipelines.pages needs at least one enabled platform");
+        }
+        platforms.finish();
         root.finish();
 
         if problems.is_empty() {
-            Ok(Config { kafka, http, engine, posts, fans })
+            Ok(Config { kafka, http, engine, posts, fans, pages, facebook, mastodon })
         } else {
             Err(Error::Invalid(problems))
         }
@@ -500,6 +592,54 @@ impl<'a> Fields<'a> {
     }
 
     /// Reports every key nobody asked for.
+    /// Reads `[<name>]` below this section as a [`PlatformConfig`] with these defaults.
+    fn platform(&mut self, name: &str, base_url: &str, rate: f64, burst: u32, in_flight: u32) -> PlatformConfig {
+        let mut p = self.section(name);
+        let cfg = PlatformConfig {
+            enabled: p.take("enabled", true),
+            base_url: p.string("base_url", base_url),
+            version: p.string("version", "v19.0"),
+            access_token: p.take::<Option<String>>("access_token", None).map(Token::new),
+            timeout: p.duration("timeout", Duration::from_secs(10)),
+            rate_per_sec: p.take("rate_per_sec", rate),
+            burst: p.take("burst", burst),
+            max_in_flight: p.take("max_in_flight", in_flight),
+            retries: p.take("retries", 3),
+            retry_base: p.duration("retry_base", Duration::from_millis(500)),
+            retry_max: p.duration("retry_max", Duration::from_secs(30)),
+            saturated_pause: p.duration("saturated_pause", Duration::from_secs(60)),
+        };
+        p.check(
+            !(cfg.base_url.starts_with("http://") || cfg.base_url.starts_with("https://")),
+            "base_url",
+            "must start with http:// or https://",
+        );
+        p.check(
+            cfg.version.is_empty() || cfg.version.contains(['/', '?', '#', ' ']),
+            "version",
+            "must be a path segment such as v19.0",
+        );
+        p.check(cfg.access_token.as_ref().is_some_and(Token::is_empty), "access_token", "must not be empty");
+        p.check(
+            !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&cfg.timeout),
+            "timeout",
+            "must be between 100ms and 5m",
+        );
+        p.check(
+            !(cfg.rate_per_sec.is_finite() && (0.001..=1_000_000.0).contains(&cfg.rate_per_sec)),
+            "rate_per_sec",
+            "must be between 0.001 and 1000000",
+        );
+        p.check(!(1..=1_000_000).contains(&cfg.burst), "burst", "must be between 1 and 1000000");
+        p.check(!(1..=10_000).contains(&cfg.max_in_flight), "max_in_flight", "must be between 1 and 10000");
+        p.check(cfg.retries > 100, "retries", "must be at most 100");
+        p.check(cfg.retry_base.is_zero(), "retry_base", "must be positive");
+        p.check(cfg.retry_max < cfg.retry_base, "retry_max", "must be at least retry_base");
+        p.check(cfg.saturated_pause > Duration::from_secs(86_400), "saturated_pause", "must be at most 1d");
+        p.finish();
+        cfg
+    }
+
     fn finish(self) {
         let Fields { table, path, problems, from_env } = self;
         for key in table.keys() {

@@ -39,6 +39,26 @@ pub struct Metrics {
     pub kafka_errors: IntCounterVec,
     /// Times a task waited because the producer queue was full (backpressure from the broker).
     pub producer_queue_full: prometheus::IntCounter,
+    /// Pages in the poll schedules of this instance, by platform.
+    pub pages_tracked: IntGaugeVec,
+    /// Page polls by platform and outcome: `ok`, `page_error` (the platform could not read that
+    /// page), `gave_up` (retries used up), `rejected` (the platform refused the request).
+    pub polls: IntCounterVec,
+    /// Poll requests by platform and outcome: `ok`, `throttled`, `transient`, `malformed`,
+    /// `rejected`.
+    pub poll_requests: IntCounterVec,
+    /// Duration of one poll request, by platform.
+    pub poll_latency: HistogramVec,
+    /// When a page's request was sent minus when the page was due, by platform.
+    pub schedule_delay: HistogramVec,
+    /// Times a platform was paused because it throttled us or reported its budget spent.
+    pub throttle_pauses: IntCounterVec,
+    /// Pages whose latest poll failed with a per-page error, by platform.
+    pub pages_failing: IntGaugeVec,
+    /// Pages waiting for a request slot (queued, in flight or waiting to retry), by platform.
+    pub poll_queue: IntGaugeVec,
+    /// Poll slots skipped because a page's previous slot was polled late, by platform.
+    pub poll_skipped_slots: IntCounterVec,
 }
 
 impl Metrics {
@@ -105,6 +125,52 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         registry.register(Box::new(producer_queue_full.clone())).expect("metric names are unique");
+        let histogram = |name: &str, help: &str, start: f64, count: usize| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help)
+                    .buckets(exponential_buckets(start, 2.0, count).expect("bucket parameters are valid")),
+                &["platform"],
+            )
+            .expect("metric definition is valid");
+            registry.register(Box::new(h.clone())).expect("metric names are unique");
+            h
+        };
+        let pages_tracked = gauge("pagepulse_pages_tracked", "Pages in this instance's poll schedules.", &["platform"]);
+        let polls = counter(
+            "pagepulse_polls_total",
+            "Page polls by outcome: ok, page_error, gave_up (retries used up), rejected (request refused).",
+            &["platform", "outcome"],
+        );
+        let poll_requests = counter(
+            "pagepulse_poll_requests_total",
+            "Poll requests by outcome: ok, throttled, transient, malformed, rejected.",
+            &["platform", "outcome"],
+        );
+        let poll_latency =
+            histogram("pagepulse_poll_latency_seconds", "Duration of one poll request to a platform.", 0.001, 16);
+        let schedule_delay = histogram(
+            "pagepulse_schedule_delay_seconds",
+            "Time a page's poll request was sent minus the time the page was due.",
+            0.001,
+            18,
+        );
+        let throttle_pauses = counter(
+            "pagepulse_throttle_pauses_total",
+            "Times a platform was paused because it throttled pagepulse or reported its budget spent.",
+            &["platform"],
+        );
+        let pages_failing =
+            gauge("pagepulse_pages_failing", "Pages whose latest poll failed with a per-page error.", &["platform"]);
+        let poll_queue = gauge(
+            "pagepulse_poll_queue_pages",
+            "Pages waiting for a request slot: queued, in flight or waiting to retry.",
+            &["platform"],
+        );
+        let poll_skipped_slots = counter(
+            "pagepulse_poll_skipped_slots_total",
+            "Poll slots skipped because a page's previous slot was polled more than one interval late.",
+            &["platform"],
+        );
         Self {
             registry,
             consumed,
@@ -119,6 +185,15 @@ impl Metrics {
             window_ignored,
             kafka_errors,
             producer_queue_full,
+            pages_tracked,
+            polls,
+            poll_requests,
+            poll_latency,
+            schedule_delay,
+            throttle_pauses,
+            pages_failing,
+            poll_queue,
+            poll_skipped_slots,
         }
     }
 

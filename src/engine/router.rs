@@ -31,6 +31,20 @@ pub trait TaskFactory: Send + Sync + 'static {
     /// Starts the task for `partition` on `arbiter`, reading batches from `inbox`; the task holds
     /// `done` until it stops.
     fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>);
+
+    /// Whether the pipeline's input offsets are committed (the default). A pipeline whose input
+    /// is a compacted table it rebuilds its state from answers false: with no committed offset,
+    /// every assignment reads its partitions from the beginning (`auto.offset.reset=earliest`).
+    fn commits_offsets(&self) -> bool {
+        true
+    }
+}
+
+/// The offset store of inputs that are never committed.
+struct NoCommit;
+
+impl OffsetStore for NoCommit {
+    fn store(&self, _topic: &str, _partition: i32, _next_offset: i64) {}
 }
 
 /// The gauge of batches waiting in the inbox of `pipeline`'s task for `partition`.
@@ -46,6 +60,7 @@ pub struct PipelineSpec<P: Processor> {
     sink: Arc<dyn Sink>,
     merge: Option<MergeFn<P::Part>>,
     metrics: Metrics,
+    commits: bool,
 }
 
 impl<P: Processor> PipelineSpec<P> {
@@ -58,7 +73,15 @@ impl<P: Processor> PipelineSpec<P> {
         merge: Option<MergeFn<P::Part>>,
         metrics: Metrics,
     ) -> Self {
-        Self { name, inputs, make: Arc::new(make), sink, merge, metrics }
+        Self { name, inputs, make: Arc::new(make), sink, merge, metrics, commits: true }
+    }
+
+    /// Never commits the input offsets, so every assignment re-reads the input from the
+    /// beginning: for compacted inputs that are the pipeline's state (see
+    /// [`TaskFactory::commits_offsets`]).
+    pub fn reread_on_assignment(mut self) -> Self {
+        self.commits = false;
+        self
     }
 }
 
@@ -69,6 +92,10 @@ impl<P: Processor + Unpin> TaskFactory for PipelineSpec<P> {
 
     fn inputs(&self) -> &[&'static str] {
         &self.inputs
+    }
+
+    fn commits_offsets(&self) -> bool {
+        self.commits
     }
 
     fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>) {
@@ -165,10 +192,15 @@ impl Router {
             .trackers
             .entry((input, partition))
             .or_insert_with(|| {
+                let store: Arc<dyn OffsetStore> = if self.pipelines[inp.pipeline].commits_offsets() {
+                    self.store.clone()
+                } else {
+                    Arc::new(NoCommit)
+                };
                 OffsetTracker::new(
                     inp.full.clone(),
                     partition,
-                    self.store.clone(),
+                    store,
                     Some(self.metrics.e2e_latency.with_label_values(&[self.pipelines[inp.pipeline].pipeline()])),
                 )
             })

@@ -56,6 +56,9 @@ pub struct Example {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidExample {
+    /// The key, for topics whose key is part of the record's meaning (e.g. `pages`).
+    #[serde(default)]
+    pub key: Option<String>,
     /// The raw value text (not necessarily JSON).
     pub value: String,
     /// The [`crate::engine::RejectClass`] label it is refused with.

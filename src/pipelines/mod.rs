@@ -2,4 +2,5 @@
 
 pub mod decode;
 pub mod fans;
+pub mod pages;
 pub mod posts;

@@ -32,6 +32,11 @@ impl Token {
     pub fn new(token: impl Into<String>) -> Self {
         Self(token.into())
     }
+
+    /// True for an empty token (which no platform accepts).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl fmt::Debug for Token {

@@ -1,6 +1,7 @@
 //! Polling social platforms for audience counts: the schedule of every tracked page, rate and
 //! concurrency limits per platform, and the platform clients.
 
+pub mod dispatch;
 pub mod facebook;
 pub mod limiter;
 pub mod mastodon;

@@ -252,6 +252,11 @@ impl Schedule {
         self.entries.get(page).map(|e| e.due_ms)
     }
 
+    /// The most pages this schedule tracks.
+    pub fn max_pages(&self) -> usize {
+        self.max_pages
+    }
+
     /// Number of tracked pages.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -1,0 +1,294 @@
+//! Tracked pages and their poll schedules.
+//!
+//! - Input `pages` (compacted, key `<platform>:<page_id>`): which pages to poll and how often.
+//!   `{"platform": "facebook", "page_id": "cocacolacanada", "interval_s": 600}`; `platform`
+//!   defaults to `facebook`, `interval_s` to 600 (10 to 86400). A tombstone or
+//!   `{"tracked": false}` stops tracking; re-sending a page with another interval reschedules it.
+//! - Each partition's task keeps a [`Schedule`] of its pages and, every `tick`, hands the pages
+//!   that are due to their platform's dispatcher ([`crate::poll::dispatch`]), which polls them and
+//!   writes `fans.observations`.
+//!
+//! # The `pages` topic is the schedule's changelog
+//! The task never commits `pages` offsets, so every assignment (start-up, rebalance, restart)
+//! reads its partitions from the beginning and rebuilds their schedules; compaction keeps that
+//! read proportional to the pages tracked. Because each page polls on a grid fixed by its id (see
+//! [`crate::poll::scheduler`]), a rebuilt schedule polls at the same slots as the old one: no
+//! page is polled twice for one slot across a restart or a handover. The price: an invalid
+//! `pages` record is dead-lettered again at every assignment.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus::{IntCounter, IntGauge};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::decode::{object, optional_str, optional_u64, utf8_value};
+use crate::clock::Clock;
+use crate::config::PagesConfig;
+use crate::engine::{Emit, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
+use crate::metrics::Metrics;
+use crate::poll::dispatch::{Job, JobQueue, Owner};
+use crate::poll::scheduler::{self, Schedule, Upserted};
+
+/// Pipeline name.
+pub const PIPELINE: &str = "pages";
+/// Input topic.
+pub const INPUT: &str = "pages";
+/// Platform of a record that names none.
+pub const DEFAULT_PLATFORM: &str = "facebook";
+/// Interval of a record that names none, in seconds.
+pub const DEFAULT_INTERVAL_S: u64 = 600;
+
+/// What a `pages` record asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageCommand<'a> {
+    /// Poll the page every `interval_ms`.
+    Track {
+        /// Page key, `<platform>:<page_id>`.
+        key: Cow<'a, str>,
+        /// Poll interval in milliseconds.
+        interval_ms: i64,
+    },
+    /// Stop polling the page.
+    Untrack {
+        /// Page key.
+        key: Cow<'a, str>,
+    },
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    platform: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    page_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    interval_s: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tracked: Option<&'a RawValue>,
+}
+
+fn invalid(message: String) -> Rejection {
+    Rejection::new(RejectClass::InvalidValue, message)
+}
+
+/// The record key as `(platform, page_id)`.
+fn key_of(rec: &RawRecord) -> Result<(&str, &str), Rejection> {
+    let key = rec.key.as_deref().ok_or_else(|| {
+        Rejection::new(RejectClass::MissingField, "key is missing: `pages` records are keyed `<platform>:<page_id>`")
+    })?;
+    let key =
+        std::str::from_utf8(key).map_err(|_| Rejection::new(RejectClass::InvalidUtf8, "key is not valid UTF-8"))?;
+    match key.split_once(':') {
+        Some((p, id)) if !p.is_empty() && !id.is_empty() => Ok((p, id)),
+        _ => Err(invalid(format!("key \"{key}\" must be `<platform>:<page_id>`"))),
+    }
+}
+
+/// Decodes and validates a `pages` record; `platforms` are the platforms this instance polls.
+pub fn decode_page<'a>(rec: &'a RawRecord, platforms: &[&str]) -> Result<PageCommand<'a>, Rejection> {
+    let (key_platform, key_id) = key_of(rec)?;
+    let key = || Cow::Borrowed(std::str::from_utf8(rec.key.as_deref().unwrap_or_default()).unwrap_or_default());
+    if rec.value.is_none() {
+        return Ok(PageCommand::Untrack { key: key() });
+    }
+    let wire: Wire<'_> = object(utf8_value(rec)?)?;
+    let tracked = match wire.tracked.map(RawValue::get) {
+        None | Some("null" | "true") => true,
+        Some("false") => false,
+        Some(_) => return Err(Rejection::new(RejectClass::WrongType, "field `tracked` must be a boolean")),
+    };
+    let platform = optional_str("platform", wire.platform)?;
+    let page_id = optional_str("page_id", wire.page_id)?;
+    if let Some(p) = &platform {
+        if p != key_platform {
+            return Err(invalid(format!(
+                "field `platform` (\"{p}\") does not match the key's platform (\"{key_platform}\")"
+            )));
+        }
+    }
+    if let Some(id) = &page_id {
+        if id != key_id {
+            return Err(invalid(format!("field `page_id` (\"{id}\") does not match the key's page id (\"{key_id}\")")));
+        }
+    }
+    if !tracked {
+        return Ok(PageCommand::Untrack { key: key() });
+    }
+    if page_id.is_none() {
+        return Err(Rejection::new(RejectClass::MissingField, "field `page_id` is missing"));
+    }
+    if platform.is_none() && key_platform != DEFAULT_PLATFORM {
+        return Err(invalid(format!(
+            "field `platform` is missing, so it is \"{DEFAULT_PLATFORM}\", but the key names \"{key_platform}\""
+        )));
+    }
+    if key_id.len() > 256 {
+        return Err(Rejection::new(RejectClass::TooLarge, "field `page_id` must be at most 256 bytes"));
+    }
+    if !platforms.contains(&key_platform) {
+        return Err(invalid(format!(
+            "field `platform`: \"{key_platform}\" is not an enabled platform (enabled: {})",
+            platforms.join(", ")
+        )));
+    }
+    let interval_s = optional_u64("interval_s", wire.interval_s)?.unwrap_or(DEFAULT_INTERVAL_S);
+    let (min, max) = (scheduler::MIN_INTERVAL_MS / 1000, scheduler::MAX_INTERVAL_MS / 1000);
+    if !(min as u64..=max as u64).contains(&interval_s) {
+        return Err(invalid(format!("field `interval_s` must be between {min} and {max}, got {interval_s}")));
+    }
+    Ok(PageCommand::Track { key: key(), interval_ms: interval_s as i64 * 1000 })
+}
+
+/// One platform as a partition's schedule sees it: its name and where its due pages go.
+#[derive(Clone)]
+pub struct PlatformQueue {
+    /// Platform name, e.g. `facebook`.
+    pub name: &'static str,
+    /// Its dispatcher.
+    pub queue: Arc<dyn JobQueue>,
+}
+
+struct PlatformState {
+    name: &'static str,
+    queue: Arc<dyn JobQueue>,
+    tracked: IntGauge,
+    skipped: IntCounter,
+    /// Pages of this platform in this partition's schedule.
+    count: i64,
+}
+
+/// The per-partition pages processor: the partition's poll schedule.
+pub struct PagesProcessor {
+    schedule: Schedule,
+    platforms: Vec<PlatformState>,
+    names: Vec<&'static str>,
+    owner: Arc<Owner>,
+    tick: Duration,
+    max_due_per_tick: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl PagesProcessor {
+    /// A processor with the pipeline's config, handing due pages to `platforms`; `clock` times
+    /// the schedule changes.
+    pub fn new(cfg: &PagesConfig, platforms: &[PlatformQueue], metrics: &Metrics, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            schedule: Schedule::new(cfg.max_pages_per_partition),
+            platforms: platforms
+                .iter()
+                .map(|p| PlatformState {
+                    name: p.name,
+                    queue: p.queue.clone(),
+                    tracked: metrics.pages_tracked.with_label_values(&[p.name]),
+                    skipped: metrics.poll_skipped_slots.with_label_values(&[p.name]),
+                    count: 0,
+                })
+                .collect(),
+            names: platforms.iter().map(|p| p.name).collect(),
+            owner: Owner::new(),
+            tick: cfg.tick,
+            max_due_per_tick: cfg.max_due_per_tick,
+        }
+    }
+
+    /// The schedule, for inspection.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn platform_of(&mut self, key: &str) -> Option<&mut PlatformState> {
+        let name = key.split_once(':')?.0;
+        self.platforms.iter_mut().find(|p| p.name == name)
+    }
+
+    /// Hands every page due at `now_ms` (at most `max_due_per_tick`) to its platform.
+    pub fn hand_over_due(&mut self, now_ms: i64) {
+        let due = self.schedule.pop_due(now_ms, self.max_due_per_tick);
+        if due.is_empty() {
+            return;
+        }
+        let mut jobs: Vec<Vec<Job>> = vec![Vec::new(); self.platforms.len()];
+        for d in due {
+            let Some(i) = d.page.split_once(':').and_then(|(p, _)| self.names.iter().position(|n| *n == p)) else {
+                continue; // decode admits only enabled platforms
+            };
+            if d.skipped > 0 {
+                self.platforms[i].skipped.inc_by(d.skipped as u64);
+            }
+            jobs[i].push(Job::new(d.page, d.due_ms, self.owner.clone()));
+        }
+        for (p, jobs) in self.platforms.iter().zip(jobs) {
+            if !jobs.is_empty() {
+                p.queue.submit(jobs);
+            }
+        }
+    }
+}
+
+impl Drop for PagesProcessor {
+    /// The partition is gone (revoked or shutting down): its queued pages are dropped unsent and
+    /// its pages leave this instance's count.
+    fn drop(&mut self) {
+        self.owner.release();
+        for p in &self.platforms {
+            p.tracked.sub(p.count);
+        }
+    }
+}
+
+impl Processor for PagesProcessor {
+    type Input<'a> = PageCommand<'a>;
+    type Part = ();
+
+    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<PageCommand<'a>, Rejection> {
+        let cmd = decode_page(rec, &self.names)?;
+        if let PageCommand::Track { key, .. } = &cmd {
+            if self.schedule.len() >= self.schedule.max_pages() && self.schedule.due_of(key).is_none() {
+                return Err(invalid(format!(
+                    "page {key} refused: this partition already tracks {} pages \
+                     (pipelines.pages.max_pages_per_partition)",
+                    self.schedule.len()
+                )));
+            }
+        }
+        Ok(cmd)
+    }
+
+    fn process(&mut self, cmd: PageCommand<'_>, _meta: &RecordMeta, _out: &mut Emit<()>) {
+        let now_ms = self.clock.now().timestamp_millis();
+        match cmd {
+            PageCommand::Track { key, interval_ms } => match self.schedule.upsert(&key, interval_ms, now_ms) {
+                Ok(Upserted::Added) => {
+                    if let Some(p) = self.platform_of(&key) {
+                        p.count += 1;
+                        p.tracked.inc();
+                    }
+                }
+                Ok(_) => {}
+                // decode checked both the interval and the bound.
+                Err(e) => tracing::warn!(page = %key, error = %e, "page not scheduled"),
+            },
+            PageCommand::Untrack { key } => {
+                if self.schedule.remove(&key) {
+                    if let Some(p) = self.platform_of(&key) {
+                        p.count -= 1;
+                        p.tracked.dec();
+                    }
+                }
+            }
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(self.tick)
+    }
+
+    fn on_tick(&mut self, now: DateTime<Utc>, _out: &mut Emit<()>) {
+        self.hand_over_due(now.timestamp_millis());
+    }
+}
