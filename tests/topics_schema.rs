@@ -10,6 +10,7 @@ use pagepulse::engine::{Aggregate, Emit, Processor, RawRecord, RecordMeta};
 use pagepulse::kafka::topics::{self, TopicDef};
 use pagepulse::metrics::Metrics;
 use pagepulse::pipelines::fans::{self, FansProcessor, FansTop, FansTopView, PageStats};
+use pagepulse::pipelines::pages;
 use pagepulse::pipelines::posts::{self, Analysis, HashtagTrending, PostsProcessor, Trending};
 use serde_json::Value;
 
@@ -60,6 +61,7 @@ fn every_topic_the_pipelines_use_is_defined() {
         fans::INPUT,
         fans::STATS,
         fans::TOP,
+        pages::INPUT,
         pagepulse::engine::deadletter::TOPIC,
     ] {
         def(t);
@@ -90,6 +92,38 @@ fn input_examples_match_the_real_decoder() {
         assert_eq!(why.class.as_str(), bad.reason, "reason for {}", bad.value);
         // The schema refuses the same records (when they are JSON at all).
         if let Ok(json) = serde_json::from_str::<Value>(&bad.value) {
+            assert!(!v.is_valid(&json), "schema accepts invalid example {}", bad.value);
+        }
+    }
+}
+
+#[test]
+fn pages_examples_match_the_real_decoder() {
+    let d = def(pages::INPUT);
+    let v = validator(d);
+    let platforms = ["facebook", "mastodon"];
+    for ex in &d.examples {
+        let value = (!ex.value.is_null()).then(|| ex.value.to_string().into_bytes());
+        let rec = RawRecord { key: ex.key.clone().map(String::into_bytes), value, offset: 0, timestamp_ms: None };
+        pages::decode_page(&rec, &platforms).unwrap_or_else(|e| panic!("example {} refused: {e}", ex.value));
+    }
+    assert!(d.invalid_examples.len() >= 5);
+    for bad in &d.invalid_examples {
+        let key = bad.key.clone().unwrap_or_else(|| "facebook:nasa".into());
+        let rec = RawRecord {
+            key: Some(key.into_bytes()),
+            value: Some(bad.value.clone().into_bytes()),
+            offset: 0,
+            timestamp_ms: None,
+        };
+        let why = pages::decode_page(&rec, &platforms)
+            .err()
+            .unwrap_or_else(|| panic!("decoder accepted invalid example {}", bad.value));
+        assert_eq!(why.class.as_str(), bad.reason, "reason for {}", bad.value);
+        // The schema cannot see keys or the enabled platforms; it refuses the rest.
+        let schema_visible =
+            ["wrong_type", "invalid_json"].contains(&bad.reason.as_str()) || bad.value.contains("interval_s");
+        if let (true, Ok(json)) = (schema_visible, serde_json::from_str::<Value>(&bad.value)) {
             assert!(!v.is_valid(&json), "schema accepts invalid example {}", bad.value);
         }
     }

@@ -292,3 +292,220 @@ impl Processor for PagesProcessor {
         self.hand_over_due(now.timestamp_millis());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+
+    const T0: i64 = 1_795_428_000_000;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Job>>);
+
+    impl JobQueue for Collect {
+        fn submit(&self, jobs: Vec<Job>) {
+            self.0.lock().expect("lock").extend(jobs);
+        }
+    }
+
+    impl Collect {
+        fn take(&self) -> Vec<Job> {
+            std::mem::take(&mut *self.0.lock().expect("lock"))
+        }
+    }
+
+    fn rec(key: Option<&str>, value: Option<&str>) -> RawRecord {
+        RawRecord {
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            offset: 0,
+            timestamp_ms: None,
+        }
+    }
+
+    fn setup() -> (PagesProcessor, Arc<Collect>, Arc<Collect>, Arc<ManualClock>, Metrics) {
+        let (fb, md) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        let clock = Arc::new(ManualClock::at_ms(T0));
+        let m = Metrics::new();
+        let platforms = [
+            PlatformQueue { name: "facebook", queue: fb.clone() },
+            PlatformQueue { name: "mastodon", queue: md.clone() },
+        ];
+        let p = PagesProcessor::new(&Config::default().pages, &platforms, &m, clock.clone());
+        (p, fb, md, clock, m)
+    }
+
+    fn apply(p: &mut PagesProcessor, key: &str, value: Option<&str>) {
+        let r = rec(Some(key), value);
+        let cmd = p.decode(INPUT, &r).unwrap_or_else(|e| panic!("{key} {value:?} refused: {e}"));
+        p.process(cmd, &RecordMeta { topic: INPUT, partition: 0, offset: 0, timestamp_ms: None }, &mut Emit::default());
+    }
+
+    /// Runs the partition's ticks every 50 ms from `from` to `to`, returning each page's polled
+    /// slots.
+    fn run(p: &mut PagesProcessor, q: &Collect, from: i64, to: i64, polls: &mut HashMap<String, Vec<i64>>) {
+        let mut t = from;
+        while t <= to {
+            p.hand_over_due(t);
+            for job in q.take() {
+                assert!(job.due_ms <= t && t - job.due_ms < 50, "handed over on the first tick at or after its slot");
+                polls.entry(job.key.to_string()).or_default().push(job.due_ms);
+            }
+            t += 50;
+        }
+    }
+
+    #[test]
+    fn decoding_follows_the_topic_rules() {
+        let ok = |k: &str, v: Option<&str>| {
+            decode_page(&rec(Some(k), v), &["facebook", "mastodon"]).map(|c| match c {
+                PageCommand::Track { key, interval_ms } => {
+                    PageCommand::Track { key: key.into_owned().into(), interval_ms }
+                }
+                PageCommand::Untrack { key } => PageCommand::Untrack { key: key.into_owned().into() },
+            })
+        };
+        assert_eq!(
+            ok("facebook:nasa", Some(r#"{"page_id": "nasa"}"#)),
+            Ok(PageCommand::Track { key: "facebook:nasa".into(), interval_ms: 600_000 })
+        );
+        assert_eq!(
+            ok("mastodon:a@b.c", Some(r#"{"platform": "mastodon", "page_id": "a@b.c", "interval_s": 10}"#)),
+            Ok(PageCommand::Track { key: "mastodon:a@b.c".into(), interval_ms: 10_000 })
+        );
+        assert_eq!(ok("facebook:nasa", None), Ok(PageCommand::Untrack { key: "facebook:nasa".into() }));
+        assert_eq!(
+            ok("facebook:nasa", Some(r#"{"tracked": false}"#)),
+            Ok(PageCommand::Untrack { key: "facebook:nasa".into() })
+        );
+        let refused =
+            |k: Option<&str>, v: Option<&str>| decode_page(&rec(k, v), &["facebook", "mastodon"]).expect_err("refused");
+        assert_eq!(refused(None, None).class, RejectClass::MissingField);
+        assert_eq!(refused(Some("nasa"), Some(r#"{"page_id": "nasa"}"#)).class, RejectClass::InvalidValue);
+        let e = refused(Some("mastodon:nasa"), Some(r#"{"page_id": "nasa"}"#));
+        assert!(e.message.contains("field `platform`"), "{}", e.message);
+        let e = refused(Some("facebook:nasa"), Some(r#"{"page_id": "nasa", "interval_s": 9}"#));
+        assert_eq!(e.message, "field `interval_s` must be between 10 and 86400, got 9");
+        let e = refused(Some("facebook:nasa"), Some(r#"{"page_id": "nasa", "interval_s": 1.5}"#));
+        assert_eq!(e.class, RejectClass::InvalidValue);
+        let long = format!("facebook:{}", "x".repeat(257));
+        let e = refused(Some(&long), Some(&format!(r#"{{"page_id": "{}"}}"#, "x".repeat(257))));
+        assert_eq!(e.class, RejectClass::TooLarge);
+    }
+
+    #[test]
+    fn every_page_is_polled_once_per_interval_with_jitter_within_one_interval() {
+        let (mut p, fb, md, clock, m) = setup();
+        for i in 0..1000 {
+            apply(
+                &mut p,
+                &format!("facebook:page-{i:06}"),
+                Some(&format!(r#"{{"page_id": "page-{i:06}", "interval_s": 60}}"#)),
+            );
+        }
+        apply(&mut p, "mastodon:ana@x.y", Some(r#"{"platform": "mastodon", "page_id": "ana@x.y", "interval_s": 30}"#));
+        assert_eq!(m.pages_tracked.with_label_values(&["facebook"]).get(), 1000);
+        let mut polls = HashMap::new();
+        run(&mut p, &fb, T0, T0 + 10 * 60_000, &mut polls);
+        assert_eq!(polls.len(), 1000);
+        let mut first_slots = Vec::new();
+        for (key, slots) in &polls {
+            // First slot within (T0, T0 + 60 s]; then exactly every 60 s: 10 polls in 10 minutes.
+            assert!(slots[0] > T0 && slots[0] <= T0 + 60_000, "{key}: first slot {}", slots[0] - T0);
+            assert_eq!(slots.len(), 10, "{key}: {slots:?}");
+            assert!(slots.windows(2).all(|w| w[1] - w[0] == 60_000), "{key}: {slots:?}");
+            first_slots.push(slots[0] - T0);
+        }
+        // Spread: every 6-second tenth of the interval holds 100 ± 40 of the 1000 first polls.
+        let mut tenths = [0; 10];
+        for s in first_slots {
+            tenths[((s - 1) / 6000) as usize] += 1;
+        }
+        assert!(tenths.iter().all(|n| (60..=140).contains(n)), "{tenths:?}");
+        let mastodon: Vec<i64> = std::iter::once(()).flat_map(|_| md.take()).map(|j| j.due_ms).collect();
+        assert_eq!(mastodon.len(), 20, "the Mastodon page went to its own platform, every 30 s");
+        let _ = clock;
+    }
+
+    #[test]
+    fn rescheduling_and_untracking_never_double_poll() {
+        let (mut p, fb, _, clock, m) = setup();
+        let key = "facebook:page-000042";
+        apply(&mut p, key, Some(r#"{"page_id": "page-000042", "interval_s": 60}"#));
+        let mut polls = HashMap::new();
+        run(&mut p, &fb, T0, T0 + 300_000, &mut polls);
+        // Re-sending the same record changes nothing; a new interval moves the next slot.
+        clock.set_ms(T0 + 300_000);
+        apply(&mut p, key, Some(r#"{"page_id": "page-000042", "interval_s": 60}"#));
+        apply(&mut p, key, Some(r#"{"page_id": "page-000042", "interval_s": 20}"#));
+        run(&mut p, &fb, T0 + 300_050, T0 + 600_000, &mut polls);
+        clock.set_ms(T0 + 600_000);
+        apply(&mut p, key, Some(r#"{"page_id": "page-000042", "interval_s": 120}"#));
+        run(&mut p, &fb, T0 + 600_050, T0 + 900_000, &mut polls);
+        let slots = &polls[key];
+        for w in slots.windows(2) {
+            assert!(w[1] - w[0] >= 20_000, "two polls closer than the shortest interval: {slots:?}");
+        }
+        let before = slots.iter().filter(|s| **s <= T0 + 300_000).count();
+        let fast = slots.iter().filter(|s| **s > T0 + 300_000 && **s <= T0 + 600_000).count();
+        let slow = slots.iter().filter(|s| **s > T0 + 600_000).count();
+        assert_eq!((before, fast), (5, 15), "{slots:?}");
+        assert!((2..=3).contains(&slow), "{slots:?}");
+        // A tombstone stops it at once.
+        clock.set_ms(T0 + 900_000);
+        apply(&mut p, key, None);
+        let n = polls[key].len();
+        run(&mut p, &fb, T0 + 900_050, T0 + 1_500_000, &mut polls);
+        assert_eq!(polls[key].len(), n);
+        assert_eq!(m.pages_tracked.with_label_values(&["facebook"]).get(), 0);
+    }
+
+    #[test]
+    fn a_rebuilt_schedule_keeps_the_slots_of_the_old_one() {
+        // Partition handover: the old owner polls until revoked at T0 + 250 s; the new owner
+        // reads the same `pages` records then and polls on. No slot is polled twice, none is
+        // skipped beyond the one in flight at the handover.
+        let records: Vec<(String, String)> = (0..200)
+            .map(|i| (format!("facebook:page-{i:06}"), format!(r#"{{"page_id": "page-{i:06}", "interval_s": 60}}"#)))
+            .collect();
+        let (mut old, fb_old, _, _, m) = setup();
+        for (k, v) in &records {
+            apply(&mut old, k, Some(v));
+        }
+        let mut polls = HashMap::new();
+        run(&mut old, &fb_old, T0, T0 + 250_000, &mut polls);
+        let owner = old.owner.clone();
+        drop(old);
+        assert!(!owner.is_alive(), "revocation releases the queued pages");
+        assert_eq!(m.pages_tracked.with_label_values(&["facebook"]).get(), 0);
+        let (mut new, fb_new, _, clock, _) = setup();
+        clock.set_ms(T0 + 250_000);
+        for (k, v) in &records {
+            apply(&mut new, k, Some(v));
+        }
+        run(&mut new, &fb_new, T0 + 250_050, T0 + 600_000, &mut polls);
+        for (key, slots) in &polls {
+            assert_eq!(slots.len(), 10, "{key}: {slots:?}");
+            assert!(slots.windows(2).all(|w| w[1] - w[0] == 60_000), "{key}: {slots:?}");
+        }
+    }
+
+    #[test]
+    fn the_partition_bound_refuses_new_pages_only() {
+        let (fb, clock, m) = (Arc::new(Collect::default()), Arc::new(ManualClock::at_ms(T0)), Metrics::new());
+        let cfg = PagesConfig { max_pages_per_partition: 2, ..Config::default().pages };
+        let mut p = PagesProcessor::new(&cfg, &[PlatformQueue { name: "facebook", queue: fb }], &m, clock);
+        apply(&mut p, "facebook:a", Some(r#"{"page_id": "a"}"#));
+        apply(&mut p, "facebook:b", Some(r#"{"page_id": "b"}"#));
+        let e = p.decode(INPUT, &rec(Some("facebook:c"), Some(r#"{"page_id": "c"}"#))).expect_err("bound");
+        assert!(e.message.contains("max_pages_per_partition"), "{}", e.message);
+        apply(&mut p, "facebook:a", Some(r#"{"page_id": "a", "interval_s": 60}"#));
+        apply(&mut p, "mastodon:x", None); // an unknown page's tombstone is harmless
+        assert_eq!(p.schedule().len(), 2);
+    }
+}
