@@ -2,6 +2,7 @@
 //! concurrency limits per platform, and the platform clients.
 
 pub mod facebook;
+pub mod http;
 pub mod limiter;
 pub mod mastodon;
 pub mod platform;
