@@ -595,11 +595,13 @@ impl<'a> Fields<'a> {
     /// Reads `[<name>]` below this section as a [`PlatformConfig`] with these defaults.
     fn platform(&mut self, name: &str, base_url: &str, rate: f64, burst: u32, in_flight: u32) -> PlatformConfig {
         let mut p = self.section(name);
+        let token: Option<String> = p.take("access_token", None);
+        p.check(token.as_deref().is_some_and(str::is_empty), "access_token", "must not be empty");
         let cfg = PlatformConfig {
             enabled: p.take("enabled", true),
             base_url: p.string("base_url", base_url),
             version: p.string("version", "v19.0"),
-            access_token: p.take::<Option<String>>("access_token", None).map(Token::new),
+            access_token: token.map(Token::new),
             timeout: p.duration("timeout", Duration::from_secs(10)),
             rate_per_sec: p.take("rate_per_sec", rate),
             burst: p.take("burst", burst),
@@ -619,7 +621,6 @@ impl<'a> Fields<'a> {
             "version",
             "must be a path segment such as v19.0",
         );
-        p.check(cfg.access_token.as_ref().is_some_and(Token::is_empty), "access_token", "must not be empty");
         p.check(
             !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&cfg.timeout),
             "timeout",

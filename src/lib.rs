@@ -25,7 +25,7 @@
 //! - [`ops`]: plain building blocks: text analysis, top-N, sliding windows, rolling fan series.
 //! - [`pipelines`]: the pipelines (posts, fans), each a processor made of ops.
 //! - [`poll`]: polling platforms for audience counts: schedules, limits, platform clients.
-//! - [`simulate`]: simulated platforms (trajectories, a Graph-API-compatible server).
+//! - [`simulate`]: simulated platforms (trajectories, a Graph-API- and Mastodon-compatible server).
 
 #![warn(missing_docs)]
 

@@ -1,5 +1,6 @@
 //! `pagepulse simulate graph-api`: a Graph-API-compatible server with deterministic audiences and
-//! configurable faults, for the quickstart, tests and benchmarks. Runs until SIGINT or SIGTERM.
+//! configurable faults, for the quickstart, tests and benchmarks, that also answers Mastodon's
+//! account lookup (the same pages as accounts, the same faults). Runs until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -14,7 +15,8 @@ use crate::simulate::graph_api::{self, SimConfig, MAX_PAGES, MAX_SLOW_MS};
 #[derive(Debug, Subcommand)]
 pub enum SimulateCommand {
     /// Serve `GET /{version}/?ids=...&fields=fan_count,followers_count&access_token=...` for the
-    /// pages page-000001 ..= page-N, with counts following deterministic trajectories.
+    /// pages page-000001 ..= page-N, with counts following deterministic trajectories, and
+    /// Mastodon's `GET /api/v1/accounts/lookup?acct=page-000001` for the same pages.
     GraphApi(GraphApiArgs),
 }
 
@@ -87,12 +89,12 @@ pub fn run(cmd: &SimulateCommand) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
         let server = graph_api::start(args.config(), args.listen)?;
-        // stdout, one line, so scripts can read the address chosen for port 0.
+        // stdout, one line, so scripts can read the address chosen for port 0: they parse the
+        // first URL, so the Mastodon instance's comes after it.
+        let addr = server.addr();
         println!(
-            "graph-api simulator listening on http://{}/{}/ ({} pages)",
-            server.addr(),
-            args.api_version,
-            args.pages
+            "graph-api simulator listening on http://{addr}/{}/ ({} pages; mastodon instance http://{addr})",
+            args.api_version, args.pages
         );
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM"),

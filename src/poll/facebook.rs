@@ -1,7 +1,7 @@
-//! The Facebook Graph API, without the transport: building batch requests and interpreting their
-//! answers (per-page results, throttling, usage headers, retryable and final errors). Plain
-//! functions, so every case is tested without a network; the HTTP client and the poller call
-//! them.
+//! The Facebook Graph API: building batch requests and interpreting their answers (per-page
+//! results, throttling, usage headers, retryable and final errors) as plain functions, so every
+//! case is tested without a network, and [`FacebookPlatform`], the thin [`Platform`] over them
+//! that sends the requests.
 //!
 //! A batch is `GET {base}/{version}/?ids=a,b,...&fields=fan_count,followers_count&access_token=...`
 //! with at most [`MAX_IDS`] ids. The answer is an object keyed by id; an id the API cannot read
@@ -11,45 +11,21 @@
 //! `estimated_time_to_regain_access` in minutes.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::http;
+pub use super::http::Token;
 pub use super::platform::{BatchOutcome, PageResult};
+use super::platform::{FetchFuture, Fetched, Platform};
 
 /// Most ids the Graph API accepts in one request.
 pub const MAX_IDS: usize = 50;
 
 /// Error codes that mean "throttled": back off, do not count the pages as failing.
 pub const THROTTLE_CODES: [i64; 5] = [4, 17, 32, 613, 80001];
-
-/// An access token: printed as `***` by `Debug` and `Display`, so it never reaches logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// Wraps a token.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// True for an empty token (which no platform accepts).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(***)")
-    }
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Percent-encodes everything outside RFC 3986's unreserved set.
 fn encode(s: &str, out: &mut String) {
@@ -76,7 +52,7 @@ pub fn batch_url(base: &str, version: &str, ids: &[&str], token: &Token) -> Stri
         encode(id, &mut url);
     }
     url.push_str("&fields=fan_count%2Cfollowers_count&access_token=");
-    encode(&token.0, &mut url);
+    encode(token.secret(), &mut url);
     url
 }
 
@@ -179,6 +155,118 @@ pub fn interpret(status: u16, body: &[u8], requested: &[&str], usage: Usage) -> 
     BatchOutcome::Pages(pages)
 }
 
+/// The header with the app's usage percentages.
+pub const APP_USAGE_HEADER: &str = "X-App-Usage";
+/// The header with the business use case's usage percentages and the time to regain access.
+pub const BUSINESS_USAGE_HEADER: &str = "X-Business-Use-Case-Usage";
+
+/// Where and how [`FacebookPlatform`] reaches the Graph API.
+#[derive(Debug, Clone)]
+pub struct FacebookSettings {
+    /// The API's origin, without the version and without a trailing path:
+    /// `https://graph.facebook.com`, or a simulator's `http://127.0.0.1:8787`.
+    pub base_url: String,
+    /// The API version in the path, e.g. `v19.0`.
+    pub version: String,
+    /// An access token that can read the pages' `fan_count` (an app token for public pages),
+    /// sent as the `access_token` query parameter. Never printed.
+    pub token: Token,
+    /// Longest one request may take, from connecting to the last byte of the body; a slower
+    /// request ends as [`BatchOutcome::Transient`] with status 0.
+    pub timeout: Duration,
+}
+
+/// The Graph API as a [`Platform`]: one batch GET per [`fetch`](Platform::fetch), its usage
+/// headers reported alongside the outcome. Cheap to clone (the settings and connection pool
+/// are shared).
+#[derive(Clone)]
+pub struct FacebookPlatform {
+    settings: Arc<FacebookSettings>,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for FacebookPlatform {
+    /// The settings (the token prints as `***`), not the client's internals.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FacebookPlatform").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl FacebookPlatform {
+    /// A client for `settings`, with its own connection pool. Fails on a base URL that is not
+    /// an absolute http(s) URL, or when the TLS backend cannot start.
+    pub fn new(settings: FacebookSettings) -> http::Result<Self> {
+        http::check_base_url(&settings.base_url)?;
+        let client = http::client(settings.timeout)?;
+        Ok(Self { settings: Arc::new(settings), client })
+    }
+
+    /// The settings it was built from.
+    pub fn settings(&self) -> &FacebookSettings {
+        &self.settings
+    }
+}
+
+/// What one batch answer comes to: `status`, the two usage headers and `body` as received, for
+/// the ids `requested`. The usage is reported whatever the outcome, and the time to regain
+/// access becomes the pause even on a successful answer.
+pub fn fetched(
+    status: u16,
+    app_usage: Option<&str>,
+    business_usage: Option<&str>,
+    body: &[u8],
+    requested: &[&str],
+) -> Fetched {
+    let u = usage(app_usage, business_usage);
+    Fetched { outcome: interpret(status, body, requested, u), usage_pct: u.max_pct, pause: u.regain_after }
+}
+
+/// An outcome without usage figures: a request refused before sending, or one whose answer
+/// never arrived.
+fn no_usage(outcome: BatchOutcome) -> Fetched {
+    Fetched { outcome, usage_pct: 0, pause: None }
+}
+
+impl Platform for FacebookPlatform {
+    fn name(&self) -> &'static str {
+        "facebook"
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_IDS
+    }
+
+    /// Facebook counts every id of a multi-id request as one call.
+    fn cost(&self, ids: usize) -> u32 {
+        u32::try_from(ids).unwrap_or(u32::MAX)
+    }
+
+    fn fetch(&self, ids: Vec<String>) -> FetchFuture {
+        if ids.is_empty() || ids.len() > MAX_IDS {
+            // A broken caller, not a platform answer: refuse rather than let batch_url panic
+            // inside a spawned task.
+            let message = format!("a Graph API batch names 1..={MAX_IDS} ids, not {}", ids.len());
+            return Box::pin(std::future::ready(no_usage(BatchOutcome::Rejected { code: -1, message })));
+        }
+        let s = &self.settings;
+        let url = {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            batch_url(&s.base_url, &s.version, &refs, &s.token)
+        };
+        let client = self.client.clone();
+        Box::pin(async move {
+            match http::get(&client, &url, None, [APP_USAGE_HEADER, BUSINESS_USAGE_HEADER]).await {
+                Err(outcome) => no_usage(outcome),
+                Ok(answer) => {
+                    let [app, business] = &answer.headers;
+                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    fetched(answer.status, app.as_deref(), business.as_deref(), &answer.body, &refs)
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +283,16 @@ mod tests {
             access_token: Some("secret".into()),
         };
         let r = respond(cfg, &q, seq, NOW);
-        interpret(r.status, r.body.as_bytes(), ids, usage(Some(&r.app_usage), Some(&r.business_usage)))
+        fetched(r.status, Some(&r.app_usage), Some(&r.business_usage), r.body.as_bytes(), ids).outcome
+    }
+
+    fn settings() -> FacebookSettings {
+        FacebookSettings {
+            base_url: "https://graph.facebook.com".into(),
+            version: "v19.0".into(),
+            token: Token::new("EAAB-very-secret"),
+            timeout: Duration::from_secs(10),
+        }
     }
 
     #[test]
@@ -205,12 +302,6 @@ mod tests {
             url,
             "https://graph.facebook.com/v19.0/?ids=cocacola%2Ca%20b%2Cx%2Cy&fields=fan_count%2Cfollowers_count&access_token=t%26k%3D1"
         );
-    }
-
-    #[test]
-    fn token_never_prints() {
-        let t = Token::new("EAAB-very-secret");
-        assert_eq!(format!("{t} {t:?}"), "*** Token(***)");
     }
 
     #[test]
@@ -291,5 +382,43 @@ mod tests {
         assert_eq!(p[0].1, PageResult::Counts { fans: 5, followers: None });
         assert!(matches!(p[1].1, PageResult::Failed { code: -1, .. }));
         assert!(matches!(p[2].1, PageResult::Failed { code: -1, .. }));
+    }
+
+    #[test]
+    fn usage_and_pause_come_with_every_outcome() {
+        let cfg = SimConfig { throttle_every: std::num::NonZeroU64::new(4), ..SimConfig::default() };
+        let q = ApiQuery {
+            ids: Some(page_id(1)),
+            fields: Some("fan_count,followers_count".into()),
+            access_token: Some("secret".into()),
+        };
+        let mut seen = Vec::new();
+        for seq in 1..=4 {
+            let r = respond(&cfg, &q, seq, NOW);
+            let f = fetched(r.status, Some(&r.app_usage), Some(&r.business_usage), r.body.as_bytes(), &["page-000001"]);
+            seen.push((f.usage_pct, f.pause, matches!(f.outcome, BatchOutcome::Throttled { .. })));
+        }
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(seen, [(25, None, false), (50, None, false), (75, None, false), (100, minute, true)]);
+    }
+
+    #[test]
+    fn the_platform_describes_itself_without_its_token() {
+        let p = FacebookPlatform::new(settings()).expect("a valid configuration");
+        assert_eq!((p.name(), p.max_batch(), p.cost(1), p.cost(50)), ("facebook", 50, 1, 50));
+        let debug = format!("{p:?}");
+        assert!(debug.contains("graph.facebook.com") && !debug.contains("very-secret"), "{debug}");
+        let bad = FacebookSettings { base_url: "graph.facebook.com".into(), ..settings() };
+        assert!(matches!(FacebookPlatform::new(bad), Err(http::Error::BaseUrl { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_the_wrong_size_is_refused_without_a_request() {
+        let p = FacebookPlatform::new(settings()).expect("a valid configuration");
+        for n in [0, MAX_IDS + 1] {
+            let f = p.fetch((1..=n as u64).map(page_id).collect()).await;
+            assert!(matches!(f.outcome, BatchOutcome::Rejected { code: -1, .. }), "{n}: {f:?}");
+            assert_eq!((f.usage_pct, f.pause), (0, None));
+        }
     }
 }

@@ -2,13 +2,19 @@
 //! account with its `followers_count` (an account has followers, not fans: both figures carry
 //! `followers_count`). One account per request; rate limits come as `X-RateLimit-Limit`,
 //! `X-RateLimit-Remaining` and `X-RateLimit-Reset` (an RFC 3339 time) headers, and HTTP 429 when
-//! exceeded. Plain functions, like [`super::facebook`]; the transport calls them.
+//! exceeded. Plain functions, like [`super::facebook`], and [`MastodonPlatform`], the thin
+//! [`Platform`] over them that sends the requests.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::platform::{BatchOutcome, PageResult};
+use super::http;
+pub use super::http::Token;
+use super::platform::{BatchOutcome, FetchFuture, Fetched, PageResult, Platform};
+use crate::clock::{Clock, SystemClock};
 
 /// The lookup URL for account `acct` (`user` on that instance, or `user@other.instance`) on
 /// `instance` (e.g. `https://mastodon.social`).
@@ -81,6 +87,103 @@ pub fn interpret(status: u16, body: &[u8], acct: &str, limit: RateLimit) -> Batc
     match v.get("followers_count").and_then(Value::as_u64) {
         Some(n) => BatchOutcome::Pages(vec![(acct.to_string(), PageResult::Counts { fans: n, followers: Some(n) })]),
         None => BatchOutcome::Malformed { reason: "the account has no followers_count".into() },
+    }
+}
+
+/// The rate-limit headers, in the order [`rate_limit`] takes them.
+pub const RATE_LIMIT_HEADERS: [&str; 3] = ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"];
+
+/// Where and how [`MastodonPlatform`] reaches an instance.
+#[derive(Debug, Clone)]
+pub struct MastodonSettings {
+    /// The instance's origin, e.g. `https://mastodon.social` (or a simulator's
+    /// `http://127.0.0.1:8787`). Accounts elsewhere are looked up as `user@other.instance`.
+    pub base_url: String,
+    /// An access token, sent as `Authorization: Bearer`. Account lookups are public, so none is
+    /// needed; an authenticated client gets the per-account rate limit instead of the per-IP
+    /// one. Never printed.
+    pub token: Option<Token>,
+    /// Longest one request may take, from connecting to the last byte of the body; a slower
+    /// request ends as [`BatchOutcome::Transient`] with status 0.
+    pub timeout: Duration,
+}
+
+/// A Mastodon instance as a [`Platform`]: one account lookup per [`fetch`](Platform::fetch),
+/// its rate-limit headers reported alongside the outcome. Cheap to clone.
+#[derive(Clone)]
+pub struct MastodonPlatform {
+    settings: Arc<MastodonSettings>,
+    client: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for MastodonPlatform {
+    /// The settings (a token prints as `***`), not the client's internals.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MastodonPlatform").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl MastodonPlatform {
+    /// A client for `settings` reading `X-RateLimit-Reset` against the system clock.
+    pub fn new(settings: MastodonSettings) -> http::Result<Self> {
+        Self::with_clock(settings, Arc::new(SystemClock))
+    }
+
+    /// A client that reads `X-RateLimit-Reset` against `clock`: a test shares its clock with
+    /// the simulator so the reset falls an exact time away. Fails on a base URL that is not an
+    /// absolute http(s) URL, or when the TLS backend cannot start.
+    pub fn with_clock(settings: MastodonSettings, clock: Arc<dyn Clock>) -> http::Result<Self> {
+        http::check_base_url(&settings.base_url)?;
+        let client = http::client(settings.timeout)?;
+        Ok(Self { settings: Arc::new(settings), client, clock })
+    }
+
+    /// The settings it was built from.
+    pub fn settings(&self) -> &MastodonSettings {
+        &self.settings
+    }
+}
+
+/// What one lookup answer for `acct` comes to: `status`, the three `X-RateLimit-*` headers (in
+/// the order of [`RATE_LIMIT_HEADERS`]) and `body` as received, read at `now_ms`.
+pub fn fetched(status: u16, headers: [Option<&str>; 3], body: &[u8], acct: &str, now_ms: i64) -> Fetched {
+    let [limit, remaining, reset] = headers;
+    let rl = rate_limit(limit, remaining, reset, now_ms);
+    Fetched { outcome: interpret(status, body, acct, rl), usage_pct: rl.used_pct, pause: rl.reset_after }
+}
+
+impl Platform for MastodonPlatform {
+    fn name(&self) -> &'static str {
+        "mastodon"
+    }
+
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    fn cost(&self, _ids: usize) -> u32 {
+        1
+    }
+
+    fn fetch(&self, ids: Vec<String>) -> FetchFuture {
+        let Ok([acct]) = <[String; 1]>::try_from(ids) else {
+            // A broken caller, not a platform answer: Mastodon looks up one account at a time.
+            let message = "a Mastodon lookup names exactly one account".to_string();
+            let outcome = BatchOutcome::Rejected { code: -1, message };
+            return Box::pin(std::future::ready(Fetched { outcome, usage_pct: 0, pause: None }));
+        };
+        let url = lookup_url(&self.settings.base_url, &acct);
+        let (client, clock, settings) = (self.client.clone(), self.clock.clone(), self.settings.clone());
+        Box::pin(async move {
+            match http::get(&client, &url, settings.token.as_ref(), RATE_LIMIT_HEADERS).await {
+                Err(outcome) => Fetched { outcome, usage_pct: 0, pause: None },
+                Ok(answer) => {
+                    let headers = answer.headers.each_ref().map(Option::as_deref);
+                    fetched(answer.status, headers, &answer.body, &acct, clock.now().timestamp_millis())
+                }
+            }
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod dispatch;
 pub mod facebook;
+pub mod http;
 pub mod limiter;
 pub mod mastodon;
 pub mod platform;

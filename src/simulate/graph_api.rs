@@ -24,6 +24,10 @@
 //! rising towards 100 % as the next every-Nth throttle approaches, so a client can slow down.
 //! Faults are a hash of (seed, request number): the same seed and request sequence give the same
 //! faults.
+//!
+//! The same server answers Mastodon's account lookup at [`mastodon::LOOKUP_PATH`] (see
+//! [`super::mastodon`]), from the same configuration: Graph and Mastodon requests share one
+//! numbering, so one fault sequence covers both, and `/stats` counts both.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -32,11 +36,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use actix_web::http::header;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::mastodon::{self, LookupQuery};
 use super::trajectory::{self, mix, page_index};
 use crate::clock::{Clock, SystemClock};
 
@@ -193,7 +199,8 @@ pub struct ApiQuery {
     pub access_token: Option<String>,
 }
 
-/// How a request was answered.
+/// How a request was answered (Mastodon lookups map onto the same kinds: 429 is `Throttled`,
+/// 503 `ServerError`, 401 `InvalidToken`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// 200 with a JSON body.
@@ -208,6 +215,8 @@ pub enum Outcome {
     InvalidToken,
     /// 400 with code 100 (ids or fields).
     BadRequest,
+    /// Mastodon only: 404, no such account.
+    NotFound,
 }
 
 /// A reply, before it is written.
@@ -272,21 +281,22 @@ pub fn respond(cfg: &SimConfig, q: &ApiQuery, seq: u64, now_ms: i64) -> Reply {
     } else {
         match success_body(cfg, q, now_ms, &mut reply) {
             Err(msg) => set(&mut reply, 400, Outcome::BadRequest, error_body(&msg, 100, false, seq)),
-            Ok(body) if plan.malformed => {
-                // Three kinds of broken reply, none of them valid JSON: a truncated body (a
-                // proper prefix of an object never closes it), an HTML error page, nothing.
-                let cut = (0..=body.len() / 2).rev().find(|i| body.is_char_boundary(*i)).unwrap_or(0).max(1);
-                let broken = match seq % 3 {
-                    0 => body[..cut.min(body.len())].to_string(),
-                    1 => "<html><body>502 Bad Gateway</body></html>".to_string(),
-                    _ => String::new(),
-                };
-                set(&mut reply, 200, Outcome::Malformed, broken);
-            }
+            Ok(body) if plan.malformed => set(&mut reply, 200, Outcome::Malformed, broken_body(&body, seq)),
             Ok(body) => set(&mut reply, 200, Outcome::Ok, body),
         }
     }
     reply
+}
+
+/// `body` (a JSON object) broken for request `seq`, in one of three ways, none of them valid
+/// JSON: truncated (a proper prefix of an object never closes it), an HTML error page, nothing.
+pub(crate) fn broken_body(body: &str, seq: u64) -> String {
+    let cut = (0..=body.len() / 2).rev().find(|i| body.is_char_boundary(*i)).unwrap_or(0).max(1);
+    match seq % 3 {
+        0 => body[..cut.min(body.len())].to_string(),
+        1 => "<html><body>502 Bad Gateway</body></html>".to_string(),
+        _ => String::new(),
+    }
 }
 
 /// The body of a valid request, or the message of a code-100 error. Fills `served` and
@@ -348,7 +358,8 @@ fn success_body(cfg: &SimConfig, q: &ApiQuery, now_ms: i64, reply: &mut Reply) -
 #[derive(Debug)]
 pub struct Stats {
     requests: AtomicU64,
-    outcomes: [AtomicU64; 6],
+    mastodon_requests: AtomicU64,
+    outcomes: [AtomicU64; 7],
     slow: AtomicU64,
     unknown_ids: AtomicU64,
     /// Times each page (index - 1) was served; saturates rather than wraps.
@@ -358,8 +369,11 @@ pub struct Stats {
 /// A copy of the counters, also served as JSON at `/stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
-    /// Requests to the API path.
+    /// Requests to either API (Graph and Mastodon requests share this numbering, which plans
+    /// the faults).
     pub requests: u64,
+    /// Of `requests`, Mastodon account lookups.
+    pub mastodon_requests: u64,
     /// 200 with counts.
     pub ok: u64,
     /// 200 with an invalid body.
@@ -372,9 +386,12 @@ pub struct StatsSnapshot {
     pub invalid_token: u64,
     /// Bad ids or fields (code 100).
     pub bad_request: u64,
+    /// Mastodon lookups of accounts outside the population (404); each also counts in
+    /// `unknown_ids`.
+    pub not_found: u64,
     /// Delayed replies.
     pub slow: u64,
-    /// Per-id errors for ids outside the population.
+    /// Per-id errors for ids outside the population (Mastodon 404s included).
     pub unknown_ids: u64,
     /// Page counts served in 200 replies (malformed ones included: the server cannot know the
     /// client failed to read them).
@@ -389,6 +406,7 @@ impl Stats {
     fn new(pages: u64) -> Self {
         Self {
             requests: AtomicU64::new(0),
+            mastodon_requests: AtomicU64::new(0),
             outcomes: Default::default(),
             slow: AtomicU64::new(0),
             unknown_ids: AtomicU64::new(0),
@@ -396,11 +414,26 @@ impl Stats {
         }
     }
 
+    /// The next request number (from 1), for either API.
+    fn number(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn record(&self, reply: &Reply) {
-        self.outcomes[reply.outcome as usize].fetch_add(1, Ordering::Relaxed);
-        self.slow.fetch_add(u64::from(!reply.delay.is_zero()), Ordering::Relaxed);
-        self.unknown_ids.fetch_add(reply.unknown_ids, Ordering::Relaxed);
-        for i in &reply.served {
+        self.record_parts(reply.outcome, reply.delay, &reply.served, reply.unknown_ids);
+    }
+
+    fn record_mastodon(&self, reply: &mastodon::Reply) {
+        self.mastodon_requests.fetch_add(1, Ordering::Relaxed);
+        let unknown = u64::from(reply.outcome == Outcome::NotFound);
+        self.record_parts(reply.outcome, reply.delay, reply.served.as_slice(), unknown);
+    }
+
+    fn record_parts(&self, outcome: Outcome, delay: Duration, served: &[u64], unknown_ids: u64) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.slow.fetch_add(u64::from(!delay.is_zero()), Ordering::Relaxed);
+        self.unknown_ids.fetch_add(unknown_ids, Ordering::Relaxed);
+        for i in served {
             if let Some(c) = self.serves.get((*i - 1) as usize) {
                 // Err only when already saturated at u32::MAX, which is then the right value.
                 let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_add(1));
@@ -423,12 +456,14 @@ impl Stats {
         }
         StatsSnapshot {
             requests: self.requests.load(Ordering::Relaxed),
+            mastodon_requests: self.mastodon_requests.load(Ordering::Relaxed),
             ok: o(Outcome::Ok),
             malformed: o(Outcome::Malformed),
             throttled: o(Outcome::Throttled),
             server_errors: o(Outcome::ServerError),
             invalid_token: o(Outcome::InvalidToken),
             bad_request: o(Outcome::BadRequest),
+            not_found: o(Outcome::NotFound),
             slow: self.slow.load(Ordering::Relaxed),
             unknown_ids: self.unknown_ids.load(Ordering::Relaxed),
             pages_served: total,
@@ -444,7 +479,7 @@ struct State {
 }
 
 async fn graph(state: web::Data<State>, q: web::Query<ApiQuery>) -> HttpResponse {
-    let seq = state.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let seq = state.stats.number();
     // Counts are taken at arrival, before any delay, so a test's expected time is the one it set.
     let reply = respond(&state.cfg, &q, seq, state.cfg.clock.now().timestamp_millis());
     state.stats.record(&reply);
@@ -455,6 +490,23 @@ async fn graph(state: web::Data<State>, q: web::Query<ApiQuery>) -> HttpResponse
         .content_type("application/json; charset=UTF-8")
         .insert_header(("X-App-Usage", reply.app_usage))
         .insert_header(("X-Business-Use-Case-Usage", reply.business_usage))
+        .body(reply.body)
+}
+
+async fn mastodon_lookup(state: web::Data<State>, q: web::Query<LookupQuery>, req: HttpRequest) -> HttpResponse {
+    let seq = state.stats.number();
+    // A header that is not visible ASCII is no bearer token: answered like an invalid one.
+    let authorization = req.headers().get(header::AUTHORIZATION).map(|h| h.to_str().unwrap_or(""));
+    let reply = mastodon::respond(&state.cfg, &q, authorization, seq, state.cfg.clock.now().timestamp_millis());
+    state.stats.record_mastodon(&reply);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    HttpResponse::build(StatusCode::from_u16(reply.status).expect("respond only uses 200, 401, 404, 429 and 503"))
+        .content_type("application/json; charset=utf-8")
+        .insert_header(("X-RateLimit-Limit", reply.limit.to_string()))
+        .insert_header(("X-RateLimit-Remaining", reply.remaining.to_string()))
+        .insert_header(("X-RateLimit-Reset", reply.reset))
         .body(reply.body)
 }
 
@@ -495,8 +547,9 @@ impl SimServer {
     }
 }
 
-/// Validates `cfg` and starts the simulator on the current actix system, serving the API at
-/// `/{version}/` and the counters at `/stats`. Signals are left to the caller. The server starts
+/// Validates `cfg` and starts the simulator on the current actix system, serving the Graph API
+/// at `/{version}/`, Mastodon's account lookup at [`mastodon::LOOKUP_PATH`] and the counters at
+/// `/stats`. Signals are left to the caller. The server starts
 /// accepting only once the calling task yields: a test must not make blocking requests from the
 /// system's own thread (use `spawn_blocking` or another thread).
 pub fn start(cfg: SimConfig, addr: SocketAddr) -> Result<SimServer> {
@@ -508,6 +561,7 @@ pub fn start(cfg: SimConfig, addr: SocketAddr) -> Result<SimServer> {
         App::new()
             .app_data(state.clone())
             .service(web::resource(paths.clone()).route(web::get().to(graph)))
+            .route(mastodon::LOOKUP_PATH, web::get().to(mastodon_lookup))
             .route("/stats", web::get().to(stats_handler))
             .default_service(web::to(unknown_path))
     })
