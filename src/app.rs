@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, PlatformConfig};
 use crate::engine::aggregate::{merge_fn, Flush};
 use crate::engine::shutdown::Reason;
 use crate::engine::{AggregatorActor, OffsetStore, PipelineSpec, Router, Shutdown, Sink, TaskFactory};
@@ -26,7 +26,13 @@ use crate::kafka::source::{self, Source, SourceContext};
 use crate::kafka::{admin, KafkaSink};
 use crate::metrics::Metrics;
 use crate::pipelines::fans::{self, FansProcessor, FansTopView};
+use crate::pipelines::pages::{self, PagesProcessor, PlatformQueue};
 use crate::pipelines::posts::{self, HashtagTrending, PostsProcessor};
+use crate::poll::dispatch::{Dispatcher, Policy};
+use crate::poll::facebook::{FacebookPlatform, FacebookSettings, Token};
+use crate::poll::limiter::{Backoff, Limits};
+use crate::poll::mastodon::{MastodonPlatform, MastodonSettings};
+use crate::poll::platform::Platform;
 use crate::{engine, http};
 
 /// Why `run` failed.
@@ -44,6 +50,9 @@ pub enum Error {
     /// The consumer could not start.
     #[error(transparent)]
     Source(#[from] source::Error),
+    /// A platform client could not be built.
+    #[error("{0}")]
+    Platform(String),
     /// Every pipeline is disabled.
     #[error("no pipeline is enabled (pipelines.*.enabled)")]
     NothingToRun,
@@ -72,15 +81,85 @@ impl OffsetStore for ConsumerOffsets {
     }
 }
 
+/// What [`pipelines`] starts.
+struct Pipelines {
+    /// One per enabled pipeline.
+    factories: Vec<Arc<dyn TaskFactory>>,
+    /// Aggregates to flush at shutdown.
+    aggregators: Vec<Recipient<Flush>>,
+    /// The thread of the platform dispatchers, stopped once the tasks are drained.
+    dispatchers: Option<Arbiter>,
+}
+
+/// The limits and retry policy of a platform's config.
+fn policy(p: &PlatformConfig) -> Policy {
+    Policy {
+        limits: Limits {
+            rate_per_sec: p.rate_per_sec,
+            burst: p.burst,
+            max_in_flight: p.max_in_flight,
+            saturated_pause_ms: i64::try_from(p.saturated_pause.as_millis()).unwrap_or(i64::MAX),
+        },
+        backoff: Backoff { base: p.retry_base, max: p.retry_max, attempts: p.retries },
+    }
+}
+
+/// The enabled platforms' clients, each with its config section.
+fn platforms(cfg: &Config) -> Result<Vec<(Arc<dyn Platform>, &PlatformConfig)>, Error> {
+    let mut out: Vec<(Arc<dyn Platform>, &PlatformConfig)> = Vec::new();
+    let bad = |section: &str, e: crate::poll::http::Error| Error::Platform(format!("platforms.{section}: {e}"));
+    if cfg.facebook.enabled {
+        let f = &cfg.facebook;
+        let token = f.access_token.clone().unwrap_or_else(|| {
+            tracing::warn!(
+                "platforms.facebook.access_token is not set (env PAGEPULSE_FACEBOOK_TOKEN): \
+                 the Graph API will refuse every request"
+            );
+            Token::new("")
+        });
+        let settings =
+            FacebookSettings { base_url: f.base_url.clone(), version: f.version.clone(), token, timeout: f.timeout };
+        out.push((Arc::new(FacebookPlatform::new(settings).map_err(|e| bad("facebook", e))?), f));
+    }
+    if cfg.mastodon.enabled {
+        let m = &cfg.mastodon;
+        let settings =
+            MastodonSettings { base_url: m.base_url.clone(), token: m.access_token.clone(), timeout: m.timeout };
+        out.push((Arc::new(MastodonPlatform::new(settings).map_err(|e| bad("mastodon", e))?), m));
+    }
+    Ok(out)
+}
+
 /// The pipelines `cfg` enables, with the aggregators that must be flushed at shutdown.
-fn pipelines(
-    cfg: &Config,
-    sink: Arc<dyn Sink>,
-    metrics: &Metrics,
-    clock: Arc<dyn Clock>,
-) -> (Vec<Arc<dyn TaskFactory>>, Vec<Recipient<Flush>>) {
+fn pipelines(cfg: &Config, sink: Arc<dyn Sink>, metrics: &Metrics, clock: Arc<dyn Clock>) -> Result<Pipelines, Error> {
     let mut factories: Vec<Arc<dyn TaskFactory>> = Vec::new();
     let mut aggregators = Vec::new();
+    let mut dispatchers = None;
+    if cfg.pages.enabled {
+        let arbiter = Arbiter::new();
+        let mut queues = Vec::new();
+        for (platform, pc) in platforms(cfg)? {
+            let (policy, sink, m, clock) = (policy(pc), sink.clone(), metrics.clone(), clock.clone());
+            let name = platform.name();
+            let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| {
+                Dispatcher::new(platform, &policy, sink, &m, clock)
+            });
+            queues.push(PlatformQueue { name, queue: Arc::new(addr) });
+        }
+        dispatchers = Some(arbiter);
+        let (pc, m, clock) = (cfg.pages.clone(), metrics.clone(), clock.clone());
+        factories.push(Arc::new(
+            PipelineSpec::new(
+                pages::PIPELINE,
+                vec![pages::INPUT],
+                move |_| PagesProcessor::new(&pc, &queues, &m, clock.clone()),
+                sink.clone(),
+                None,
+                metrics.clone(),
+            )
+            .reread_on_assignment(),
+        ));
+    }
     if cfg.posts.enabled {
         let trending = Arc::new(Mutex::new(HashtagTrending::new(&cfg.posts, metrics.clone())));
         let actor = AggregatorActor::new(trending.clone(), cfg.posts.trending_emit_interval, sink.clone()).start();
@@ -109,7 +188,7 @@ fn pipelines(
             metrics.clone(),
         )));
     }
-    (factories, aggregators)
+    Ok(Pipelines { factories, aggregators, dispatchers })
 }
 
 /// Logical topics the enabled pipelines read or write.
@@ -120,6 +199,12 @@ pub fn required_topics(cfg: &Config) -> Vec<&'static str> {
     }
     if cfg.fans.enabled {
         t.extend([fans::INPUT, fans::STATS, fans::TOP]);
+    }
+    if cfg.pages.enabled {
+        t.push(pages::INPUT);
+        if !cfg.fans.enabled {
+            t.push(fans::INPUT);
+        }
     }
     t
 }
@@ -139,7 +224,8 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz)");
 
     let sink = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone())?);
-    let (factories, aggregators) = pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock));
+    let Pipelines { factories, aggregators, dispatchers } =
+        pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock))?;
     if factories.is_empty() {
         return Err(Error::NothingToRun);
     }
@@ -179,6 +265,10 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     drop(router); // closes every inbox: tasks finish what they hold, then stop
     if timeout_at(deadline, done_rx.recv()).await.is_err() {
         tracing::warn!("tasks did not finish before the shutdown deadline; unfinished work will be redone");
+    }
+    // Polls still in flight are abandoned: their pages are polled at their next slot.
+    if let Some(d) = &dispatchers {
+        d.stop();
     }
     for agg in &aggregators {
         if timeout_at(deadline, agg.send(Flush)).await.is_err() {

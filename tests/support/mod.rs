@@ -157,11 +157,17 @@ impl TestEnv {
 
     /// Starts `pagepulse run` with its HTTP endpoint on a free port.
     pub fn start(&self) -> Pagepulse {
+        self.start_with(&[])
+    }
+
+    /// Starts `pagepulse run` with extra environment variables (config overrides).
+    pub fn start_with(&self, vars: &[(&str, &str)]) -> Pagepulse {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = tempfile::NamedTempFile::new().expect("log file");
         let child = self
             .cli(&["run"])
+            .envs(vars.iter().copied())
             .env("PAGEPULSE_HTTP_LISTEN", &addr)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log.reopen().expect("reopen log")))
