@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# pagepulse's main job on one machine: a local broker (tansu), the topics, the pipelines, and a
-# demo producer, with results printed as they flow. Ctrl-C stops everything.
+# pagepulse's main job on one machine: a local broker (tansu), the topics, a simulated Graph API
+# and Mastodon (`pagepulse simulate graph-api`), the pipelines, demo pages to track and a demo
+# post producer, with results printed as they flow. Ctrl-C stops everything.
 #   usage: scripts/quickstart.sh [--duration SECONDS]
 # Environment: PAGEPULSE_BROKERS (default 127.0.0.1:9092; a broker already listening there is
-# reused), PAGEPULSE_HTTP_LISTEN (default 127.0.0.1:9898), DEMO_RATE (posts/s, default 20).
+# reused), PAGEPULSE_HTTP_LISTEN (default 127.0.0.1:9898), SIM_LISTEN (default 127.0.0.1:8787),
+# DEMO_PAGES (default 2000), DEMO_INTERVAL_S (default 20), DEMO_RATE (posts/s, default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -34,6 +36,19 @@ else
 fi
 
 $PP topics create
+
+# A simulated platform: deterministic audiences, with a few faults to show how they are handled.
+SIM_LISTEN="${SIM_LISTEN:-127.0.0.1:8787}"
+DEMO_PAGES="${DEMO_PAGES:-2000}"
+$PP simulate graph-api --listen "$SIM_LISTEN" --pages "$DEMO_PAGES" --error-rate 0.02 --malformed-rate 0.01 \
+  >"$RUN_DIR/simulator.log" 2>&1 &
+PIDS+=("$!")
+export PAGEPULSE__platforms__facebook__base_url="http://$SIM_LISTEN"
+export PAGEPULSE__platforms__mastodon__base_url="http://$SIM_LISTEN"
+export PAGEPULSE__platforms__mastodon__rate_per_sec=100
+export PAGEPULSE_FACEBOOK_TOKEN="${PAGEPULSE_FACEBOOK_TOKEN:-demo-token}"
+echo "simulated Graph API and Mastodon on http://$SIM_LISTEN ($DEMO_PAGES pages; log: $RUN_DIR/simulator.log)"
+
 $PP run >"$RUN_DIR/pagepulse.log" 2>&1 &
 PIDS+=("$!")
 echo "pagepulse running (log: $RUN_DIR/pagepulse.log); waiting until ready..."
@@ -43,20 +58,26 @@ for _ in $(seq 1 300); do
 done
 curl -sf "http://$PAGEPULSE_HTTP_LISTEN/readyz" >/dev/null || { echo "pagepulse did not become ready; see $RUN_DIR/pagepulse.log" >&2; exit 1; }
 
+# Track the demo pages (every 10th on Mastodon, 3 unknown to the platform: they show as failing).
+$PP demo pages --count "$DEMO_PAGES" --interval-s "${DEMO_INTERVAL_S:-20}" --mastodon-every 10 --unknown 3
 $PP demo posts --rate "${DEMO_RATE:-20}" --bad-every 25 2>"$RUN_DIR/demo.log" &
 PIDS+=("$!")
 cat <<EOT
 
-pagepulse is ready. Results flow below (posts.analysis). Elsewhere, try:
+pagepulse is ready and polling $DEMO_PAGES pages. Results flow below (fans.top: the top pages by
+24 h growth and by 24 h delta, every 10 s when changed). Elsewhere, try:
+  $PP consume fans.stats                   # rolling figures of every page after each poll
+  $PP consume posts.analysis               # word counts, hashtags and mentions of each post
   $PP consume posts.trending -b            # top hashtags of the last hour, every 5 s when changed
   $PP consume deadletter -b -f json        # malformed posts with the reason in headers
+  curl -s http://$PAGEPULSE_HTTP_LISTEN/metrics | grep -E '^pagepulse_(polls|pages|schedule)'
   curl -s http://$PAGEPULSE_HTTP_LISTEN/metrics | grep ^pagepulse_
   (on a real Kafka cluster kcat works too: kcat -C -b HOST:9092 -t posts.analysis)
 Ctrl-C stops everything.
 
 EOT
 if [ "$DURATION" -gt 0 ]; then
-  timeout "$DURATION" $PP consume posts.analysis || true
+  timeout "$DURATION" $PP consume fans.top || true
 else
-  $PP consume posts.analysis
+  $PP consume fans.top
 fi

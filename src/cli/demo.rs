@@ -1,4 +1,5 @@
-//! `pagepulse demo posts`: a demo producer of social posts, for the quickstart and benchmarks.
+//! `pagepulse demo posts` and `demo pages`: demo producers of social posts and of tracked pages,
+//! for the quickstart and benchmarks.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,39 @@ use crate::kafka::client;
 pub enum DemoCommand {
     /// Produce social posts to the `posts` topic.
     Posts(PostsArgs),
+    /// Track the simulator's pages (page-000001 ... page-N) in the `pages` topic, then exit.
+    Pages(PagesArgs),
+}
+
+/// Arguments of `demo pages`.
+#[derive(Debug, Args)]
+pub struct PagesArgs {
+    /// Pages to track: page-000001 ..= page-N (the ids `simulate graph-api --pages N` serves).
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Poll interval of every page, in seconds (10 to 86400).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub interval_s: u64,
+    /// Track every Nth page on Mastodon instead of Facebook; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    pub mastodon_every: u64,
+    /// Also track this many Facebook pages the simulator does not know (they show up as failing).
+    #[arg(long, default_value_t = 0)]
+    pub unknown: u64,
+    /// Stop tracking the pages instead (tombstones).
+    #[arg(long)]
+    pub untrack: bool,
+}
+
+/// The `pages` record (key, value) of simulated page `i`; `None` value for a tombstone.
+pub fn page_record(i: u64, args: &PagesArgs) -> (String, Option<String>) {
+    let id = crate::simulate::trajectory::page_id(i);
+    let platform = if args.mastodon_every > 0 && i % args.mastodon_every == 0 { "mastodon" } else { "facebook" };
+    let key = format!("{platform}:{id}");
+    let value = (!args.untrack).then(|| {
+        serde_json::json!({ "platform": platform, "page_id": id, "interval_s": args.interval_s }).to_string()
+    });
+    (key, value)
 }
 
 /// Arguments of `demo posts`.
@@ -145,14 +179,46 @@ pub fn malformed(k: u64, n: u64) -> Vec<u8> {
     }
 }
 
-/// Runs a demo producer.
-pub fn run(cmd: &DemoCommand, cfg: &Config) -> anyhow::Result<()> {
-    let DemoCommand::Posts(args) = cmd;
+/// A producer for demo records, once the broker answers.
+fn producer(cfg: &Config) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
     let admin = client::admin(&cfg.kafka)?;
     client::metadata(&admin, &cfg.kafka)?;
     let mut pc = client::base(&cfg.kafka);
     pc.set("linger.ms", "10").set("batch.num.messages", "10000").set("queue.buffering.max.messages", "1000000");
-    let producer: ThreadedProducer<DefaultProducerContext> = pc.create()?;
+    Ok(pc.create()?)
+}
+
+/// Runs a demo producer.
+pub fn run(cmd: &DemoCommand, cfg: &Config) -> anyhow::Result<()> {
+    match cmd {
+        DemoCommand::Posts(args) => posts(args, cfg),
+        DemoCommand::Pages(args) => pages(args, cfg),
+    }
+}
+
+fn pages(args: &PagesArgs, cfg: &Config) -> anyhow::Result<()> {
+    let producer = producer(cfg)?;
+    let topic = cfg.topic(crate::pipelines::pages::INPUT);
+    let started = Instant::now();
+    let unknown = (1..=args.unknown).map(|k| crate::simulate::graph_api::MAX_PAGES + k);
+    let mut sent = 0u64;
+    for i in (1..=args.count).chain(unknown) {
+        let (key, value) = page_record(i, args);
+        let mut rec = BaseRecord::to(&topic).key(key.as_bytes());
+        if let Some(v) = &value {
+            rec = rec.payload(v.as_bytes());
+        }
+        client::send_waiting(&producer, rec, || {})?;
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let verb = if args.untrack { "untracked" } else { "tracked" };
+    eprintln!("{verb} {sent} pages in {topic} in {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn posts(args: &PostsArgs, cfg: &Config) -> anyhow::Result<()> {
+    let producer = producer(cfg)?;
     let topic = cfg.topic("posts");
     let mut rng = StdRng::seed_from_u64(args.seed);
     let started = Instant::now();
