@@ -249,8 +249,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_transient_and_names_no_token() {
-        let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
-        // The listener is dropped: nothing listens there any more.
+        // Bound without `listen`: connections are refused, and no other test takes the port.
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.bind("127.0.0.1:0".parse().expect("literal address")).expect("a free port");
+        let addr = socket.local_addr().expect("its address");
         let c = client(Duration::from_secs(5)).expect("client");
         let outcome = get(&c, &url_at(addr), Some(&Token::new(SECRET)), []).await.expect_err("refused");
         let message = assert_clean(&outcome);

@@ -252,4 +252,56 @@ mod tests {
         assert_eq!(rate_limit(None, Some("1"), None, NOW), RateLimit::default());
         assert_eq!(rate_limit(Some("x"), Some("1"), None, NOW), RateLimit::default());
     }
+
+    fn settings() -> MastodonSettings {
+        MastodonSettings {
+            base_url: "https://mastodon.social".into(),
+            token: Some(Token::new("very-secret-bearer")),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn usage_and_pause_come_with_every_outcome() {
+        let reset = Some("2026-11-23T10:01:00.000Z");
+        let ok = br#"{"id":"1","acct":"a","followers_count":7}"#;
+        let f = fetched(200, [Some("300"), Some("60"), reset], ok, "a", NOW);
+        assert_eq!(
+            f.outcome,
+            BatchOutcome::Pages(vec![("a".into(), PageResult::Counts { fans: 7, followers: Some(7) })])
+        );
+        assert_eq!((f.usage_pct, f.pause), (80, None));
+        let f = fetched(429, [Some("300"), Some("0"), reset], br#"{"error":"Too many requests"}"#, "a", NOW);
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(
+            f,
+            Fetched {
+                outcome: BatchOutcome::Throttled { code: 429, retry_after: minute },
+                usage_pct: 100,
+                pause: minute
+            }
+        );
+        let f = fetched(200, [None, None, None], ok, "a", NOW);
+        assert_eq!((f.usage_pct, f.pause), (0, None), "no headers, no usage");
+    }
+
+    #[test]
+    fn the_platform_describes_itself_without_its_token() {
+        let p = MastodonPlatform::new(settings()).expect("a valid configuration");
+        assert_eq!((p.name(), p.max_batch(), p.cost(1)), ("mastodon", 1, 1));
+        let debug = format!("{p:?}");
+        assert!(debug.contains("mastodon.social") && !debug.contains("very-secret"), "{debug}");
+        let bad = MastodonSettings { base_url: "mastodon.social".into(), ..settings() };
+        assert!(matches!(MastodonPlatform::new(bad), Err(http::Error::BaseUrl { .. })));
+    }
+
+    #[tokio::test]
+    async fn anything_but_one_account_is_refused_without_a_request() {
+        let p = MastodonPlatform::new(settings()).expect("a valid configuration");
+        for ids in [vec![], vec!["a".to_string(), "b".to_string()]] {
+            let f = p.fetch(ids).await;
+            assert!(matches!(f.outcome, BatchOutcome::Rejected { code: -1, .. }), "{f:?}");
+            assert_eq!((f.usage_pct, f.pause), (0, None));
+        }
+    }
 }
