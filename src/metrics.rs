@@ -125,13 +125,9 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         registry.register(Box::new(producer_queue_full.clone())).expect("metric names are unique");
-        let histogram = |name: &str, help: &str, start: f64, count: usize| {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help)
-                    .buckets(exponential_buckets(start, 2.0, count).expect("bucket parameters are valid")),
-                &["platform"],
-            )
-            .expect("metric definition is valid");
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["platform"])
+                .expect("metric definition is valid");
             registry.register(Box::new(h.clone())).expect("metric names are unique");
             h
         };
@@ -146,13 +142,16 @@ impl Metrics {
             "Poll requests by outcome: ok, throttled, transient, malformed, rejected.",
             &["platform", "outcome"],
         );
+        // Decimal bounds, so that "p99 under 1 s" and similar targets read straight off a bucket.
+        let seconds = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+        ];
         let poll_latency =
-            histogram("pagepulse_poll_latency_seconds", "Duration of one poll request to a platform.", 0.001, 16);
+            histogram("pagepulse_poll_latency_seconds", "Duration of one poll request to a platform.", seconds.clone());
         let schedule_delay = histogram(
             "pagepulse_schedule_delay_seconds",
             "Time a page's poll request was sent minus the time the page was due.",
-            0.001,
-            18,
+            seconds,
         );
         let throttle_pauses = counter(
             "pagepulse_throttle_pauses_total",

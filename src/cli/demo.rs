@@ -45,9 +45,8 @@ pub fn page_record(i: u64, args: &PagesArgs) -> (String, Option<String>) {
     let id = crate::simulate::trajectory::page_id(i);
     let platform = if args.mastodon_every > 0 && i % args.mastodon_every == 0 { "mastodon" } else { "facebook" };
     let key = format!("{platform}:{id}");
-    let value = (!args.untrack).then(|| {
-        serde_json::json!({ "platform": platform, "page_id": id, "interval_s": args.interval_s }).to_string()
-    });
+    let value = (!args.untrack)
+        .then(|| serde_json::json!({ "platform": platform, "page_id": id, "interval_s": args.interval_s }).to_string());
     (key, value)
 }
 
