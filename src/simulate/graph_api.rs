@@ -48,8 +48,9 @@ use crate::clock::{Clock, SystemClock};
 
 /// Most ids one request may name, as on the real Graph API.
 pub const MAX_IDS: usize = 50;
-/// Largest population: one 4-byte serve counter per page is allocated up front (4 MB here).
-pub const MAX_PAGES: u64 = 1_000_000;
+/// Largest population: one 4-byte serve counter per page is allocated up front (16 MB here),
+/// enough for the benchmarks past a million pages.
+pub const MAX_PAGES: u64 = 4_000_000;
 /// Longest configurable delay: long enough for any client timeout, short enough that a
 /// mistyped value does not hang a test for hours.
 pub const MAX_SLOW_MS: u64 = 60_000;
