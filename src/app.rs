@@ -104,9 +104,12 @@ fn policy(p: &PlatformConfig) -> Policy {
     }
 }
 
+/// A platform client and the config section it was built from.
+type PlatformSetup<'a> = (Arc<dyn Platform>, &'a PlatformConfig);
+
 /// The enabled platforms' clients, each with its config section.
-fn platforms(cfg: &Config) -> Result<Vec<(Arc<dyn Platform>, &PlatformConfig)>, Error> {
-    let mut out: Vec<(Arc<dyn Platform>, &PlatformConfig)> = Vec::new();
+fn platforms(cfg: &Config) -> Result<Vec<PlatformSetup<'_>>, Error> {
+    let mut out: Vec<PlatformSetup<'_>> = Vec::new();
     let bad = |section: &str, e: crate::poll::http::Error| Error::Platform(format!("platforms.{section}: {e}"));
     if cfg.facebook.enabled {
         let f = &cfg.facebook;

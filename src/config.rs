@@ -394,7 +394,7 @@ impl Config {
         p.check(
             posts.trending_bucket.as_millis() == 0
                 || posts.trending_window < posts.trending_bucket
-                || posts.trending_window.as_millis() % posts.trending_bucket.as_millis().max(1) != 0,
+                || !posts.trending_window.as_millis().is_multiple_of(posts.trending_bucket.as_millis().max(1)),
             "trending_window",
             "must be a whole multiple of trending_bucket",
         );

@@ -39,10 +39,10 @@ fn valid_post(i: usize) -> (String, Expected) {
         tags_used.push(t);
         tokens.push(format!("#{t}"));
     }
-    if i % 5 == 0 && !tags_used.is_empty() {
+    if i.is_multiple_of(5) && !tags_used.is_empty() {
         tokens.push(format!("#{}", tags_used[0].to_uppercase()));
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         tokens.push(format!("@{}", MENTIONS[i % MENTIONS.len()]));
     }
     let mut hashtags: Vec<String> = Vec::new();

@@ -43,7 +43,8 @@ pub struct PagesArgs {
 /// The `pages` record (key, value) of simulated page `i`; `None` value for a tombstone.
 pub fn page_record(i: u64, args: &PagesArgs) -> (String, Option<String>) {
     let id = crate::simulate::trajectory::page_id(i);
-    let platform = if args.mastodon_every > 0 && i % args.mastodon_every == 0 { "mastodon" } else { "facebook" };
+    let platform =
+        if args.mastodon_every > 0 && i.is_multiple_of(args.mastodon_every) { "mastodon" } else { "facebook" };
     let key = format!("{platform}:{id}");
     let value = (!args.untrack)
         .then(|| serde_json::json!({ "platform": platform, "page_id": id, "interval_s": args.interval_s }).to_string());

@@ -170,7 +170,7 @@ impl SimConfig {
             let z = mix(self.seed ^ mix(seq.wrapping_mul(4).wrapping_add(salt)));
             (z >> 11) as f64 / (1u64 << 53) as f64
         };
-        let every = self.throttle_every.is_some_and(|n| seq % n.get() == 0);
+        let every = self.throttle_every.is_some_and(|n| seq.is_multiple_of(n.get()));
         Plan {
             throttled: every || roll(0) < self.throttle_rate,
             server_error: roll(1) < self.error_rate,
