@@ -94,7 +94,10 @@ def percentile(delta, q):
 def wait(what, timeout, cond, every=0.5):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        v = cond()
+        try:
+            v = cond()
+        except OSError:  # not listening yet
+            v = None
         if v:
             return v
         time.sleep(every)
@@ -164,10 +167,12 @@ def main():
         b_0, b_1 = dict(buckets(m0, "facebook")), buckets(m1, "facebook")
         delta = [(le, c - b_0.get(le, 0)) for le, c in b_1]
         polled = delta[-1][1]
-        outcomes = {k.split('outcome="')[1].split('"')[0]: m1[k] - m0.get(k, 0)
-                    for k in m1 if k.startswith("pagepulse_polls_total{")}
-        requests = {k.split('outcome="')[1].split('"')[0]: m1[k] - m0.get(k, 0)
-                    for k in m1 if k.startswith("pagepulse_poll_requests_total{")}
+        def by_outcome(name):
+            return {k.split('outcome="')[1].split('"')[0]: m1[k] - m0.get(k, 0)
+                    for k in m1 if k.startswith(name + "{") and 'platform="facebook"' in k}
+
+        outcomes = by_outcome("pagepulse_polls_total")
+        requests = by_outcome("pagepulse_poll_requests_total")
         result = {
             "pages": args.pages,
             "interval_s": args.interval,

@@ -4,11 +4,15 @@
 //! topics and Prometheus metrics. The flow of one record:
 //!
 //! ```text
-//! Kafka ─> kafka::source (StreamConsumer + tokio-stream chunks) ─> engine::Router
+//! Kafka ─> kafka::source (polling thread + tokio-stream chunks) ─> engine::Router
 //!   ─> engine::Task actor per (pipeline, partition): Processor::decode ─ bad? ─> deadletter
 //!                                                    Processor::process ─> outputs, parts
 //!   ─> kafka::KafkaSink ─> broker ack ─> engine::offsets (store offset when the batch is done)
 //!   parts ─> engine::aggregate (cross-partition state, ticked by an actor) ─> outputs
+//!
+//! pages ─> pipelines::pages (a poll::scheduler::Schedule per partition) ─ due pages ─>
+//!   poll::dispatch::Dispatcher per platform (limits, retries, pauses) ─> poll::platform::Platform
+//!   ─> fans.observations ─> pipelines::fans ─> fans.stats, fans.top
 //! ```
 //!
 //! # Layout
@@ -23,8 +27,9 @@
 //! - [`kafka`]: topic definitions and admin, consumer source, producer sink, client settings.
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`ops`]: plain building blocks: text analysis, top-N, sliding windows, rolling fan series.
-//! - [`pipelines`]: the pipelines (posts, fans), each a processor made of ops.
-//! - [`poll`]: polling platforms for audience counts: schedules, limits, platform clients.
+//! - [`pipelines`]: the pipelines (posts, fans, pages), each a processor made of ops.
+//! - [`poll`]: polling platforms for audience counts: schedules, limits, the dispatcher, the
+//!   platform trait and its Facebook and Mastodon clients over HTTP.
 //! - [`simulate`]: simulated platforms (trajectories, a Graph-API- and Mastodon-compatible server).
 
 #![warn(missing_docs)]

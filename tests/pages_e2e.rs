@@ -29,10 +29,13 @@ const UNKNOWN: &str = "page-005000";
 
 /// The simulator on its own thread and actix system, for the whole test.
 fn simulator(clock: Arc<ManualClock>) -> (SocketAddr, Arc<Stats>) {
+    simulator_with(SimConfig { pages: POPULATION, clock, ..SimConfig::default() })
+}
+
+fn simulator_with(cfg: SimConfig) -> (SocketAddr, Arc<Stats>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let cfg = SimConfig { pages: POPULATION, clock, ..SimConfig::default() };
             let server = graph_api::start(cfg, "127.0.0.1:0".parse().expect("address")).expect("simulator");
             tx.send((server.addr(), server.stats())).expect("hand over the address");
             std::future::pending::<()>().await;
@@ -208,6 +211,51 @@ fn a_thousand_tracked_pages_are_polled_and_become_exact_rolling_stats() {
     // One request may have been queued just before the tombstone; a tracked page got two more.
     assert!(stats.serves(1) <= stopped_fb + 1 && stats.serves(951) <= stopped_md + 1, "untracked pages were polled");
 
+    pp.signal(libc::SIGTERM);
+    assert!(pp.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// The same through a platform that fails a third of its requests (HTTP 500, malformed bodies,
+/// slow replies past the client's timeout): retries with backoff still deliver every page's
+/// exact count, and the failures show in the metrics.
+#[test]
+fn pages_reach_exact_stats_through_server_errors_malformed_and_slow_replies() {
+    let env = TestEnv::new();
+    let clock = Arc::new(ManualClock::at_ms(T1));
+    let (sim, _) = simulator_with(SimConfig {
+        pages: 200,
+        clock,
+        error_rate: 0.15,
+        malformed_rate: 0.15,
+        slow_ms: 3000,
+        slow_rate: 0.05,
+        seed: 42,
+        ..SimConfig::default()
+    });
+    let base = format!("http://{sim}");
+    let records: Vec<_> = (1..=200u64)
+        .map(|i| record(&format!("facebook:{}", page_id(i)), Some(json!({"page_id": page_id(i), "interval_s": 10}))))
+        .collect();
+    env.produce_python("pages", &records);
+    let mut pp = env.start_with(&[
+        ("PAGEPULSE__platforms__facebook__base_url", &base),
+        ("PAGEPULSE__platforms__facebook__timeout", "\"1s\""),
+        ("PAGEPULSE__platforms__facebook__retry_base", "\"100ms\""),
+        ("PAGEPULSE__platforms__facebook__retries", "5"),
+        ("PAGEPULSE_FACEBOOK_TOKEN", "e2e-secret-token"),
+    ]);
+    pp.wait_ready(Duration::from_secs(60));
+    latest_stats(&env, Duration::from_secs(120), |last| {
+        (1..=200u64).all(|i| {
+            last.get(&format!("facebook:{}", page_id(i))).is_some_and(|v| v["fans"].as_u64() == Some(fans_at(&page_id(i), T1).0))
+        })
+    });
+    let requests = |outcome: &str| pp.metric("pagepulse_poll_requests_total", &format!(r#"outcome="{outcome}",platform="facebook""#));
+    wait_for("every fault kind seen", Duration::from_secs(60), || {
+        (requests("transient") >= 1.0 && requests("malformed") >= 1.0).then_some(())
+    });
+    assert!(requests("ok") >= 4.0);
+    assert!(!pp.log_text().contains("e2e-secret-token"), "the token leaked into the log");
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(15)).success());
 }

@@ -74,12 +74,14 @@ pub struct Job {
     pub owner: Arc<Owner>,
     /// Failed attempts so far.
     attempt: u32,
+    /// Whether its schedule delay was recorded (at the first send).
+    delay_observed: bool,
 }
 
 impl Job {
     /// A first attempt at polling `key` for the slot `due_ms`.
     pub fn new(key: PageKey, due_ms: i64, owner: Arc<Owner>) -> Self {
-        Self { key, due_ms, owner, attempt: 0 }
+        Self { key, due_ms, owner, attempt: 0, delay_observed: false }
     }
 
     /// The page id: the key without its platform prefix.
@@ -242,18 +244,10 @@ impl DispatchCore {
     /// The next request to send at `now_ms`: `Ok(None)` when nothing is queued, `Err` when the
     /// limits say to wait.
     pub fn next_request(&mut self, now_ms: i64) -> Result<Option<Request>, Wait> {
-        while self.queue.front().is_some_and(|j| !j.owner.is_alive()) {
-            let job = self.queue.pop_front().expect("front() just saw it");
-            self.pending.remove(&job.key);
-        }
-        if self.queue.is_empty() {
-            self.m.queue.set(self.pending.len() as i64);
-            return Ok(None);
-        }
-        let n = self.queue.len().min(self.max_batch);
-        let permit = self.limiter.try_acquire_cost(now_ms, (self.cost)(n))?;
-        let mut jobs = Vec::with_capacity(n);
-        while jobs.len() < n {
+        // Take the next batch of pages still owned, then ask the limiter for its cost: a batch
+        // the limiter refuses goes back to the front as it was.
+        let mut jobs = Vec::with_capacity(self.max_batch.min(self.queue.len()));
+        while jobs.len() < self.max_batch {
             let Some(job) = self.queue.pop_front() else { break };
             if job.owner.is_alive() {
                 jobs.push(job);
@@ -261,8 +255,24 @@ impl DispatchCore {
                 self.pending.remove(&job.key);
             }
         }
-        for job in &jobs {
-            self.m.delay.observe((now_ms - job.due_ms).max(0) as f64 / 1000.0);
+        if jobs.is_empty() {
+            self.m.queue.set(self.pending.len() as i64);
+            return Ok(None);
+        }
+        let permit = match self.limiter.try_acquire_cost(now_ms, (self.cost)(jobs.len())) {
+            Ok(p) => p,
+            Err(wait) => {
+                self.requeue(jobs);
+                return Err(wait);
+            }
+        };
+        for job in &mut jobs {
+            // A page's delay counts once, at its first send: retries and throttled re-sends
+            // are not new polls.
+            if !job.delay_observed {
+                job.delay_observed = true;
+                self.m.delay.observe((now_ms - job.due_ms).max(0) as f64 / 1000.0);
+            }
         }
         let ids = jobs.iter().map(|j| j.page_id().to_string()).collect();
         self.m.queue.set(self.pending.len() as i64);
@@ -634,6 +644,7 @@ mod tests {
         // The bucket restarts empty after a pause (a ramp, not a burst): a moment later it serves.
         let req = c.next_request(T0 + 60_100).expect("pause over").expect("request");
         assert_eq!(req.ids, ["p1", "p2"], "the throttled batch goes first");
+        assert_eq!(m.schedule_delay.with_label_values(&["fake"]).get_sample_count(), 2, "a re-send is not a new poll");
         assert_eq!(m.throttle_pauses.with_label_values(&["fake"]).get(), 1);
         assert_eq!(m.poll_requests.with_label_values(&["fake", "throttled"]).get(), 1);
     }
@@ -702,6 +713,12 @@ mod tests {
         gone.release();
         let req = c.next_request(T0).expect("limits").expect("request");
         assert_eq!(req.ids, ["p3", "p4"]);
+        assert_eq!(c.pending(), 2);
+        // A queue holding only released pages sends nothing at all.
+        let released = Owner::new();
+        c.submit(jobs(5..8, &released));
+        released.release();
+        assert!(c.next_request(T0).expect("nothing to limit").is_none());
         assert_eq!(c.pending(), 2);
     }
 
