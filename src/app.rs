@@ -25,7 +25,8 @@ use crate::health::Health;
 use crate::kafka::source::{self, Source, SourceContext};
 use crate::kafka::{admin, KafkaSink};
 use crate::metrics::Metrics;
-use crate::pipelines::fans::{self, FansProcessor, FansTopView};
+use crate::pipelines::fans::state::FansState;
+use crate::pipelines::fans::{self, FansProcessor};
 use crate::pipelines::pages::{self, PagesProcessor, PlatformQueue};
 use crate::pipelines::posts::{self, HashtagTrending, PostsProcessor};
 use crate::poll::dispatch::{Dispatcher, Policy};
@@ -133,8 +134,15 @@ fn platforms(cfg: &Config) -> Result<Vec<PlatformSetup<'_>>, Error> {
     Ok(out)
 }
 
-/// The pipelines `cfg` enables, with the aggregators that must be flushed at shutdown.
-fn pipelines(cfg: &Config, sink: Arc<dyn Sink>, metrics: &Metrics, clock: Arc<dyn Clock>) -> Result<Pipelines, Error> {
+/// The pipelines `cfg` enables, with the aggregators that must be flushed at shutdown. The fans
+/// pipeline's partitions keep their pages queryable in `fans_state`.
+fn pipelines(
+    cfg: &Config,
+    sink: Arc<dyn Sink>,
+    metrics: &Metrics,
+    clock: Arc<dyn Clock>,
+    fans_state: &FansState,
+) -> Result<Pipelines, Error> {
     let mut factories: Vec<Arc<dyn TaskFactory>> = Vec::new();
     let mut aggregators = Vec::new();
     let mut dispatchers = None;
@@ -178,14 +186,14 @@ fn pipelines(cfg: &Config, sink: Arc<dyn Sink>, metrics: &Metrics, clock: Arc<dy
         )));
     }
     if cfg.fans.enabled {
-        let top = Arc::new(Mutex::new(FansTopView::new(cfg.fans.top_n)));
+        let top = fans_state.top_view();
         let actor = AggregatorActor::new(top.clone(), fans::TOP_INTERVAL, sink.clone()).start();
         aggregators.push(actor.recipient());
-        let fc = cfg.fans.clone();
+        let (fc, state) = (cfg.fans.clone(), fans_state.clone());
         factories.push(Arc::new(PipelineSpec::new(
             fans::PIPELINE,
             vec![fans::INPUT],
-            move |partition| FansProcessor::new(partition, &fc),
+            move |partition| FansProcessor::new(partition, &fc).with_state(&state),
             sink,
             Some(merge_fn(top)),
             metrics.clone(),
@@ -223,12 +231,14 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     let shutdown = Shutdown::new();
     admin::require(&cfg, &required_topics(&cfg))?;
     health.set_broker_up(true);
-    let server = http::start(cfg.http.listen, metrics.clone(), health.clone())?;
-    tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz)");
+    let fans_state = FansState::new(cfg.fans.top_n);
+    let server =
+        http::start(cfg.http.listen, metrics.clone(), health.clone(), cfg.fans.enabled.then(|| fans_state.clone()))?;
+    tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz, /pages)");
 
     let sink = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone())?);
     let Pipelines { factories, aggregators, dispatchers } =
-        pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock))?;
+        pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock), &fans_state)?;
     if factories.is_empty() {
         return Err(Error::NothingToRun);
     }

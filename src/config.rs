@@ -131,7 +131,7 @@ pub struct KafkaConfig {
 /// `[http]`
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Address of `/metrics`, `/healthz` and `/readyz` (default `127.0.0.1:9898`; env
+    /// Address of `/metrics`, `/healthz`, `/readyz` and `/pages` (default `127.0.0.1:9898`; env
     /// `PAGEPULSE_HTTP_LISTEN`). Port 0 picks a free port (logged at start-up).
     pub listen: SocketAddr,
 }

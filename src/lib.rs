@@ -23,7 +23,7 @@
 //! - [`config`]: typed configuration, validated once, every problem reported with its key.
 //! - [`engine`]: tasks, router, processor trait, offsets, dead letters, aggregates, sinks.
 //! - [`health`]: liveness and readiness flags.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and `/pages` (live fan figures).
 //! - [`kafka`]: topic definitions and admin, consumer source, producer sink, client settings.
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`ops`]: plain building blocks: text analysis, top-N, sliding windows, rolling fan series.

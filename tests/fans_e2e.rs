@@ -1,7 +1,9 @@
 //! Rolling fan counts through a real broker: an independent client (Python confluent-kafka)
 //! produces observations of 60 pages, shuffled and with duplicates, as an external scraper would;
 //! the last `fans.stats` record of every page must equal figures computed independently here, and
-//! `fans.top` must rank the pages as computed here.
+//! `fans.top` must rank the pages as computed here. The running process serves the same state
+//! over HTTP (`/pages/...`): each page's figures equal its last `fans.stats` record, its chart and
+//! rows are the samples produced, and `/pages/top` is the last `fans.top` record.
 
 mod support;
 
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use support::TestEnv;
+use support::{http_get, wait_for, TestEnv};
 
 const PAGES: i64 = 60;
 const H: i64 = 3_600_000;
@@ -27,6 +29,12 @@ fn fans(p: i64, k: i64) -> i64 {
 
 fn rfc(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).expect("valid").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `GET path` as (status, JSON body); `None` while nothing answers or the body is not JSON.
+fn get_json(addr: &str, path: &str) -> Option<(u16, serde_json::Value)> {
+    let (status, body) = http_get(addr, path)?;
+    Some((status, serde_json::from_str(&body).ok()?))
 }
 
 #[test]
@@ -48,6 +56,11 @@ fn observations_become_exact_rolling_stats_and_rankings() {
             records.push(rec);
         }
     }
+    // One more page, whose id needs percent-encoding in a URL. A single sample: its 0% growth and
+    // +0 delta rank below the top 25 of the 60 pages above.
+    let ana = serde_json::json!({"platform": "mastodon", "page_id": "@ana@example.social", "fans": 42,
+        "followers": null, "observed_at": rfc(t0 + 25 * H)});
+    records.push((Some("mastodon:@ana@example.social".into()), Some(ana.to_string().into_bytes())));
     records.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
     env.produce_python("fans.observations", &records);
 
@@ -96,6 +109,54 @@ fn observations_become_exact_rolling_stats_and_rankings() {
         assert!((got - pct).abs() < 1e-9, "page {p}: growth {got} vs {pct}");
     }
 
+    // The live state over HTTP: each page's figures are its last fans.stats value, its chart and
+    // rows are the samples produced (6 samples 5 h apart: one 10-minute point each, all in the
+    // table, whose rows carry the followers too).
+    for p in [0, 5] {
+        let key = format!("facebook:page-{p:03}");
+        let v =
+            wait_for(&format!("GET /pages/{key} to equal its last fans.stats record"), Duration::from_secs(30), || {
+                match get_json(&pp.addr, &format!("/pages/{key}")) {
+                    Some((200, v)) if v["stats"] == last[&key] => Some(v),
+                    _ => None,
+                }
+            });
+        assert_eq!((&v["platform"], &v["page_id"]), (&"facebook".into(), &format!("page-{p:03}").into()));
+        let want_series: Vec<serde_json::Value> = (0..6)
+            .map(|k| serde_json::json!({"at": rfc(t0 + k * 5 * H), "fans": fans(p, k), "followers": fans(p, k) + 10}))
+            .collect();
+        assert_eq!(v["series"], serde_json::Value::from(want_series), "{key}");
+        let want_table: Vec<serde_json::Value> = (0..6)
+            .rev()
+            .map(|k| {
+                serde_json::json!({"observed_at": rfc(t0 + k * 5 * H), "fans": fans(p, k), "followers": fans(p, k) + 10})
+            })
+            .collect();
+        assert_eq!(v["table"], serde_json::Value::from(want_table), "{key}");
+    }
+    // Several pages compared, figures only; a page nobody observed is named as missing.
+    let (status, cmp) = get_json(
+        &pp.addr,
+        "/pages?keys=facebook:page-001,facebook:page-059,facebook:page-999,facebook:page-002&series=false",
+    )
+    .expect("JSON answer");
+    assert_eq!(status, 200, "{cmp}");
+    let ids: Vec<&str> = cmp["pages"].as_array().expect("pages").iter().filter_map(|v| v["page_id"].as_str()).collect();
+    assert_eq!(ids, ["page-001", "page-059", "page-002"]);
+    for v in cmp["pages"].as_array().expect("pages") {
+        let key = format!("facebook:{}", v["page_id"].as_str().unwrap_or_default());
+        assert_eq!(v["stats"], last[&key], "{key}");
+        assert!(v.get("series").is_none() && v.get("table").is_none(), "series=false: {v}");
+    }
+    assert_eq!(cmp["missing"], serde_json::json!(["facebook:page-999"]));
+    let (status, err) = get_json(&pp.addr, "/pages/facebook:page-999").expect("JSON answer");
+    assert_eq!((status, &err["page"]), (404, &"facebook:page-999".into()), "{err}");
+    let (status, v) = wait_for("the mastodon page over HTTP", Duration::from_secs(30), || {
+        get_json(&pp.addr, "/pages/mastodon:%40ana%40example.social").filter(|(s, _)| *s == 200)
+    });
+    assert_eq!((status, &v["page_id"], &v["stats"]["fans"]), (200, &"@ana@example.social".into(), &42.into()));
+    assert_eq!(v["table"], serde_json::json!([{"observed_at": rfc(t0 + 25 * H), "fans": 42, "followers": null}]));
+
     // Rankings: top 25 by delta and by growth, ties by page key.
     let mut by_delta: Vec<(i64, String)> = (0..PAGES).map(|p| (expect(p).2, format!("page-{p:03}"))).collect();
     by_delta.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -118,6 +179,10 @@ fn observations_become_exact_rolling_stats_and_rankings() {
     assert_eq!(top["by_delta_24h"][0]["rank"], 1);
     assert_eq!(top["by_delta_24h"][0]["partial"], false);
     assert_eq!(tops.last().and_then(|r| r.key.as_deref()), Some(&b"top"[..]));
+    // The same ranking over HTTP: the value of the last fans.top record.
+    wait_for("GET /pages/top to equal the last fans.top record", Duration::from_secs(30), || {
+        get_json(&pp.addr, "/pages/top").filter(|(s, v)| *s == 200 && *v == top)
+    });
     assert_eq!(pp.metric("pagepulse_records_consumed_total", "topic=\"fans.observations\""), records.len() as f64);
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(10)).success());

@@ -1,7 +1,8 @@
 //! The posts pipeline through the real actor graph (router, task actors on worker arbiters,
 //! aggregate), in-process, with an in-memory sink instead of Kafka: offsets are stored only after
 //! every output is acknowledged, bad records become dead letters, and a stalled sink stops the
-//! dispatcher (backpressure) instead of growing memory.
+//! dispatcher (backpressure) instead of growing memory. The fans pipeline's pages are queryable
+//! while their partition's task runs, and leave the view when the partition is revoked.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -13,6 +14,8 @@ use pagepulse::engine::aggregate::merge_fn;
 use pagepulse::engine::offsets::RecordingStore;
 use pagepulse::engine::{BatchAck, MemorySink, OutRecord, PipelineSpec, RawRecord, Router, Sink, TaskFactory};
 use pagepulse::metrics::Metrics;
+use pagepulse::pipelines::fans::state::{Detail, FansState};
+use pagepulse::pipelines::fans::{self, FansProcessor};
 use pagepulse::pipelines::posts::{self, HashtagTrending, PostsProcessor};
 use tokio::sync::mpsc;
 
@@ -156,5 +159,62 @@ fn a_stalled_sink_stops_the_dispatcher() {
         drop(router);
         tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
         assert_eq!(*sink.sent.lock().expect("lock"), 3, "batches 1, 2 and 4 were produced; 3 was never handed over");
+    });
+}
+
+fn observation(offset: i64, page: &str, fans: u64) -> RawRecord {
+    rec(
+        offset,
+        &format!(
+            r#"{{"platform":"facebook","page_id":"{page}","fans":{fans},"observed_at":"2026-11-23T10:{:02}:00Z"}}"#,
+            offset % 60
+        ),
+    )
+}
+
+#[test]
+fn fans_pages_are_queryable_while_their_partition_task_runs() {
+    actix_rt::System::new().block_on(async {
+        let cfg = Config::default();
+        let metrics = Metrics::new();
+        let state = FansState::new(cfg.fans.top_n);
+        let (fc, st) = (cfg.fans.clone(), state.clone());
+        let spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
+            fans::PIPELINE,
+            vec![fans::INPUT],
+            move |partition| FansProcessor::new(partition, &fc).with_state(&st),
+            MemorySink::new(),
+            None,
+            metrics.clone(),
+        ));
+        let arbiter = Arbiter::new();
+        let (done_tx, mut done) = mpsc::channel(1);
+        let store = Arc::new(RecordingStore::default());
+        let mut router =
+            Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, 4, done_tx);
+        let input = router.input_index("x.fans.observations").expect("subscribed");
+
+        router.dispatch(input, 0, vec![observation(0, "a", 10), observation(1, "a", 12)]).await.expect("dispatch");
+        router.dispatch(input, 1, vec![observation(0, "b", 20)]).await.expect("dispatch");
+        let fans_of = |key: &str| state.page(key, Detail::Stats).map(|v| v.stats.fans);
+        until("both partitions' pages queryable", || {
+            fans_of("facebook:a") == Some(12) && fans_of("facebook:b") == Some(20)
+        })
+        .await;
+        assert_eq!(state.partitions(), [0, 1]);
+
+        // Revoked: the task drains its inbox, stops and drops its processor, and the pages go.
+        router.revoke("x.fans.observations", 0);
+        until("partition 0 unregistered", || state.partitions() == [1]).await;
+        assert_eq!(fans_of("facebook:a"), None);
+        assert_eq!(fans_of("facebook:b"), Some(20));
+
+        // Assigned again: a new task starts from nothing and registers again.
+        router.dispatch(input, 0, vec![observation(2, "a", 15)]).await.expect("dispatch");
+        until("partition 0 back", || fans_of("facebook:a") == Some(15)).await;
+
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
+        until("every partition unregistered at shutdown", || state.partitions().is_empty()).await;
     });
 }

@@ -1,5 +1,8 @@
 //! The HTTP endpoint (actix-web): `/metrics` (Prometheus text format), `/healthz` (the process is
-//! alive) and `/readyz` (partitions assigned and a broker answers).
+//! alive), `/readyz` (partitions assigned and a broker answers), and `/pages` (the live fan
+//! figures of the pages this instance holds, see [`pages`]).
+
+pub mod pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::pipelines::fans::state::FansState;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -61,8 +65,14 @@ pub struct Error {
 }
 
 /// Starts the server on the current actix system. Signals are left to the engine, which stops
-/// the server as part of its own shutdown.
-pub fn start(addr: SocketAddr, metrics: Metrics, health: Arc<Health>) -> Result<Server, Error> {
+/// the server as part of its own shutdown. `fans` is the fans pipeline's live state, `None` when
+/// the pipeline is disabled.
+pub fn start(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Arc<Health>,
+    fans: Option<FansState>,
+) -> Result<Server, Error> {
     let state = State { metrics, health };
     let server = HttpServer::new(move || {
         App::new()
@@ -70,6 +80,7 @@ pub fn start(addr: SocketAddr, metrics: Metrics, health: Arc<Health>) -> Result<
             .route("/metrics", web::get().to(metrics_handler))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .configure(|c| pages::configure(c, fans.clone()))
     })
     .workers(1)
     .disable_signals()

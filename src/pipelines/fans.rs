@@ -6,6 +6,11 @@
 //!   observation (see [`crate::ops::series`]).
 //! - Output `fans.top` (key `top`): the top pages by 24 h growth and by absolute 24 h delta,
 //!   across every partition of this instance, at most every 10 s when changed.
+//!
+//! Each partition's pages live in a map its processor alone writes and queries read while it runs
+//! ([`state`]): the HTTP endpoint `/pages` serves them without a second copy.
+
+pub mod state;
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -17,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use self::state::{FansState, PageMap, Registration};
 use super::decode::{format_ms, object, optional_u64, required_str, required_u64, rfc3339_ms, utf8_value};
 use crate::config::FansConfig;
 use crate::engine::{Aggregate, Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
@@ -209,6 +215,12 @@ struct Page {
     delta: Option<Score>,
 }
 
+impl Page {
+    fn new() -> Self {
+        Self { series: RollingFans::new(), growth: None, delta: None }
+    }
+}
+
 /// A partition's best pages, handed to the cross-partition [`FansTopView`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionTop {
@@ -227,32 +239,50 @@ pub struct FansProcessor {
     partition: i32,
     top_n: usize,
     max_pages: usize,
-    pages: HashMap<Arc<str>, Page>,
+    /// This partition's pages. Only this processor writes them; while it is registered in a
+    /// [`FansState`], queries read them concurrently (see [`state`]), each holding one shard's
+    /// read lock for as long as it takes to copy one page's figures out.
+    pages: Arc<PageMap>,
+    /// Entries in `pages`, kept here because `DashMap::len` locks every shard in turn and
+    /// [`decode`](Processor::decode) checks the bound on every record.
+    len: usize,
     by_growth: BTreeSet<(Score, Reverse<Arc<str>>)>,
     by_delta: BTreeSet<(Score, Reverse<Arc<str>>)>,
+    /// Keeps `pages` queryable until the processor is dropped (its task stopped: the partition
+    /// was revoked, or the engine shut down).
+    _registration: Option<Registration>,
 }
 
 impl FansProcessor {
-    /// A processor for `partition` with the pipeline's config.
+    /// A processor for `partition` with the pipeline's config, whose pages nothing else reads.
     pub fn new(partition: i32, cfg: &FansConfig) -> Self {
         Self {
             partition,
             top_n: cfg.top_n,
             max_pages: cfg.max_pages_per_partition,
-            pages: HashMap::new(),
+            pages: Arc::new(PageMap::new()),
+            len: 0,
             by_growth: BTreeSet::new(),
             by_delta: BTreeSet::new(),
+            _registration: None,
         }
+    }
+
+    /// Makes this partition's pages queryable through `state` for as long as the processor lives,
+    /// replacing whatever was registered for the partition before.
+    pub fn with_state(mut self, state: &FansState) -> Self {
+        self._registration = Some(state.register(self.partition, self.pages.clone()));
+        self
     }
 
     /// Pages tracked in this partition.
     pub fn pages(&self) -> usize {
-        self.pages.len()
+        self.len
     }
 
-    /// The rolling state of `key`, if tracked.
-    pub fn series(&self, key: &str) -> Option<&RollingFans> {
-        self.pages.get(key).map(|p| &p.series)
+    /// The current figures of `key`, if tracked.
+    pub fn stats(&self, key: &str) -> Option<FanStats> {
+        self.pages.get(key)?.series.stats()
     }
 
     /// The best `top_n` of `index`: highest score first, ties by page key ascending (the same order
@@ -263,7 +293,7 @@ impl FansProcessor {
             .rev()
             .take(self.top_n)
             .filter_map(|(_, Reverse(key))| {
-                let stats = self.pages.get(key)?.series.stats()?;
+                let stats = self.pages.get(&**key)?.series.stats()?;
                 let (platform, page_id) = key.split_once(':')?;
                 Some(TopEntry {
                     rank: 0,
@@ -295,7 +325,7 @@ impl Processor for FansProcessor {
 
     fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<Observation<'a>, Rejection> {
         let obs = decode_observation(rec)?;
-        if self.pages.len() >= self.max_pages && !self.pages.contains_key(obs.key().as_str()) {
+        if self.len >= self.max_pages && !self.pages.contains_key(obs.key().as_str()) {
             return Err(Rejection::new(
                 RejectClass::InvalidValue,
                 format!(
@@ -310,11 +340,13 @@ impl Processor for FansProcessor {
 
     fn process(&mut self, obs: Observation<'_>, _meta: &RecordMeta, out: &mut Emit<PartitionTop>) {
         let key = obs.key();
-        let page = match self.pages.get_mut(key.as_str()) {
+        // The entry holds its shard's write lock: queries of pages in that shard wait until it is
+        // dropped below, after one observation and one `stats()`.
+        let mut page = match self.pages.get_mut(key.as_str()) {
             Some(p) => p,
             None => {
-                let k: Arc<str> = key.as_str().into();
-                self.pages.entry(k).or_insert(Page { series: RollingFans::new(), growth: None, delta: None })
+                self.len += 1;
+                self.pages.entry(key.as_str().into()).or_insert_with(Page::new)
             }
         };
         let sample = Sample { at_ms: obs.observed_at_ms, fans: obs.fans, followers: obs.followers };
@@ -327,8 +359,8 @@ impl Processor for FansProcessor {
         let (old_growth, old_delta) = (page.growth, page.delta);
         page.growth = growth;
         page.delta = delta;
-        let shared: Arc<str> =
-            self.pages.get_key_value(key.as_str()).map(|(k, _)| k.clone()).expect("page was just inserted");
+        let shared: Arc<str> = page.key().clone();
+        drop(page);
         reindex(&mut self.by_growth, old_growth, growth, &shared);
         reindex(&mut self.by_delta, old_delta, delta, &shared);
         let value = PageStats::new(obs.platform.into_owned(), obs.page_id.into_owned(), &stats);
@@ -367,13 +399,21 @@ pub const TOP_INTERVAL: Duration = Duration::from_secs(10);
 pub struct FansTopView {
     top_n: usize,
     partitions: HashMap<i32, PartitionTop>,
-    last: Option<(Vec<TopEntry>, Vec<TopEntry>)>,
+    /// The last `fans.top` value emitted.
+    last: Option<FansTop>,
 }
 
 impl FansTopView {
     /// An empty view ranking `top_n` pages.
     pub fn new(top_n: usize) -> Self {
         Self { top_n, partitions: HashMap::new(), last: None }
+    }
+
+    /// The last `fans.top` value emitted, `None` before the first: what the topic's latest record
+    /// holds (a value is emitted only when the ranking changed, so it is also the current one as
+    /// of the last tick).
+    pub fn latest(&self) -> Option<&FansTop> {
+        self.last.as_ref()
     }
 
     /// The current global ranking.
@@ -410,21 +450,21 @@ impl Aggregate for FansTopView {
         // A partition that stopped reporting was revoked: its pages now rank elsewhere.
         let stale = 3 * TOP_INTERVAL.as_millis() as i64;
         self.partitions.retain(|_, p| now_ms - p.at_ms <= stale);
-        let current = self.current();
-        if self.last.as_ref() == Some(&current) {
+        let (by_growth_24h_pct, by_delta_24h) = self.current();
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|l| l.by_growth_24h_pct == by_growth_24h_pct && l.by_delta_24h == by_delta_24h)
+        {
             return;
         }
-        let value = FansTop {
-            generated_at: format_ms(now_ms),
-            by_growth_24h_pct: current.0.clone(),
-            by_delta_24h: current.1.clone(),
-        };
+        let value = FansTop { generated_at: format_ms(now_ms), by_growth_24h_pct, by_delta_24h };
         out.push(OutRecord::new(
             TOP,
             TOP_KEY,
             serde_json::to_vec(&value).expect("serializing plain structs cannot fail"),
         ));
-        self.last = Some(current);
+        self.last = Some(value);
     }
 }
 

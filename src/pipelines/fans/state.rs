@@ -1,0 +1,430 @@
+//! The fans pipeline's live state, readable while the processors write it: what `/pages` serves
+//! ([`crate::http::pages`]).
+//!
+//! # Design
+//!
+//! Each partition's [`FansProcessor`](super::FansProcessor) keeps its pages in a `DashMap` that
+//! it alone writes. While the processor lives, that map is registered in [`FansState`] under its
+//! partition; dropping the processor (its task stopped: the partition was revoked, or the engine
+//! shut down) unregisters it, so its pages leave the view at once, and their memory goes when the
+//! last reader lets go of the map.
+//!
+//! A query does not know a page's partition (the producers chose it, and partitioners differ), so
+//! it looks the key up in every registered map: one hash lookup per partition. It holds one
+//! shard's read lock only while it copies one page's figures out (the stats, and the chart and
+//! table when asked for: microseconds); formatting and serialization happen after. The processor
+//! holds one shard's write lock per observation. Nobody holds two of these locks at once (the
+//! registry's own locks included: a query copies the list of maps out first), so there is no lock
+//! order to get wrong and no deadlock.
+//!
+//! Why not a query-side copy of the pages: a page's series takes up to 8.8 KB and an instance
+//! holds a million pages or more; a copy would double that. Why not one map for the whole
+//! instance: a revoked partition's pages would have to be found by scanning every page, and two
+//! partitions holding the same key (written by producers whose partitioners differ) would share,
+//! and mix up, one series. With a map per partition the processors' state is exactly what it was
+//! before it became queryable; if two partitions do hold a key, a query answers with the one
+//! observed last.
+
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use super::{FansTop, FansTopView, Page, PageStats};
+use crate::ops::series::{FanStats, Sample, SeriesPoint};
+use crate::pipelines::decode::format_ms;
+
+/// One partition's pages by key `<platform>:<page_id>`.
+pub(super) type PageMap = DashMap<Arc<str>, Page>;
+
+/// The registered partitions' maps.
+type Registry = DashMap<i32, Arc<PageMap>>;
+
+/// The live fan state of this instance's partitions, and its latest ranking. Clones share it.
+#[derive(Clone)]
+pub struct FansState {
+    partitions: Arc<Registry>,
+    top: Arc<Mutex<FansTopView>>,
+}
+
+/// How much of a page a query copies out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The figures only.
+    Stats,
+    /// The figures, the chart and the latest samples.
+    Full,
+}
+
+/// One point of a page's chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartPoint {
+    /// When the sample was observed (RFC 3339): the last sample of its 10-minute bucket (the
+    /// last 48 hours) or of its hour (older, up to 30 days).
+    pub at: String,
+    /// Its fan count.
+    pub fans: u64,
+    /// Its follower count while the sample is among the latest rows ([`PageView::table`]);
+    /// `null` for older points, as the chart keeps fan counts only.
+    pub followers: Option<u64>,
+}
+
+/// One raw sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRow {
+    /// When it was observed (RFC 3339).
+    pub observed_at: String,
+    /// Fan count.
+    pub fans: u64,
+    /// Follower count, when the platform reports one.
+    pub followers: Option<u64>,
+}
+
+/// A page as a query sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageView {
+    /// Platform.
+    pub platform: String,
+    /// Page id.
+    pub page_id: String,
+    /// The page's figures: the same value as its latest `fans.stats` record.
+    pub stats: PageStats,
+    /// The chart, oldest first: hourly points up to 30 days back, then 10-minute points for the
+    /// last 48 hours (at most 966). Absent with [`Detail::Stats`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<ChartPoint>>,
+    /// The latest samples, newest first (at most [`crate::ops::series::TABLE_ROWS`]). Absent with
+    /// [`Detail::Stats`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<Vec<TableRow>>,
+}
+
+/// What a query copies out of a page under its shard's read lock.
+struct Snapshot {
+    stats: FanStats,
+    chart: Option<(Vec<SeriesPoint>, Vec<Sample>)>,
+}
+
+impl Snapshot {
+    fn of(page: &Page, detail: Detail) -> Option<Self> {
+        let stats = page.series.stats()?;
+        let chart = (detail == Detail::Full).then(|| (page.series.series(), page.series.table()));
+        Some(Self { stats, chart })
+    }
+}
+
+impl PageView {
+    /// The view of `key`, a stored key (so `<platform>:<page_id>`).
+    fn of(key: &str, snap: Snapshot) -> Self {
+        let (platform, page_id) = key.split_once(':').expect("stored keys are observations' `<platform>:<page_id>`");
+        let (platform, page_id) = (platform.to_string(), page_id.to_string());
+        let stats = PageStats::new(platform.clone(), page_id.clone(), &snap.stats);
+        let (series, table) = match snap.chart {
+            None => (None, None),
+            Some((points, samples)) => {
+                // `samples` is newest first with distinct times: binary search in reverse order.
+                let followers = |at_ms: i64| {
+                    samples.binary_search_by(|s| at_ms.cmp(&s.at_ms)).ok().and_then(|i| samples[i].followers)
+                };
+                let series = points
+                    .iter()
+                    .map(|p| ChartPoint { at: format_ms(p.at_ms), fans: p.fans, followers: followers(p.at_ms) })
+                    .collect();
+                let table = samples
+                    .iter()
+                    .map(|s| TableRow { observed_at: format_ms(s.at_ms), fans: s.fans, followers: s.followers })
+                    .collect();
+                (Some(series), Some(table))
+            }
+        };
+        Self { platform, page_id, stats, series, table }
+    }
+}
+
+impl FansState {
+    /// An empty state whose ranking keeps `top_n` pages (`pipelines.fans.top_n`).
+    pub fn new(top_n: usize) -> Self {
+        Self { partitions: Arc::new(Registry::new()), top: Arc::new(Mutex::new(FansTopView::new(top_n))) }
+    }
+
+    /// The cross-partition ranking, for the pipeline's aggregate to merge into and tick.
+    pub fn top_view(&self) -> Arc<Mutex<FansTopView>> {
+        self.top.clone()
+    }
+
+    /// Registers `pages` as `partition`'s, replacing the map registered before (a revoked task
+    /// may still be draining when its partition's next task starts), until the registration is
+    /// dropped.
+    pub(super) fn register(&self, partition: i32, pages: Arc<PageMap>) -> Registration {
+        self.partitions.insert(partition, pages.clone());
+        Registration { partitions: self.partitions.clone(), partition, pages }
+    }
+
+    /// The partitions whose pages are queryable, ascending.
+    pub fn partitions(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self.partitions.iter().map(|e| *e.key()).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The view of page `key` (`<platform>:<page_id>`); `None` when no registered partition
+    /// holds it.
+    pub fn page(&self, key: &str, detail: Detail) -> Option<PageView> {
+        self.pages(&[key], detail).pop().flatten()
+    }
+
+    /// The views of `keys`, in their order: `None` for a key no registered partition holds.
+    pub fn pages(&self, keys: &[&str], detail: Detail) -> Vec<Option<PageView>> {
+        // Copied out so that no registry lock is held while a page's lock is taken.
+        let maps: Vec<Arc<PageMap>> = self.partitions.iter().map(|e| e.value().clone()).collect();
+        keys.iter()
+            .map(|&key| {
+                let mut best: Option<Snapshot> = None;
+                for map in &maps {
+                    // The shard's read lock is held for this statement only.
+                    let Some(found) = map.get(key).and_then(|page| Snapshot::of(&page, detail)) else { continue };
+                    if best.as_ref().is_none_or(|b| found.stats.observed_at_ms > b.stats.observed_at_ms) {
+                        best = Some(found);
+                    }
+                }
+                best.map(|snap| PageView::of(key, snap))
+            })
+            .collect()
+    }
+
+    /// The latest `fans.top` value; `None` before the first.
+    pub fn top(&self) -> Option<FansTop> {
+        // A panic inside the aggregate leaves a usable ranking (see `merge_fn`): keep serving.
+        self.top.lock().unwrap_or_else(|p| p.into_inner()).latest().cloned()
+    }
+}
+
+/// `partition`'s map registered in a [`FansState`]; unregisters it when dropped.
+pub(super) struct Registration {
+    partitions: Arc<Registry>,
+    partition: i32,
+    pages: Arc<PageMap>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // A newer task of the same partition may have registered its own map since: keep that.
+        self.partitions.remove_if(&self.partition, |_, m| Arc::ptr_eq(m, &self.pages));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::FansConfig;
+    use crate::engine::{Aggregate, Emit, Processor, RawRecord, RecordMeta};
+    use crate::pipelines::fans::{FansProcessor, INPUT};
+
+    const T0: i64 = 1_795_000_000_000;
+    const MIN: i64 = 60_000;
+
+    fn cfg() -> FansConfig {
+        FansConfig { enabled: true, top_n: 3, max_pages_per_partition: 1000 }
+    }
+
+    fn obs(platform: &str, page: &str, at_ms: i64, fans: u64, followers: Option<u64>) -> RawRecord {
+        let v = serde_json::json!({"platform": platform, "page_id": page, "fans": fans, "followers": followers,
+            "observed_at": format_ms(at_ms)});
+        RawRecord { key: None, value: Some(v.to_string().into_bytes()), offset: 0, timestamp_ms: None }
+    }
+
+    /// Feeds `recs` and returns the last `fans.stats` value emitted.
+    fn feed(p: &mut FansProcessor, recs: &[RawRecord]) -> Option<PageStats> {
+        let mut out: Emit<_> = Emit::default();
+        for r in recs {
+            let o = p.decode(INPUT, r).expect("valid");
+            p.process(o, &RecordMeta { topic: INPUT, partition: 0, offset: 0, timestamp_ms: None }, &mut out);
+        }
+        let last = out.records.last()?;
+        Some(serde_json::from_slice(last.value.as_deref().expect("value")).expect("JSON"))
+    }
+
+    #[test]
+    fn registered_pages_are_queryable_until_their_processor_is_dropped() {
+        let state = FansState::new(3);
+        let mut p0 = FansProcessor::new(0, &cfg()).with_state(&state);
+        let mut p1 = FansProcessor::new(1, &cfg()).with_state(&state);
+        let unregistered = FansProcessor::new(2, &cfg());
+        assert_eq!(state.partitions(), [0, 1], "a processor without a state registers nothing");
+        let a: Vec<RawRecord> =
+            (0..30).map(|k| obs("facebook", "a", T0 + k * 10 * MIN, 100 + k as u64, Some(k as u64))).collect();
+        let last = feed(&mut p0, &a).expect("stats emitted");
+        feed(&mut p1, &[obs("mastodon", "@ana@example.social", T0, 7, None)]);
+
+        let v = state.page("facebook:a", Detail::Full).expect("held by partition 0");
+        assert_eq!((v.platform.as_str(), v.page_id.as_str()), ("facebook", "a"));
+        assert_eq!(v.stats, last, "the same value as the latest fans.stats record");
+        let series = v.series.expect("full detail");
+        assert_eq!(series.len(), 30);
+        assert_eq!(series[29], ChartPoint { at: format_ms(T0 + 290 * MIN), fans: 129, followers: Some(29) });
+        // Older than the table's 24 rows: the chart has no followers for them.
+        assert_eq!(series[5], ChartPoint { at: format_ms(T0 + 50 * MIN), fans: 105, followers: None });
+        assert_eq!(series[6].followers, Some(6));
+        let table = v.table.expect("full detail");
+        assert_eq!(table.len(), 24);
+        assert_eq!(table[0], TableRow { observed_at: format_ms(T0 + 290 * MIN), fans: 129, followers: Some(29) });
+
+        let brief = state.page("facebook:a", Detail::Stats).expect("held");
+        assert_eq!((brief.series, brief.table, brief.stats), (None, None, last));
+        let json = serde_json::to_value(state.page("mastodon:@ana@example.social", Detail::Stats).expect("held"))
+            .expect("JSON");
+        assert_eq!(json.as_object().map(|o| o.len()), Some(3), "no series or table keys: {json}");
+        assert_eq!(json["page_id"], "@ana@example.social");
+
+        let views = state.pages(&["facebook:nope", "mastodon:@ana@example.social", "nocolon"], Detail::Stats);
+        assert_eq!(views.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, false]);
+
+        drop(p0);
+        assert_eq!(state.partitions(), [1]);
+        assert_eq!(state.page("facebook:a", Detail::Full), None, "revoked with its task");
+        assert!(state.page("mastodon:@ana@example.social", Detail::Full).is_some());
+        drop((p1, unregistered));
+        assert!(state.partitions().is_empty());
+    }
+
+    #[test]
+    fn a_partitions_newer_task_survives_the_older_ones_drop() {
+        let state = FansState::new(3);
+        let mut old = FansProcessor::new(0, &cfg()).with_state(&state);
+        feed(&mut old, &[obs("facebook", "old", T0, 1, None)]);
+        let mut new = FansProcessor::new(0, &cfg()).with_state(&state);
+        feed(&mut new, &[obs("facebook", "new", T0, 2, None)]);
+        assert_eq!(state.page("facebook:old", Detail::Stats), None, "replaced by the newer task's map");
+        drop(old);
+        assert_eq!(state.partitions(), [0]);
+        assert_eq!(state.page("facebook:new", Detail::Stats).map(|v| v.stats.fans), Some(2));
+        drop(new);
+        assert!(state.partitions().is_empty());
+    }
+
+    #[test]
+    fn a_key_in_two_partitions_answers_with_the_newest() {
+        let state = FansState::new(3);
+        let mut p0 = FansProcessor::new(0, &cfg()).with_state(&state);
+        let mut p1 = FansProcessor::new(1, &cfg()).with_state(&state);
+        feed(&mut p0, &[obs("facebook", "x", T0 + MIN, 10, None)]);
+        feed(&mut p1, &[obs("facebook", "x", T0, 20, None)]);
+        assert_eq!(state.page("facebook:x", Detail::Stats).map(|v| v.stats.fans), Some(10));
+    }
+
+    #[test]
+    fn top_is_the_last_emitted_ranking() {
+        let state = FansState::new(3);
+        assert_eq!(state.top(), None);
+        let mut p = FansProcessor::new(0, &cfg()).with_state(&state);
+        feed(&mut p, &[obs("facebook", "a", T0, 100, None), obs("facebook", "a", T0 + 60 * MIN, 150, None)]);
+        let view = state.top_view();
+        let mut out = Vec::new();
+        {
+            let mut v = view.lock().expect("lock");
+            v.merge(&mut vec![p.top(T0)]);
+            v.on_tick(chrono::DateTime::from_timestamp_millis(T0).expect("time"), &mut out);
+        }
+        let emitted: FansTop = serde_json::from_slice(out[0].value.as_deref().expect("value")).expect("JSON");
+        assert_eq!(state.top(), Some(emitted));
+        assert_eq!(state.top().map(|t| t.by_delta_24h[0].delta_24h), Some(50));
+    }
+
+    /// Runs `f` on its own thread and fails if it has not finished within `timeout` (a deadlock
+    /// would otherwise hang the test run).
+    fn within(timeout: Duration, f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            f();
+            // The receiver is gone only if the deadline passed, which already failed the test.
+            let _ = tx.send(());
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(()) => worker.join().expect("the scenario passed"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(worker.join().expect_err("the scenario panicked"))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("deadlock: not finished within {timeout:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_while_writing_see_whole_pages_and_never_deadlock() {
+        within(Duration::from_secs(60), || {
+            let state = FansState::new(3);
+            let stop = Arc::new(AtomicBool::new(false));
+            let reads = Arc::new(AtomicUsize::new(0));
+            let readers: Vec<_> = (0..2)
+                .map(|r| {
+                    let (state, stop, reads) = (state.clone(), stop.clone(), reads.clone());
+                    std::thread::spawn(move || {
+                        let mut i = r;
+                        while !stop.load(Ordering::Acquire) {
+                            i += 1;
+                            let keys = [format!("facebook:p{}", i % 200), format!("facebook:p{}", (i * 7) % 200)];
+                            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                            for v in state.pages(&keys, Detail::Full).into_iter().flatten() {
+                                // Copied under one lock: the figures, chart and rows agree.
+                                let table = v.table.expect("full detail");
+                                assert_eq!(
+                                    (table[0].fans, &table[0].observed_at),
+                                    (v.stats.fans, &v.stats.observed_at)
+                                );
+                                let series = v.series.expect("full detail");
+                                assert_eq!(series.last().map(|p| p.fans), Some(v.stats.fans));
+                                reads.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // The registry's locks, taken while partitions register and unregister.
+                            std::hint::black_box(state.partitions());
+                        }
+                    })
+                })
+                .collect();
+            // Two partitions written at once, new pages appearing (shards grow) and a partition
+            // replaced midway; each step waits for more reads, so reads and writes interleave.
+            let writers: Vec<_> = (0..2)
+                .map(|w| {
+                    let (state, reads) = (state.clone(), reads.clone());
+                    std::thread::spawn(move || {
+                        let mut p = FansProcessor::new(w, &cfg()).with_state(&state);
+                        for k in 0..40 {
+                            if k == 20 && w == 1 {
+                                p = FansProcessor::new(w, &cfg()).with_state(&state);
+                            }
+                            let before = reads.load(Ordering::Relaxed);
+                            let recs: Vec<RawRecord> = (0..100)
+                                .map(|i| {
+                                    let (page, fans) = (format!("p{}", i * 2 + w), 1000 + k as u64 * (i as u64 + 1));
+                                    obs("facebook", &page, T0 + k * 10 * MIN, fans, Some(k as u64))
+                                })
+                                .collect();
+                            feed(&mut p, &recs);
+                            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                            while reads.load(Ordering::Relaxed) == before {
+                                assert!(std::time::Instant::now() < deadline, "readers made no progress");
+                                std::thread::yield_now();
+                            }
+                        }
+                        p
+                    })
+                })
+                .collect();
+            let processors: Vec<FansProcessor> =
+                writers.into_iter().map(|w| w.join().expect("writer finished")).collect();
+            stop.store(true, Ordering::Release);
+            for r in readers {
+                r.join().expect("reader finished");
+            }
+            assert_eq!(state.page("facebook:p1", Detail::Stats).map(|v| v.stats.fans), Some(1000 + 39));
+            drop(processors);
+            assert_eq!(state.page("facebook:p1", Detail::Stats), None);
+        });
+    }
+}
