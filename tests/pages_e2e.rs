@@ -247,10 +247,13 @@ fn pages_reach_exact_stats_through_server_errors_malformed_and_slow_replies() {
     pp.wait_ready(Duration::from_secs(60));
     latest_stats(&env, Duration::from_secs(120), |last| {
         (1..=200u64).all(|i| {
-            last.get(&format!("facebook:{}", page_id(i))).is_some_and(|v| v["fans"].as_u64() == Some(fans_at(&page_id(i), T1).0))
+            last.get(&format!("facebook:{}", page_id(i)))
+                .is_some_and(|v| v["fans"].as_u64() == Some(fans_at(&page_id(i), T1).0))
         })
     });
-    let requests = |outcome: &str| pp.metric("pagepulse_poll_requests_total", &format!(r#"outcome="{outcome}",platform="facebook""#));
+    let requests = |outcome: &str| {
+        pp.metric("pagepulse_poll_requests_total", &format!(r#"outcome="{outcome}",platform="facebook""#))
+    };
     wait_for("every fault kind seen", Duration::from_secs(60), || {
         (requests("transient") >= 1.0 && requests("malformed") >= 1.0).then_some(())
     });

@@ -509,9 +509,11 @@ mod tests {
 
     const T0: i64 = 1_795_428_000_000;
 
-    /// A platform whose answers the test decides; `fetch` answers every id with its index.
+    /// A platform whose answers the test decides; `fetch` answers every id with its index, after
+    /// `slow_for` when the batch holds the id `slow`.
     struct Fake {
         max: usize,
+        slow: Option<(&'static str, Duration)>,
     }
 
     impl Platform for Fake {
@@ -525,7 +527,11 @@ mod tests {
             ids as u32
         }
         fn fetch(&self, ids: Vec<String>) -> crate::poll::platform::FetchFuture {
+            let slow = self.slow.filter(|(id, _)| ids.iter().any(|i| i == id)).map(|(_, d)| d);
             Box::pin(async move {
+                if let Some(d) = slow {
+                    tokio::time::sleep(d).await;
+                }
                 let pages = ids
                     .into_iter()
                     .map(|id| {
@@ -547,7 +553,7 @@ mod tests {
 
     fn core(max: usize, p: &Policy) -> (DispatchCore, Metrics) {
         let m = Metrics::new();
-        (DispatchCore::new(&Fake { max }, p, &m, T0), m)
+        (DispatchCore::new(&Fake { max, slow: None }, p, &m, T0), m)
     }
 
     fn jobs(range: std::ops::Range<u32>, owner: &Arc<Owner>) -> Vec<Job> {
@@ -745,7 +751,7 @@ mod tests {
     async fn the_actor_polls_submitted_pages_and_writes_their_counts() {
         let sink = MemorySink::new();
         let m = Metrics::new();
-        let platform: Arc<dyn Platform> = Arc::new(Fake { max: 50 });
+        let platform: Arc<dyn Platform> = Arc::new(Fake { max: 50, slow: None });
         let addr =
             Dispatcher::new(platform, &policy(1e6, 1000, 4, 2), sink.clone(), &m, Arc::new(crate::clock::SystemClock))
                 .start();
@@ -768,5 +774,35 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, (1..121).collect::<Vec<u64>>());
         assert_eq!(m.poll_requests.with_label_values(&["fake", "ok"]).get(), 3);
+    }
+
+    #[actix_rt::test]
+    async fn a_slow_page_holds_one_request_slot_and_nothing_else() {
+        let sink = MemorySink::new();
+        let m = Metrics::new();
+        let platform: Arc<dyn Platform> = Arc::new(Fake { max: 1, slow: Some(("p0", Duration::from_secs(3))) });
+        let clock = Arc::new(crate::clock::SystemClock);
+        let addr = Dispatcher::new(platform, &policy(1e6, 1000, 4, 2), sink.clone(), &m, clock).start();
+        JobQueue::submit(&addr, jobs(0..21, &Owner::new()));
+        let fans = |sink: &MemorySink| -> Vec<u64> {
+            sink.records_for(OBSERVATIONS)
+                .iter()
+                .map(|r| {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(r.value.as_deref().expect("value")).expect("json");
+                    v["fans"].as_u64().expect("fans")
+                })
+                .collect()
+        };
+        let started = std::time::Instant::now();
+        while fans(&sink).len() < 20 {
+            assert!(started.elapsed() < Duration::from_secs(2), "the other pages waited for the slow one");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!fans(&sink).contains(&0), "the slow page answered early");
+        while !fans(&sink).contains(&0) {
+            assert!(started.elapsed() < Duration::from_secs(10), "the slow page never completed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
