@@ -1,0 +1,218 @@
+//! Exact hourly event-time windows per domain, closed by a watermark or by idleness.
+//!
+//! Every `(hour, domain)` window keeps the exact view count of each title seen in it. The
+//! watermark is the highest event time seen minus the allowed lateness; a window becomes final
+//! once the watermark reaches its end ([`HourlyWindows::close_due`]) or when its partition has
+//! been idle and the caller closes everything ([`HourlyWindows::close_all`]). An event for a
+//! window that is already final is late: it is counted per domain ([`HourlyWindows::take_late`])
+//! and never changes a result.
+//!
+//! Titles are `Arc<str>` so the same allocation can be shared with other views of the same
+//! titles (the trending window); a title costs one allocation however many maps hold it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// One hour in milliseconds.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The exact counts of one `(hour, domain)` window.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Sum of every view counted in the window.
+    pub total_views: u64,
+    /// Views per title.
+    pub counts: HashMap<Arc<str>, u64>,
+}
+
+/// A window handed out by a close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// Start of the hour, epoch milliseconds.
+    pub hour_start: i64,
+    /// The domain.
+    pub domain: Arc<str>,
+    /// Its counts.
+    pub window: Window,
+}
+
+/// What [`HourlyWindows::add`] did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Added {
+    /// Counted; the title as stored (shared with the caller's other views).
+    Counted(Arc<str>),
+    /// Its window is already final: not counted.
+    Late,
+}
+
+/// The open windows of one partition. See the module docs.
+#[derive(Debug)]
+pub struct HourlyWindows {
+    lateness_ms: i64,
+    max_ts: Option<i64>,
+    /// Open windows by hour start, then by domain.
+    open: BTreeMap<i64, HashMap<Arc<str>, Window>>,
+    /// Every hour starting before this is final.
+    final_before: i64,
+    /// Late events per domain since they were last taken.
+    late: HashMap<Arc<str>, u64>,
+}
+
+/// The start of the hour holding `ts_ms`.
+pub fn hour_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+impl HourlyWindows {
+    /// Windows that accept events up to `lateness_ms` behind the newest one.
+    pub fn new(lateness_ms: i64) -> Self {
+        Self { lateness_ms, max_ts: None, open: BTreeMap::new(), final_before: i64::MIN, late: HashMap::new() }
+    }
+
+    /// The watermark: the newest event time minus the allowed lateness (`None` before any event).
+    pub fn watermark(&self) -> Option<i64> {
+        self.max_ts.map(|t| t.saturating_sub(self.lateness_ms))
+    }
+
+    /// Number of open `(hour, domain)` windows.
+    pub fn open_windows(&self) -> usize {
+        self.open.values().map(HashMap::len).sum()
+    }
+
+    /// Counts `views` of `title` in `domain` at event time `ts_ms`. `known_title` may offer an
+    /// allocation of the same title already held elsewhere, to share instead of allocating.
+    pub fn add(&mut self, domain: &str, title: &str, views: u64, ts_ms: i64, known_title: Option<&Arc<str>>) -> Added {
+        let hour = hour_of(ts_ms);
+        if hour < self.final_before {
+            match self.late.get_mut(domain) {
+                Some(n) => *n += 1,
+                None => {
+                    self.late.insert(domain.into(), 1);
+                }
+            }
+            return Added::Late;
+        }
+        self.max_ts = Some(self.max_ts.map_or(ts_ms, |m| m.max(ts_ms)));
+        let domains = self.open.entry(hour).or_default();
+        let window = match domains.get_mut(domain) {
+            Some(w) => w,
+            None => domains.entry(domain.into()).or_default(),
+        };
+        window.total_views += views;
+        if let Some(key) = window.counts.get_key_value(title).map(|(k, _)| k.clone()) {
+            *window.counts.get_mut(title).expect("just seen") += views;
+            return Added::Counted(key);
+        }
+        let key = known_title.filter(|k| &***k == title).cloned().unwrap_or_else(|| Arc::from(title));
+        window.counts.insert(key.clone(), views);
+        Added::Counted(key)
+    }
+
+    /// Closes every window whose hour ended at or before the watermark, oldest first.
+    pub fn close_due(&mut self) -> Vec<Closed> {
+        let Some(wm) = self.watermark() else { return Vec::new() };
+        let mut out = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            let hour = *entry.key();
+            if hour.saturating_add(HOUR_MS) > wm {
+                break;
+            }
+            out.extend(Self::closed(hour, entry.remove()));
+            self.final_before = self.final_before.max(hour + HOUR_MS);
+        }
+        out
+    }
+
+    /// Closes every open window (the partition has been idle), oldest first.
+    pub fn close_all(&mut self) -> Vec<Closed> {
+        let mut out = Vec::new();
+        while let Some((hour, domains)) = self.open.pop_first() {
+            out.extend(Self::closed(hour, domains));
+            self.final_before = self.final_before.max(hour + HOUR_MS);
+        }
+        out
+    }
+
+    fn closed(hour: i64, domains: HashMap<Arc<str>, Window>) -> impl Iterator<Item = Closed> {
+        let mut v: Vec<Closed> =
+            domains.into_iter().map(|(domain, window)| Closed { hour_start: hour, domain, window }).collect();
+        v.sort_by(|a, b| a.domain.cmp(&b.domain));
+        v.into_iter()
+    }
+
+    /// The open windows, oldest hour first, for provisional views.
+    pub fn open(&self) -> impl Iterator<Item = (i64, &Arc<str>, &Window)> {
+        self.open.iter().flat_map(|(h, ds)| ds.iter().map(move |(d, w)| (*h, d, w)))
+    }
+
+    /// Late events of `domain` counted since the last call, resetting the count.
+    pub fn take_late(&mut self, domain: &str) -> u64 {
+        self.late.remove(domain).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H0: i64 = 1_795_424_400_000; // 2026-11-23T09:00:00Z
+    const MIN: i64 = 60_000;
+    const LATENESS: i64 = 5 * MIN;
+
+    fn count(c: &Closed, title: &str) -> u64 {
+        c.window.counts.get(title).copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_window_closes_when_the_watermark_passes_its_end() {
+        let mut w = HourlyWindows::new(LATENESS);
+        w.add("en", "A", 2, H0 + 10 * MIN, None);
+        w.add("en", "B", 1, H0 + 59 * MIN, None);
+        w.add("de", "A", 5, H0 + 30 * MIN, None);
+        // 09:00 + 1 h + 4 min: the watermark (10:04 - 5 min) is 09:59, before 10:00.
+        w.add("en", "A", 1, H0 + HOUR_MS + 4 * MIN, None);
+        assert!(w.close_due().is_empty());
+        // An out-of-order event within the lateness still counts in the open 09:00 window.
+        assert!(matches!(w.add("en", "B", 1, H0 + 58 * MIN, None), Added::Counted(_)));
+        w.add("en", "C", 1, H0 + HOUR_MS + 5 * MIN, None);
+        let closed = w.close_due();
+        assert_eq!(closed.len(), 2, "both domains' 09:00 windows");
+        assert_eq!((closed[0].domain.as_ref(), closed[0].hour_start, count(&closed[0], "A")), ("de", H0, 5));
+        let en = &closed[1];
+        assert_eq!((count(en, "A"), count(en, "B"), en.window.total_views), (2, 2, 4));
+        assert_eq!(w.open_windows(), 1, "10:00 en stays open");
+    }
+
+    #[test]
+    fn events_for_final_windows_are_late_and_counted_per_domain() {
+        let mut w = HourlyWindows::new(LATENESS);
+        w.add("en", "A", 1, H0, None);
+        w.add("en", "A", 1, H0 + HOUR_MS + 6 * MIN, None);
+        assert_eq!(w.close_due().len(), 1);
+        assert_eq!(w.add("en", "A", 9, H0 + 30 * MIN, None), Added::Late);
+        assert_eq!(w.add("en", "B", 9, H0 + 59 * MIN, None), Added::Late);
+        assert_eq!(w.add("de", "B", 9, H0, None), Added::Late);
+        assert_eq!((w.take_late("en"), w.take_late("en"), w.take_late("de")), (2, 0, 1));
+    }
+
+    #[test]
+    fn idleness_closes_everything_and_later_events_for_those_hours_are_late() {
+        let mut w = HourlyWindows::new(LATENESS);
+        w.add("en", "A", 1, H0 + 5 * MIN, None);
+        w.add("en", "A", 1, H0 + HOUR_MS + 5 * MIN, None);
+        let all = w.close_all();
+        assert_eq!(all.iter().map(|c| c.hour_start).collect::<Vec<_>>(), [H0, H0 + HOUR_MS]);
+        assert_eq!(w.add("en", "A", 1, H0 + HOUR_MS + 50 * MIN, None), Added::Late);
+        assert!(matches!(w.add("en", "A", 1, H0 + 2 * HOUR_MS, None), Added::Counted(_)));
+    }
+
+    #[test]
+    fn titles_share_one_allocation() {
+        let mut w = HourlyWindows::new(LATENESS);
+        let known: Arc<str> = Arc::from("Köln");
+        let Added::Counted(a) = w.add("de", "Köln", 1, H0, Some(&known)) else { panic!("counted") };
+        assert!(Arc::ptr_eq(&a, &known));
+        let Added::Counted(b) = w.add("de", "Köln", 1, H0 + MIN, None) else { panic!("counted") };
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+}
