@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::pipelines::fans::state::FansState;
 use crate::pipelines::fans::{self, FansProcessor};
 use crate::pipelines::pages::{self, PagesProcessor, PlatformQueue};
+use crate::pipelines::pageviews::{self, Blacklist, BlacklistProcessor, PageviewsProcessor};
 use crate::pipelines::posts::{self, HashtagTrending, PostsProcessor};
 use crate::poll::dispatch::{Dispatcher, Policy};
 use crate::poll::facebook::{FacebookPlatform, FacebookSettings, Token};
@@ -175,13 +176,37 @@ fn pipelines(
         let trending = Arc::new(Mutex::new(HashtagTrending::new(&cfg.posts, metrics.clone())));
         let actor = AggregatorActor::new(trending.clone(), cfg.posts.trending_emit_interval, sink.clone()).start();
         aggregators.push(actor.recipient());
-        let pc = cfg.posts.clone();
+        let (pc, clock) = (cfg.posts.clone(), clock.clone());
         factories.push(Arc::new(PipelineSpec::new(
             posts::PIPELINE,
             vec![posts::INPUT],
             move |_| PostsProcessor::new(&pc, clock.clone()),
             sink.clone(),
             Some(merge_fn(trending)),
+            metrics.clone(),
+        )));
+    }
+    if cfg.pageviews.enabled {
+        let blacklist = Blacklist::new();
+        let bl = blacklist.clone();
+        factories.push(Arc::new(
+            PipelineSpec::new(
+                pageviews::BLACKLIST_PIPELINE,
+                vec![pageviews::BLACKLIST],
+                move |_| BlacklistProcessor::new(bl.clone()),
+                sink.clone(),
+                None,
+                metrics.clone(),
+            )
+            .reread_on_assignment(),
+        ));
+        let (vc, m, clock) = (cfg.pageviews.clone(), metrics.clone(), clock.clone());
+        factories.push(Arc::new(PipelineSpec::new(
+            pageviews::PIPELINE,
+            vec![pageviews::INPUT],
+            move |_| PageviewsProcessor::new(&vc, blacklist.clone(), &m, clock.clone()),
+            sink.clone(),
+            None,
             metrics.clone(),
         )));
     }
@@ -216,6 +241,9 @@ pub fn required_topics(cfg: &Config) -> Vec<&'static str> {
         if !cfg.fans.enabled {
             t.push(fans::INPUT);
         }
+    }
+    if cfg.pageviews.enabled {
+        t.extend([pageviews::INPUT, pageviews::BLACKLIST, pageviews::TOP, pageviews::TRENDING]);
     }
     t
 }

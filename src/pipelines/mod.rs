@@ -3,4 +3,5 @@
 pub mod decode;
 pub mod fans;
 pub mod pages;
+pub mod pageviews;
 pub mod posts;
