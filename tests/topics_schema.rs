@@ -11,6 +11,7 @@ use pagepulse::kafka::topics::{self, TopicDef};
 use pagepulse::metrics::Metrics;
 use pagepulse::pipelines::fans::{self, FansProcessor, FansTop, FansTopView, PageStats};
 use pagepulse::pipelines::pages;
+use pagepulse::pipelines::pageviews;
 use pagepulse::pipelines::posts::{self, Analysis, HashtagTrending, PostsProcessor, Trending};
 use serde_json::Value;
 
@@ -62,6 +63,10 @@ fn every_topic_the_pipelines_use_is_defined() {
         fans::STATS,
         fans::TOP,
         pages::INPUT,
+        pageviews::INPUT,
+        pageviews::BLACKLIST,
+        pageviews::TOP,
+        pageviews::TRENDING,
         pagepulse::engine::deadletter::TOPIC,
     ] {
         def(t);
@@ -126,6 +131,76 @@ fn pages_examples_match_the_real_decoder() {
         if let (true, Ok(json)) = (schema_visible, serde_json::from_str::<Value>(&bad.value)) {
             assert!(!v.is_valid(&json), "schema accepts invalid example {}", bad.value);
         }
+    }
+}
+
+#[test]
+fn pageviews_examples_match_the_real_decoders_and_outputs_match_their_schemas() {
+    for (topic, decode) in [
+        (pageviews::INPUT, (|r: &RawRecord| pageviews::decode_view(r).map(|_| ())) as fn(&RawRecord) -> _),
+        (pageviews::BLACKLIST, |r: &RawRecord| pageviews::decode_blacklist(r).map(|_| ())),
+    ] {
+        let d = def(topic);
+        let v = validator(d);
+        for ex in &d.examples {
+            let value = (!ex.value.is_null()).then(|| ex.value.to_string().into_bytes());
+            let rec = RawRecord { key: ex.key.clone().map(String::into_bytes), value, offset: 0, timestamp_ms: None };
+            decode(&rec).unwrap_or_else(|e| panic!("{topic} example {} refused: {e}", ex.value));
+        }
+        assert!(d.invalid_examples.len() >= 5, "{topic}");
+        for bad in &d.invalid_examples {
+            let key = bad.key.clone().unwrap_or_else(|| "en".into());
+            let rec = RawRecord {
+                key: Some(key.into_bytes()),
+                value: Some(bad.value.clone().into_bytes()),
+                offset: 0,
+                timestamp_ms: None,
+            };
+            let why = decode(&rec).err().unwrap_or_else(|| panic!("{topic}: decoder accepted {}", bad.value));
+            assert_eq!(why.class.as_str(), bad.reason, "{topic}: reason for {}", bad.value);
+            let key_related = bad.value.contains("\"de\"") || bad.value.contains("Other");
+            if let (false, Ok(json)) = (key_related, serde_json::from_str::<Value>(&bad.value)) {
+                let format_only = bad.value.contains("yesterday") || bad.value.contains("\"\"");
+                if !format_only {
+                    assert!(!v.is_valid(&json), "{topic}: schema accepts invalid example {}", bad.value);
+                }
+            }
+        }
+    }
+    // Real outputs against their schemas.
+    let cfg = Config::default();
+    let bl = pageviews::Blacklist::new();
+    let m = pagepulse::metrics::Metrics::new();
+    let mut p = pageviews::PageviewsProcessor::new(&cfg.pageviews, bl, &m, Arc::new(ManualClock::at_ms(0)));
+    let mut out = pagepulse::engine::Emit::default();
+    for (i, ex) in def(pageviews::INPUT).examples.iter().enumerate() {
+        let rec = RawRecord {
+            key: ex.key.clone().map(String::into_bytes),
+            value: Some(ex.value.to_string().into_bytes()),
+            offset: i as i64,
+            timestamp_ms: None,
+        };
+        let view = p.decode(pageviews::INPUT, &rec).expect("valid example");
+        let meta = RecordMeta { topic: pageviews::INPUT, partition: 0, offset: i as i64, timestamp_ms: None };
+        p.process(view, &meta, &mut out);
+    }
+    p.emit_trending(&mut out);
+    p.close_idle(&mut out);
+    let (vt, vr) = (validator(def(pageviews::TOP)), validator(def(pageviews::TRENDING)));
+    let (mut tops, mut trends) = (0, 0);
+    for r in &out.records {
+        let json: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
+        let (v, n) = if r.topic == pageviews::TOP { (&vt, &mut tops) } else { (&vr, &mut trends) };
+        *n += 1;
+        let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "real {} {json} violates its schema: {errors:?}", r.topic);
+    }
+    assert_eq!((tops, trends), (2, 2), "one window and one trending view per example domain");
+    for ex in &def(pageviews::TOP).examples {
+        let _: pageviews::HourTop = serde_json::from_value(ex.value.clone()).expect("example decodes as HourTop");
+    }
+    for ex in &def(pageviews::TRENDING).examples {
+        let _: pageviews::DomainTrending = serde_json::from_value(ex.value.clone()).expect("decodes");
     }
 }
 

@@ -159,7 +159,10 @@ pub fn decode_view(rec: &RawRecord) -> Result<View<'_>, Rejection> {
             )));
         }
     } else {
-        return Err(Rejection::new(RejectClass::MissingField, "key is missing: `pageviews` records are keyed by domain"));
+        return Err(Rejection::new(
+            RejectClass::MissingField,
+            "key is missing: `pageviews` records are keyed by domain",
+        ));
     }
     Ok(View { domain, title, views, ts_ms })
 }
@@ -419,7 +422,8 @@ pub fn decode_blacklist(rec: &RawRecord) -> Result<BlacklistChange<'_>, Rejectio
     let key = rec.key.as_deref().ok_or_else(|| {
         Rejection::new(RejectClass::MissingField, "key is missing: blacklist records are keyed `<domain> <title>`")
     })?;
-    let key = std::str::from_utf8(key).map_err(|_| Rejection::new(RejectClass::InvalidUtf8, "key is not valid UTF-8"))?;
+    let key =
+        std::str::from_utf8(key).map_err(|_| Rejection::new(RejectClass::InvalidUtf8, "key is not valid UTF-8"))?;
     let Some((domain, title)) = key.split_once(' ').filter(|(d, t)| !d.is_empty() && !t.is_empty()) else {
         return Err(invalid(format!("key \"{key}\" must be `<domain> <title>`")));
     };
@@ -460,5 +464,215 @@ impl Processor for BlacklistProcessor {
             BlacklistChange::Add { domain, title } => self.blacklist.insert(domain, title),
             BlacklistChange::Remove { domain, title } => self.blacklist.remove(domain, title),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+
+    const H0: i64 = 1_795_424_400_000; // 2026-11-23T09:00:00Z
+    const MIN: i64 = 60_000;
+
+    fn rec(domain: &str, value: serde_json::Value) -> RawRecord {
+        RawRecord {
+            key: Some(domain.as_bytes().to_vec()),
+            value: Some(value.to_string().into_bytes()),
+            offset: 0,
+            timestamp_ms: None,
+        }
+    }
+
+    fn processor(cfg: &PageviewsConfig) -> (PageviewsProcessor, Arc<Blacklist>, Arc<ManualClock>, Metrics) {
+        let (bl, clock, m) = (Blacklist::new(), Arc::new(ManualClock::at_ms(H0)), Metrics::new());
+        (PageviewsProcessor::new(cfg, bl.clone(), &m, clock.clone()), bl, clock, m)
+    }
+
+    fn feed(p: &mut PageviewsProcessor, domain: &str, title: &str, views: u64, ts: i64, out: &mut Emit<()>) {
+        let r = rec(domain, serde_json::json!({"domain": domain, "title": title, "views": views, "ts": ts}));
+        let v = p.decode(INPUT, &r).expect("valid");
+        p.process(v, &RecordMeta { topic: INPUT, partition: 0, offset: 0, timestamp_ms: None }, out);
+    }
+
+    fn tops(out: &Emit<()>) -> Vec<(String, HourTop)> {
+        out.records
+            .iter()
+            .filter(|r| r.topic == TOP)
+            .map(|r| {
+                (
+                    String::from_utf8(r.key.clone().expect("key")).expect("utf8"),
+                    serde_json::from_slice(r.value.as_deref().expect("v")).expect("json"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decoding_follows_the_topic_rules() {
+        let ok = |v: serde_json::Value| decode_view(&rec("en", v)).map(|v| (v.views, v.ts_ms));
+        assert_eq!(ok(serde_json::json!({"domain": "en", "title": "A", "ts": "2026-11-23T09:00:00Z"})), Ok((1, H0)));
+        assert_eq!(ok(serde_json::json!({"domain": "en", "title": "A", "views": 7, "ts": H0})), Ok((7, H0)));
+        let class = |v: serde_json::Value| decode_view(&rec("en", v)).expect_err("refused").class;
+        assert_eq!(
+            class(serde_json::json!({"domain": "en", "title": "A", "views": 0, "ts": H0})),
+            RejectClass::InvalidValue
+        );
+        assert_eq!(class(serde_json::json!({"domain": "en", "title": "A", "ts": 1.5})), RejectClass::InvalidValue);
+        assert_eq!(
+            class(serde_json::json!({"domain": "de", "title": "A", "ts": H0})),
+            RejectClass::InvalidValue,
+            "key is not the domain"
+        );
+        assert_eq!(class(serde_json::json!({"domain": "en", "title": "A"})), RejectClass::MissingField);
+        let no_key = RawRecord { key: None, ..rec("en", serde_json::json!({"domain": "en", "title": "A", "ts": H0})) };
+        assert_eq!(decode_view(&no_key).expect_err("no key").class, RejectClass::MissingField);
+    }
+
+    #[test]
+    fn a_final_window_ranks_by_views_then_title_without_blacklisted_pairs() {
+        let cfg = PageviewsConfig { top_n: 3, ..Config::default().pageviews };
+        let (mut p, bl, _, _) = processor(&cfg);
+        let mut out = Emit::default();
+        bl.insert("en", "Main_Page");
+        for (t, n) in [("Main_Page", 100), ("b", 5), ("a", 5), ("c", 5), ("d", 9), ("Ä", 5)] {
+            feed(&mut p, "en", t, n, H0 + 10 * MIN, &mut out);
+        }
+        assert!(tops(&out).is_empty(), "open");
+        feed(&mut p, "en", "x", 1, H0 + 65 * MIN, &mut out);
+        let t = tops(&out);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].0, "en|2026-11-23T09");
+        let top = &t[0].1;
+        assert!(top.is_final);
+        assert_eq!((top.total_views, top.late_events), (129, 0), "blacklisted views still count in the total");
+        let ranked: Vec<(&str, u64)> = top.articles.iter().map(|a| (a.title.as_str(), a.views)).collect();
+        assert_eq!(ranked, [("d", 9), ("a", 5), ("b", 5)], "ties by title, in byte order ('Ä' sorts after 'c')");
+        // A late event is counted and reported in the domain's next record, never in the final one.
+        let before = out.records.len();
+        feed(&mut p, "en", "a", 1000, H0 + 30 * MIN, &mut out);
+        assert_eq!(out.records.len(), before, "a final window never changes");
+        p.close_idle(&mut out);
+        let t = tops(&out);
+        assert_eq!((t[1].0.as_str(), t[1].1.late_events), ("en|2026-11-23T10", 1));
+    }
+
+    #[test]
+    fn idleness_closes_the_last_hour_and_provisional_records_are_opt_in() {
+        let cfg =
+            PageviewsConfig { provisional_interval: Some(Duration::from_secs(30)), ..Config::default().pageviews };
+        let (mut p, _, _, _) = processor(&cfg);
+        let mut out = Emit::default();
+        feed(&mut p, "en", "a", 2, H0, &mut out); // at processor time H0
+        let now = |ms| DateTime::from_timestamp_millis(H0 + ms).expect("time");
+        p.on_tick(now(10_000), &mut out);
+        assert!(tops(&out).is_empty());
+        p.on_tick(now(31_000), &mut out);
+        assert_eq!(tops(&out).iter().map(|(_, t)| t.is_final).collect::<Vec<_>>(), [false], "one provisional record");
+        p.on_tick(now(59_000), &mut out);
+        assert!(tops(&out).iter().all(|(_, t)| !t.is_final), "59 s without input: still open");
+        p.on_tick(now(61_000), &mut out);
+        let finals: Vec<_> = tops(&out).into_iter().filter(|(_, t)| t.is_final).collect();
+        assert_eq!(finals.len(), 1, "closed by idleness");
+        assert_eq!(finals[0].1.total_views, 2);
+        p.on_tick(now(400_000), &mut out);
+        assert_eq!(tops(&out).iter().filter(|(_, t)| t.is_final).count(), 1, "never twice");
+    }
+
+    #[test]
+    fn trending_covers_the_last_hour_and_is_emitted_only_on_change() {
+        let (mut p, bl, _, _) = processor(&Config::default().pageviews);
+        let mut out = Emit::default();
+        feed(&mut p, "en", "old", 50, H0, &mut out);
+        feed(&mut p, "en", "new", 5, H0 + 70 * MIN, &mut out);
+        feed(&mut p, "en", "hidden", 99, H0 + 70 * MIN, &mut out);
+        bl.insert("en", "hidden");
+        p.emit_trending(&mut out);
+        let tr: Vec<DomainTrending> = out
+            .records
+            .iter()
+            .filter(|r| r.topic == TRENDING)
+            .map(|r| serde_json::from_slice(r.value.as_deref().expect("v")).expect("json"))
+            .collect();
+        assert_eq!(tr.len(), 1);
+        assert_eq!(tr[0].window_end, format_ms(H0 + 71 * MIN));
+        assert_eq!(
+            tr[0].articles.iter().map(|a| a.title.as_str()).collect::<Vec<_>>(),
+            ["new"],
+            "'old' left the hour, 'hidden' is blacklisted"
+        );
+        p.emit_trending(&mut out);
+        assert_eq!(out.records.iter().filter(|r| r.topic == TRENDING).count(), 1, "unchanged: not emitted again");
+    }
+
+    /// Property: over random multi-hour, multi-domain input in order, with a random blacklist,
+    /// every final record equals a brute-force count and full sort.
+    #[test]
+    fn final_records_equal_a_brute_force_sort_over_random_input() {
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let cfg = PageviewsConfig { top_n: rng.gen_range(1..8), ..Config::default().pageviews };
+            let (mut p, bl, _, _) = processor(&cfg);
+            let domains = ["en", "de", "fr"];
+            let titles: Vec<String> = (0..rng.gen_range(3..40)).map(|i| format!("t{}", i % 17)).collect();
+            let mut expected: HashMap<(String, i64), HashMap<String, u64>> = HashMap::new();
+            for t in titles.iter().take(3) {
+                bl.insert("en", t);
+            }
+            let mut out = Emit::default();
+            let mut ts = H0;
+            for _ in 0..rng.gen_range(50..400) {
+                ts += rng.gen_range(0..3 * MIN);
+                let (d, t, n) =
+                    (domains[rng.gen_range(0..3)], &titles[rng.gen_range(0..titles.len())], rng.gen_range(1..20));
+                feed(&mut p, d, t, n, ts, &mut out);
+                *expected
+                    .entry((d.to_string(), ts.div_euclid(HOUR_MS) * HOUR_MS))
+                    .or_default()
+                    .entry(t.clone())
+                    .or_default() += n;
+            }
+            p.close_idle(&mut out);
+            let got = tops(&out);
+            assert_eq!(got.len(), expected.len(), "seed {seed}: one final record per window");
+            for (key, top) in got {
+                let hour = chrono::DateTime::parse_from_rfc3339(&top.hour_start).expect("time").timestamp_millis();
+                let counts = &expected[&(top.domain.clone(), hour)];
+                assert_eq!(key, top_key(&top.domain, hour));
+                let mut all: Vec<(&String, &u64)> =
+                    counts.iter().filter(|(t, _)| !bl.contains(&top.domain, t)).collect();
+                all.sort_by(|a, b| b.1.cmp(a.1).then(a.0.as_bytes().cmp(b.0.as_bytes())));
+                let want: Vec<(String, u64)> = all.into_iter().take(cfg.top_n).map(|(t, n)| (t.clone(), *n)).collect();
+                let have: Vec<(String, u64)> = top.articles.iter().map(|a| (a.title.clone(), a.views)).collect();
+                assert_eq!(have, want, "seed {seed} {key}");
+                assert_eq!(top.total_views, counts.values().sum::<u64>());
+            }
+        }
+    }
+
+    #[test]
+    fn blacklist_records_add_and_tombstones_remove() {
+        let bl = Blacklist::new();
+        let mut p = BlacklistProcessor::new(bl.clone());
+        let meta = RecordMeta { topic: BLACKLIST, partition: 0, offset: 0, timestamp_ms: None };
+        let add = RawRecord {
+            key: Some(b"en Main_Page".to_vec()),
+            value: Some(br#"{"domain":"en","title":"Main_Page"}"#.to_vec()),
+            offset: 0,
+            timestamp_ms: None,
+        };
+        let c = p.decode(BLACKLIST, &add).expect("valid");
+        p.process(c, &meta, &mut Emit::default());
+        assert!(bl.contains("en", "Main_Page") && !bl.contains("de", "Main_Page"));
+        let tomb = RawRecord { value: None, ..add.clone() };
+        let c = p.decode(BLACKLIST, &tomb).expect("valid");
+        p.process(c, &meta, &mut Emit::default());
+        assert!(!bl.contains("en", "Main_Page"));
+        let bad = RawRecord { key: Some(b"en Other".to_vec()), ..add };
+        assert_eq!(p.decode(BLACKLIST, &bad).expect_err("mismatch").class, RejectClass::InvalidValue);
     }
 }
