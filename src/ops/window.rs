@@ -6,7 +6,9 @@
 //! advances, subtracting their counts from the running totals, so reading the totals is free and
 //! advancing costs only the expired buckets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 /// Counts per key over a sliding event-time window.
@@ -78,18 +80,18 @@ impl<K: Eq + Hash + Clone> SlidingCounts<K> {
             self.dropped += 1;
             return AddOutcome::OverCapacity;
         }
-        // Look up before inserting: a key already present costs no clone.
+        // One hash per map; a key already present costs no clone.
         let counts = self.buckets.entry(bucket).or_default();
-        match counts.get_mut(key) {
-            Some(c) => *c += n,
-            None => {
-                counts.insert(key.clone(), n);
+        match counts.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(mut e) => *e.get_mut() += n,
+            hashbrown::hash_map::EntryRef::Vacant(e) => {
+                e.insert_with_key(key.clone(), n);
             }
         }
-        match self.totals.get_mut(key) {
-            Some(c) => *c += n,
-            None => {
-                self.totals.insert(key.clone(), n);
+        match self.totals.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(mut e) => *e.get_mut() += n,
+            hashbrown::hash_map::EntryRef::Vacant(e) => {
+                e.insert_with_key(key.clone(), n);
             }
         }
         self.version += 1;

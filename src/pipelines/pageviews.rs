@@ -19,7 +19,9 @@
 //! `late_events` field of the domain's next `pageviews.top` record.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -244,8 +246,9 @@ pub struct PageviewsProcessor {
     idle_timeout: Duration,
     provisional_interval: Option<Duration>,
     trending_interval: Duration,
-    clock: Arc<dyn Clock>,
     last_input_ms: i64,
+    /// Records since the last tick: the idleness clock advances per tick, not per record.
+    inputs_since_tick: u64,
     last_provisional_ms: i64,
     last_trending_ms: i64,
     late: IntCounter,
@@ -253,7 +256,8 @@ pub struct PageviewsProcessor {
 }
 
 impl PageviewsProcessor {
-    /// A processor with the pipeline's config, ranking against `blacklist`.
+    /// A processor with the pipeline's config, ranking against `blacklist`; `clock` starts the
+    /// idleness and emission clocks (ticks carry the time after that).
     pub fn new(cfg: &PageviewsConfig, blacklist: Arc<Blacklist>, metrics: &Metrics, clock: Arc<dyn Clock>) -> Self {
         let now = clock.now().timestamp_millis();
         Self {
@@ -266,8 +270,8 @@ impl PageviewsProcessor {
             idle_timeout: cfg.idle_timeout,
             provisional_interval: cfg.provisional_interval,
             trending_interval: cfg.trending_interval,
-            clock,
             last_input_ms: now,
+            inputs_since_tick: 0,
             last_provisional_ms: now,
             last_trending_ms: now,
             late: metrics.window_ignored.with_label_values(&[PIPELINE, "late"]),
@@ -355,7 +359,7 @@ impl Processor for PageviewsProcessor {
     }
 
     fn process(&mut self, v: View<'_>, _meta: &RecordMeta, out: &mut Emit<()>) {
-        self.last_input_ms = self.clock.now().timestamp_millis();
+        self.inputs_since_tick += 1;
         let trend = match self.trends.get_mut(v.domain.as_ref()) {
             Some(t) => t,
             None => self.trends.entry(v.domain.as_ref().into()).or_insert_with(|| Trend {
@@ -382,6 +386,10 @@ impl Processor for PageviewsProcessor {
 
     fn on_tick(&mut self, now: DateTime<Utc>, out: &mut Emit<()>) {
         let now = now.timestamp_millis();
+        if self.inputs_since_tick > 0 {
+            self.inputs_since_tick = 0;
+            self.last_input_ms = now;
+        }
         if self.windows.open_windows() > 0 && now - self.last_input_ms >= self.idle_timeout.as_millis() as i64 {
             self.close_idle(out);
         }
@@ -573,9 +581,10 @@ mod tests {
         assert!(tops(&out).is_empty());
         p.on_tick(now(31_000), &mut out);
         assert_eq!(tops(&out).iter().map(|(_, t)| t.is_final).collect::<Vec<_>>(), [false], "one provisional record");
-        p.on_tick(now(59_000), &mut out);
+        // The tick at 10 s saw the input: idleness counts from there.
+        p.on_tick(now(69_000), &mut out);
         assert!(tops(&out).iter().all(|(_, t)| !t.is_final), "59 s without input: still open");
-        p.on_tick(now(61_000), &mut out);
+        p.on_tick(now(71_000), &mut out);
         let finals: Vec<_> = tops(&out).into_iter().filter(|(_, t)| t.is_final).collect();
         assert_eq!(finals.len(), 1, "closed by idleness");
         assert_eq!(finals[0].1.total_views, 2);
