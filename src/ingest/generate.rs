@@ -260,8 +260,8 @@ pub fn title(domain: usize, id: u64, out: &mut String) {
         out.push_str("Main_Page");
         return;
     }
-    let h = mix(id ^ (domain as u64) << 48);
-    let namespace = (h % 10 == 0).then(|| NAMESPACES[(h >> 8) as usize % NAMESPACES.len()]);
+    let h = mix(id ^ ((domain as u64) << 48));
+    let namespace = h.is_multiple_of(10).then(|| NAMESPACES[(h >> 8) as usize % NAMESPACES.len()]);
     out.push_str(namespace.unwrap_or(""));
     // Each domain sees the vocabulary rotated, so domains do not all share the same titles.
     let v = WORDS.len() as u64;
@@ -278,7 +278,7 @@ pub fn title(domain: usize, id: u64, out: &mut String) {
     match namespace {
         Some("File:") => out.push_str(".jpg"),
         Some(_) => {}
-        None if (h >> 16) % 12 == 0 => out.push_str(SUFFIXES[(h >> 24) as usize % SUFFIXES.len()]),
+        None if (h >> 16).is_multiple_of(12) => out.push_str(SUFFIXES[(h >> 24) as usize % SUFFIXES.len()]),
         None => {}
     }
 }
