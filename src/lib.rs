@@ -24,6 +24,7 @@
 //! - [`engine`]: tasks, router, processor trait, offsets, dead letters, aggregates, sinks.
 //! - [`health`]: liveness and readiness flags.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and `/pages` (live fan figures).
+//! - [`ingest`]: hourly pageview dumps and blacklists: opening, parsing, records, a dump generator.
 //! - [`kafka`]: topic definitions and admin, consumer source, producer sink, client settings.
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`ops`]: plain building blocks: text analysis, top-N, sliding windows, rolling fan series.
@@ -41,6 +42,7 @@ pub mod config;
 pub mod engine;
 pub mod health;
 pub mod http;
+pub mod ingest;
 pub mod kafka;
 pub mod metrics;
 pub mod ops;

@@ -1,5 +1,6 @@
 //! `pagepulse demo posts` and `demo pages`: demo producers of social posts and of tracked pages,
-//! for the quickstart and benchmarks.
+//! for the quickstart and benchmarks; `demo pageviews-dump`: realistic hourly pageview dump files
+//! (for `pagepulse ingest pageviews`).
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,34 @@ pub enum DemoCommand {
     Posts(PostsArgs),
     /// Track the simulator's pages (page-000001 ... page-N) in the `pages` topic, then exit.
     Pages(PagesArgs),
+    /// Write realistic hourly pageview dumps (`pageviews-YYYYMMDD-HH0000[.gz]`) into a directory.
+    PageviewsDump(PageviewsDumpArgs),
+}
+
+/// Arguments of `demo pageviews-dump`.
+#[derive(Debug, Args)]
+pub struct PageviewsDumpArgs {
+    /// Directory to write the files into (created if missing).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Number of hourly files.
+    #[arg(long, default_value_t = 1)]
+    pub hours: u64,
+    /// The first hour (UTC), `YYYY-MM-DDTHH`.
+    #[arg(long, value_parser = |s: &str| crate::ingest::dump::parse_hour(s).map_err(|e| e.to_string()))]
+    pub start: i64,
+    /// Distinct `(domain, title)` lines per hour (a real hour of all Wikimedia projects has ~6M).
+    #[arg(long, default_value_t = 6_000_000)]
+    pub lines: u64,
+    /// Number of domains (Zipf-distributed shares: en, de, ja, es, ...).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub domains: u64,
+    /// Random seed (the same seed gives the same files).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Compress the files with gzip (as Wikimedia publishes them).
+    #[arg(long)]
+    pub gzip: bool,
 }
 
 /// Arguments of `demo pages`.
@@ -193,7 +222,28 @@ pub fn run(cmd: &DemoCommand, cfg: &Config) -> anyhow::Result<()> {
     match cmd {
         DemoCommand::Posts(args) => posts(args, cfg),
         DemoCommand::Pages(args) => pages(args, cfg),
+        DemoCommand::PageviewsDump(args) => pageviews_dump(args),
     }
+}
+
+fn pageviews_dump(args: &PageviewsDumpArgs) -> anyhow::Result<()> {
+    use crate::ingest::generate::{write_dumps, DumpSpec};
+    let spec = DumpSpec { lines: args.lines, domains: args.domains as usize, seed: args.seed };
+    let started = Instant::now();
+    let files = write_dumps(&spec, &args.out, args.start, args.hours, args.gzip)
+        .map_err(|e| anyhow::anyhow!("writing dumps into {}: {e}", args.out.display()))?;
+    let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    for f in &files {
+        println!("{}", f.display());
+    }
+    eprintln!(
+        "wrote {} files, {} lines, {:.1} MB in {:.2} s",
+        files.len(),
+        args.lines * args.hours,
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn pages(args: &PagesArgs, cfg: &Config) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use crate::config::Config;
 
 pub mod consume;
 pub mod demo;
+pub mod ingest;
 pub mod simulate;
 pub mod topics;
 
@@ -39,6 +40,9 @@ pub enum Command {
     /// Produce demo records to an input topic.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
+    /// Load hourly pageview dumps or blacklist files into Kafka.
+    #[command(subcommand)]
+    Ingest(ingest::IngestCommand),
     /// Print records of a topic (works against brokers that kcat cannot talk to, such as tansu).
     Consume(consume::ConsumeArgs),
     /// Run a simulated platform (a Graph-API-compatible server) until SIGINT or SIGTERM.
@@ -66,6 +70,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Topics(cmd) => topics::run(cmd, &cli.load_config()?),
         Command::Demo(cmd) => demo::run(cmd, &cli.load_config()?),
+        Command::Ingest(cmd) => ingest::run(cmd, &cli.load_config()?),
         Command::Consume(args) => consume::run(args, &cli.load_config()?),
         Command::Simulate(cmd) => simulate::run(cmd),
     }

@@ -1,0 +1,316 @@
+//! `pagepulse ingest` against the real broker: a gzip dump and a plain dump with malformed lines
+//! arrive exactly once, with the agreed keys and JSON values (the expectation is computed here
+//! from the file text, independently of pagepulse's parser); malformed lines are reported with
+//! file and line number; blacklists and their `--remove` tombstones; clear, fast failures.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use pagepulse::ingest::generate::{write_hour, DumpSpec};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+use support::{wait_for, TestEnv};
+
+/// 2026-11-23T10:00:00Z and 11:00, the hours of the two dumps.
+const H10: i64 = 1_795_428_000_000;
+const H11: i64 = H10 + 3_600_000;
+
+fn admin(env: &TestEnv) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", &env.brokers).create().expect("admin client")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// The pageviews topics under the env's prefix (4 and 1 partitions), created here until topics/
+/// defines them; deleted again when dropped.
+struct IngestTopics<'a>(&'a TestEnv);
+
+impl<'a> IngestTopics<'a> {
+    fn create(env: &'a TestEnv) -> Self {
+        let (pv, bl) = (env.topic("pageviews"), env.topic("pageviews.blacklist"));
+        let topics =
+            [NewTopic::new(&pv, 4, TopicReplication::Fixed(1)), NewTopic::new(&bl, 1, TopicReplication::Fixed(1))];
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for r in runtime().block_on(admin(env).create_topics(&topics, &opts)).expect("create topics") {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => panic!("cannot create {t}: {e}"),
+            }
+        }
+        for (topic, parts) in [(&pv, 4), (&bl, 1)] {
+            wait_for(&format!("{topic} with {parts} partitions"), Duration::from_secs(20), || {
+                (partitions(env, topic) == parts).then_some(())
+            });
+        }
+        Self(env)
+    }
+}
+
+impl Drop for IngestTopics<'_> {
+    fn drop(&mut self) {
+        let names = [self.0.topic("pageviews"), self.0.topic("pageviews.blacklist")];
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Best effort: the topics live in the broker's memory; a failed delete only costs memory.
+        let _ = runtime().block_on(admin(self.0).delete_topics(&refs, &AdminOptions::new()));
+    }
+}
+
+fn consumer(env: &TestEnv) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("group.id", format!("{}-check", env.group))
+        .create()
+        .expect("consumer")
+}
+
+fn partitions(env: &TestEnv, topic: &str) -> usize {
+    consumer(env)
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map(|md| md.topics().first().map_or(0, |t| t.partitions().len()))
+        .unwrap_or(0)
+}
+
+/// Key prefix of the end markers [`read_all`] appends (followed by a number per call).
+const END: &str = "__end_of_test__";
+
+/// Every record of logical topic `topic`, read to its end: an end marker is appended to each
+/// partition and the records before the markers are returned. (Counting through watermarks does
+/// not work on tansu 0.6: its high watermark is the last batch's base offset + 1, e.g. 5 for 8
+/// records in two batches.) Records produced before this call are all before the markers, so a
+/// duplicate anywhere shows up.
+fn read_all(env: &TestEnv, topic: &str) -> Vec<support::Rec> {
+    let full = env.topic(topic);
+    let parts = partitions(env, &full);
+    let marker = format!("{END}{}", rand::random::<u64>());
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &env.brokers).create().expect("producer");
+    for p in 0..parts as i32 {
+        producer.send(BaseRecord::<str, str>::to(&full).partition(p).key(&marker)).expect("queue the end marker");
+    }
+    producer.flush(Duration::from_secs(30)).expect("end markers acknowledged");
+    let recs = env.read_until(topic, Duration::from_secs(60), |r| {
+        r.iter().filter(|r| r.key.as_deref() == Some(marker.as_bytes())).count() >= parts
+    });
+    let theirs = |r: &support::Rec| !r.key.as_deref().is_some_and(|k| k.starts_with(END.as_bytes()));
+    recs.into_iter().filter(theirs).collect()
+}
+
+fn run(env: &TestEnv, args: &[&str]) -> (Output, String) {
+    let out = env.cli(args).output().expect("run pagepulse");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
+/// The records a dump's text must become, computed from the text without pagepulse's parser:
+/// (key, canonical JSON value) for every valid line.
+fn expected_pageviews(text: &[u8], ts: i64) -> Vec<(String, String)> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = std::str::from_utf8(line).ok()?;
+            let f: Vec<&str> = line.split(' ').collect();
+            let views: u64 = f.get(2)?.parse().ok()?;
+            (f.len() == 4 && !f[0].is_empty() && !f[1].is_empty() && views > 0).then(|| {
+                (f[0].to_string(), json!({"domain": f[0], "title": f[1], "views": views, "ts": ts}).to_string())
+            })
+        })
+        .collect()
+}
+
+fn as_text(b: &Option<Vec<u8>>) -> String {
+    String::from_utf8(b.clone().expect("present")).expect("UTF-8")
+}
+
+fn canonical(value: &[u8]) -> String {
+    serde_json::from_slice::<Value>(value).expect("the value is JSON").to_string()
+}
+
+const PLAIN: &[u8] = b"en Main_Page 1200 0\n\
+en Broken_line 5\n\
+de.m Z\xc3\xbcrich 17 0\n\
+en Bad_views abc 0\n\
+en Zero_views 0 0\n\
+en Bad_\xff_utf8 3 0\n\
+en  4 0\n\
+ja \xe6\x9d\xb1\xe4\xba\xac 99 0\n\
+en \"Quoted\"_\\back\\slash 2 0\n\
+en Main_Page 1 0\n";
+
+fn gzip_file(path: &Path, text: &[u8]) {
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(path).expect("create"), Default::default());
+    gz.write_all(text).expect("compress");
+    gz.finish().expect("finish gzip");
+}
+
+#[test]
+fn pageview_dumps_arrive_exactly_once_and_malformed_lines_are_reported() {
+    let env = TestEnv::new();
+    let _topics = IngestTopics::create(&env);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let mut generated = Vec::new();
+    write_hour(&DumpSpec { lines: 3000, domains: 5, seed: 7 }, 0, &mut generated).expect("generate");
+    let gz = dir.path().join("pageviews-20261123-100000.gz");
+    gzip_file(&gz, &generated);
+    // Plain text, no extension; the last line repeats a (domain, title): both are produced.
+    let plain = dir.path().join("pageviews-20261123-110000");
+    std::fs::write(&plain, PLAIN).expect("write plain dump");
+
+    let (out, err) = run(&env, &["ingest", "pageviews", gz.to_str().expect("path"), plain.to_str().expect("path")]);
+    assert!(out.status.success(), "ingest failed:\n{err}");
+
+    let mut expected = expected_pageviews(&generated, H10);
+    let plain_expected = expected_pageviews(PLAIN, H11);
+    assert_eq!((expected.len(), plain_expected.len()), (3000, 5), "the test's own expectation");
+    expected.extend(plain_expected);
+    let lines = 3000 + PLAIN.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+    let summary = format!(
+        "2 files, {lines} lines read, {} records produced to {}, 5 malformed",
+        expected.len(),
+        env.topic("pageviews")
+    );
+    assert!(err.contains(&summary), "summary {summary:?} not in:\n{err}");
+    let p = plain.display();
+    for report in [
+        format!("{p}:2: malformed line: expected 4 space-separated fields, found 3"),
+        format!("{p}:4: malformed line: views is not a positive integer: \"abc\""),
+        format!("{p}:5: malformed line: views is 0"),
+        format!("{p}:6: malformed line: invalid UTF-8"),
+        format!("{p}:7: malformed line: empty title"),
+    ] {
+        assert!(err.contains(&report), "{report:?} not in:\n{err}");
+    }
+
+    // Everything is acknowledged once the command exits: the topic holds exactly these records.
+    let recs = read_all(&env, "pageviews");
+    let mut got: Vec<(String, String)> =
+        recs.iter().map(|r| (as_text(&r.key), canonical(r.value.as_deref().expect("a value")))).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    // The domain is the key, so a domain's records share a partition.
+    for domain in ["en", "de"] {
+        let mut parts: Vec<i32> = recs.iter().filter(|r| as_text(&r.key) == domain).map(|r| r.partition).collect();
+        parts.dedup();
+        assert_eq!(parts.len(), 1, "{domain} spread over partitions {parts:?}");
+    }
+}
+
+#[test]
+fn hour_option_and_bad_inputs() {
+    let env = TestEnv::new();
+    let _topics = IngestTopics::create(&env);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unnamed = dir.path().join("dump.txt");
+    std::fs::write(&unnamed, "en A 1 0\nen B 2 0\n").expect("write");
+    let unnamed = unnamed.to_str().expect("path");
+
+    // No hour in the name and no --hour: refused, naming the file, before producing anything.
+    let (out, err) = run(&env, &["ingest", "pageviews", unnamed]);
+    assert!(!out.status.success());
+    assert!(err.contains(unnamed) && err.contains("--hour"), "{err}");
+    let missing = dir.path().join("pageviews-20261123-100000.gz");
+    let (out, err) = run(&env, &["ingest", "pageviews", missing.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(err.contains("pageviews-20261123-100000.gz"), "{err}");
+    let (out, err) = run(&env, &["ingest", "pageviews", "--hour", "2026-11-23 10", unnamed]);
+    assert!(!out.status.success());
+    assert!(err.contains("YYYY-MM-DDTHH"), "{err}");
+    assert!(read_all(&env, "pageviews").is_empty());
+
+    let (out, err) = run(&env, &["ingest", "pageviews", "--quiet", "--hour", "2026-11-23T11", unnamed]);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("1 files, 2 lines read, 2 records produced"), "{err}");
+    let recs = read_all(&env, "pageviews");
+    assert_eq!(recs.len(), 2);
+    let mut ts: Vec<i64> = recs
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(r.value.as_deref().expect("value")).expect("JSON")["ts"]
+                .as_i64()
+                .expect("ts")
+        })
+        .collect();
+    ts.dedup();
+    assert_eq!(ts, [H11]);
+}
+
+#[test]
+fn blacklist_entries_and_their_removal() {
+    let env = TestEnv::new();
+    let _topics = IngestTopics::create(&env);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("blacklist.txt");
+    std::fs::write(
+        &file,
+        "# search and spam pages\n\nen Special:Search\nde.m\tSpezial:Suche\nen \"Odd\"_title\nonly-a-domain\nen -\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("path");
+    let entries = [("en", "Special:Search"), ("de.m", "Spezial:Suche"), ("en", "\"Odd\"_title"), ("en", "-")];
+
+    let (out, err) = run(&env, &["ingest", "blacklist", path]);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1 files, 7 lines read, 4 records produced") && err.contains("1 malformed, 2 skipped"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{path}:6: malformed line: expected 2 space-separated fields, found 1")), "{err}");
+    let recs = read_all(&env, "pageviews.blacklist");
+    let got: Vec<(String, Value)> = recs
+        .iter()
+        .map(|r| (as_text(&r.key), serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON")))
+        .collect();
+    let want: Vec<(String, Value)> =
+        entries.iter().map(|(d, t)| (format!("{d} {t}"), json!({"domain": d, "title": t}))).collect();
+    assert_eq!(got, want, "one partition: in file order");
+
+    let (out, err) = run(&env, &["ingest", "blacklist", "--remove", path]);
+    assert!(out.status.success(), "{err}");
+    // Both runs, without the first read's end marker: entries, then tombstones, exactly once.
+    let recs = read_all(&env, "pageviews.blacklist");
+    assert_eq!(recs.len(), 8);
+    let tombstones: Vec<(String, Option<Vec<u8>>)> =
+        recs[4..].iter().map(|r| (as_text(&r.key), r.value.clone())).collect();
+    let want: Vec<(String, Option<Vec<u8>>)> = entries.iter().map(|(d, t)| (format!("{d} {t}"), None)).collect();
+    assert_eq!(tombstones, want);
+}
+
+#[test]
+fn unreachable_broker_and_missing_topic_fail_fast_and_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pageviews-20261123-100000");
+    std::fs::write(&file, "en A 1 0\n").expect("write");
+    let file = file.to_str().expect("path");
+
+    let port = support::free_port();
+    let t = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pagepulse"))
+        .args(["ingest", "pageviews", file])
+        .env("PAGEPULSE_BROKERS", format!("127.0.0.1:{port}"))
+        .env("PAGEPULSE__kafka__connect_timeout", "\"2s\"")
+        .output()
+        .expect("run pagepulse");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach Kafka at 127.0.0.1:"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
+
+    // TestEnv::new creates only the topics defined in topics/; without IngestTopics the
+    // blacklist topic is missing (unless topics/ defines it by now).
+    let env = TestEnv::new();
+    if partitions(&env, &env.topic("pageviews.blacklist")) == 0 {
+        let (out, err) = run(&env, &["ingest", "blacklist", file]);
+        assert!(!out.status.success());
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}
