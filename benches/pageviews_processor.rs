@@ -61,7 +61,13 @@ fn main() {
     let bytes: usize = recs.iter().map(|r| r.value.as_ref().map_or(0, Vec::len)).sum();
     let cfg = Config::default();
     let metrics = Metrics::new();
-    let mut p = PageviewsProcessor::new(&cfg.pageviews, Blacklist::new(), &metrics, Arc::new(ManualClock::at_ms(H0)));
+    let mut p = PageviewsProcessor::new(
+        &cfg.pageviews,
+        Blacklist::new(),
+        Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        &metrics,
+        Arc::new(ManualClock::at_ms(H0)),
+    );
     let mut out = Emit::default();
     let t = Instant::now();
     let mut n = 0u64;

@@ -201,10 +201,11 @@ fn pipelines(
             .reread_on_assignment(),
         ));
         let (vc, m, clock) = (cfg.pageviews.clone(), metrics.clone(), clock.clone());
+        let activity = Arc::new(std::sync::atomic::AtomicI64::new(0));
         factories.push(Arc::new(PipelineSpec::new(
             pageviews::PIPELINE,
             vec![pageviews::INPUT],
-            move |_| PageviewsProcessor::new(&vc, blacklist.clone(), &m, clock.clone()),
+            move |_| PageviewsProcessor::new(&vc, blacklist.clone(), activity.clone(), &m, clock.clone()),
             sink.clone(),
             None,
             metrics.clone(),

@@ -171,7 +171,8 @@ fn pageviews_examples_match_the_real_decoders_and_outputs_match_their_schemas() 
     let cfg = Config::default();
     let bl = pageviews::Blacklist::new();
     let m = pagepulse::metrics::Metrics::new();
-    let mut p = pageviews::PageviewsProcessor::new(&cfg.pageviews, bl, &m, Arc::new(ManualClock::at_ms(0)));
+    let activity = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut p = pageviews::PageviewsProcessor::new(&cfg.pageviews, bl, activity, &m, Arc::new(ManualClock::at_ms(0)));
     let mut out = pagepulse::engine::Emit::default();
     for (i, ex) in def(pageviews::INPUT).examples.iter().enumerate() {
         let rec = RawRecord {

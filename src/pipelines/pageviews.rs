@@ -20,6 +20,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use hashbrown::HashMap;
 use std::sync::Arc;
@@ -249,6 +250,8 @@ pub struct PageviewsProcessor {
     last_input_ms: i64,
     /// Records since the last tick: the idleness clock advances per tick, not per record.
     inputs_since_tick: u64,
+    /// The last tick at which any pageviews partition of this instance had input.
+    instance_input_ms: Arc<AtomicI64>,
     last_provisional_ms: i64,
     last_trending_ms: i64,
     late: IntCounter,
@@ -258,8 +261,21 @@ pub struct PageviewsProcessor {
 impl PageviewsProcessor {
     /// A processor with the pipeline's config, ranking against `blacklist`; `clock` starts the
     /// idleness and emission clocks (ticks carry the time after that).
-    pub fn new(cfg: &PageviewsConfig, blacklist: Arc<Blacklist>, metrics: &Metrics, clock: Arc<dyn Clock>) -> Self {
+    ///
+    /// `activity` is shared by every pageviews task of the instance: a partition counts as idle
+    /// only when no pageviews partition of this instance had input for `idle_timeout`. A consumer
+    /// serves partitions in turns, so while a backlog is read one partition can go without
+    /// records for seconds; on its own clock it would close its windows early and turn the rest
+    /// of the hour into late events.
+    pub fn new(
+        cfg: &PageviewsConfig,
+        blacklist: Arc<Blacklist>,
+        activity: Arc<AtomicI64>,
+        metrics: &Metrics,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let now = clock.now().timestamp_millis();
+        activity.fetch_max(now, Ordering::Relaxed);
         Self {
             windows: HourlyWindows::new(i64::try_from(cfg.allowed_lateness.as_millis()).unwrap_or(i64::MAX)),
             trends: HashMap::new(),
@@ -272,6 +288,7 @@ impl PageviewsProcessor {
             trending_interval: cfg.trending_interval,
             last_input_ms: now,
             inputs_since_tick: 0,
+            instance_input_ms: activity,
             last_provisional_ms: now,
             last_trending_ms: now,
             late: metrics.window_ignored.with_label_values(&[PIPELINE, "late"]),
@@ -389,8 +406,10 @@ impl Processor for PageviewsProcessor {
         if self.inputs_since_tick > 0 {
             self.inputs_since_tick = 0;
             self.last_input_ms = now;
+            self.instance_input_ms.fetch_max(now, Ordering::Relaxed);
         }
-        if self.windows.open_windows() > 0 && now - self.last_input_ms >= self.idle_timeout.as_millis() as i64 {
+        let last_input = self.last_input_ms.max(self.instance_input_ms.load(Ordering::Relaxed));
+        if self.windows.open_windows() > 0 && now - last_input >= self.idle_timeout.as_millis() as i64 {
             self.close_idle(out);
         }
         if let Some(every) = self.provisional_interval {
@@ -498,7 +517,7 @@ mod tests {
 
     fn processor(cfg: &PageviewsConfig) -> (PageviewsProcessor, Arc<Blacklist>, Arc<ManualClock>, Metrics) {
         let (bl, clock, m) = (Blacklist::new(), Arc::new(ManualClock::at_ms(H0)), Metrics::new());
-        (PageviewsProcessor::new(cfg, bl.clone(), &m, clock.clone()), bl, clock, m)
+        (PageviewsProcessor::new(cfg, bl.clone(), Arc::new(AtomicI64::new(0)), &m, clock.clone()), bl, clock, m)
     }
 
     fn feed(p: &mut PageviewsProcessor, domain: &str, title: &str, views: u64, ts: i64, out: &mut Emit<()>) {
@@ -590,6 +609,30 @@ mod tests {
         assert_eq!(finals[0].1.total_views, 2);
         p.on_tick(now(400_000), &mut out);
         assert_eq!(tops(&out).iter().filter(|(_, t)| t.is_final).count(), 1, "never twice");
+    }
+
+    #[test]
+    fn a_partition_starved_while_others_deliver_is_not_idle() {
+        let cfg = Config::default().pageviews;
+        let (activity, bl, m) = (Arc::new(AtomicI64::new(0)), Blacklist::new(), Metrics::new());
+        let clock = Arc::new(ManualClock::at_ms(H0));
+        let mut quiet = PageviewsProcessor::new(&cfg, bl.clone(), activity.clone(), &m, clock.clone());
+        let mut busy = PageviewsProcessor::new(&cfg, bl, activity, &m, clock);
+        let (mut out_q, mut out_b) = (Emit::default(), Emit::default());
+        feed(&mut quiet, "de", "a", 1, H0, &mut out_q);
+        let at = |s: i64| DateTime::from_timestamp_millis(H0 + s * 1000).expect("time");
+        for s in 1..=180 {
+            feed(&mut busy, "en", "b", 1, H0 + s * 1000, &mut out_b);
+            busy.on_tick(at(s), &mut out_b);
+            quiet.on_tick(at(s), &mut out_q);
+        }
+        assert!(tops(&out_q).is_empty(), "three minutes without records, but the instance is busy");
+        for s in 181..=260 {
+            busy.on_tick(at(s), &mut out_b);
+            quiet.on_tick(at(s), &mut out_q);
+        }
+        assert_eq!(tops(&out_q).len(), 1, "closed once the whole instance is idle");
+        assert_eq!(tops(&out_b).len(), 1);
     }
 
     #[test]
