@@ -305,12 +305,15 @@ fn unreachable_broker_and_missing_topic_fail_fast_and_clearly() {
     assert!(err.contains("cannot reach Kafka at 127.0.0.1:"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
 
-    // TestEnv::new creates only the topics defined in topics/; without IngestTopics the
-    // blacklist topic is missing (unless topics/ defines it by now).
-    let env = TestEnv::new();
-    if partitions(&env, &env.topic("pageviews.blacklist")) == 0 {
-        let (out, err) = run(&env, &["ingest", "blacklist", file]);
-        assert!(!out.status.success());
-        assert!(err.contains("does not exist"), "{err}");
-    }
+    // A prefix under which no topic exists: the missing topic is named.
+    let prefix = format!("missing{:08x}.", rand::random::<u32>());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pagepulse"))
+        .args(["ingest", "blacklist", file])
+        .env("PAGEPULSE_BROKERS", support::brokers())
+        .env("PAGEPULSE_TOPIC_PREFIX", &prefix)
+        .output()
+        .expect("run pagepulse");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("topic {prefix}pageviews.blacklist does not exist")), "{err}");
 }
