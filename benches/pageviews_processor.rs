@@ -32,7 +32,7 @@ fn records(n: usize, hour: i64) -> Vec<RawRecord> {
     let domains: Vec<String> = (0..20).map(|i| format!("d{i}{}", if i % 3 == 0 { ".m" } else { "" })).collect();
     let weights: Vec<f64> = (1..=20).map(|k| 1.0 / k as f64).collect();
     let total: f64 = weights.iter().sum();
-    let mut per_domain = vec![0usize; 20];
+    let mut per_domain = [0usize; 20];
     (0..n)
         .map(|_| {
             let mut x = rng.gen::<f64>() * total;

@@ -27,8 +27,9 @@
 //! - [`ingest`]: hourly pageview dumps and blacklists: opening, parsing, records, a dump generator.
 //! - [`kafka`]: topic definitions and admin, consumer source, producer sink, client settings.
 //! - [`metrics`]: every Prometheus metric, defined once.
-//! - [`ops`]: plain building blocks: text analysis, top-N, sliding windows, rolling fan series.
-//! - [`pipelines`]: the pipelines (posts, fans, pages), each a processor made of ops.
+//! - [`ops`]: plain building blocks: text analysis, top-N, sliding and hourly windows, rolling fan
+//!   series.
+//! - [`pipelines`]: the pipelines (posts, fans, pages, pageviews), each a processor made of ops.
 //! - [`poll`]: polling platforms for audience counts: schedules, limits, the dispatcher, the
 //!   platform trait and its Facebook and Mastodon clients over HTTP.
 //! - [`simulate`]: simulated platforms (trajectories, a Graph-API- and Mastodon-compatible server).
