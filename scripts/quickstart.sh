@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pagepulse's main job on one machine: a local broker (tansu), the topics, a simulated Graph API
-# and Mastodon (`pagepulse simulate graph-api`), the pipelines, demo pages to track and a demo
-# post producer, with results printed as they flow. Ctrl-C stops everything.
+# and Mastodon (`pagepulse simulate graph-api`), the pipelines, demo pages to track, a demo post
+# producer and two generated hours of page views, with results printed as they flow. Ctrl-C stops everything.
 #   usage: scripts/quickstart.sh [--duration SECONDS]
 # Environment: PAGEPULSE_BROKERS (default 127.0.0.1:9092; a broker already listening there is
 # reused), PAGEPULSE_HTTP_LISTEN (default 127.0.0.1:9898), SIM_LISTEN (default 127.0.0.1:8787),
@@ -62,11 +62,22 @@ curl -sf "http://$PAGEPULSE_HTTP_LISTEN/readyz" >/dev/null || { echo "pagepulse 
 $PP demo pages --count "$DEMO_PAGES" --interval-s "${DEMO_INTERVAL_S:-20}" --mastodon-every 10 --unknown 3
 $PP demo posts --rate "${DEMO_RATE:-20}" --bad-every 25 2>"$RUN_DIR/demo.log" &
 PIDS+=("$!")
+# Page views: two generated Wikimedia-style hours (200,000 lines each) and a small blacklist;
+# the hours' top articles reach pageviews.top once the input has been idle for a minute.
+rm -rf "$RUN_DIR/dumps"
+$PP demo pageviews-dump --out "$RUN_DIR/dumps" --hours 2 --start "$(date -u -d '-2 hours' +%Y-%m-%dT%H)" \
+  --lines 200000 --domains 10 --gzip >/dev/null
+printf 'en Main_Page\nen Special:Search\nde Wikipedia:Hauptseite\n' >"$RUN_DIR/blacklist.txt"
+$PP ingest blacklist --quiet "$RUN_DIR/blacklist.txt"
+$PP ingest pageviews --quiet "$RUN_DIR"/dumps/pageviews-*.gz
 cat <<EOT
 
 pagepulse is ready and polling $DEMO_PAGES pages. Results flow below (fans.top: the top pages by
 24 h growth and by 24 h delta, every 10 s when changed). Elsewhere, try:
   $PP consume fans.stats                   # rolling figures of every page after each poll
+  $PP consume pageviews.top -b             # top 25 articles per domain and hour (a minute after ingest)
+  $PP consume pageviews.trending -b        # trending now, per domain
+  curl -s http://$PAGEPULSE_HTTP_LISTEN/pages/facebook:page-000001   # one page's live figures and chart
   $PP consume posts.analysis               # word counts, hashtags and mentions of each post
   $PP consume posts.trending -b            # top hashtags of the last hour, every 5 s when changed
   $PP consume deadletter -b -f json        # malformed posts with the reason in headers
