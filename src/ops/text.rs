@@ -37,7 +37,7 @@ pub fn analyze(text: &str) -> TextStats {
 ///
 /// ASCII space, tab, CR, LF, VT and FF are always word boundaries in UAX #29 (no rule joins them
 /// to anything but whitespace), so the text is cut there first. ASCII tokens (most of them, in
-/// most languages' social posts) go through [`ascii_words`], a direct transcription of the rules
+/// most languages' social posts) go through `ascii_words`, a direct transcription of the rules
 /// that apply to ASCII; any other token goes through `unicode_words()`. A property test checks
 /// the result against `unicode_words()` on the whole text.
 pub fn count_words(text: &str) -> (usize, usize) {
