@@ -223,7 +223,16 @@ pub fn top_key(domain: &str, hour_start_ms: i64) -> String {
 
 /// The best `n` of `counts`, blacklisted titles excluded, ties by title ascending.
 pub fn rank(counts: &HashMap<Arc<str>, u64>, n: usize, excluded: &HashSet<Box<str>>) -> Vec<Article> {
-    let items = counts.iter().filter(|(t, _)| excluded.is_empty() || !excluded.contains(&***t)).map(|(t, c)| (t, *c));
+    rank_items(counts.iter().map(|(t, c)| (t, *c)), n, excluded)
+}
+
+/// The best `n` of `(title, views)` pairs, blacklisted titles excluded, ranked from 1.
+fn rank_items<'a>(
+    items: impl Iterator<Item = (&'a Arc<str>, u64)>,
+    n: usize,
+    excluded: &HashSet<Box<str>>,
+) -> Vec<Article> {
+    let items = items.filter(|(t, _)| excluded.is_empty() || !excluded.contains(&***t));
     top_n(items, n)
         .into_iter()
         .enumerate()
@@ -327,13 +336,7 @@ impl PageviewsProcessor {
                 continue;
             }
             let Some((start, end)) = t.counts.bounds() else { continue };
-            let excluded = self.blacklist.titles(d);
-            let items = t.counts.totals().filter(|(k, _)| excluded.is_empty() || !excluded.contains(&***k));
-            let articles = top_n(items, self.trending_top_n)
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| Article { rank: i + 1, title: r.key.to_string(), views: r.count })
-                .collect();
+            let articles = rank_items(t.counts.totals(), self.trending_top_n, &self.blacklist.titles(d));
             let value = DomainTrending {
                 domain: d.to_string(),
                 window_start: format_ms(start),
