@@ -55,6 +55,22 @@ fn raw_kind(raw: &RawValue) -> &'static str {
     }
 }
 
+/// A required key of the form `<left><sep><right>`, both parts non-empty: the whole key and its
+/// parts. `what` describes the expected key in the messages, e.g. "`pages` records are keyed
+/// `<platform>:<page_id>`".
+pub fn split_key<'a>(rec: &'a RawRecord, sep: char, what: &str) -> Result<(&'a str, &'a str, &'a str), Rejection> {
+    let key = rec
+        .key
+        .as_deref()
+        .ok_or_else(|| Rejection::new(RejectClass::MissingField, format!("key is missing: {what}")))?;
+    let key =
+        std::str::from_utf8(key).map_err(|_| Rejection::new(RejectClass::InvalidUtf8, "key is not valid UTF-8"))?;
+    match key.split_once(sep) {
+        Some((l, r)) if !l.is_empty() && !r.is_empty() => Ok((key, l, r)),
+        _ => Err(Rejection::new(RejectClass::InvalidValue, format!("key \"{key}\" is malformed: {what}"))),
+    }
+}
+
 /// A required string field.
 pub fn required_str<'a>(name: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, Rejection> {
     match raw {

@@ -25,7 +25,7 @@ use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::decode::{object, optional_str, optional_u64, utf8_value};
+use super::decode::{object, optional_str, optional_u64, split_key, utf8_value};
 use crate::clock::Clock;
 use crate::config::PagesConfig;
 use crate::engine::{Emit, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
@@ -75,23 +75,10 @@ fn invalid(message: String) -> Rejection {
     Rejection::new(RejectClass::InvalidValue, message)
 }
 
-/// The record key as `(platform, page_id)`.
-fn key_of(rec: &RawRecord) -> Result<(&str, &str), Rejection> {
-    let key = rec.key.as_deref().ok_or_else(|| {
-        Rejection::new(RejectClass::MissingField, "key is missing: `pages` records are keyed `<platform>:<page_id>`")
-    })?;
-    let key =
-        std::str::from_utf8(key).map_err(|_| Rejection::new(RejectClass::InvalidUtf8, "key is not valid UTF-8"))?;
-    match key.split_once(':') {
-        Some((p, id)) if !p.is_empty() && !id.is_empty() => Ok((p, id)),
-        _ => Err(invalid(format!("key \"{key}\" must be `<platform>:<page_id>`"))),
-    }
-}
-
 /// Decodes and validates a `pages` record; `platforms` are the platforms this instance polls.
 pub fn decode_page<'a>(rec: &'a RawRecord, platforms: &[&str]) -> Result<PageCommand<'a>, Rejection> {
-    let (key_platform, key_id) = key_of(rec)?;
-    let key = || Cow::Borrowed(std::str::from_utf8(rec.key.as_deref().unwrap_or_default()).unwrap_or_default());
+    let (full_key, key_platform, key_id) = split_key(rec, ':', "`pages` records are keyed `<platform>:<page_id>`")?;
+    let key = || Cow::Borrowed(full_key);
     if rec.value.is_none() {
         return Ok(PageCommand::Untrack { key: key() });
     }

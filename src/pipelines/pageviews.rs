@@ -32,7 +32,7 @@ use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::decode::{format_ms, object, optional_u64, required_str, rfc3339_ms, utf8_value};
+use super::decode::{format_ms, object, optional_u64, required_str, rfc3339_ms, split_key, utf8_value};
 use crate::clock::Clock;
 use crate::config::PageviewsConfig;
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
@@ -449,14 +449,7 @@ pub enum BlacklistChange<'a> {
 
 /// Decodes a `pageviews.blacklist` record: the key names the pair, the value must agree.
 pub fn decode_blacklist(rec: &RawRecord) -> Result<BlacklistChange<'_>, Rejection> {
-    let key = rec.key.as_deref().ok_or_else(|| {
-        Rejection::new(RejectClass::MissingField, "key is missing: blacklist records are keyed `<domain> <title>`")
-    })?;
-    let key =
-        std::str::from_utf8(key).map_err(|_| Rejection::new(RejectClass::InvalidUtf8, "key is not valid UTF-8"))?;
-    let Some((domain, title)) = key.split_once(' ').filter(|(d, t)| !d.is_empty() && !t.is_empty()) else {
-        return Err(invalid(format!("key \"{key}\" must be `<domain> <title>`")));
-    };
+    let (key, domain, title) = split_key(rec, ' ', "blacklist records are keyed `<domain> <title>`")?;
     if rec.value.is_none() {
         return Ok(BlacklistChange::Remove { domain, title });
     }
