@@ -188,9 +188,10 @@ pub fn observation(key: &str, fans: u64, followers: Option<u64>, at_ms: i64) -> 
 
 /// The plain logic of one platform's dispatcher. See the module docs.
 pub struct DispatchCore {
-    platform: &'static str,
+    platform: Arc<dyn Platform>,
+    /// `platform.name()`, for log lines.
+    name: &'static str,
     max_batch: usize,
-    cost: Box<dyn Fn(usize) -> u32 + Send>,
     queue: VecDeque<Job>,
     /// Pages queued, in flight or waiting to retry.
     pending: HashSet<PageKey>,
@@ -204,13 +205,12 @@ pub struct DispatchCore {
 
 impl DispatchCore {
     /// A dispatcher core for `platform` with `policy`, at `now_ms`.
-    pub fn new(platform: &dyn Platform, policy: &Policy, metrics: &Metrics, now_ms: i64) -> Self {
+    pub fn new(platform: Arc<dyn Platform>, policy: &Policy, metrics: &Metrics, now_ms: i64) -> Self {
         let name = platform.name();
-        let probe: Vec<u32> = (0..=platform.max_batch()).map(|n| platform.cost(n)).collect();
         Self {
-            platform: name,
             max_batch: platform.max_batch().max(1),
-            cost: Box::new(move |n| probe.get(n).copied().unwrap_or(n as u32)),
+            platform,
+            name,
             queue: VecDeque::new(),
             pending: HashSet::new(),
             failing: HashSet::new(),
@@ -259,7 +259,7 @@ impl DispatchCore {
             self.m.queue.set(self.pending.len() as i64);
             return Ok(None);
         }
-        let permit = match self.limiter.try_acquire_cost(now_ms, (self.cost)(jobs.len())) {
+        let permit = match self.limiter.try_acquire_cost(now_ms, self.platform.cost(jobs.len())) {
             Ok(p) => p,
             Err(wait) => {
                 self.requeue(jobs);
@@ -339,7 +339,7 @@ impl DispatchCore {
             BatchOutcome::Throttled { code, retry_after } => {
                 self.m.req_throttled.inc();
                 let pause = retry_after.map_or(self.saturated_pause_ms, millis);
-                tracing::warn!(platform = self.platform, code, pause_ms = pause, "throttled: pausing the platform");
+                tracing::warn!(platform = self.name, code, pause_ms = pause, "throttled: pausing the platform");
                 self.limiter.pause_until(now_ms.saturating_add(pause));
                 self.requeue(jobs);
             }
@@ -357,14 +357,14 @@ impl DispatchCore {
                 let attempt = jobs.iter().map(|j| j.attempt).max().unwrap_or(0);
                 match self.backoff.next_delay(attempt, rng) {
                     Some(delay) => {
-                        tracing::debug!(platform = self.platform, attempt, ?delay, reason = %what, "retrying a request");
+                        tracing::debug!(platform = self.name, attempt, ?delay, reason = %what, "retrying a request");
                         for job in &mut jobs {
                             job.attempt += 1;
                         }
                         out.retry = Some((delay, jobs));
                     }
                     None => {
-                        tracing::warn!(platform = self.platform, pages = jobs.len(), reason = %what,
+                        tracing::warn!(platform = self.name, pages = jobs.len(), reason = %what,
                             "request failed after every retry; its pages wait for their next slot");
                         self.m.gave_up.inc_by(jobs.len() as u64);
                         self.done(&jobs);
@@ -374,7 +374,7 @@ impl DispatchCore {
             BatchOutcome::Rejected { code, message } => {
                 self.m.req_rejected.inc();
                 self.m.rejected.inc_by(jobs.len() as u64);
-                tracing::error!(platform = self.platform, code, %message, pages = jobs.len(), "the platform refused a request");
+                tracing::error!(platform = self.name, code, %message, pages = jobs.len(), "the platform refused a request");
                 self.done(&jobs);
             }
         }
@@ -407,7 +407,6 @@ pub struct Submit(pub Vec<Job>);
 /// The dispatcher actor of one platform. See the module docs.
 pub struct Dispatcher {
     core: DispatchCore,
-    platform: Arc<dyn Platform>,
     sink: Arc<dyn Sink>,
     clock: Arc<dyn Clock>,
     /// The earliest wake-up already armed, so a wait does not arm a timer per message.
@@ -423,8 +422,8 @@ impl Dispatcher {
         metrics: &Metrics,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let core = DispatchCore::new(platform.as_ref(), policy, metrics, clock.now().timestamp_millis());
-        Self { core, platform, sink, clock, wake_at: None }
+        let core = DispatchCore::new(platform, policy, metrics, clock.now().timestamp_millis());
+        Self { core, sink, clock, wake_at: None }
     }
 
     fn now_ms(&self) -> i64 {
@@ -438,7 +437,7 @@ impl Dispatcher {
             match self.core.next_request(now) {
                 Ok(None) | Err(Wait::Concurrency) => break,
                 Ok(Some(req)) => {
-                    let fut = self.platform.fetch(req.ids.clone());
+                    let fut = self.core.platform.fetch(req.ids.clone());
                     ctx.spawn(fut.into_actor(self).map(move |fetched, act, ctx| act.finish(req, fetched, ctx)));
                 }
                 Err(wait) => {
@@ -481,7 +480,7 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        tracing::debug!(platform = self.platform.name(), "dispatcher started");
+        tracing::debug!(platform = self.core.name, "dispatcher started");
     }
 }
 
@@ -553,7 +552,7 @@ mod tests {
 
     fn core(max: usize, p: &Policy) -> (DispatchCore, Metrics) {
         let m = Metrics::new();
-        (DispatchCore::new(&Fake { max, slow: None }, p, &m, T0), m)
+        (DispatchCore::new(Arc::new(Fake { max, slow: None }), p, &m, T0), m)
     }
 
     fn jobs(range: std::ops::Range<u32>, owner: &Arc<Owner>) -> Vec<Job> {
