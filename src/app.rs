@@ -20,9 +20,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PlatformConfig};
 use crate::engine::aggregate::{merge_fn, Flush};
 use crate::engine::shutdown::Reason;
-use crate::engine::{AggregatorActor, OffsetStore, PipelineSpec, Router, Shutdown, Sink, TaskFactory};
+use crate::engine::router::Store;
+use crate::engine::state;
+use crate::engine::{AggregatorActor, OffsetStore, PipelineSpec, Router, Shutdown, Sink, StateBackend, TaskFactory};
 use crate::health::Health;
 use crate::kafka::source::{self, Source, SourceContext};
+use crate::kafka::changelog::KafkaBackend;
 use crate::kafka::{admin, KafkaSink};
 use crate::metrics::Metrics;
 use crate::pipelines::fans::state::FansState;
@@ -143,6 +146,7 @@ fn pipelines(
     metrics: &Metrics,
     clock: Arc<dyn Clock>,
     fans_state: &FansState,
+    stores: &Stores,
 ) -> Result<Pipelines, Error> {
     let mut factories: Vec<Arc<dyn TaskFactory>> = Vec::new();
     let mut aggregators = Vec::new();
@@ -177,14 +181,17 @@ fn pipelines(
         let actor = AggregatorActor::new(trending.clone(), cfg.posts.trending_emit_interval, sink.clone()).start();
         aggregators.push(actor.recipient());
         let (pc, clock) = (cfg.posts.clone(), clock.clone());
-        factories.push(Arc::new(PipelineSpec::new(
-            posts::PIPELINE,
-            vec![posts::INPUT],
-            move |_| PostsProcessor::new(&pc, clock.clone()),
-            sink.clone(),
-            Some(merge_fn(trending)),
-            metrics.clone(),
-        )));
+        factories.push(Arc::new(
+            PipelineSpec::new(
+                posts::PIPELINE,
+                vec![posts::INPUT],
+                move |_| PostsProcessor::new(&pc, clock.clone()),
+                sink.clone(),
+                Some(merge_fn(trending)),
+                metrics.clone(),
+            )
+            .with_store(stores.store(posts::PIPELINE)),
+        ));
     }
     if cfg.pageviews.enabled {
         let blacklist = Blacklist::new();
@@ -202,30 +209,89 @@ fn pipelines(
         ));
         let (vc, m, clock) = (cfg.pageviews.clone(), metrics.clone(), clock.clone());
         let activity = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        factories.push(Arc::new(PipelineSpec::new(
-            pageviews::PIPELINE,
-            vec![pageviews::INPUT],
-            move |_| PageviewsProcessor::new(&vc, blacklist.clone(), activity.clone(), &m, clock.clone()),
-            sink.clone(),
-            None,
-            metrics.clone(),
-        )));
+        factories.push(Arc::new(
+            PipelineSpec::new(
+                pageviews::PIPELINE,
+                vec![pageviews::INPUT],
+                move |_| PageviewsProcessor::new(&vc, blacklist.clone(), activity.clone(), &m, clock.clone()),
+                sink.clone(),
+                None,
+                metrics.clone(),
+            )
+            .with_store(stores.store(pageviews::PIPELINE)),
+        ));
     }
     if cfg.fans.enabled {
         let top = fans_state.top_view();
         let actor = AggregatorActor::new(top.clone(), fans::TOP_INTERVAL, sink.clone()).start();
         aggregators.push(actor.recipient());
         let (fc, state) = (cfg.fans.clone(), fans_state.clone());
-        factories.push(Arc::new(PipelineSpec::new(
-            fans::PIPELINE,
-            vec![fans::INPUT],
-            move |partition| FansProcessor::new(partition, &fc).with_state(&state),
-            sink,
-            Some(merge_fn(top)),
-            metrics.clone(),
-        )));
+        factories.push(Arc::new(
+            PipelineSpec::new(
+                fans::PIPELINE,
+                vec![fans::INPUT],
+                move |partition| FansProcessor::new(partition, &fc).with_state(&state),
+                sink,
+                Some(merge_fn(top)),
+                metrics.clone(),
+            )
+            .with_store(stores.store(fans::PIPELINE)),
+        ));
     }
     Ok(Pipelines { factories, aggregators, dispatchers })
+}
+
+/// The durable state stores of the enabled pipelines (see [`crate::engine::state`]): each stateful
+/// pipeline has one store, named after the pipeline, with changelog
+/// `<kafka.group_id>-<store>-changelog`.
+struct Stores {
+    /// (store, logical changelog, logical input) of every enabled stateful pipeline.
+    changelogs: Vec<(&'static str, &'static str, &'static str)>,
+    backend: Arc<dyn StateBackend>,
+    flush_every: Duration,
+    health: Arc<Health>,
+}
+
+impl Stores {
+    fn new(cfg: &Config, backend: Arc<dyn StateBackend>, health: Arc<Health>) -> Self {
+        let mut stateful = Vec::new();
+        if cfg.posts.enabled {
+            stateful.push((posts::PIPELINE, posts::INPUT));
+        }
+        if cfg.pageviews.enabled {
+            stateful.push((pageviews::PIPELINE, pageviews::INPUT));
+        }
+        if cfg.fans.enabled {
+            stateful.push((fans::PIPELINE, fans::INPUT));
+        }
+        let changelogs = stateful
+            .into_iter()
+            .map(|(store, input)| {
+                // A handful per process, made once: leaked to be `&'static` like every topic name.
+                let topic: &'static str = Box::leak(state::changelog_topic(&cfg.kafka.group_id, store).into_boxed_str());
+                (store, topic, input)
+            })
+            .collect();
+        Self { changelogs, backend, flush_every: cfg.kafka.commit_interval, health }
+    }
+
+    /// Logical names of every changelog.
+    fn topics(&self) -> Vec<&'static str> {
+        self.changelogs.iter().map(|c| c.1).collect()
+    }
+
+    /// The store of `pipeline` (one of the enabled stateful pipelines).
+    fn store(&self, pipeline: &'static str) -> Store {
+        let (name, changelog, _) =
+            *self.changelogs.iter().find(|c| c.0 == pipeline).expect("every stateful enabled pipeline has a store");
+        Store {
+            name,
+            changelog,
+            backend: self.backend.clone(),
+            flush_every: self.flush_every,
+            health: self.health.clone(),
+        }
+    }
 }
 
 /// Logical topics the enabled pipelines read or write.
@@ -265,9 +331,13 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
         http::start(cfg.http.listen, metrics.clone(), health.clone(), cfg.fans.enabled.then(|| fans_state.clone()))?;
     tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz, /pages)");
 
-    let sink = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone())?);
+    let backend = Arc::new(KafkaBackend::new(&cfg).map_err(|e| Error::Admin(e.into()))?);
+    let stores = Stores::new(&cfg, backend, health.clone());
+    let pairs: Vec<(&str, &str)> = stores.changelogs.iter().map(|c| (c.1, c.2)).collect();
+    crate::kafka::changelog::ensure(&cfg, &pairs).await?;
+    let sink = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone(), &stores.topics())?);
     let Pipelines { factories, aggregators, dispatchers } =
-        pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock), &fans_state)?;
+        pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock), &fans_state, &stores)?;
     if factories.is_empty() {
         return Err(Error::NothingToRun);
     }

@@ -8,6 +8,7 @@ pub struct Health {
     assigned: AtomicUsize,
     broker_up: AtomicBool,
     stopping: AtomicBool,
+    restoring: AtomicUsize,
 }
 
 impl Health {
@@ -26,6 +27,20 @@ impl Health {
         self.stopping.store(true, Ordering::Release);
     }
 
+    /// A task starts (`true`) or finishes (`false`) restoring its state.
+    pub fn set_restoring(&self, started: bool) {
+        if started {
+            self.restoring.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.restoring.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Tasks restoring their state right now.
+    pub fn restoring(&self) -> usize {
+        self.restoring.load(Ordering::Acquire)
+    }
+
     /// Input partitions owned.
     pub fn assigned(&self) -> usize {
         self.assigned.load(Ordering::Acquire)
@@ -39,6 +54,8 @@ impl Health {
             Err("no Kafka broker answers")
         } else if self.assigned() == 0 {
             Err("no input partitions assigned yet")
+        } else if self.restoring() > 0 {
+            Err("restoring state")
         } else {
             Ok(())
         }
@@ -56,6 +73,13 @@ mod tests {
         h.set_broker_up(true);
         assert_eq!(h.ready(), Err("no input partitions assigned yet"));
         h.set_assigned(4);
+        assert_eq!(h.ready(), Ok(()));
+        h.set_restoring(true);
+        h.set_restoring(true);
+        assert_eq!(h.ready(), Err("restoring state"));
+        h.set_restoring(false);
+        assert_eq!(h.ready(), Err("restoring state"));
+        h.set_restoring(false);
         assert_eq!(h.ready(), Ok(()));
         h.set_stopping();
         assert_eq!(h.ready(), Err("shutting down"));

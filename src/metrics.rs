@@ -59,6 +59,16 @@ pub struct Metrics {
     pub poll_queue: IntGaugeVec,
     /// Poll slots skipped because a page's previous slot was polled late, by platform.
     pub poll_skipped_slots: IntCounterVec,
+    /// Duration of each state restore, by store.
+    pub state_restore_seconds: HistogramVec,
+    /// Changelog records read by restores, by store.
+    pub state_restored_records: IntCounterVec,
+    /// Changelog bytes (keys and values) read by restores, by store.
+    pub state_restored_bytes: IntCounterVec,
+    /// Tasks restoring their state right now, by store; `/readyz` is not ready while any is.
+    pub state_restoring: IntGaugeVec,
+    /// Input records skipped because the restored state already covered them, by pipeline.
+    pub state_skipped: IntCounterVec,
 }
 
 impl Metrics {
@@ -170,6 +180,30 @@ impl Metrics {
             "Poll slots skipped because a page's previous slot was polled more than one interval late.",
             &["platform"],
         );
+        let state_restore_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "pagepulse_state_restore_seconds",
+                "Time a task took to restore its partition's state from the changelog.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            &["store"],
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(state_restore_seconds.clone())).expect("metric names are unique");
+        let state_restored_records =
+            counter("pagepulse_state_restored_records_total", "Changelog records read by state restores.", &["store"]);
+        let state_restored_bytes = counter(
+            "pagepulse_state_restored_bytes_total",
+            "Changelog bytes (keys and values) read by state restores.",
+            &["store"],
+        );
+        let state_restoring =
+            gauge("pagepulse_state_restoring_tasks", "Tasks restoring their state right now.", &["store"]);
+        let state_skipped = counter(
+            "pagepulse_state_skipped_records_total",
+            "Input records skipped because the restored state already covered them.",
+            &["pipeline"],
+        );
         Self {
             registry,
             consumed,
@@ -193,6 +227,11 @@ impl Metrics {
             pages_failing,
             poll_queue,
             poll_skipped_slots,
+            state_restore_seconds,
+            state_restored_records,
+            state_restored_bytes,
+            state_restoring,
+            state_skipped,
         }
     }
 

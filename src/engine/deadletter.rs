@@ -28,6 +28,7 @@ pub fn dead_letter(rec: &RawRecord, pipeline: &str, full_topic: &str, partition:
             ("pagepulse.partition", partition.to_string().into_bytes()),
             ("pagepulse.offset", rec.offset.to_string().into_bytes()),
         ],
+        partition: None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod record;
 pub mod router;
 pub mod shutdown;
 pub mod sink;
+pub mod state;
 pub mod task;
 
 pub use aggregate::{Aggregate, AggregatorActor};
@@ -20,4 +21,5 @@ pub use record::{Batch, OutRecord, RawRecord};
 pub use router::{PipelineSpec, Router, TaskFactory};
 pub use shutdown::Shutdown;
 pub use sink::{MemorySink, Sink};
-pub use task::Task;
+pub use state::{MemoryBackend, StateBackend};
+pub use task::{Durable, Task};

@@ -81,6 +81,7 @@ impl OffsetTracker {
             pending: AtomicUsize::new(1),
             failed: AtomicBool::new(false),
             timestamps_ms,
+            chain: Vec::new(),
         })
     }
 
@@ -158,9 +159,25 @@ pub struct BatchAck {
     pending: AtomicUsize,
     failed: AtomicBool,
     timestamps_ms: Vec<i64>,
+    /// Acks completed when this one completes: the batches a state flush covers.
+    chain: Vec<Arc<BatchAck>>,
 }
 
 impl BatchAck {
+    /// An ack that, once its own outputs are done, completes `covered`: a state flush holds the
+    /// batches whose effect it makes durable, so their offsets are stored only after it. A failed
+    /// flush fails them too.
+    pub fn chained(covered: Vec<Arc<BatchAck>>) -> Arc<Self> {
+        Arc::new(Self {
+            tracker: None,
+            seq: 0,
+            pending: AtomicUsize::new(1),
+            failed: AtomicBool::new(false),
+            timestamps_ms: Vec::new(),
+            chain: covered,
+        })
+    }
+
     /// An ack that tracks no offsets: for outputs not caused by input records (timers,
     /// aggregates).
     pub fn untracked() -> Arc<Self> {
@@ -170,6 +187,7 @@ impl BatchAck {
             pending: AtomicUsize::new(1),
             failed: AtomicBool::new(false),
             timestamps_ms: Vec::new(),
+            chain: Vec::new(),
         })
     }
 
@@ -193,8 +211,12 @@ impl BatchAck {
 
     fn release(&self) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let failed = self.failed.load(Ordering::Acquire);
             if let Some(t) = &self.tracker {
-                t.complete(self.seq, self.failed.load(Ordering::Acquire), &self.timestamps_ms);
+                t.complete(self.seq, failed, &self.timestamps_ms);
+            }
+            for covered in &self.chain {
+                covered.output_done(!failed);
             }
         }
     }
@@ -283,6 +305,39 @@ mod tests {
         t.revoke();
         a.processed();
         assert!(store.stored().is_empty());
+    }
+
+    #[test]
+    fn a_chained_ack_holds_its_batches_until_it_completes() {
+        let (t, store) = tracker();
+        let a = t.begin(10, vec![]);
+        let b = t.begin(20, vec![]);
+        // Both batches processed, their outputs acknowledged; a flush covers them.
+        a.add_output();
+        b.add_output();
+        let flush = BatchAck::chained(vec![a.clone(), b.clone()]);
+        a.processed();
+        b.processed();
+        assert!(store.stored().is_empty(), "the flush still holds both batches");
+        flush.add_output();
+        flush.processed();
+        assert!(store.stored().is_empty(), "the flush's record is not acknowledged yet");
+        flush.output_done(true);
+        assert_eq!(store.stored().last(), Some(&("t".into(), 0, 20)));
+    }
+
+    #[test]
+    fn a_failed_chained_ack_poisons_its_batches() {
+        let (t, store) = tracker();
+        let a = t.begin(10, vec![]);
+        a.add_output();
+        let flush = BatchAck::chained(vec![a.clone()]);
+        a.processed();
+        flush.add_output();
+        flush.processed();
+        flush.output_done(false);
+        assert!(store.stored().is_empty());
+        assert!(t.is_poisoned());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::record::{OutRecord, RawRecord};
+use super::state::{Change, Entries};
 
 /// Where a record came from, handed to [`Processor::process`] next to the decoded input.
 #[derive(Debug, Clone, Copy)]
@@ -135,4 +136,13 @@ pub trait Processor: 'static {
 
     /// Periodic work: windows closing, periodic views. `now` is wall-clock time.
     fn on_tick(&mut self, _now: DateTime<Utc>, _out: &mut Emit<Self::Part>) {}
+
+    /// Moves every change of the processor's durable state since the last call into `out`
+    /// (see [`super::state`]); a stateless processor has none. Called at every flush: the changes
+    /// must be exactly what [`restore`](Processor::restore) needs to rebuild the state.
+    fn take_changes(&mut self, _out: &mut Vec<Change>) {}
+
+    /// Rebuilds the state from the live entries of its changelog. Called once, before any input,
+    /// on a fresh processor; outputs (e.g. parts for an aggregate) may be pushed into `out`.
+    fn restore(&mut self, _entries: Entries, _out: &mut Emit<Self::Part>) {}
 }

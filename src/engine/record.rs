@@ -44,12 +44,14 @@ pub struct OutRecord {
     pub value: Option<Vec<u8>>,
     /// Headers, if any.
     pub headers: Vec<(&'static str, Vec<u8>)>,
+    /// The partition to write to; `None` (the usual) lets the producer partition by key.
+    pub partition: Option<i32>,
 }
 
 impl OutRecord {
     /// A record with a key and a value and no headers.
     pub fn new(topic: &'static str, key: impl Into<Vec<u8>>, value: Vec<u8>) -> Self {
-        Self { topic, key: Some(key.into()), value: Some(value), headers: Vec::new() }
+        Self { topic, key: Some(key.into()), value: Some(value), headers: Vec::new(), partition: None }
     }
 
     /// The header named `name`, if present.

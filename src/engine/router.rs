@@ -17,7 +17,9 @@ use super::offsets::{OffsetStore, OffsetTracker};
 use super::processor::Processor;
 use super::record::{Batch, RawRecord};
 use super::sink::Sink;
-use super::task::{MergeFn, Task};
+use super::state::{self, StateBackend};
+use super::task::{Durable, MergeFn, Task};
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// Starts tasks of one pipeline.
@@ -61,6 +63,22 @@ pub struct PipelineSpec<P: Processor> {
     merge: Option<MergeFn<P::Part>>,
     metrics: Metrics,
     commits: bool,
+    store: Option<Store>,
+}
+
+/// Where a pipeline keeps its durable state (see [`state`]).
+#[derive(Clone)]
+pub struct Store {
+    /// The store's name (a metric label).
+    pub name: &'static str,
+    /// Logical name of its changelog topic (see [`state::changelog_topic`]).
+    pub changelog: &'static str,
+    /// Reads and fences changelogs.
+    pub backend: Arc<dyn StateBackend>,
+    /// How often tasks flush their changes.
+    pub flush_every: std::time::Duration,
+    /// Told while tasks restore, so `/readyz` is not ready.
+    pub health: Arc<Health>,
 }
 
 impl<P: Processor> PipelineSpec<P> {
@@ -73,7 +91,14 @@ impl<P: Processor> PipelineSpec<P> {
         merge: Option<MergeFn<P::Part>>,
         metrics: Metrics,
     ) -> Self {
-        Self { name, inputs, make: Arc::new(make), sink, merge, metrics, commits: true }
+        Self { name, inputs, make: Arc::new(make), sink, merge, metrics, commits: true, store: None }
+    }
+
+    /// Keeps the tasks' state in `store`: each task restores its partition before its first
+    /// batch and flushes its changes (see [`state`]).
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Never commits the input offsets, so every assignment re-reads the input from the
@@ -101,10 +126,62 @@ impl<P: Processor + Unpin> TaskFactory for PipelineSpec<P> {
     fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>) {
         let (name, make, sink, merge, metrics) =
             (self.name, self.make.clone(), self.sink.clone(), self.merge.clone(), self.metrics.clone());
-        Task::start_in_arbiter(arbiter, move |ctx| {
-            Task::add_stream(ReceiverStream::new(inbox), ctx);
-            Task::new(name, partition, make(partition), sink, merge, metrics, Some(done))
+        let Some(store) = self.store.clone() else {
+            Task::start_in_arbiter(arbiter, move |ctx| {
+                Task::add_stream(ReceiverStream::new(inbox), ctx);
+                Task::new(name, partition, make(partition), sink, merge, metrics, Some(done))
+            });
+            return;
+        };
+        // Restoring reads the changelog: off the arbiter, so other partitions' tasks keep going.
+        // The inbox fills meanwhile, which pauses the consumer (backpressure, as for a slow task).
+        let arbiter = arbiter.clone();
+        store.health.set_restoring(true);
+        let restoring = metrics.state_restoring.with_label_values(&[store.name]);
+        restoring.inc();
+        let spawned = std::thread::Builder::new().name(format!("pp-restore-{name}-{partition}")).spawn(move || {
+            let started = std::time::Instant::now();
+            let (owner, restored) = read_changelog(&store, partition);
+            // Processors need not be `Send`: build and fill this one on its arbiter.
+            Task::start_in_arbiter(&arbiter, move |ctx| {
+                let durable = Durable::new(store.changelog, owner, &restored, store.flush_every);
+                let (records, bytes, torn, position) =
+                    (restored.records, restored.bytes, restored.torn.len(), restored.position);
+                let mut processor = make(partition);
+                let mut out = super::processor::Emit::default();
+                processor.restore(restored.entries, &mut out);
+                let took = started.elapsed();
+                metrics.state_restore_seconds.with_label_values(&[store.name]).observe(took.as_secs_f64());
+                metrics.state_restored_records.with_label_values(&[store.name]).inc_by(records);
+                metrics.state_restored_bytes.with_label_values(&[store.name]).inc_by(bytes);
+                tracing::info!(store = store.name, partition, records, bytes, torn, ?position, ?took, "state restored");
+                restoring.dec();
+                store.health.set_restoring(false);
+                Task::add_stream(ReceiverStream::new(inbox), ctx);
+                Task::new(name, partition, processor, sink, merge, metrics, Some(done)).with_durable(durable, out)
+            });
         });
+        if let Err(e) = spawned {
+            // Without the thread the inbox is never read: the router reports the task gone.
+            tracing::error!(pipeline = name, partition, error = %e, "cannot start the restore thread");
+        }
+    }
+}
+
+/// Fences and reads `partition` of `store`'s changelog under a new owner id, retrying until it
+/// can be read: processing without the state would produce wrong results.
+fn read_changelog(store: &Store, partition: i32) -> (u64, state::Restored) {
+    let owner = state::new_owner();
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match store.backend.restore(store.changelog, partition, owner) {
+            Ok(r) => return (owner, r),
+            Err(e) => {
+                tracing::warn!(store = store.name, partition, error = %e, retry_in = ?wait, "state restore failed");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
     }
 }
 
@@ -229,6 +306,13 @@ impl Router {
         self.pipelines[pipeline].spawn(partition, arbiter, rx, self.done.clone());
         self.tasks.insert((pipeline, partition), (tx.clone(), depth.clone()));
         (tx, depth)
+    }
+
+    /// The partition was assigned: start its task now (restoring its state), not only when its
+    /// first records arrive.
+    pub fn assign(&mut self, full_topic: &str, partition: i32) {
+        let Some(input) = self.input_index(full_topic) else { return };
+        self.task(self.inputs[input].pipeline, partition);
     }
 
     /// The partition was revoked: stop its task once its inbox drains, and stop storing its

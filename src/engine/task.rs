@@ -1,7 +1,10 @@
 //! The task actor: owns one (pipeline, partition), runs its [`Processor`] on each batch, sends the
-//! outputs and dead letters to the sink, and releases the batch's processing guard.
+//! outputs and dead letters to the sink, and releases the batch's processing guard. A task with
+//! durable state ([`super::state`]) also flushes its state's changes to the changelog every
+//! `flush_every` and when it stops, and holds each batch's offset until a flush covers it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, StreamHandler};
 use chrono::Utc;
@@ -12,10 +15,51 @@ use super::offsets::BatchAck;
 use super::processor::{Emit, Processor, RecordMeta};
 use super::record::Batch;
 use super::sink::Sink;
+use super::state::{flush_records, Change, Restored};
 use crate::metrics::Metrics;
 
 /// Merges a batch's parts into the pipeline's shared aggregate (see [`super::aggregate`]).
 pub type MergeFn<T> = Arc<dyn Fn(&mut Vec<T>) + Send + Sync>;
+
+/// The durable-state side of a task (see [`super::state`]).
+pub struct Durable {
+    /// Logical name of the changelog topic.
+    changelog: &'static str,
+    /// This incarnation's owner id (the one its restore fenced with).
+    owner: u64,
+    /// Input records before this offset are already in the restored state.
+    skip_below: Option<i64>,
+    /// The next input offset: what the next flush covers.
+    next_offset: Option<i64>,
+    /// The position the last flush recorded.
+    flushed_position: Option<i64>,
+    /// Batches processed since the last flush, each holding one pending output for it.
+    unflushed: Vec<Arc<BatchAck>>,
+    /// Changes to write before anything else: the repairs of a torn flush.
+    changes: Vec<Change>,
+    /// How often the state is flushed.
+    flush_every: Duration,
+}
+
+impl Durable {
+    /// The durable side of a task that restored `restored` under `owner`, writing to
+    /// `changelog` every `flush_every`.
+    pub fn new(changelog: &'static str, owner: u64, restored: &Restored, flush_every: Duration) -> Self {
+        Self {
+            changelog,
+            owner,
+            skip_below: restored.position,
+            next_offset: restored.position,
+            flushed_position: restored.position,
+            unflushed: Vec::new(),
+            changes: restored.repairs(),
+            flush_every,
+        }
+    }
+}
+
+/// Most batches a task holds between flushes; one more makes it flush early.
+const MAX_UNFLUSHED: usize = 256;
 
 /// One (pipeline, partition) task. The actor is a thin shell: [`Task::handle_batch`] and
 /// [`Task::tick`] are plain methods that tests call directly.
@@ -28,6 +72,7 @@ pub struct Task<P: Processor> {
     emit: Emit<P::Part>,
     metrics: Metrics,
     inbox_depth: prometheus::IntGauge,
+    durable: Option<Durable>,
     /// Dropped when the task stops: the engine waits for every clone to go (drop-to-join).
     _done: Option<mpsc::Sender<()>>,
 }
@@ -44,13 +89,44 @@ impl<P: Processor> Task<P> {
         done: Option<mpsc::Sender<()>>,
     ) -> Self {
         let inbox_depth = super::router::mailbox_gauge(&metrics, pipeline, partition);
-        Self { pipeline, partition, processor, sink, merge, emit: Emit::default(), metrics, inbox_depth, _done: done }
+        Self {
+            pipeline,
+            partition,
+            processor,
+            sink,
+            merge,
+            emit: Emit::default(),
+            metrics,
+            inbox_depth,
+            durable: None,
+            _done: done,
+        }
+    }
+
+    /// Makes the task durable: it skips input its restored state covers, and flushes changes.
+    /// `restored_out` is what [`Processor::restore`] emitted; it is sent first.
+    pub fn with_durable(mut self, durable: Durable, restored_out: Emit<P::Part>) -> Self {
+        self.durable = Some(durable);
+        self.emit = restored_out;
+        if !self.emit.records.is_empty() || !self.emit.parts.is_empty() {
+            let ack = BatchAck::untracked();
+            self.flush(&ack);
+            ack.processed();
+        }
+        self
     }
 
     /// Decodes and processes every record of `batch`, sends the outputs, then releases the batch.
     pub fn handle_batch(&mut self, batch: Batch) {
         let Batch { topic, full_topic, partition, records, ack } = batch;
+        let skip_below = self.durable.as_ref().and_then(|d| d.skip_below).unwrap_or(i64::MIN);
+        let mut skipped = 0;
         for rec in &records {
+            if rec.offset < skip_below {
+                // Its effect is in the restored state already (committed offsets lag flushes).
+                skipped += 1;
+                continue;
+            }
             match self.processor.decode(topic, rec) {
                 Ok(input) => {
                     let meta = RecordMeta { topic, partition, offset: rec.offset, timestamp_ms: rec.timestamp_ms };
@@ -63,8 +139,43 @@ impl<P: Processor> Task<P> {
                 }
             }
         }
+        if skipped > 0 {
+            self.metrics.state_skipped.with_label_values(&[self.pipeline]).inc_by(skipped);
+        }
         self.flush(&ack);
-        ack.processed();
+        match &mut self.durable {
+            None => ack.processed(),
+            Some(d) => {
+                if let Some(last) = records.last() {
+                    d.next_offset = Some(d.next_offset.unwrap_or(i64::MIN).max(last.offset + 1));
+                }
+                // Held until a flush covers the batch.
+                ack.add_output();
+                ack.processed();
+                d.unflushed.push(ack);
+                if d.unflushed.len() >= MAX_UNFLUSHED {
+                    self.flush_state();
+                }
+            }
+        }
+    }
+
+    /// Writes the state's changes since the last flush, then a marker for the input position
+    /// they cover, and releases the batches the flush covers once all of it is acknowledged.
+    /// Does nothing for a stateless task or when nothing changed.
+    pub fn flush_state(&mut self) {
+        let Some(d) = &mut self.durable else { return };
+        self.processor.take_changes(&mut d.changes);
+        if d.changes.is_empty() && d.unflushed.is_empty() && d.next_offset == d.flushed_position {
+            return;
+        }
+        let records = flush_records(d.changelog, self.partition, d.owner, d.changes.drain(..), d.next_offset);
+        d.flushed_position = d.next_offset;
+        let flush = BatchAck::chained(std::mem::take(&mut d.unflushed));
+        for rec in records {
+            self.sink.send(rec, &flush);
+        }
+        flush.processed();
     }
 
     /// Runs the processor's periodic work at `now`.
@@ -98,6 +209,13 @@ impl<P: Processor + Unpin> Actor for Task<P> {
         if let Some(every) = self.processor.tick_interval() {
             ctx.run_interval(every, |task, _| task.tick(Utc::now()));
         }
+        if let Some(d) = &self.durable {
+            ctx.run_interval(d.flush_every, |task, _| task.flush_state());
+            // The repairs of a torn flush go out before anything else.
+            if !d.changes.is_empty() {
+                self.flush_state();
+            }
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -112,8 +230,12 @@ impl<P: Processor + Unpin> StreamHandler<Batch> for Task<P> {
         self.handle_batch(batch);
     }
 
-    /// The inbox closed (revocation or shutdown) and every batch in it was handled: stop.
+    /// The inbox closed (revocation or shutdown) and every batch in it was handled: flush the
+    /// state and stop. (After a revocation the partition's next owner has fenced the changelog,
+    /// so this last flush is ignored by its restores; after a shutdown it saves the restart a
+    /// replay.)
     fn finished(&mut self, ctx: &mut Self::Context) {
+        self.flush_state();
         actix::ActorContext::stop(ctx);
     }
 }

@@ -2,6 +2,7 @@
 //! sink, and the librdkafka client settings they share.
 
 pub mod admin;
+pub mod changelog;
 pub mod client;
 pub mod sink;
 pub mod source;

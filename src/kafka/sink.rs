@@ -89,8 +89,9 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// A sink for `cfg`'s cluster; a refused delivery triggers `shutdown` as fatal.
-    pub fn new(cfg: &Config, metrics: Metrics, shutdown: Shutdown) -> Result<Self, Error> {
+    /// A sink for `cfg`'s cluster; a refused delivery triggers `shutdown` as fatal. It writes the
+    /// topics of `topics/` and the `changelogs` (logical names).
+    pub fn new(cfg: &Config, metrics: Metrics, shutdown: Shutdown, changelogs: &[&'static str]) -> Result<Self, Error> {
         let ctx = SinkContext {
             metrics: metrics.clone(),
             prefix: cfg.kafka.topic_prefix.clone(),
@@ -99,12 +100,15 @@ impl KafkaSink {
         };
         let producer: ThreadedProducer<SinkContext> =
             client::producer(&cfg.kafka, &cfg.engine).create_with_context(ctx)?;
-        let names: Vec<(&'static str, String)> =
+        let mut names: Vec<(&'static str, String)> =
             topics::all().iter().map(|d| (d.name.as_str(), cfg.topic(&d.name))).collect();
+        names.extend(changelogs.iter().map(|c| (*c, cfg.topic(c))));
         // Warm up: librdkafka learns a topic's leaders (and gets its idempotent producer id) only
         // when the first record for it is queued, which held the first acknowledgements back for
         // ~0.7 s in benches. Asking now moves that wait to start-up.
-        for (logical, full) in names.iter().filter(|(l, _)| topics::get(l).is_some_and(|d| d.role != "input")) {
+        for (logical, full) in
+            names.iter().filter(|(l, _)| topics::get(l).is_none_or(|d| d.role != "input"))
+        {
             if let Err(e) = producer.client().fetch_metadata(Some(full), cfg.kafka.connect_timeout) {
                 tracing::warn!(topic = logical, error = %e, "could not pre-load producer metadata");
             }
@@ -149,6 +153,9 @@ impl Sink for KafkaSink {
         }
         if let Some(h) = headers {
             record = record.headers(h);
+        }
+        if let Some(p) = rec.partition {
+            record = record.partition(p);
         }
         // Blocking this task's thread while the queue is full is the point: its inbox fills and
         // the consumer stops polling.

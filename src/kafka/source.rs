@@ -23,27 +23,33 @@ use crate::engine::{RawRecord, Router, Shutdown};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
-/// A revocation, queued by the rebalance callback for the routing loop: (full topic, partition)
-/// pairs whose tasks must stop. Assignments need no event: a task starts with its partition's
-/// first records.
+/// A rebalance, queued by the rebalance callback for the routing loop: (full topic, partition)
+/// pairs whose tasks must stop (revoked) or start, restoring their state (assigned).
 pub type Revoked = Vec<(String, i32)>;
+
+/// One queued rebalance event.
+#[derive(Debug)]
+enum Change {
+    Assigned(Revoked),
+    Revoked(Revoked),
+}
 
 /// Receives rebalances, statistics and errors from librdkafka.
 pub struct SourceContext {
     metrics: Metrics,
     prefix: String,
     health: Arc<Health>,
-    revoked: Mutex<Vec<Revoked>>,
+    changes: Mutex<Vec<Change>>,
 }
 
 impl SourceContext {
     /// A context reporting into `metrics` and `health`.
     pub fn new(cfg: &Config, metrics: Metrics, health: Arc<Health>) -> Self {
-        Self { metrics, prefix: cfg.kafka.topic_prefix.clone(), health, revoked: Mutex::new(Vec::new()) }
+        Self { metrics, prefix: cfg.kafka.topic_prefix.clone(), health, changes: Mutex::new(Vec::new()) }
     }
 
-    fn take_revoked(&self) -> Vec<Revoked> {
-        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
+    fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn logical<'a>(&self, full: &'a str) -> &'a str {
@@ -87,14 +93,14 @@ impl ConsumerContext for SourceContext {
         let pairs = |tpl: &rdkafka::TopicPartitionList| {
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect::<Vec<_>>()
         };
-        let revoked = match rebalance {
+        let change = match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(assigned = ?pairs(tpl), "rebalance");
-                None
+                Change::Assigned(pairs(tpl))
             }
             Rebalance::Revoke(tpl) => {
                 tracing::info!(revoked = ?pairs(tpl), "rebalance");
-                Some(pairs(tpl))
+                Change::Revoked(pairs(tpl))
             }
             Rebalance::Error(e) => {
                 self.metrics.kafka_errors.with_label_values(&["rebalance"]).inc();
@@ -105,9 +111,7 @@ impl ConsumerContext for SourceContext {
         let owned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         self.health.set_assigned(owned);
         self.metrics.assigned_partitions.set(owned as i64);
-        if let Some(r) = revoked {
-            self.revoked.lock().unwrap_or_else(|p| p.into_inner()).push(r);
-        }
+        self.changes.lock().unwrap_or_else(|p| p.into_inner()).push(change);
     }
 }
 
@@ -224,6 +228,10 @@ pub async fn run(
     let mut chunks = ReceiverStream::new(chunks);
     let stop = shutdown.wait();
     tokio::pin!(stop);
+    // Rebalances are applied before each chunk, and at least this often while no records come,
+    // so an assigned partition restores its state even before it has new input.
+    let mut rebalances = tokio::time::interval(Duration::from_millis(100));
+    rebalances.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let chunk = tokio::select! {
             biased;
@@ -232,12 +240,28 @@ pub async fn run(
                 Some(c) => c,
                 None => return Ok(()),
             },
+            _ = rebalances.tick() => Vec::new(),
         };
-        for (topic, partition) in consumer.context().take_revoked().into_iter().flatten() {
-            router.revoke(&topic, partition);
-            let logical = consumer.context().logical(&topic).to_string();
-            // Err only when lag was never reported for it: nothing to remove.
-            let _ = consumer.context().metrics.consumer_lag.remove_label_values(&[&logical, &partition.to_string()]);
+        for change in consumer.context().take_changes() {
+            match change {
+                Change::Assigned(pairs) => {
+                    for (topic, partition) in pairs {
+                        router.assign(&topic, partition);
+                    }
+                }
+                Change::Revoked(pairs) => {
+                    for (topic, partition) in pairs {
+                        router.revoke(&topic, partition);
+                        let logical = consumer.context().logical(&topic).to_string();
+                        // Err only when lag was never reported for it: nothing to remove.
+                        let _ = consumer
+                            .context()
+                            .metrics
+                            .consumer_lag
+                            .remove_label_values(&[&logical, &partition.to_string()]);
+                    }
+                }
+            }
         }
         for (input, partition, records) in chunk {
             router.dispatch(input, partition, records).await?;

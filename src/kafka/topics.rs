@@ -39,6 +39,26 @@ pub struct TopicDef {
     pub invalid_examples: Vec<InvalidExample>,
 }
 
+impl TopicDef {
+    /// The definition of a state store's changelog `name` (see [`crate::engine::state`]):
+    /// internal, compacted, with `partitions` (its input's count). Not in `topics/`: its name
+    /// depends on the application id.
+    pub fn changelog(name: &str, partitions: i32) -> Self {
+        Self {
+            name: name.to_string(),
+            description: "State changes of one store (pagepulse's own; see README, Durable state)".into(),
+            role: "internal".into(),
+            partitions,
+            config: [("cleanup.policy".to_string(), "compact".to_string())].into_iter().collect(),
+            key: "store-specific".into(),
+            headers: BTreeMap::new(),
+            value_schema: serde_json::Value::Null,
+            examples: Vec::new(),
+            invalid_examples: Vec::new(),
+        }
+    }
+}
+
 /// A valid example record.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
