@@ -252,16 +252,19 @@ struct Stores {
     health: Arc<Health>,
 }
 
+
 impl Stores {
     fn new(cfg: &Config, backend: Arc<dyn StateBackend>, health: Arc<Health>) -> Self {
         let mut stateful = Vec::new();
-        if cfg.posts.enabled {
+        if !cfg.engine.durable_state {
+            tracing::warn!("engine.durable_state = false: state lives in memory only and is lost on restart");
+        } else if cfg.posts.enabled {
             stateful.push((posts::PIPELINE, posts::INPUT));
         }
-        if cfg.pageviews.enabled {
+        if cfg.engine.durable_state && cfg.pageviews.enabled {
             stateful.push((pageviews::PIPELINE, pageviews::INPUT));
         }
-        if cfg.fans.enabled {
+        if cfg.engine.durable_state && cfg.fans.enabled {
             stateful.push((fans::PIPELINE, fans::INPUT));
         }
         let changelogs = stateful
@@ -280,17 +283,16 @@ impl Stores {
         self.changelogs.iter().map(|c| c.1).collect()
     }
 
-    /// The store of `pipeline` (one of the enabled stateful pipelines).
-    fn store(&self, pipeline: &'static str) -> Store {
-        let (name, changelog, _) =
-            *self.changelogs.iter().find(|c| c.0 == pipeline).expect("every stateful enabled pipeline has a store");
-        Store {
+    /// The store of `pipeline`, unless state is in memory only.
+    fn store(&self, pipeline: &'static str) -> Option<Store> {
+        let (name, changelog, _) = *self.changelogs.iter().find(|c| c.0 == pipeline)?;
+        Some(Store {
             name,
             changelog,
             backend: self.backend.clone(),
             flush_every: self.flush_every,
             health: self.health.clone(),
-        }
+        })
     }
 }
 

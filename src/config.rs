@@ -157,6 +157,25 @@ pub struct EngineConfig {
     /// Longest a graceful shutdown (SIGINT/SIGTERM) takes before pagepulse exits anyway; work not
     /// finished by then is not committed and is redone on restart (default `8s`).
     pub shutdown_timeout: Duration,
+    /// Keep stateful pipelines' state in changelog topics and restore it on assignment (default
+    /// true; see README, Durable state). `false` keeps state in memory only: a restart or
+    /// rebalance starts it empty. For measuring what durability costs.
+    pub durable_state: bool,
+    /// `at_least_once` (default) or `exactly_once`: outputs, changelog writes and input offsets
+    /// commit in one Kafka transaction per task (needs a broker with transactions).
+    pub processing_guarantee: ProcessingGuarantee,
+}
+
+/// What a crash may do to outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Every input's effect reaches the outputs; a crash may repeat outputs written after the
+    /// last flush (never lose or change a final result).
+    #[default]
+    AtLeastOnce,
+    /// Each result is visible once to `read_committed` consumers, across crashes.
+    ExactlyOnce,
 }
 
 /// `[pipelines.posts]`
@@ -388,6 +407,8 @@ impl Config {
             inbox_capacity: e.take("inbox_capacity", NonZeroUsize::new(16).expect("16 > 0")),
             producer_queue_bytes: e.take("producer_queue_bytes", NonZeroUsize::new(64 << 20).expect("> 0")),
             shutdown_timeout: e.duration("shutdown_timeout", Duration::from_secs(8)),
+            durable_state: e.take("durable_state", true),
+            processing_guarantee: e.take("processing_guarantee", ProcessingGuarantee::AtLeastOnce),
         };
         e.check(engine.workers.get() > 256, "workers", "must be at most 256");
         e.check(engine.batch_max_records.get() > 1_000_000, "batch_max_records", "must be at most 1000000");

@@ -95,9 +95,9 @@ impl<P: Processor> PipelineSpec<P> {
     }
 
     /// Keeps the tasks' state in `store`: each task restores its partition before its first
-    /// batch and flushes its changes (see [`state`]).
-    pub fn with_store(mut self, store: Store) -> Self {
-        self.store = Some(store);
+    /// batch and flushes its changes (see [`state`]). `None` keeps state in memory only.
+    pub fn with_store(mut self, store: Option<Store>) -> Self {
+        self.store = store;
         self
     }
 
