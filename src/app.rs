@@ -19,13 +19,13 @@ use tokio::time::{timeout_at, Instant};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PlatformConfig};
 use crate::engine::aggregate::{merge_fn, Flush};
-use crate::engine::shutdown::Reason;
 use crate::engine::router::Store;
+use crate::engine::shutdown::Reason;
 use crate::engine::state;
 use crate::engine::{AggregatorActor, OffsetStore, PipelineSpec, Router, Shutdown, Sink, StateBackend, TaskFactory};
 use crate::health::Health;
-use crate::kafka::source::{self, Source, SourceContext};
 use crate::kafka::changelog::KafkaBackend;
+use crate::kafka::source::{self, Source, SourceContext};
 use crate::kafka::{admin, KafkaSink};
 use crate::metrics::Metrics;
 use crate::pipelines::fans::state::FansState;
@@ -252,7 +252,6 @@ struct Stores {
     health: Arc<Health>,
 }
 
-
 impl Stores {
     fn new(cfg: &Config, backend: Arc<dyn StateBackend>, health: Arc<Health>) -> Self {
         let mut stateful = Vec::new();
@@ -271,7 +270,8 @@ impl Stores {
             .into_iter()
             .map(|(store, input)| {
                 // A handful per process, made once: leaked to be `&'static` like every topic name.
-                let topic: &'static str = Box::leak(state::changelog_topic(&cfg.kafka.group_id, store).into_boxed_str());
+                let topic: &'static str =
+                    Box::leak(state::changelog_topic(&cfg.kafka.group_id, store).into_boxed_str());
                 (store, topic, input)
             })
             .collect();

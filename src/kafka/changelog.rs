@@ -44,9 +44,17 @@ impl KafkaBackend {
         let headers = rdkafka::message::OwnedHeaders::new()
             .insert(rdkafka::message::Header { key: state::OWNER_HEADER, value: Some(&owner.to_le_bytes()[..]) });
         self.producer
-            .send(BaseRecord::<[u8], [u8]>::to(full).partition(partition).key(&key[..]).payload(&value[..]).headers(headers))
+            .send(
+                BaseRecord::<[u8], [u8]>::to(full)
+                    .partition(partition)
+                    .key(&key[..])
+                    .payload(&value[..])
+                    .headers(headers),
+            )
             .map_err(|(e, _)| self.err(full, partition, format!("cannot send the fence: {e}")))?;
-        self.producer.flush(FENCE_TIMEOUT).map_err(|e| self.err(full, partition, format!("fence not acknowledged: {e}")))
+        self.producer
+            .flush(FENCE_TIMEOUT)
+            .map_err(|e| self.err(full, partition, format!("fence not acknowledged: {e}")))
     }
 
     fn consumer(&self) -> Result<BaseConsumer, Error> {
@@ -68,8 +76,7 @@ impl StateBackend for KafkaBackend {
         self.fence(&full, partition, owner)?;
         let consumer = self.consumer()?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&full, partition, Offset::Beginning)
-            .map_err(|e| self.err(&full, partition, e))?;
+        tpl.add_partition_offset(&full, partition, Offset::Beginning).map_err(|e| self.err(&full, partition, e))?;
         consumer.assign(&tpl).map_err(|e| self.err(&full, partition, e))?;
         let mut replay = Replay::new();
         let mut last_record = Instant::now();

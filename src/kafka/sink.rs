@@ -106,9 +106,7 @@ impl KafkaSink {
         // Warm up: librdkafka learns a topic's leaders (and gets its idempotent producer id) only
         // when the first record for it is queued, which held the first acknowledgements back for
         // ~0.7 s in benches. Asking now moves that wait to start-up.
-        for (logical, full) in
-            names.iter().filter(|(l, _)| topics::get(l).is_none_or(|d| d.role != "input"))
-        {
+        for (logical, full) in names.iter().filter(|(l, _)| topics::get(l).is_none_or(|d| d.role != "input")) {
             if let Err(e) = producer.client().fetch_metadata(Some(full), cfg.kafka.connect_timeout) {
                 tracing::warn!(topic = logical, error = %e, "could not pre-load producer metadata");
             }
