@@ -86,10 +86,19 @@ impl OffsetStore for ConsumerOffsets {
     }
 }
 
+/// A global table (see [`crate::kafka::global`]).
+struct Global {
+    pipeline: &'static str,
+    topic: &'static str,
+    processor: BlacklistProcessor,
+}
+
 /// What [`pipelines`] starts.
 struct Pipelines {
     /// One per enabled pipeline.
     factories: Vec<Arc<dyn TaskFactory>>,
+    /// Global tables every instance reads whole.
+    globals: Vec<Global>,
     /// Aggregates to flush at shutdown.
     aggregators: Vec<Recipient<Flush>>,
     /// The thread of the platform dispatchers, stopped once the tasks are drained.
@@ -149,6 +158,7 @@ fn pipelines(
     stores: &Stores,
 ) -> Result<Pipelines, Error> {
     let mut factories: Vec<Arc<dyn TaskFactory>> = Vec::new();
+    let mut globals = Vec::new();
     let mut aggregators = Vec::new();
     let mut dispatchers = None;
     if cfg.pages.enabled {
@@ -194,19 +204,13 @@ fn pipelines(
         ));
     }
     if cfg.pageviews.enabled {
+        // Read whole by every instance (a global table), not split by the group.
         let blacklist = Blacklist::new();
-        let bl = blacklist.clone();
-        factories.push(Arc::new(
-            PipelineSpec::new(
-                pageviews::BLACKLIST_PIPELINE,
-                vec![pageviews::BLACKLIST],
-                move |_| BlacklistProcessor::new(bl.clone()),
-                sink.clone(),
-                None,
-                metrics.clone(),
-            )
-            .reread_on_assignment(),
-        ));
+        globals.push(Global {
+            pipeline: pageviews::BLACKLIST_PIPELINE,
+            topic: pageviews::BLACKLIST,
+            processor: BlacklistProcessor::new(blacklist.clone()),
+        });
         let (vc, m, clock) = (cfg.pageviews.clone(), metrics.clone(), clock.clone());
         let activity = Arc::new(std::sync::atomic::AtomicI64::new(0));
         factories.push(Arc::new(
@@ -238,7 +242,7 @@ fn pipelines(
             .with_store(stores.store(fans::PIPELINE)),
         ));
     }
-    Ok(Pipelines { factories, aggregators, dispatchers })
+    Ok(Pipelines { factories, globals, aggregators, dispatchers })
 }
 
 /// The durable state stores of the enabled pipelines (see [`crate::engine::state`]): each stateful
@@ -338,10 +342,28 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     let pairs: Vec<(&str, &str)> = stores.changelogs.iter().map(|c| (c.1, c.2)).collect();
     crate::kafka::changelog::ensure(&cfg, &pairs).await?;
     let sink = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone(), &stores.topics())?);
-    let Pipelines { factories, aggregators, dispatchers } =
+    let Pipelines { factories, globals, aggregators, dispatchers } =
         pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock), &fans_state, &stores)?;
     if factories.is_empty() {
         return Err(Error::NothingToRun);
+    }
+    let stop_globals = Arc::new(AtomicBool::new(false));
+    let mut global_readers = Vec::new();
+    for g in globals {
+        let reader = crate::kafka::global::spawn(
+            &cfg,
+            g.pipeline,
+            g.topic,
+            g.processor,
+            crate::kafka::global::Wiring {
+                sink: sink.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                stop: stop_globals.clone(),
+            },
+        )
+        .map_err(|e| Error::Fatal(e.to_string()))?;
+        global_readers.push(reader);
     }
     let arbiters: Vec<Arbiter> = (0..cfg.engine.workers.get()).map(|_| Arbiter::new()).collect();
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -379,6 +401,12 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     drop(router); // closes every inbox: tasks finish what they hold, then stop
     if timeout_at(deadline, done_rx.recv()).await.is_err() {
         tracing::warn!("tasks did not finish before the shutdown deadline; unfinished work will be redone");
+    }
+    stop_globals.store(true, Ordering::Release);
+    for r in global_readers {
+        if r.join().is_err() {
+            tracing::error!("a global table reader panicked");
+        }
     }
     // Polls still in flight are abandoned: their pages are polled at their next slot.
     if let Some(d) = &dispatchers {

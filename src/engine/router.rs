@@ -308,6 +308,17 @@ impl Router {
         (tx, depth)
     }
 
+    /// True if full topic `full` is the input of a pipeline that rebuilds its state by re-reading
+    /// it at every assignment (see [`TaskFactory::commits_offsets`]).
+    pub fn rereads(&self, full: &str) -> bool {
+        self.input_index(full).is_some_and(|i| !self.pipelines[self.inputs[i].pipeline].commits_offsets())
+    }
+
+    /// Full name of input `input`.
+    pub fn input_name(&self, input: usize) -> &str {
+        &self.inputs[input].full
+    }
+
     /// The partition was assigned: start its task now (restoring its state), not only when its
     /// first records arrive.
     pub fn assign(&mut self, full_topic: &str, partition: i32) {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod changelog;
 pub mod client;
+pub mod global;
 pub mod sink;
 pub mod source;
 pub mod topics;

@@ -231,6 +231,10 @@ pub async fn run(
     // Rebalances are applied before each chunk, and at least this often while no records come,
     // so an assigned partition restores its state even before it has new input.
     let mut rebalances = tokio::time::interval(Duration::from_millis(100));
+    // Partitions of re-read inputs (tables rebuilt at every assignment, e.g. `pages`) still being
+    // read up to the end they had when assigned: the instance is not ready until they are.
+    let mut rebuilding: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
+    let health = consumer.context().health.clone();
     rebalances.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let chunk = tokio::select! {
@@ -247,11 +251,25 @@ pub async fn run(
                 Change::Assigned(pairs) => {
                     for (topic, partition) in pairs {
                         router.assign(&topic, partition);
+                        if !router.rereads(&topic) || rebuilding.contains_key(&(topic.clone(), partition)) {
+                            continue;
+                        }
+                        match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                            Ok((low, high)) if high > low => {
+                                health.set_restoring(true);
+                                rebuilding.insert((topic, partition), high);
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(topic, partition, error = %e, "cannot read the end offset"),
+                        }
                     }
                 }
                 Change::Revoked(pairs) => {
                     for (topic, partition) in pairs {
                         router.revoke(&topic, partition);
+                        if rebuilding.remove(&(topic.clone(), partition)).is_some() {
+                            health.set_restoring(false);
+                        }
                         let logical = consumer.context().logical(&topic).to_string();
                         // Err only when lag was never reported for it: nothing to remove.
                         let _ = consumer
@@ -264,6 +282,14 @@ pub async fn run(
             }
         }
         for (input, partition, records) in chunk {
+            if !rebuilding.is_empty() {
+                let key = (router.input_name(input).to_string(), partition);
+                let done = records.last().is_some_and(|r| rebuilding.get(&key).is_some_and(|&end| r.offset + 1 >= end));
+                if done {
+                    rebuilding.remove(&key);
+                    health.set_restoring(false);
+                }
+            }
             router.dispatch(input, partition, records).await?;
         }
     }
