@@ -22,7 +22,8 @@ pub struct Metrics {
     pub produce_errors: IntCounterVec,
     /// Input records sent to the dead-letter topic, by input topic and reason class.
     pub deadlettered: IntCounterVec,
-    /// Record timestamp to the moment every output it caused was acknowledged, by pipeline.
+    /// Record timestamp to the moment every output and state change it caused was acknowledged,
+    /// by pipeline.
     pub e2e_latency: HistogramVec,
     /// Batches waiting in each task's inbox, by pipeline and partition.
     pub mailbox_depth: IntGaugeVec,
@@ -101,7 +102,7 @@ impl Metrics {
         let e2e_latency = HistogramVec::new(
             HistogramOpts::new(
                 "pagepulse_end_to_end_latency_seconds",
-                "From an input record's timestamp to the broker's acknowledgement of every output it caused.",
+                "From an input record's timestamp to the broker's acknowledgement of every output and state change it caused.",
             )
             .buckets(exponential_buckets(0.001, 2.0, 16).expect("bucket parameters are valid")),
             &["pipeline"],

@@ -166,7 +166,13 @@ fn thousand_posts_fifty_malformed() {
             "dead letters with reason {reason}"
         );
     }
-    assert!(support::metric_value(&m, "pagepulse_end_to_end_latency_seconds_count", "pipeline=\"posts\"") >= 1000.0);
+    // A batch completes once its outputs and the state flush covering it (every second) are
+    // acknowledged.
+    support::wait_for("end-to-end latency of every post observed", Duration::from_secs(30), || {
+        (support::metric_value(&pp.metrics(), "pagepulse_end_to_end_latency_seconds_count", "pipeline=\"posts\"")
+            >= 1000.0)
+            .then_some(())
+    });
     promtool_accepts(&m);
     // librdkafka's statistics reach the lag gauge: every partition caught up.
     support::wait_for("consumer lag 0 on every partition", Duration::from_secs(30), || {
