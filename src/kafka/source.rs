@@ -96,6 +96,8 @@ impl ConsumerContext for SourceContext {
         let change = match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(assigned = ?pairs(tpl), "rebalance");
+                // Not ready until the routing loop has started (and so begun restoring) its tasks.
+                self.health.set_assigning(true);
                 Change::Assigned(pairs(tpl))
             }
             Rebalance::Revoke(tpl) => {
@@ -112,6 +114,15 @@ impl ConsumerContext for SourceContext {
         self.health.set_assigned(owned);
         self.metrics.assigned_partitions.set(owned as i64);
         self.changes.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+    }
+}
+
+/// Ends an assignment's "not ready" window when dropped (see [`Health::set_assigning`]).
+struct Assigning<'a>(&'a Health);
+
+impl Drop for Assigning<'_> {
+    fn drop(&mut self) {
+        self.0.set_assigning(false);
     }
 }
 
@@ -249,6 +260,8 @@ pub async fn run(
         for change in consumer.context().take_changes() {
             match change {
                 Change::Assigned(pairs) => {
+                    // The tasks below start (and count themselves as restoring) before this ends.
+                    let _assigning = Assigning(&health);
                     for (topic, partition) in pairs {
                         router.assign(&topic, partition);
                         if !router.rereads(&topic) || rebuilding.contains_key(&(topic.clone(), partition)) {
