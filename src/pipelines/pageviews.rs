@@ -4,9 +4,8 @@
 //!   RFC 3339 or epoch milliseconds. The key must be the domain: a domain's windows live in one
 //!   partition, which is what makes "exactly one final record per window" hold.
 //! - Input `pageviews.blacklist` (compacted, key `<domain> <title>`): pairs never ranked. Read
-//!   by its own small pipeline into a [`Blacklist`] every pageviews task consults when it ranks,
-//!   so a change applies to every window not yet final. Its offsets are never committed: every
-//!   assignment re-reads the whole table.
+//!   whole by every instance (a global table, [`crate::kafka::global`]) into a [`Blacklist`] every
+//!   pageviews task consults when it ranks, so a change applies to every window not yet final.
 //! - Output `pageviews.top` (compacted, key `<domain>|YYYY-MM-DDTHH`): per (domain, hour) window,
 //!   exactly one record with `final: true` when the partition's watermark passes the hour's end
 //!   or the partition has been idle for `idle_timeout`; optionally provisional `final: false`
@@ -64,6 +63,10 @@ pub const TRENDING: &str = "pageviews.trending";
 const MAX_DOMAIN: usize = 64;
 /// Longest title accepted.
 const MAX_TITLE: usize = 2048;
+/// Earliest accepted event time: 0000-01-01T00:00:00Z.
+const MIN_TS_MS: i64 = -62_167_219_200_000;
+/// Latest accepted event time: 9999-12-31T23:59:59.999Z.
+const MAX_TS_MS: i64 = 253_402_300_799_999;
 /// Span and granularity of "trending now".
 const TRENDING_WINDOW_MS: i64 = HOUR_MS;
 const TRENDING_BUCKET_MS: i64 = 60_000;
@@ -160,6 +163,10 @@ pub fn decode_view(rec: &RawRecord) -> Result<View<'_>, Rejection> {
             invalid(format!("field `ts` must be an RFC 3339 string or epoch milliseconds, got {}", r.get()))
         })?,
     };
+    // Years 0..=9999: window arithmetic near the ends of i64 would overflow.
+    if !(MIN_TS_MS..=MAX_TS_MS).contains(&ts_ms) {
+        return Err(invalid(format!("field `ts` must be between years 0 and 9999, got {ts_ms}")));
+    }
     if let Some(key) = rec.key.as_deref() {
         if key != domain.as_bytes() {
             return Err(invalid(format!(
@@ -578,6 +585,10 @@ mod tests {
             RejectClass::InvalidValue
         );
         assert_eq!(class(serde_json::json!({"domain": "en", "title": "A", "ts": 1.5})), RejectClass::InvalidValue);
+        for ts in [i64::MAX, i64::MIN, MAX_TS_MS + 1] {
+            assert_eq!(class(serde_json::json!({"domain": "en", "title": "A", "ts": ts})), RejectClass::InvalidValue);
+        }
+        assert_eq!(ok(serde_json::json!({"domain": "en", "title": "A", "ts": MAX_TS_MS})), Ok((1, MAX_TS_MS)));
         assert_eq!(
             class(serde_json::json!({"domain": "de", "title": "A", "ts": H0})),
             RejectClass::InvalidValue,
