@@ -110,7 +110,7 @@ impl<P: Processor> PipelineSpec<P> {
     }
 }
 
-impl<P: Processor + Unpin> TaskFactory for PipelineSpec<P> {
+impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
     fn pipeline(&self) -> &'static str {
         self.name
     }
@@ -142,21 +142,21 @@ impl<P: Processor + Unpin> TaskFactory for PipelineSpec<P> {
         let spawned = std::thread::Builder::new().name(format!("pp-restore-{name}-{partition}")).spawn(move || {
             let started = std::time::Instant::now();
             let (owner, restored) = read_changelog(&store, partition);
-            // Processors need not be `Send`: build and fill this one on its arbiter.
+            let durable = Durable::new(store.changelog, owner, &restored, store.flush_every);
+            let (records, bytes, torn, position) =
+                (restored.records, restored.bytes, restored.torn.len(), restored.position);
+            // Rebuilt here too, not on the arbiter: a big restore must not stall its other tasks.
+            let mut processor = make(partition);
+            let mut out = super::processor::Emit::default();
+            processor.restore(restored.entries, &mut out);
+            let took = started.elapsed();
+            metrics.state_restore_seconds.with_label_values(&[store.name]).observe(took.as_secs_f64());
+            metrics.state_restored_records.with_label_values(&[store.name]).inc_by(records);
+            metrics.state_restored_bytes.with_label_values(&[store.name]).inc_by(bytes);
+            tracing::info!(store = store.name, partition, records, bytes, torn, ?position, ?took, "state restored");
+            restoring.dec();
+            store.health.set_restoring(false);
             Task::start_in_arbiter(&arbiter, move |ctx| {
-                let durable = Durable::new(store.changelog, owner, &restored, store.flush_every);
-                let (records, bytes, torn, position) =
-                    (restored.records, restored.bytes, restored.torn.len(), restored.position);
-                let mut processor = make(partition);
-                let mut out = super::processor::Emit::default();
-                processor.restore(restored.entries, &mut out);
-                let took = started.elapsed();
-                metrics.state_restore_seconds.with_label_values(&[store.name]).observe(took.as_secs_f64());
-                metrics.state_restored_records.with_label_values(&[store.name]).inc_by(records);
-                metrics.state_restored_bytes.with_label_values(&[store.name]).inc_by(bytes);
-                tracing::info!(store = store.name, partition, records, bytes, torn, ?position, ?took, "state restored");
-                restoring.dec();
-                store.health.set_restoring(false);
                 Task::add_stream(ReceiverStream::new(inbox), ctx);
                 Task::new(name, partition, processor, sink, merge, metrics, Some(done)).with_durable(durable, out)
             });
