@@ -161,8 +161,13 @@ pub struct EngineConfig {
     /// true; see README, Durable state). `false` keeps state in memory only: a restart or
     /// rebalance starts it empty. For measuring what durability costs.
     pub durable_state: bool,
-    /// `at_least_once` (default) or `exactly_once`: outputs, changelog writes and input offsets
-    /// commit in one Kafka transaction per task (needs a broker with transactions).
+    /// `at_least_once` (default) or `exactly_once`: each task's outputs, changelog writes and
+    /// input offsets commit in one Kafka transaction every `kafka.commit_interval` (and when the
+    /// task stops), so `read_committed` consumers see each result once, across crashes. Needs a
+    /// broker with transactions (tansu 0.6.0 has none: pagepulse then stops at the first
+    /// assignment). Costs one producer per task, and delays results by up to a commit interval.
+    /// Outputs no task writes (aggregates such as `posts.trending`, the poll dispatchers'
+    /// `fans.observations`) stay at-least-once. See README, Exactly-once mode.
     pub processing_guarantee: ProcessingGuarantee,
 }
 
@@ -174,7 +179,8 @@ pub enum ProcessingGuarantee {
     /// last flush (never lose or change a final result).
     #[default]
     AtLeastOnce,
-    /// Each result is visible once to `read_committed` consumers, across crashes.
+    /// Each task's results are visible once to `read_committed` consumers, across crashes
+    /// (see [`crate::kafka::txn`]).
     ExactlyOnce,
 }
 

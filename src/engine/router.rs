@@ -126,8 +126,16 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
     fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>) {
         let (name, make, sink, merge, metrics) =
             (self.name, self.make.clone(), self.sink.clone(), self.merge.clone(), self.metrics.clone());
+        // A task of its own sink (exactly-once: its transactional producer), unless the pipeline
+        // re-reads its input on assignment: it commits nothing, so it has nothing to transact.
+        let commits = self.commits;
+        let task_sink = move |sink: Arc<dyn Sink>| match commits {
+            true => sink.for_task(name, partition).unwrap_or(sink),
+            false => sink,
+        };
         let Some(store) = self.store.clone() else {
             Task::start_in_arbiter(arbiter, move |ctx| {
+                let sink = task_sink(sink);
                 Task::add_stream(ReceiverStream::new(inbox), ctx);
                 Task::new(name, partition, make(partition), sink, merge, metrics, Some(done))
             });
@@ -141,6 +149,9 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
         restoring.inc();
         let spawned = std::thread::Builder::new().name(format!("pp-restore-{name}-{partition}")).spawn(move || {
             let started = std::time::Instant::now();
+            // First: opening a transactional sink fences the previous incarnation and aborts its
+            // open transaction, whose changelog records a read_committed restore would wait for.
+            let sink = task_sink(sink);
             let (owner, restored) = read_changelog(&store, partition);
             let durable = Durable::new(store.changelog, owner, &restored, store.flush_every);
             let (records, bytes, torn, position) =
