@@ -351,7 +351,9 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     let sink: Arc<dyn Sink> = if exactly_once {
         tracing::info!("exactly-once mode: each task commits its outputs, changelog and offsets in one transaction");
         if !cfg.engine.durable_state {
-            tracing::warn!("exactly_once with engine.durable_state = false: outputs commit once, but state restarts empty");
+            tracing::warn!(
+                "exactly_once with engine.durable_state = false: outputs commit once, but state restarts empty"
+            );
         }
         Arc::new(EosSink::new(&cfg, metrics.clone(), shutdown.clone(), &stores.topics(), shared.clone(), group.clone()))
     } else {

@@ -78,8 +78,10 @@ impl Processor for WordCount {
     }
 
     fn restore(&mut self, entries: Entries, _out: &mut Emit<()>) {
-        self.counts =
-            entries.into_iter().map(|(k, v)| (k, u64::from_le_bytes(v.try_into().expect("a count is 8 bytes")))).collect();
+        self.counts = entries
+            .into_iter()
+            .map(|(k, v)| (k, u64::from_le_bytes(v.try_into().expect("a count is 8 bytes"))))
+            .collect();
     }
 }
 
@@ -314,8 +316,14 @@ fn count(word: &str, n: u64) -> OutRecord {
 fn a_fenced_zombie_commits_nothing_and_does_not_stop_the_process() {
     let s = Setup::new();
     let (metrics, shutdown) = (Metrics::new(), Shutdown::new());
-    let eos =
-        EosSink::new(&s.cfg, metrics.clone(), shutdown.clone(), &[OUTPUT, CHANGELOG], MemorySink::new(), ConsumerGroup::new());
+    let eos = EosSink::new(
+        &s.cfg,
+        metrics.clone(),
+        shutdown.clone(),
+        &[OUTPUT, CHANGELOG],
+        MemorySink::new(),
+        ConsumerGroup::new(),
+    );
 
     // The old incarnation of task counts/0 sends, then the new one starts with the same id.
     let old = eos.open_task(PIPELINE, 0).expect("old incarnation");
@@ -361,11 +369,8 @@ fn a_fenced_zombie_commits_nothing_and_does_not_stop_the_process() {
 }
 
 fn txn_producer(brokers: &str, id: &str) -> ThreadedProducer<DefaultProducerContext> {
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("transactional.id", id)
-        .create()
-        .expect("producer");
+    let p: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("transactional.id", id).create().expect("producer");
     p.init_transactions(Duration::from_secs(10)).expect("init");
     p
 }

@@ -142,7 +142,11 @@ pub(crate) fn full_name<'a>(names: &'a [(&'static str, String)], logical: &str) 
 }
 
 /// `rec` as a librdkafka record for topic `full`, carrying `ack` to its delivery report.
-pub(crate) fn base_record<'a>(full: &'a str, rec: &'a OutRecord, ack: Arc<BatchAck>) -> BaseRecord<'a, [u8], [u8], Arc<BatchAck>> {
+pub(crate) fn base_record<'a>(
+    full: &'a str,
+    rec: &'a OutRecord,
+    ack: Arc<BatchAck>,
+) -> BaseRecord<'a, [u8], [u8], Arc<BatchAck>> {
     let mut record: BaseRecord<'_, [u8], [u8], Arc<BatchAck>> = BaseRecord::with_opaque_to(full, ack);
     if let Some(k) = rec.key.as_deref() {
         record = record.key(k);

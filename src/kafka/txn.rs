@@ -230,7 +230,11 @@ impl EosSink {
     /// first transaction. Blocks for up to 30 s while the broker answers.
     pub fn open_task(&self, pipeline: &'static str, partition: i32) -> Result<TxnSink, Error> {
         let id = transactional_id(&self.cfg.kafka.group_id, pipeline, partition);
-        let ctx = TxnContext { metrics: self.metrics.clone(), prefix: self.cfg.kafka.topic_prefix.clone(), produced: DashMap::new() };
+        let ctx = TxnContext {
+            metrics: self.metrics.clone(),
+            prefix: self.cfg.kafka.topic_prefix.clone(),
+            produced: DashMap::new(),
+        };
         let producer: ThreadedProducer<TxnContext> =
             client::transactional_producer(&self.cfg.kafka, &self.cfg.engine, &id)
                 .create_with_context(ctx)
@@ -397,7 +401,10 @@ impl TxnSink {
         // librdkafka reports the broker's PRODUCER_FENCED / INVALID_PRODUCER_EPOCH as its own
         // `_FENCED` once the producer has raised it as a fatal error.
         let fenced = |c: RDKafkaErrorCode| {
-            matches!(c, RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+            matches!(
+                c,
+                RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
+            )
         };
         match failure {
             Failure::Kafka(e) => {
@@ -475,7 +482,9 @@ impl Sink for TxnSink {
         }
         let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
         let moved = position.filter(|p| {
-            committed.as_ref().is_none_or(|(t, part, off)| (t.as_str(), *part, *off) != (p.topic, p.partition, p.next_offset))
+            committed
+                .as_ref()
+                .is_none_or(|(t, part, off)| (t.as_str(), *part, *off) != (p.topic, p.partition, p.next_offset))
         });
         let dirty = self.dirty.swap(false, Ordering::AcqRel);
         if !dirty && moved.is_none() {

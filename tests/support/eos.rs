@@ -376,9 +376,16 @@ impl StateBackend for LedgerBackend {
         let err = |reason: String| state::Error { topic: full.clone(), partition, reason };
         let fence = state::fence_record(topic, partition, owner);
         let value = fence.value.clone().unwrap_or_default();
-        let headers = OwnedHeaders::new().insert(Header { key: state::OWNER_HEADER, value: Some(&owner.to_le_bytes()[..]) });
+        let headers =
+            OwnedHeaders::new().insert(Header { key: state::OWNER_HEADER, value: Some(&owner.to_le_bytes()[..]) });
         self.producer
-            .send(BaseRecord::<[u8], [u8]>::to(&full).partition(partition).key(state::FENCE_KEY).payload(&value[..]).headers(headers))
+            .send(
+                BaseRecord::<[u8], [u8]>::to(&full)
+                    .partition(partition)
+                    .key(state::FENCE_KEY)
+                    .payload(&value[..])
+                    .headers(headers),
+            )
             .map_err(|(e, _)| err(e.to_string()))?;
         self.producer.flush(Duration::from_secs(10)).map_err(|e| err(e.to_string()))?;
         let c: BaseConsumer = ClientConfig::new()
