@@ -64,9 +64,11 @@
 //!
 //! ## Brokers
 //!
-//! This needs a broker with transactions (Apache Kafka, Redpanda, ...). tansu 0.6.0 has none
-//! (no EndTxn): opening the first task's producer fails, and pagepulse stops with an error
-//! naming `engine.processing_guarantee`.
+//! This needs a broker with transactions (Apache Kafka, Redpanda, ...). tansu 0.6.0 has none: it
+//! answers InitProducerId and TxnOffsetCommit but not EndTxn, so the tasks' producers open and
+//! the first commit fails; pagepulse then stops (exit 1) with an error that says the broker does
+//! not support transactions and names `engine.processing_guarantee` (checked by hand against
+//! tansu 0.6.0).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -113,7 +115,7 @@ pub enum Error {
     /// The broker refused to start transactions.
     #[error(
         "cannot start transactions as {id} (engine.processing_guarantee = \"exactly_once\" needs a broker \
-         with transactions; tansu 0.6.0 has none): {source}"
+         with transactions): {source}"
     )]
     Init {
         /// The transactional id.
@@ -419,7 +421,14 @@ impl TxnSink {
     /// was the task's last commit or the task was fenced (see the module docs).
     fn fail(&self, failure: Failure, closing: bool) -> CommitError {
         self.closed.store(true, Ordering::Release);
-        let why = failure.to_string();
+        let mut why = failure.to_string();
+        if let Failure::Kafka(e) = &failure {
+            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnsupportedFeature) {
+                why.push_str(
+                    "; the broker does not support transactions, which engine.processing_guarantee = \"exactly_once\" needs",
+                );
+            }
+        }
         if self.is_fenced(&failure) {
             self.txn.outcomes.with_label_values(&["fenced"]).inc();
             tracing::warn!(
@@ -428,6 +437,7 @@ impl TxnSink {
             );
             return CommitError::Fenced(why);
         }
+        // Not committed either way: aborting just lets the broker end it now.
         if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
             tracing::warn!(
                 transactional_id = %self.id, error = %e,
@@ -441,9 +451,9 @@ impl TxnSink {
                 "the task's last commit failed and was aborted; the partition's next owner redoes that work"
             );
         } else {
-            tracing::error!(transactional_id = %self.id, error = %why, "commit failed; transaction aborted");
+            tracing::error!(transactional_id = %self.id, error = %why, "commit failed; transaction not committed");
             self.shutdown.trigger(Reason::Fatal(format!(
-                "the transaction of {} failed and was aborted ({why}); a restart redoes the work since its last commit",
+                "the transaction of {} failed and was not committed ({why}); a restart redoes the work since its last commit",
                 self.id
             )));
         }
