@@ -57,10 +57,21 @@
 //!
 //! A delta is `partial` when no sample at or before T exists; its baseline is then the oldest
 //! sample held (the first sample, unless that has left the retention).
+//!
+//! # Durable state
+//!
+//! [`RollingFans::encode`] writes all of the above, losslessly and compactly (times as deltas
+//! from the newest sample, counts as zig-zag deltas: about 2 bytes per ring point at a regular
+//! cadence), and [`RollingFans::decode`] reads it back into an equal state, so a restored page
+//! continues exactly as the original would have. The format is described in `encoding.rs`.
+
+mod encoding;
 
 use std::mem::size_of;
 
 use serde::{Deserialize, Serialize};
+
+pub use self::encoding::{DecodeError, FORMAT_VERSION};
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 60 * MINUTE_MS;
