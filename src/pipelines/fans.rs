@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use self::state::{FansState, PageMap, Registration};
+use self::state::{page_map, FansState, PageMap, Registration};
 use super::decode::{format_ms, object, optional_u64, required_str, required_u64, rfc3339_ms, utf8_value};
 use crate::config::FansConfig;
 use crate::engine::state::{Change, Entries};
@@ -288,7 +288,7 @@ pub struct FansProcessor {
     corrupt: u64,
     /// Keeps `pages` queryable until the processor is dropped (its task stopped: the partition
     /// was revoked, or the engine shut down).
-    _registration: Option<Registration>,
+    registration: Option<Registration>,
 }
 
 impl FansProcessor {
@@ -298,20 +298,20 @@ impl FansProcessor {
             partition,
             top_n: cfg.top_n,
             max_pages: cfg.max_pages_per_partition,
-            pages: Arc::new(PageMap::new()),
+            pages: Arc::new(page_map(0)),
             len: 0,
             by_growth: BTreeSet::new(),
             by_delta: BTreeSet::new(),
             dirty: Vec::new(),
             corrupt: 0,
-            _registration: None,
+            registration: None,
         }
     }
 
     /// Makes this partition's pages queryable through `state` for as long as the processor lives,
     /// replacing whatever was registered for the partition before.
     pub fn with_state(mut self, state: &FansState) -> Self {
-        self._registration = Some(state.register(self.partition, self.pages.clone()));
+        self.registration = Some(state.register(self.partition, self.pages.clone()));
         self
     }
 
@@ -453,6 +453,9 @@ impl Processor for FansProcessor {
         // The trait's contract: once, on a fresh processor (so the indexes can be built anew).
         debug_assert!(self.len == 0, "restore runs on a fresh processor");
         let (mut by_growth, mut by_delta) = (Vec::with_capacity(entries.len()), Vec::with_capacity(entries.len()));
+        // Filled with its final capacity, then registered in place of the empty map: growing a
+        // map of a million pages rehashes and moves them several times over.
+        let pages = Arc::new(page_map(entries.len()));
         for (key, value) in entries {
             let key = match String::from_utf8(key) {
                 // Queries split stored keys at the first ':' (`state::PageView::of`).
@@ -485,11 +488,18 @@ impl Processor for FansProcessor {
             if let Some(d) = page.delta {
                 by_delta.push((d, Reverse(key.clone())));
             }
-            if self.pages.insert(key, page).is_none() {
+            if pages.insert(key, page).is_none() {
                 self.len += 1;
             }
         }
-        // Sorted, then built in bulk: much faster than a million single inserts.
+        self.pages = pages;
+        if let Some(r) = &mut self.registration {
+            r.replace(self.pages.clone());
+        }
+        // Sorted, then built in bulk: much faster than a million single inserts. (The bulk build
+        // sorts stably, which is linear on input sorted already.)
+        by_growth.sort_unstable();
+        by_delta.sort_unstable();
         self.by_growth = BTreeSet::from_iter(by_growth);
         self.by_delta = BTreeSet::from_iter(by_delta);
         if self.corrupt > 0 {
