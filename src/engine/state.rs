@@ -190,19 +190,39 @@ pub fn flush_records(
     changes: impl IntoIterator<Item = Change>,
     position: Option<i64>,
 ) -> Vec<OutRecord> {
-    let stamp = || vec![(OWNER_HEADER, owner.to_le_bytes().to_vec())];
-    let mut out: Vec<OutRecord> = changes
+    let mut out = change_records(topic, partition, owner, changes);
+    out.push(marker_record(topic, partition, owner, position));
+    out
+}
+
+/// The records of `changes`, stamped with `owner`, for partition `partition` of `topic`.
+pub fn change_records(
+    topic: &'static str,
+    partition: i32,
+    owner: u64,
+    changes: impl IntoIterator<Item = Change>,
+) -> Vec<OutRecord> {
+    changes
         .into_iter()
-        .map(|(k, v)| OutRecord { topic, key: Some(k), value: v, headers: stamp(), partition: Some(partition) })
-        .collect();
-    out.push(OutRecord {
+        .map(|(k, v)| OutRecord {
+            topic,
+            key: Some(k),
+            value: v,
+            headers: vec![(OWNER_HEADER, owner.to_le_bytes().to_vec())],
+            partition: Some(partition),
+        })
+        .collect()
+}
+
+/// The position marker that commits the changes written before it.
+pub fn marker_record(topic: &'static str, partition: i32, owner: u64, position: Option<i64>) -> OutRecord {
+    OutRecord {
         topic,
         key: Some(MARKER_KEY.to_vec()),
         value: position.map(encode_position),
-        headers: stamp(),
+        headers: vec![(OWNER_HEADER, owner.to_le_bytes().to_vec())],
         partition: Some(partition),
-    });
-    out
+    }
 }
 
 /// The fence record of `owner`.

@@ -19,7 +19,7 @@ use super::offsets::BatchAck;
 use super::processor::{Emit, Processor, RecordMeta};
 use super::record::Batch;
 use super::sink::{InputPosition, Sink};
-use super::state::{flush_records, Change, Restored};
+use super::state::{change_records, flush_records, marker_record, Change, Restored};
 use crate::metrics::Metrics;
 
 /// Merges a batch's parts into the pipeline's shared aggregate (see [`super::aggregate`]).
@@ -46,6 +46,23 @@ pub struct Durable {
     changes: Vec<Change>,
     /// How often the state is flushed.
     flush_every: Duration,
+    /// Completes once every output sent since the last flush is acknowledged (at-least-once).
+    barrier: Option<Arc<BatchAck>>,
+    /// The last flush's marker, waiting for the outputs it covers (at-least-once).
+    pending: Option<PendingMarker>,
+}
+
+/// A flush whose changes are written and whose position marker waits: a marker commits the
+/// input position, and the restored task skips the input before it, so the marker may only be
+/// written once every output of that input is acknowledged, or those outputs could be lost.
+/// (Exactly-once needs no wait: outputs and marker commit in one transaction.)
+struct PendingMarker {
+    /// Completes when the covered outputs are acknowledged.
+    outputs: Arc<BatchAck>,
+    /// The flush's own ack (holding the covered batches); released once the marker is sent.
+    flush: Arc<BatchAck>,
+    /// The position the marker commits.
+    position: Option<i64>,
 }
 
 impl Durable {
@@ -62,6 +79,8 @@ impl Durable {
             unflushed: Vec::new(),
             changes: restored.repairs(),
             flush_every,
+            barrier: None,
+            pending: None,
         }
     }
 
@@ -78,9 +97,41 @@ impl Durable {
             unflushed: Vec::new(),
             changes: Vec::new(),
             flush_every,
+            barrier: None,
+            pending: None,
         }
     }
 }
+
+/// Sends the pending marker of `d` if the outputs it covers are acknowledged; when `closing`,
+/// waits for them up to [`CLOSING_WAIT`] first. Returns true when no marker is pending anymore.
+fn send_marker_when_ready(
+    sink: &dyn Sink,
+    d: &mut Durable,
+    changelog: &'static str,
+    partition: i32,
+    closing: bool,
+) -> bool {
+    let Some(p) = &d.pending else { return true };
+    if closing {
+        // The producer acknowledges on its own thread; this only waits for it.
+        let deadline = std::time::Instant::now() + CLOSING_WAIT;
+        while !p.outputs.is_done() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    if !p.outputs.is_done() {
+        return false;
+    }
+    let p = d.pending.take().expect("checked above");
+    sink.send(marker_record(changelog, partition, d.owner, p.position), &p.flush);
+    p.flush.processed();
+    true
+}
+
+/// Longest a stopping task waits for its outputs before it writes its last marker; past it the
+/// flush stays uncommitted and the partition's next owner redoes its input.
+const CLOSING_WAIT: Duration = Duration::from_secs(5);
 
 /// Most batches a task holds between flushes; one more makes it flush early.
 const MAX_UNFLUSHED: usize = 256;
@@ -134,11 +185,33 @@ impl<P: Processor> Task<P> {
         self.durable = Some(durable);
         self.emit = restored_out;
         if !self.emit.records.is_empty() || !self.emit.parts.is_empty() {
-            let ack = BatchAck::untracked();
+            let ack = self.output_ack(None);
             self.flush(&ack);
             ack.processed();
         }
         self
+    }
+
+    /// True when the sink commits in transactions (exactly-once).
+    fn transactional(&self) -> bool {
+        self.sink.commit_every().is_some()
+    }
+
+    /// The ack to send outputs with: `batch`'s (or none, for timer outputs), and, for a durable
+    /// at-least-once task, also the barrier the next flush's marker waits for.
+    fn output_ack(&mut self, batch: Option<&Arc<BatchAck>>) -> Arc<BatchAck> {
+        let transactional = self.transactional();
+        let Some(d) = self.durable.as_mut().filter(|d| d.changelog.is_some() && !transactional) else {
+            return batch.cloned().unwrap_or_else(BatchAck::untracked);
+        };
+        let barrier = d.barrier.get_or_insert_with(BatchAck::untracked).clone();
+        barrier.add_output();
+        let mut covered = vec![barrier];
+        if let Some(b) = batch {
+            b.add_output();
+            covered.push(b.clone());
+        }
+        BatchAck::chained(covered)
     }
 
     /// Decodes and processes every record of `batch`, sends the outputs, then releases the batch.
@@ -167,7 +240,9 @@ impl<P: Processor> Task<P> {
         if skipped > 0 {
             self.metrics.state_skipped.with_label_values(&[self.pipeline]).inc_by(skipped);
         }
-        self.flush(&ack);
+        let out = self.output_ack(Some(&ack));
+        self.flush(&out);
+        out.processed();
         match &mut self.durable {
             None => ack.processed(),
             Some(d) => {
@@ -183,6 +258,9 @@ impl<P: Processor> Task<P> {
                 d.unflushed.push(ack);
                 if d.unflushed.len() >= MAX_UNFLUSHED {
                     self.flush_state();
+                } else if let (Some(changelog), false) = (d.changelog, d.pending.is_none()) {
+                    // The last flush's outputs may be acknowledged by now: commit it early.
+                    send_marker_when_ready(&*self.sink, d, changelog, self.partition, false);
                 }
             }
         }
@@ -198,6 +276,44 @@ impl<P: Processor> Task<P> {
 
     /// [`flush_state`](Task::flush_state); `closing` for the task's last flush.
     fn flush_and_commit(&mut self, closing: bool) {
+        if self.durable.is_none() {
+            return;
+        }
+        if self.transactional() {
+            self.flush_in_transaction(closing);
+        } else {
+            self.flush_at_least_once(closing);
+        }
+    }
+
+    /// At-least-once: the changes go out now; the marker that commits them follows once every
+    /// output they cover is acknowledged (see [`PendingMarker`]), at a later flush, or at once if
+    /// they already are. The next flush's changes wait for that marker, so a marker never
+    /// commits changes of a later flush.
+    fn flush_at_least_once(&mut self, closing: bool) {
+        let partition = self.partition;
+        let Some(d) = &mut self.durable else { return };
+        let Some(changelog) = d.changelog else { return };
+        if !send_marker_when_ready(&*self.sink, d, changelog, partition, closing) {
+            return;
+        }
+        self.processor.take_changes(&mut d.changes);
+        if d.changes.is_empty() && d.unflushed.is_empty() && d.next_offset == d.flushed_position {
+            return;
+        }
+        let flush = BatchAck::chained(std::mem::take(&mut d.unflushed));
+        for rec in change_records(changelog, partition, d.owner, d.changes.drain(..)) {
+            self.sink.send(rec, &flush);
+        }
+        let outputs = d.barrier.take().unwrap_or_else(BatchAck::untracked);
+        outputs.processed();
+        d.flushed_position = d.next_offset;
+        d.pending = Some(PendingMarker { outputs, flush, position: d.next_offset });
+        send_marker_when_ready(&*self.sink, d, changelog, partition, closing);
+    }
+
+    /// Exactly-once: changes, marker, outputs and the input position commit together.
+    fn flush_in_transaction(&mut self, closing: bool) {
         let Some(d) = &mut self.durable else { return };
         self.processor.take_changes(&mut d.changes);
         if !d.changes.is_empty() || !d.unflushed.is_empty() || d.next_offset != d.flushed_position {
@@ -230,7 +346,7 @@ impl<P: Processor> Task<P> {
     pub fn tick(&mut self, now: chrono::DateTime<Utc>) {
         self.processor.on_tick(now, &mut self.emit);
         if !self.emit.records.is_empty() || !self.emit.parts.is_empty() {
-            let ack = BatchAck::untracked();
+            let ack = self.output_ack(None);
             self.flush(&ack);
             ack.processed();
         }
