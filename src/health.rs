@@ -27,6 +27,12 @@ impl Health {
         self.stopping.store(true, Ordering::Release);
     }
 
+    /// An assignment arrived (`true`) or its tasks were started (`false`): between the two the
+    /// instance is not ready either (its tasks are about to restore).
+    pub fn set_assigning(&self, arrived: bool) {
+        self.set_restoring(arrived);
+    }
+
     /// A task starts (`true`) or finishes (`false`) restoring its state.
     pub fn set_restoring(&self, started: bool) {
         if started {

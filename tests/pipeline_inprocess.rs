@@ -12,7 +12,12 @@ use pagepulse::clock::SystemClock;
 use pagepulse::config::Config;
 use pagepulse::engine::aggregate::merge_fn;
 use pagepulse::engine::offsets::RecordingStore;
-use pagepulse::engine::{BatchAck, MemorySink, OutRecord, PipelineSpec, RawRecord, Router, Sink, TaskFactory};
+use pagepulse::engine::router::Store;
+use pagepulse::engine::state::MARKER_KEY;
+use pagepulse::engine::{
+    BatchAck, MemoryBackend, MemorySink, OutRecord, PipelineSpec, RawRecord, Router, Sink, TaskFactory,
+};
+use pagepulse::health::Health;
 use pagepulse::metrics::Metrics;
 use pagepulse::pipelines::fans::state::{Detail, FansState};
 use pagepulse::pipelines::fans::{self, FansProcessor};
@@ -216,5 +221,122 @@ fn fans_pages_are_queryable_while_their_partition_task_runs() {
         drop(router);
         tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
         until("every partition unregistered at shutdown", || state.partitions().is_empty()).await;
+    });
+}
+
+/// Sends to a [`MemorySink`] and keeps changelog records in a [`MemoryBackend`], like a broker
+/// that holds both the outputs and the changelogs.
+struct ChangelogSink {
+    sink: Arc<MemorySink>,
+    backend: MemoryBackend,
+    changelog: &'static str,
+}
+
+impl Sink for ChangelogSink {
+    fn send(&self, rec: OutRecord, ack: &Arc<BatchAck>) {
+        if rec.topic == self.changelog {
+            self.backend.append([rec.clone()]);
+        }
+        self.sink.send(rec, ack);
+    }
+}
+
+fn durable_router(
+    sink: Arc<dyn Sink>,
+    store: Arc<RecordingStore>,
+    backend: MemoryBackend,
+    health: Arc<Health>,
+    trending: Arc<Mutex<HashtagTrending>>,
+    metrics: Metrics,
+) -> (Router, mpsc::Receiver<()>, Arbiter) {
+    let cfg = Config::default();
+    let pc = cfg.posts.clone();
+    let spec: Arc<dyn TaskFactory> = Arc::new(
+        PipelineSpec::new(
+            posts::PIPELINE,
+            vec![posts::INPUT],
+            move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+            sink,
+            Some(merge_fn(trending)),
+            metrics.clone(),
+        )
+        .with_store(Some(Store {
+            name: "posts",
+            changelog: CHANGELOG,
+            backend: Arc::new(backend),
+            flush_every: Duration::from_millis(50),
+            health,
+        })),
+    );
+    let arbiter = Arbiter::new();
+    let (done_tx, done_rx) = mpsc::channel(1);
+    let router = Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, 4, done_tx);
+    (router, done_rx, arbiter)
+}
+
+const CHANGELOG: &str = "app-posts-changelog";
+
+#[test]
+fn durable_state_is_flushed_before_offsets_and_restored_before_input() {
+    actix_rt::System::new().block_on(async {
+        let cfg = Config::default();
+        let backend = MemoryBackend::new();
+        let sink = MemorySink::holding();
+        let out: Arc<dyn Sink> =
+            Arc::new(ChangelogSink { sink: sink.clone(), backend: backend.clone(), changelog: CHANGELOG });
+        let store = Arc::new(RecordingStore::default());
+        let health = Arc::new(Health::default());
+        let trending = Arc::new(Mutex::new(HashtagTrending::new(&cfg.posts, Metrics::new())));
+        let (mut router, mut done, _arb) =
+            durable_router(out.clone(), store.clone(), backend.clone(), health.clone(), trending, Metrics::new());
+        let input = router.input_index("x.posts").expect("input");
+        router.dispatch(input, 0, (0..5).map(post).collect()).await.expect("dispatch");
+        until("the analyses and a state flush", || {
+            sink.records_for(CHANGELOG).iter().any(|r| r.key.as_deref() == Some(MARKER_KEY))
+        })
+        .await;
+        assert!(store.stored().is_empty(), "nothing acknowledged yet: no offset may be stored");
+        // Acknowledge everything held so far, again until the flush itself was acknowledged.
+        until("offsets stored once the flush is acknowledged", || {
+            sink.release();
+            store.stored().contains(&("x.posts".into(), 0, 5))
+        })
+        .await;
+        let marker = sink
+            .records_for(CHANGELOG)
+            .into_iter()
+            .rfind(|r| r.key.as_deref() == Some(MARKER_KEY))
+            .expect("a position marker");
+        assert_eq!(marker.value, Some(5i64.to_le_bytes().to_vec()), "the flush covers offsets 0..5");
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
+
+        // A new incarnation (another instance, or a restart) gets the partition. The committed
+        // offset lags (say it is 3): offsets 3 and 4 come again and must not count twice.
+        let metrics = Metrics::new();
+        let trending = Arc::new(Mutex::new(HashtagTrending::new(&cfg.posts, Metrics::new())));
+        let sink2 = MemorySink::new();
+        let out2: Arc<dyn Sink> =
+            Arc::new(ChangelogSink { sink: sink2.clone(), backend: backend.clone(), changelog: CHANGELOG });
+        let (mut router, mut done, _arb) = durable_router(
+            out2,
+            Arc::new(RecordingStore::default()),
+            backend,
+            health.clone(),
+            trending.clone(),
+            metrics.clone(),
+        );
+        router.assign("x.posts", 0);
+        router.dispatch(input, 0, (3..8).map(post).collect()).await.expect("dispatch");
+        until("restored and processed", || sink2.records_for(posts::ANALYSIS).len() == 3).await;
+        assert_eq!(health.restoring(), 0, "restore finished");
+        let top = trending.lock().expect("lock").current().expect("tags");
+        assert_eq!(top.tags[0].tag, "common");
+        assert_eq!(top.tags[0].count, 8, "posts 0..8 once each: 5 restored, 3 new, 2 skipped");
+        let m = metrics.render();
+        assert!(m.contains("pagepulse_state_skipped_records_total{pipeline=\"posts\"} 2"), "{m}");
+        assert!(m.contains("pagepulse_state_restore_seconds_count{store=\"posts\"} 1"), "{m}");
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
     });
 }

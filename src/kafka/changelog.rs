@@ -65,7 +65,11 @@ impl KafkaBackend {
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "10")
             .set("fetch.queue.backoff.ms", "10")
-            .set("queued.min.messages", "200000");
+            .set("queued.min.messages", "200000")
+            // Changelog values are few and large (chunks of state): fetch big.
+            .set("max.partition.fetch.bytes", "33554432")
+            .set("fetch.max.bytes", "67108864")
+            .set("receive.message.max.bytes", "100000000");
         c.create().map_err(|e| Error { topic: String::new(), partition: -1, reason: e.to_string() })
     }
 }

@@ -29,9 +29,22 @@ pub type Revoked = Vec<(String, i32)>;
 
 /// One queued rebalance event.
 #[derive(Debug)]
-enum Change {
+pub enum Change {
+    /// Partitions assigned to this instance.
     Assigned(Revoked),
+    /// Partitions taken away.
     Revoked(Revoked),
+}
+
+/// What the polling thread hands the routing loop, in the order it happened: records, and
+/// rebalances between them (so no record fetched before a rebalance reaches a task started
+/// after it).
+#[derive(Debug)]
+pub enum Polled {
+    /// Records, per partition.
+    Records(Vec<PartitionRun>),
+    /// A rebalance.
+    Rebalance(Vec<Change>),
 }
 
 /// Receives rebalances, statistics and errors from librdkafka.
@@ -40,12 +53,19 @@ pub struct SourceContext {
     prefix: String,
     health: Arc<Health>,
     changes: Mutex<Vec<Change>>,
+    rebalanced: AtomicBool,
 }
 
 impl SourceContext {
     /// A context reporting into `metrics` and `health`.
     pub fn new(cfg: &Config, metrics: Metrics, health: Arc<Health>) -> Self {
-        Self { metrics, prefix: cfg.kafka.topic_prefix.clone(), health, changes: Mutex::new(Vec::new()) }
+        Self {
+            metrics,
+            prefix: cfg.kafka.topic_prefix.clone(),
+            health,
+            changes: Mutex::new(Vec::new()),
+            rebalanced: AtomicBool::new(false),
+        }
     }
 
     fn take_changes(&self) -> Vec<Change> {
@@ -96,6 +116,8 @@ impl ConsumerContext for SourceContext {
         let change = match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(assigned = ?pairs(tpl), "rebalance");
+                // Not ready until the routing loop has started (and so begun restoring) its tasks.
+                self.health.set_assigning(true);
                 Change::Assigned(pairs(tpl))
             }
             Rebalance::Revoke(tpl) => {
@@ -112,6 +134,59 @@ impl ConsumerContext for SourceContext {
         self.health.set_assigned(owned);
         self.metrics.assigned_partitions.set(owned as i64);
         self.changes.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+        self.rebalanced.store(true, Ordering::Release);
+    }
+}
+
+/// Ends an assignment's "not ready" window when dropped (see [`Health::set_assigning`]).
+struct Assigning<'a>(&'a Health);
+
+impl Drop for Assigning<'_> {
+    fn drop(&mut self) {
+        self.0.set_assigning(false);
+    }
+}
+
+/// Applies one rebalance to the router: tasks of revoked partitions stop, tasks of assigned ones
+/// start (restoring their state).
+fn apply_rebalance(
+    consumer: &Source,
+    router: &mut Router,
+    change: Change,
+    rebuilding: &mut std::collections::HashMap<(String, i32), i64>,
+    health: &Health,
+) {
+    match change {
+        Change::Assigned(pairs) => {
+            // The tasks below start (and count themselves as restoring) before this ends.
+            let _assigning = Assigning(health);
+            for (topic, partition) in pairs {
+                router.assign(&topic, partition);
+                if !router.rereads(&topic) || rebuilding.contains_key(&(topic.clone(), partition)) {
+                    continue;
+                }
+                match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                    Ok((low, high)) if high > low => {
+                        health.set_restoring(true);
+                        rebuilding.insert((topic, partition), high);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(topic, partition, error = %e, "cannot read the end offset"),
+                }
+            }
+        }
+        Change::Revoked(pairs) => {
+            for (topic, partition) in pairs {
+                router.revoke(&topic, partition);
+                if rebuilding.remove(&(topic.clone(), partition)).is_some() {
+                    health.set_restoring(false);
+                }
+                let logical = consumer.context().logical(&topic).to_string();
+                // Err only when lag was never reported for it: nothing to remove.
+                let _ =
+                    consumer.context().metrics.consumer_lag.remove_label_values(&[&logical, &partition.to_string()]);
+            }
+        }
     }
 }
 
@@ -153,7 +228,7 @@ pub fn spawn_poller(
     topics: Vec<String>,
     cfg: &Config,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<(std::thread::JoinHandle<()>, mpsc::Receiver<Vec<PartitionRun>>)> {
+) -> std::io::Result<(std::thread::JoinHandle<()>, mpsc::Receiver<Polled>)> {
     let (tx, rx) = mpsc::channel(2);
     let max = cfg.engine.batch_max_records.get();
     let wait = cfg.engine.batch_max_wait;
@@ -173,7 +248,21 @@ pub fn spawn_poller(
                         None => break,
                     },
                 };
-                let msg = match consumer.poll(timeout) {
+                let polled = consumer.poll(timeout);
+                // Rebalance callbacks run inside `poll`: records grouped so far were fetched
+                // before it, whatever `poll` returned now after it. Ship them in that order.
+                if consumer.context().rebalanced.swap(false, Ordering::AcqRel) {
+                    let changes = consumer.context().take_changes();
+                    if !groups.is_empty() && tx.blocking_send(Polled::Records(std::mem::take(&mut groups))).is_err() {
+                        return;
+                    }
+                    if tx.blocking_send(Polled::Rebalance(changes)).is_err() {
+                        return;
+                    }
+                    n = 0;
+                    first_at = None;
+                }
+                let msg = match polled {
                     None if first_at.is_some() => break,
                     None => continue,
                     Some(Err(e)) => {
@@ -207,7 +296,7 @@ pub fn spawn_poller(
                 }
                 n += 1;
             }
-            if !groups.is_empty() && tx.blocking_send(std::mem::take(&mut groups)).is_err() {
+            if !groups.is_empty() && tx.blocking_send(Polled::Records(std::mem::take(&mut groups))).is_err() {
                 return;
             }
         }
@@ -221,66 +310,35 @@ pub fn spawn_poller(
 /// fills the chunk channel and so pauses polling.
 pub async fn run(
     consumer: &Source,
-    chunks: mpsc::Receiver<Vec<PartitionRun>>,
+    chunks: mpsc::Receiver<Polled>,
     router: &mut Router,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let mut chunks = ReceiverStream::new(chunks);
     let stop = shutdown.wait();
     tokio::pin!(stop);
-    // Rebalances are applied before each chunk, and at least this often while no records come,
-    // so an assigned partition restores its state even before it has new input.
-    let mut rebalances = tokio::time::interval(Duration::from_millis(100));
     // Partitions of re-read inputs (tables rebuilt at every assignment, e.g. `pages`) still being
     // read up to the end they had when assigned: the instance is not ready until they are.
     let mut rebuilding: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
     let health = consumer.context().health.clone();
-    rebalances.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let chunk = tokio::select! {
+        let polled = tokio::select! {
             biased;
             _ = &mut stop => return Ok(()),
-            chunk = chunks.next() => match chunk {
-                Some(c) => c,
+            polled = chunks.next() => match polled {
+                Some(p) => p,
                 None => return Ok(()),
             },
-            _ = rebalances.tick() => Vec::new(),
         };
-        for change in consumer.context().take_changes() {
-            match change {
-                Change::Assigned(pairs) => {
-                    for (topic, partition) in pairs {
-                        router.assign(&topic, partition);
-                        if !router.rereads(&topic) || rebuilding.contains_key(&(topic.clone(), partition)) {
-                            continue;
-                        }
-                        match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
-                            Ok((low, high)) if high > low => {
-                                health.set_restoring(true);
-                                rebuilding.insert((topic, partition), high);
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(topic, partition, error = %e, "cannot read the end offset"),
-                        }
-                    }
+        let chunk = match polled {
+            Polled::Records(chunk) => chunk,
+            Polled::Rebalance(changes) => {
+                for change in changes {
+                    apply_rebalance(consumer, router, change, &mut rebuilding, &health);
                 }
-                Change::Revoked(pairs) => {
-                    for (topic, partition) in pairs {
-                        router.revoke(&topic, partition);
-                        if rebuilding.remove(&(topic.clone(), partition)).is_some() {
-                            health.set_restoring(false);
-                        }
-                        let logical = consumer.context().logical(&topic).to_string();
-                        // Err only when lag was never reported for it: nothing to remove.
-                        let _ = consumer
-                            .context()
-                            .metrics
-                            .consumer_lag
-                            .remove_label_values(&[&logical, &partition.to_string()]);
-                    }
-                }
+                continue;
             }
-        }
+        };
         for (input, partition, records) in chunk {
             if !rebuilding.is_empty() {
                 let key = (router.input_name(input).to_string(), partition);
