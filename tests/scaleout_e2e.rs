@@ -198,7 +198,7 @@ fn table_times(view: &Value) -> Vec<String> {
 
 /// Assignments an instance's log reports.
 fn rebalances(pp: &Pagepulse) -> usize {
-    support::strip_ansi(&pp.log_text()).lines().filter(|l| l.contains("rebalance assigned=")).count()
+    pp.assignments()
 }
 
 /// Restores an instance's log reports per store: (restores, changelog records read).

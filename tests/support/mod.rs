@@ -604,3 +604,53 @@ impl TestEnv {
         drop(consumer);
     }
 }
+
+impl Pagepulse {
+    /// Rebalances that left this instance without partitions, as its log reports them.
+    pub fn empty_assignments(&self) -> usize {
+        strip_ansi(&self.log_text()).lines().filter(|l| l.contains("rebalance assigned=[]")).count()
+    }
+
+    /// Assignments (rebalances) its log reports.
+    pub fn assignments(&self) -> usize {
+        strip_ansi(&self.log_text()).lines().filter(|l| l.contains("rebalance assigned=")).count()
+    }
+}
+
+impl TestEnv {
+    /// Waits until `pp` owns at least `partitions` partitions, working around tansu 0.6.0's group
+    /// coordinator (see [`TestEnv::nudge_group`]): a member that joins while a killed leader is
+    /// still in the group follows that dead leader and is handed nothing, and partitions handed
+    /// to a member that then dies stay orphaned. The group is nudged when `pp` reports an empty
+    /// assignment, or holds too few partitions with no rebalance for longer than a session
+    /// timeout. Returns how many nudges it took.
+    pub fn wait_assigned(&self, pp: &mut Pagepulse, partitions: f64, timeout: Duration) -> usize {
+        const STALL: Duration = Duration::from_secs(8);
+        let deadline = Instant::now() + timeout;
+        let (mut nudges, mut empty_seen, mut rebalances) = (0, 0, pp.assignments());
+        let mut changed = Instant::now();
+        loop {
+            let owned = metric_value(&pp.metrics(), "pagepulse_assigned_partitions", "");
+            if owned >= partitions {
+                return nudges;
+            }
+            assert!(pp.running(), "pagepulse exited; log:\n{}", pp.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "pagepulse owns {owned} partitions, not {partitions}, after {timeout:?}; log:\n{}",
+                pp.log_text()
+            );
+            let (empty, now) = (pp.empty_assignments(), pp.assignments());
+            if now != rebalances {
+                (rebalances, changed) = (now, Instant::now());
+            }
+            if empty > empty_seen || (rebalances > 0 && changed.elapsed() > STALL) {
+                empty_seen = empty;
+                self.nudge_group();
+                nudges += 1;
+                changed = Instant::now();
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
