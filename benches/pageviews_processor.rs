@@ -3,10 +3,17 @@
 //! domains), then closing the hour (ranking every domain). Prints the rates and the resident
 //! memory the open hour holds.
 //!
+//! Then the same hour again with durable state, as a durable task runs it: `take_changes` after
+//! every `FLUSH_EVERY` records (about one `kafka.commit_interval` of one task's input),
+//! printing the changelog records and bytes the hour writes, what `take_changes` costs next to
+//! processing, and how long a fresh processor takes to `restore` the live entries of the
+//! changelog at the end of the hour (then checks that both close the hour identically).
+//!
 //!   cargo bench --bench pageviews_processor [-- LINES]
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pagepulse::clock::ManualClock;
 use pagepulse::config::Config;
@@ -17,6 +24,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const H0: i64 = 1_795_424_400_000;
+/// Records between two flushes: one `kafka.commit_interval` (1 s) of input at an assumed 340k
+/// records/s per task (about half the end-to-end rate in the README, spread over partitions).
+const FLUSH_EVERY: usize = 340_000;
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -61,13 +71,16 @@ fn main() {
     let bytes: usize = recs.iter().map(|r| r.value.as_ref().map_or(0, Vec::len)).sum();
     let cfg = Config::default();
     let metrics = Metrics::new();
-    let mut p = PageviewsProcessor::new(
-        &cfg.pageviews,
-        Blacklist::new(),
-        Arc::new(std::sync::atomic::AtomicI64::new(0)),
-        &metrics,
-        Arc::new(ManualClock::at_ms(H0)),
-    );
+    let new_processor = || {
+        PageviewsProcessor::new(
+            &cfg.pageviews,
+            Blacklist::new(),
+            Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            &metrics,
+            Arc::new(ManualClock::at_ms(H0)),
+        )
+    };
+    let mut p = new_processor();
     let mut out = Emit::default();
     let t = Instant::now();
     let mut n = 0u64;
@@ -102,4 +115,78 @@ fn main() {
         held as f64 / 1024.0,
         held as f64 * 1024.0 / lines as f64
     );
+    drop((p, out));
+    durable(&recs, &new_processor);
+}
+
+/// The hour again with durable state (see the module docs).
+fn durable(recs: &[RawRecord], new_processor: &dyn Fn() -> PageviewsProcessor) {
+    let lines = recs.len();
+    let mut p = new_processor();
+    p.restore(HashMap::new(), &mut Emit::default()); // as the engine does: this starts tracking
+    let mut out = Emit::default();
+    let (mut processing, mut taking, mut slowest) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut written, mut bytes, mut tombstones, mut flushes) = (0u64, 0u64, 0u64, 0u64);
+    let mut live: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut changes = Vec::new();
+    for (n, batch) in recs.chunks(FLUSH_EVERY).enumerate() {
+        let t = Instant::now();
+        for (i, r) in batch.iter().enumerate() {
+            let v = p.decode(INPUT, r).expect("valid");
+            let meta =
+                RecordMeta { topic: INPUT, partition: 0, offset: (n * FLUSH_EVERY + i) as i64, timestamp_ms: None };
+            p.process(v, &meta, &mut out);
+        }
+        processing += t.elapsed();
+        let t = Instant::now();
+        p.take_changes(&mut changes);
+        let took = t.elapsed();
+        taking += took;
+        slowest = slowest.max(took);
+        flushes += 1;
+        for (k, v) in changes.drain(..) {
+            written += 1;
+            bytes += (k.len() + v.as_ref().map_or(0, Vec::len)) as u64;
+            match v {
+                Some(v) => live.insert(k, v),
+                None => {
+                    tombstones += 1;
+                    live.remove(&k)
+                }
+            };
+        }
+    }
+    println!(
+        "durable: {lines} lines, take_changes every {FLUSH_EVERY} records ({flushes} flushes): {written} changelog records \
+         ({tombstones} tombstones) + {flushes} position markers, {:.1} MB ({:.1} bytes/line, {:.4} records/line)",
+        bytes as f64 / 1e6,
+        bytes as f64 / lines as f64,
+        (written + flushes) as f64 / lines as f64
+    );
+    println!(
+        "durable: processing {:.2} s ({:.0} ns/line), take_changes {:.0} ms in all = {:.1}% of processing (slowest flush {:.0} ms)",
+        processing.as_secs_f64(),
+        processing.as_nanos() as f64 / lines as f64,
+        taking.as_secs_f64() * 1000.0,
+        100.0 * taking.as_secs_f64() / processing.as_secs_f64(),
+        slowest.as_secs_f64() * 1000.0
+    );
+    let (entries, entry_bytes) = (live.len(), live.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>());
+    let mut q = new_processor();
+    let t = Instant::now();
+    q.restore(live, &mut Emit::default());
+    let restore = t.elapsed();
+    println!(
+        "durable: restore of the open hour ({entries} live entries, {:.1} MB) into a fresh processor: {:.2} s ({:.0} ns/line)",
+        entry_bytes as f64 / 1e6,
+        restore.as_secs_f64(),
+        restore.as_nanos() as f64 / lines as f64
+    );
+    let (mut a, mut b) = (Emit::default(), Emit::default());
+    p.close_idle(&mut a);
+    p.emit_trending(&mut a);
+    q.close_idle(&mut b);
+    q.emit_trending(&mut b);
+    assert!(!a.records.is_empty() && a.records == b.records, "the restored processor closes the hour identically");
+    println!("durable: the restored processor closes the hour identically ({} records)", b.records.len());
 }

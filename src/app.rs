@@ -5,6 +5,9 @@
 //! finish the batches they hold; flush the aggregates; flush the producer so every output is
 //! acknowledged and its offsets stored; commit synchronously; leave the group. Whatever is not
 //! done within `engine.shutdown_timeout` is not committed, and is redone by the next owner.
+//!
+//! In exactly-once mode (`engine.processing_guarantee`, see [`crate::kafka::txn`]) the tasks'
+//! last flushes commit their transactions, input offsets included; the consumer commits nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, PlatformConfig};
+use crate::config::{Config, PlatformConfig, ProcessingGuarantee};
 use crate::engine::aggregate::{merge_fn, Flush};
 use crate::engine::router::Store;
 use crate::engine::shutdown::Reason;
@@ -26,6 +29,7 @@ use crate::engine::{AggregatorActor, OffsetStore, PipelineSpec, Router, Shutdown
 use crate::health::Health;
 use crate::kafka::changelog::KafkaBackend;
 use crate::kafka::source::{self, Source, SourceContext};
+use crate::kafka::txn::{ConsumerGroup, EosSink, TransactionalOffsets};
 use crate::kafka::{admin, KafkaSink};
 use crate::metrics::Metrics;
 use crate::pipelines::fans::state::FansState;
@@ -341,7 +345,20 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     let stores = Stores::new(&cfg, backend, health.clone());
     let pairs: Vec<(&str, &str)> = stores.changelogs.iter().map(|c| (c.1, c.2)).collect();
     crate::kafka::changelog::ensure(&cfg, &pairs).await?;
-    let sink = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone(), &stores.topics())?);
+    let shared = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone(), &stores.topics())?);
+    let exactly_once = cfg.engine.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+    let group = ConsumerGroup::new();
+    let sink: Arc<dyn Sink> = if exactly_once {
+        tracing::info!("exactly-once mode: each task commits its outputs, changelog and offsets in one transaction");
+        if !cfg.engine.durable_state {
+            tracing::warn!(
+                "exactly_once with engine.durable_state = false: outputs commit once, but state restarts empty"
+            );
+        }
+        Arc::new(EosSink::new(&cfg, metrics.clone(), shutdown.clone(), &stores.topics(), shared.clone(), group.clone()))
+    } else {
+        shared.clone()
+    };
     let Pipelines { factories, globals, aggregators, dispatchers } =
         pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock), &fans_state, &stores)?;
     if factories.is_empty() {
@@ -369,11 +386,16 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let topics: Vec<String> = factories.iter().flat_map(|f| f.inputs().iter().map(|l| cfg.topic(l))).collect();
     let consumer = source::subscribe(&cfg, SourceContext::new(&cfg, metrics.clone(), health.clone()), &topics)?;
+    group.set(&consumer);
+    let offsets: Arc<dyn OffsetStore> = match exactly_once {
+        true => Arc::new(TransactionalOffsets),
+        false => Arc::new(ConsumerOffsets(consumer.clone())),
+    };
     let mut router = Router::new(
         factories,
         |l| cfg.topic(l),
         arbiters.iter().map(|a| a.handle()).collect(),
-        Arc::new(ConsumerOffsets(consumer.clone())),
+        offsets,
         metrics.clone(),
         cfg.engine.inbox_capacity.get(),
         done_tx,
@@ -418,17 +440,21 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
         }
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    if let Err(e) = sink.flush(left) {
-        tracing::warn!(error = %e, in_flight = sink.in_flight(), "producer not fully flushed; unacknowledged work will be redone");
+    if let Err(e) = shared.flush(left) {
+        tracing::warn!(error = %e, in_flight = shared.in_flight(), "producer not fully flushed; unacknowledged work will be redone");
     }
     // Delivery callbacks run on the producer's thread: give them until the deadline to settle.
     while trackers.iter().any(|t| t.in_flight() > 0 && !t.is_poisoned()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => tracing::info!("offsets committed"),
-        // NoOffset: nothing new was stored since the last commit.
-        Err(e) => tracing::info!(error = %e, "final commit had nothing to do or failed"),
+    if exactly_once {
+        // The tasks' last transactions committed their offsets.
+    } else {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("offsets committed"),
+            // NoOffset: nothing new was stored since the last commit.
+            Err(e) => tracing::info!(error = %e, "final commit had nothing to do or failed"),
+        }
     }
     server.stop().await;
     for a in &arbiters {

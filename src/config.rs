@@ -152,7 +152,8 @@ pub struct EngineConfig {
     /// stall the others).
     pub inbox_capacity: NonZeroUsize,
     /// Most output bytes queued in the producer before tasks wait for acknowledgements
-    /// (default 67108864, 64 MiB).
+    /// (default 67108864, 64 MiB). In exactly-once mode each task has a producer of its own, each
+    /// with this bound; its queue empties at every commit.
     pub producer_queue_bytes: NonZeroUsize,
     /// Longest a graceful shutdown (SIGINT/SIGTERM) takes before pagepulse exits anyway; work not
     /// finished by then is not committed and is redone on restart (default `8s`).
@@ -161,8 +162,13 @@ pub struct EngineConfig {
     /// true; see README, Durable state). `false` keeps state in memory only: a restart or
     /// rebalance starts it empty. For measuring what durability costs.
     pub durable_state: bool,
-    /// `at_least_once` (default) or `exactly_once`: outputs, changelog writes and input offsets
-    /// commit in one Kafka transaction per task (needs a broker with transactions).
+    /// `at_least_once` (default) or `exactly_once`: each task's outputs, changelog writes and
+    /// input offsets commit in one Kafka transaction every `kafka.commit_interval` (and when the
+    /// task stops), so `read_committed` consumers see each result once, across crashes. Needs a
+    /// broker with transactions (tansu 0.6.0 has none: pagepulse then stops at its first commit).
+    /// Costs one producer per task, and delays results by up to a commit interval.
+    /// Outputs no task writes (aggregates such as `posts.trending`, the poll dispatchers'
+    /// `fans.observations`) stay at-least-once. See README, Exactly-once mode.
     pub processing_guarantee: ProcessingGuarantee,
 }
 
@@ -174,7 +180,8 @@ pub enum ProcessingGuarantee {
     /// last flush (never lose or change a final result).
     #[default]
     AtLeastOnce,
-    /// Each result is visible once to `read_committed` consumers, across crashes.
+    /// Each task's results are visible once to `read_committed` consumers, across crashes
+    /// (see [`crate::kafka::txn`]).
     ExactlyOnce,
 }
 

@@ -20,6 +20,6 @@ pub use processor::{Emit, Processor, RecordMeta, RejectClass, Rejection};
 pub use record::{Batch, OutRecord, RawRecord};
 pub use router::{PipelineSpec, Router, TaskFactory};
 pub use shutdown::Shutdown;
-pub use sink::{MemorySink, Sink};
+pub use sink::{CommitError, InputPosition, MemorySink, Sink};
 pub use state::{MemoryBackend, StateBackend};
 pub use task::{Durable, Task};

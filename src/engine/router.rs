@@ -110,7 +110,7 @@ impl<P: Processor> PipelineSpec<P> {
     }
 }
 
-impl<P: Processor + Unpin> TaskFactory for PipelineSpec<P> {
+impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
     fn pipeline(&self) -> &'static str {
         self.name
     }
@@ -126,8 +126,16 @@ impl<P: Processor + Unpin> TaskFactory for PipelineSpec<P> {
     fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>) {
         let (name, make, sink, merge, metrics) =
             (self.name, self.make.clone(), self.sink.clone(), self.merge.clone(), self.metrics.clone());
+        // A task of its own sink (exactly-once: its transactional producer), unless the pipeline
+        // re-reads its input on assignment: it commits nothing, so it has nothing to transact.
+        let commits = self.commits;
+        let task_sink = move |sink: Arc<dyn Sink>| match commits {
+            true => sink.for_task(name, partition).unwrap_or(sink),
+            false => sink,
+        };
         let Some(store) = self.store.clone() else {
             Task::start_in_arbiter(arbiter, move |ctx| {
+                let sink = task_sink(sink);
                 Task::add_stream(ReceiverStream::new(inbox), ctx);
                 Task::new(name, partition, make(partition), sink, merge, metrics, Some(done))
             });
@@ -141,22 +149,25 @@ impl<P: Processor + Unpin> TaskFactory for PipelineSpec<P> {
         restoring.inc();
         let spawned = std::thread::Builder::new().name(format!("pp-restore-{name}-{partition}")).spawn(move || {
             let started = std::time::Instant::now();
+            // First: opening a transactional sink fences the previous incarnation and aborts its
+            // open transaction, whose changelog records a read_committed restore would wait for.
+            let sink = task_sink(sink);
             let (owner, restored) = read_changelog(&store, partition);
-            // Processors need not be `Send`: build and fill this one on its arbiter.
+            let durable = Durable::new(store.changelog, owner, &restored, store.flush_every);
+            let (records, bytes, torn, position) =
+                (restored.records, restored.bytes, restored.torn.len(), restored.position);
+            // Rebuilt here too, not on the arbiter: a big restore must not stall its other tasks.
+            let mut processor = make(partition);
+            let mut out = super::processor::Emit::default();
+            processor.restore(restored.entries, &mut out);
+            let took = started.elapsed();
+            metrics.state_restore_seconds.with_label_values(&[store.name]).observe(took.as_secs_f64());
+            metrics.state_restored_records.with_label_values(&[store.name]).inc_by(records);
+            metrics.state_restored_bytes.with_label_values(&[store.name]).inc_by(bytes);
+            tracing::info!(store = store.name, partition, records, bytes, torn, ?position, ?took, "state restored");
+            restoring.dec();
+            store.health.set_restoring(false);
             Task::start_in_arbiter(&arbiter, move |ctx| {
-                let durable = Durable::new(store.changelog, owner, &restored, store.flush_every);
-                let (records, bytes, torn, position) =
-                    (restored.records, restored.bytes, restored.torn.len(), restored.position);
-                let mut processor = make(partition);
-                let mut out = super::processor::Emit::default();
-                processor.restore(restored.entries, &mut out);
-                let took = started.elapsed();
-                metrics.state_restore_seconds.with_label_values(&[store.name]).observe(took.as_secs_f64());
-                metrics.state_restored_records.with_label_values(&[store.name]).inc_by(records);
-                metrics.state_restored_bytes.with_label_values(&[store.name]).inc_by(bytes);
-                tracing::info!(store = store.name, partition, records, bytes, torn, ?position, ?took, "state restored");
-                restoring.dec();
-                store.health.set_restoring(false);
                 Task::add_stream(ReceiverStream::new(inbox), ctx);
                 Task::new(name, partition, processor, sink, merge, metrics, Some(done)).with_durable(durable, out)
             });

@@ -2,6 +2,10 @@
 //! outputs and dead letters to the sink, and releases the batch's processing guard. A task with
 //! durable state ([`super::state`]) also flushes its state's changes to the changelog every
 //! `flush_every` and when it stops, and holds each batch's offset until a flush covers it.
+//!
+//! With a transactional sink (exactly-once mode, [`crate::kafka::txn`]) every task flushes, with
+//! or without state, and each flush ends with [`Sink::commit`]: the outputs, the changelog
+//! records and the input position since the previous flush become visible as one transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +18,7 @@ use super::deadletter::dead_letter;
 use super::offsets::BatchAck;
 use super::processor::{Emit, Processor, RecordMeta};
 use super::record::Batch;
-use super::sink::Sink;
+use super::sink::{InputPosition, Sink};
 use super::state::{flush_records, Change, Restored};
 use crate::metrics::Metrics;
 
@@ -23,8 +27,11 @@ pub type MergeFn<T> = Arc<dyn Fn(&mut Vec<T>) + Send + Sync>;
 
 /// The durable-state side of a task (see [`super::state`]).
 pub struct Durable {
-    /// Logical name of the changelog topic.
-    changelog: &'static str,
+    /// Logical name of the changelog topic; `None` for a task without state that flushes only to
+    /// commit its transaction (exactly-once mode).
+    changelog: Option<&'static str>,
+    /// Full name of the input topic, once a batch came from it: the position a commit records.
+    input: Option<Arc<str>>,
     /// This incarnation's owner id (the one its restore fenced with).
     owner: u64,
     /// Input records before this offset are already in the restored state.
@@ -46,13 +53,30 @@ impl Durable {
     /// `changelog` every `flush_every`.
     pub fn new(changelog: &'static str, owner: u64, restored: &Restored, flush_every: Duration) -> Self {
         Self {
-            changelog,
+            changelog: Some(changelog),
+            input: None,
             owner,
             skip_below: restored.position,
             next_offset: restored.position,
             flushed_position: restored.position,
             unflushed: Vec::new(),
             changes: restored.repairs(),
+            flush_every,
+        }
+    }
+
+    /// The flushing side of a task without durable state whose sink commits every `flush_every`
+    /// (exactly-once mode): it writes no changelog, and its flushes only commit.
+    pub fn commit_only(flush_every: Duration) -> Self {
+        Self {
+            changelog: None,
+            input: None,
+            owner: 0,
+            skip_below: None,
+            next_offset: None,
+            flushed_position: None,
+            unflushed: Vec::new(),
+            changes: Vec::new(),
             flush_every,
         }
     }
@@ -93,12 +117,13 @@ impl<P: Processor> Task<P> {
             pipeline,
             partition,
             processor,
-            sink,
             merge,
             emit: Emit::default(),
             metrics,
             inbox_depth,
-            durable: None,
+            // A transactional sink needs every task to flush, to commit.
+            durable: sink.commit_every().map(Durable::commit_only),
+            sink,
             _done: done,
         }
     }
@@ -146,6 +171,9 @@ impl<P: Processor> Task<P> {
         match &mut self.durable {
             None => ack.processed(),
             Some(d) => {
+                if d.input.is_none() {
+                    d.input = Some(full_topic);
+                }
                 if let Some(last) = records.last() {
                     d.next_offset = Some(d.next_offset.unwrap_or(i64::MIN).max(last.offset + 1));
                 }
@@ -161,21 +189,41 @@ impl<P: Processor> Task<P> {
     }
 
     /// Writes the state's changes since the last flush, then a marker for the input position
-    /// they cover, and releases the batches the flush covers once all of it is acknowledged.
-    /// Does nothing for a stateless task or when nothing changed.
+    /// they cover, and releases the batches the flush covers once all of it is acknowledged;
+    /// then commits the sink (a no-op unless it is transactional). Does nothing for a task that
+    /// does not flush.
     pub fn flush_state(&mut self) {
+        self.flush_and_commit(false);
+    }
+
+    /// [`flush_state`](Task::flush_state); `closing` for the task's last flush.
+    fn flush_and_commit(&mut self, closing: bool) {
         let Some(d) = &mut self.durable else { return };
         self.processor.take_changes(&mut d.changes);
-        if d.changes.is_empty() && d.unflushed.is_empty() && d.next_offset == d.flushed_position {
-            return;
+        if !d.changes.is_empty() || !d.unflushed.is_empty() || d.next_offset != d.flushed_position {
+            let flush = BatchAck::chained(std::mem::take(&mut d.unflushed));
+            match d.changelog {
+                Some(changelog) => {
+                    for rec in flush_records(changelog, self.partition, d.owner, d.changes.drain(..), d.next_offset) {
+                        self.sink.send(rec, &flush);
+                    }
+                }
+                // No store (engine.durable_state = false): the changes have nowhere to go.
+                None => d.changes.clear(),
+            }
+            d.flushed_position = d.next_offset;
+            flush.processed();
         }
-        let records = flush_records(d.changelog, self.partition, d.owner, d.changes.drain(..), d.next_offset);
-        d.flushed_position = d.next_offset;
-        let flush = BatchAck::chained(std::mem::take(&mut d.unflushed));
-        for rec in records {
-            self.sink.send(rec, &flush);
+        // Even with nothing new to flush: timer outputs may be waiting in the transaction.
+        let position = d.input.as_deref().zip(d.next_offset).map(|(topic, next_offset)| InputPosition {
+            topic,
+            partition: self.partition,
+            next_offset,
+        });
+        if let Err(e) = self.sink.commit(position, closing) {
+            // The sink has counted and logged it, and refuses what follows; see CommitError.
+            tracing::debug!(pipeline = self.pipeline, partition = self.partition, error = %e, "commit failed");
         }
-        flush.processed();
     }
 
     /// Runs the processor's periodic work at `now`.
@@ -235,7 +283,7 @@ impl<P: Processor + Unpin> StreamHandler<Batch> for Task<P> {
     /// so this last flush is ignored by its restores; after a shutdown it saves the restart a
     /// replay.)
     fn finished(&mut self, ctx: &mut Self::Context) {
-        self.flush_state();
+        self.flush_and_commit(true);
         actix::ActorContext::stop(ctx);
     }
 }

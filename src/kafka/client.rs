@@ -89,6 +89,23 @@ pub fn producer(cfg: &KafkaConfig, engine: &EngineConfig) -> ClientConfig {
     c
 }
 
+/// Consumer settings of exactly-once mode, applied over [`consumer`] (and over the user's
+/// `kafka.consumer` properties, which must not undo them): offsets are committed only inside the
+/// tasks' transactions, never by the consumer, and only committed records are read (which also
+/// makes the committed-offset lookup at assignment wait for transactions still committing).
+pub fn exactly_once_consumer(c: &mut ClientConfig) {
+    c.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+}
+
+/// Settings of one task's transactional producer (exactly-once mode): [`producer`]'s, plus the
+/// task's `transactional_id`. Statistics are off: a process has one such producer per task, and
+/// the shared producer's statistics already keep the broker state current.
+pub fn transactional_producer(cfg: &KafkaConfig, engine: &EngineConfig, transactional_id: &str) -> ClientConfig {
+    let mut c = producer(cfg, engine);
+    c.set("transactional.id", transactional_id).set("statistics.interval.ms", "0");
+    c
+}
+
 /// An admin client.
 pub fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>> {
     base(cfg).create().map_err(Error::Client)

@@ -1,5 +1,5 @@
 //! Everything that talks to Kafka: topic definitions and admin, the consumer source, the producer
-//! sink, and the librdkafka client settings they share.
+//! sink (and its exactly-once variant, [`txn`]), and the librdkafka client settings they share.
 
 pub mod admin;
 pub mod changelog;
@@ -8,5 +8,6 @@ pub mod global;
 pub mod sink;
 pub mod source;
 pub mod topics;
+pub mod txn;
 
 pub use sink::KafkaSink;

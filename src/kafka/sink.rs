@@ -100,9 +100,7 @@ impl KafkaSink {
         };
         let producer: ThreadedProducer<SinkContext> =
             client::producer(&cfg.kafka, &cfg.engine).create_with_context(ctx)?;
-        let mut names: Vec<(&'static str, String)> =
-            topics::all().iter().map(|d| (d.name.as_str(), cfg.topic(&d.name))).collect();
-        names.extend(changelogs.iter().map(|c| (*c, cfg.topic(c))));
+        let names = topic_names(cfg, changelogs);
         // Warm up: librdkafka learns a topic's leaders (and gets its idempotent producer id) only
         // when the first record for it is queued, which held the first acknowledgements back for
         // ~0.7 s in benches. Asking now moves that wait to start-up.
@@ -125,36 +123,55 @@ impl KafkaSink {
     }
 }
 
+/// The (logical, full) name of every topic a sink may write: those of `topics/`, and `extra`
+/// (changelogs: their names depend on the application id).
+pub(crate) fn topic_names(cfg: &Config, extra: &[&'static str]) -> Vec<(&'static str, String)> {
+    let mut names: Vec<(&'static str, String)> =
+        topics::all().iter().map(|d| (d.name.as_str(), cfg.topic(&d.name))).collect();
+    names.extend(extra.iter().map(|c| (*c, cfg.topic(c))));
+    names
+}
+
+/// The full name of logical topic `logical` among `names`.
+pub(crate) fn full_name<'a>(names: &'a [(&'static str, String)], logical: &str) -> &'a str {
+    match names.iter().find(|(l, _)| *l == logical) {
+        Some((_, n)) => n.as_str(),
+        // Every topic a pipeline writes is defined in topics/; a test covers this.
+        None => panic!("output to undefined topic {logical}"),
+    }
+}
+
+/// `rec` as a librdkafka record for topic `full`, carrying `ack` to its delivery report.
+pub(crate) fn base_record<'a>(
+    full: &'a str,
+    rec: &'a OutRecord,
+    ack: Arc<BatchAck>,
+) -> BaseRecord<'a, [u8], [u8], Arc<BatchAck>> {
+    let mut record: BaseRecord<'_, [u8], [u8], Arc<BatchAck>> = BaseRecord::with_opaque_to(full, ack);
+    if let Some(k) = rec.key.as_deref() {
+        record = record.key(k);
+    }
+    if let Some(v) = rec.value.as_deref() {
+        record = record.payload(v);
+    }
+    if !rec.headers.is_empty() {
+        let mut h = OwnedHeaders::new_with_capacity(rec.headers.len());
+        for (k, v) in &rec.headers {
+            h = h.insert(Header { key: k, value: Some(v.as_slice()) });
+        }
+        record = record.headers(h);
+    }
+    if let Some(p) = rec.partition {
+        record = record.partition(p);
+    }
+    record
+}
+
 impl Sink for KafkaSink {
     fn send(&self, rec: OutRecord, ack: &Arc<BatchAck>) {
-        let full = match self.names.iter().find(|(l, _)| *l == rec.topic) {
-            Some((_, n)) => n.as_str(),
-            // Every topic a pipeline writes is defined in topics/; a test covers this.
-            None => panic!("output to undefined topic {}", rec.topic),
-        };
-        let headers = if rec.headers.is_empty() {
-            None
-        } else {
-            let mut h = OwnedHeaders::new_with_capacity(rec.headers.len());
-            for (k, v) in &rec.headers {
-                h = h.insert(Header { key: k, value: Some(v.as_slice()) });
-            }
-            Some(h)
-        };
+        let full = full_name(&self.names, rec.topic);
         ack.add_output();
-        let mut record: BaseRecord<'_, [u8], [u8], Arc<BatchAck>> = BaseRecord::with_opaque_to(full, ack.clone());
-        if let Some(k) = rec.key.as_deref() {
-            record = record.key(k);
-        }
-        if let Some(v) = rec.value.as_deref() {
-            record = record.payload(v);
-        }
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
-        if let Some(p) = rec.partition {
-            record = record.partition(p);
-        }
+        let record = base_record(full, &rec, ack.clone());
         // Blocking this task's thread while the queue is full is the point: its inbox fills and
         // the consumer stops polling.
         let full_waits = &self.metrics.producer_queue_full;

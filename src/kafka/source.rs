@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::client;
-use crate::config::Config;
+use crate::config::{Config, ProcessingGuarantee};
 use crate::engine::router::TaskGone;
 use crate::engine::{RawRecord, Router, Shutdown};
 use crate::health::Health;
@@ -204,9 +204,14 @@ pub enum Error {
     TaskGone(#[from] TaskGone),
 }
 
-/// Creates the consumer and subscribes it to `topics` (full names).
+/// Creates the consumer and subscribes it to `topics` (full names). In exactly-once mode it
+/// commits nothing itself and reads committed records only ([`client::exactly_once_consumer`]).
 pub fn subscribe(cfg: &Config, ctx: SourceContext, topics: &[String]) -> Result<Arc<Source>, Error> {
-    let consumer: Source = client::consumer(&cfg.kafka).create_with_context(ctx)?;
+    let mut cc = client::consumer(&cfg.kafka);
+    if cfg.engine.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+        client::exactly_once_consumer(&mut cc);
+    }
+    let consumer: Source = cc.create_with_context(ctx)?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     Ok(Arc::new(consumer))

@@ -45,8 +45,14 @@ pub struct Closed {
 /// What [`HourlyWindows::add`] did with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Added {
-    /// Counted; the title as stored (shared with the caller's other views).
-    Counted(Arc<str>),
+    /// Counted.
+    Counted {
+        /// The title as stored (shared with the caller's other views).
+        title: Arc<str>,
+        /// True if this is the title's first view in its window (a caller tracking changes
+        /// knows the title cannot be among them yet).
+        first: bool,
+    },
     /// Its window is already final: not counted.
     Late,
 }
@@ -80,6 +86,47 @@ impl HourlyWindows {
         self.max_ts.map(|t| t.saturating_sub(self.lateness_ms))
     }
 
+    /// The newest event time counted so far (`None` before any event).
+    pub fn max_ts(&self) -> Option<i64> {
+        self.max_ts
+    }
+
+    /// Every hour starting before this is final (`i64::MIN` while none is).
+    pub fn final_before(&self) -> i64 {
+        self.final_before
+    }
+
+    /// True if events of the hour starting at `hour_start` are late: its windows are final.
+    pub fn is_final(&self, hour_start: i64) -> bool {
+        hour_start < self.final_before
+    }
+
+    /// Late events per domain not yet taken by [`take_late`](Self::take_late).
+    pub fn late_counts(&self) -> impl Iterator<Item = (&Arc<str>, u64)> {
+        self.late.iter().map(|(d, n)| (d, *n))
+    }
+
+    /// Replaces the whole state with one a durable store saved: the newest event time, the
+    /// boundary before which every hour is final, untaken late counts, and the open windows by
+    /// hour start then domain. Windows of final hours and empty windows are dropped (a final
+    /// window is never reopened); nothing is closed here, the next event or close does that.
+    pub fn restore(
+        &mut self,
+        max_ts: Option<i64>,
+        final_before: i64,
+        late: HashMap<Arc<str>, u64>,
+        mut open: BTreeMap<i64, HashMap<Arc<str>, Window>>,
+    ) {
+        open.retain(|hour, domains| {
+            domains.retain(|_, w| !w.counts.is_empty());
+            *hour >= final_before && !domains.is_empty()
+        });
+        self.max_ts = max_ts;
+        self.final_before = final_before;
+        self.late = late.into_iter().filter(|(_, n)| *n > 0).collect();
+        self.open = open;
+    }
+
     /// Number of open `(hour, domain)` windows.
     pub fn open_windows(&self) -> usize {
         self.open.values().map(HashMap::len).sum()
@@ -109,12 +156,12 @@ impl HourlyWindows {
         match window.counts.entry_ref(title) {
             EntryRef::Occupied(mut e) => {
                 *e.get_mut() += views;
-                Added::Counted(e.key().clone())
+                Added::Counted { title: e.key().clone(), first: false }
             }
             EntryRef::Vacant(e) => {
                 let key = known_title.filter(|k| &***k == title).cloned().unwrap_or_else(|| Arc::from(title));
                 e.insert_with_key(key.clone(), views);
-                Added::Counted(key)
+                Added::Counted { title: key, first: true }
             }
         }
     }
@@ -184,7 +231,7 @@ mod tests {
         w.add("en", "A", 1, H0 + HOUR_MS + 4 * MIN, None);
         assert!(w.close_due().is_empty());
         // An out-of-order event within the lateness still counts in the open 09:00 window.
-        assert!(matches!(w.add("en", "B", 1, H0 + 58 * MIN, None), Added::Counted(_)));
+        assert!(matches!(w.add("en", "B", 1, H0 + 58 * MIN, None), Added::Counted { .. }));
         w.add("en", "C", 1, H0 + HOUR_MS + 5 * MIN, None);
         let closed = w.close_due();
         assert_eq!(closed.len(), 2, "both domains' 09:00 windows");
@@ -214,16 +261,38 @@ mod tests {
         let all = w.close_all();
         assert_eq!(all.iter().map(|c| c.hour_start).collect::<Vec<_>>(), [H0, H0 + HOUR_MS]);
         assert_eq!(w.add("en", "A", 1, H0 + HOUR_MS + 50 * MIN, None), Added::Late);
-        assert!(matches!(w.add("en", "A", 1, H0 + 2 * HOUR_MS, None), Added::Counted(_)));
+        assert!(matches!(w.add("en", "A", 1, H0 + 2 * HOUR_MS, None), Added::Counted { .. }));
     }
 
     #[test]
     fn titles_share_one_allocation() {
         let mut w = HourlyWindows::new(LATENESS);
         let known: Arc<str> = Arc::from("Köln");
-        let Added::Counted(a) = w.add("de", "Köln", 1, H0, Some(&known)) else { panic!("counted") };
+        let Added::Counted { title: a, first: true } = w.add("de", "Köln", 1, H0, Some(&known)) else {
+            panic!("first")
+        };
         assert!(Arc::ptr_eq(&a, &known));
-        let Added::Counted(b) = w.add("de", "Köln", 1, H0 + MIN, None) else { panic!("counted") };
+        let Added::Counted { title: b, first: false } = w.add("de", "Köln", 1, H0 + MIN, None) else {
+            panic!("again")
+        };
         assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn a_restored_state_keeps_final_hours_final_and_its_open_windows_open() {
+        let mut w = HourlyWindows::new(LATENESS);
+        let mut open = BTreeMap::new();
+        let window = |n| Window { total_views: n, counts: HashMap::from([(Arc::from("A"), n)]) };
+        open.insert(H0, HashMap::from([(Arc::from("en"), window(3))]));
+        open.insert(H0 + HOUR_MS, HashMap::from([(Arc::from("en"), window(4))]));
+        w.restore(Some(H0 + HOUR_MS + MIN), H0 + HOUR_MS, HashMap::from([(Arc::from("de"), 2)]), open);
+        assert_eq!(w.open_windows(), 1, "the final hour's window is dropped");
+        assert_eq!(w.watermark(), Some(H0 + HOUR_MS + MIN - LATENESS));
+        assert_eq!(w.add("en", "A", 1, H0 + 59 * MIN, None), Added::Late);
+        assert_eq!(w.take_late("de"), 2);
+        w.add("en", "A", 1, H0 + 2 * HOUR_MS + 5 * MIN, None);
+        let closed = w.close_due();
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].hour_start, count(&closed[0], "A"), closed[0].window.total_views), (H0 + HOUR_MS, 4, 4));
     }
 }

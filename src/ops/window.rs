@@ -147,6 +147,56 @@ impl<K: Eq + Hash + Clone> SlidingCounts<K> {
         self.version += 1;
     }
 
+    /// A window as [`new`](Self::new) makes it, holding the restored `buckets` (bucket start ->
+    /// counts) with its newest bucket at `head`, as saved by a durable store. Buckets outside the
+    /// window ending at `head` and zero counts are dropped; the totals are rebuilt. The version
+    /// starts at 1: a caller that tracks "changed since emitted" restores that as a flag.
+    ///
+    /// # Panics
+    /// As [`new`](Self::new).
+    pub fn restored(
+        window_ms: i64,
+        bucket_ms: i64,
+        max_keys: usize,
+        head: Option<i64>,
+        mut buckets: BTreeMap<i64, HashMap<K, u64>>,
+    ) -> Self {
+        let mut w = Self::new(window_ms, bucket_ms, max_keys);
+        let Some(head) = head.map(|h| w.bucket_of(h)) else {
+            return w; // nothing was ever counted: no bucket can be live
+        };
+        w.head = Some(head);
+        let start = head - window_ms + bucket_ms;
+        buckets.retain(|b, counts| {
+            counts.retain(|_, n| *n > 0);
+            *b >= start && *b <= head && !counts.is_empty()
+        });
+        if buckets.len() > 1 {
+            let mut totals: HashMap<K, u64> =
+                HashMap::with_capacity(buckets.values().map(HashMap::len).max().unwrap_or(0));
+            for counts in buckets.values() {
+                for (k, n) in counts {
+                    match totals.entry_ref(k) {
+                        hashbrown::hash_map::EntryRef::Occupied(mut e) => *e.get_mut() += n,
+                        hashbrown::hash_map::EntryRef::Vacant(e) => {
+                            e.insert_with_key(k.clone(), *n);
+                        }
+                    }
+                }
+            }
+            w.totals = totals;
+            w.single = false;
+        }
+        w.buckets = buckets;
+        w.version = 1;
+        w
+    }
+
+    /// Start of the newest bucket (the one holding the highest event time seen), if any.
+    pub fn head(&self) -> Option<i64> {
+        self.head
+    }
+
     /// `[start, end)` of the current window in epoch milliseconds, if anything was seen.
     pub fn bounds(&self) -> Option<(i64, i64)> {
         self.head.map(|h| (h - self.window_ms + self.bucket_ms, h + self.bucket_ms))
@@ -286,6 +336,46 @@ mod tests {
                 let have: std::collections::BTreeMap<String, u64> = w.totals().map(|(k, n)| (k.clone(), n)).collect();
                 assert_eq!(have, want, "seed {seed}");
                 assert_eq!(w.len(), want.len());
+            }
+        }
+    }
+
+    /// Property: a window restored from its live buckets and head behaves like the original from
+    /// then on: same totals, bounds and outcomes, key bound included.
+    #[test]
+    fn a_restored_window_continues_like_the_original() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let (window, max_keys) = (rng.gen_range(1..6) * MIN, rng.gen_range(1..8));
+            let mut w = SlidingCounts::new(window, MIN, max_keys);
+            // What a store would have saved: every counted event, by bucket.
+            let mut saved: BTreeMap<i64, HashMap<String, u64>> = BTreeMap::new();
+            let mut r: Option<SlidingCounts<String>> = None;
+            let mut t = 0i64;
+            for step in 0..rng.gen_range(1..150) {
+                t += match rng.gen_range(0..10) {
+                    0 => rng.gen_range(1..4) * MIN,
+                    1 => -rng.gen_range(0..3) * MIN,
+                    _ => rng.gen_range(0..1000),
+                };
+                let (k, n) = (format!("k{}", rng.gen_range(0..10)), rng.gen_range(1..5));
+                let got = w.add(&k, t, n);
+                if let Some(r) = &mut r {
+                    assert_eq!(r.add(&k, t, n), got, "seed {seed} step {step}");
+                }
+                if got == AddOutcome::Counted {
+                    *saved.entry(t.div_euclid(MIN) * MIN).or_default().entry(k).or_default() += n;
+                }
+                if r.is_none() && rng.gen_bool(0.1) {
+                    r = Some(SlidingCounts::restored(window, MIN, max_keys, w.head(), saved.clone()));
+                }
+                if let Some(r) = &r {
+                    let want: BTreeMap<&String, u64> = w.totals().collect();
+                    let have: BTreeMap<&String, u64> = r.totals().collect();
+                    assert_eq!(have, want, "seed {seed} step {step}");
+                    assert_eq!((r.bounds(), r.len()), (w.bounds(), w.len()), "seed {seed} step {step}");
+                }
             }
         }
     }

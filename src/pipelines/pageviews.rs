@@ -4,9 +4,8 @@
 //!   RFC 3339 or epoch milliseconds. The key must be the domain: a domain's windows live in one
 //!   partition, which is what makes "exactly one final record per window" hold.
 //! - Input `pageviews.blacklist` (compacted, key `<domain> <title>`): pairs never ranked. Read
-//!   by its own small pipeline into a [`Blacklist`] every pageviews task consults when it ranks,
-//!   so a change applies to every window not yet final. Its offsets are never committed: every
-//!   assignment re-reads the whole table.
+//!   whole by every instance (a global table, [`crate::kafka::global`]) into a [`Blacklist`] every
+//!   pageviews task consults when it ranks, so a change applies to every window not yet final.
 //! - Output `pageviews.top` (compacted, key `<domain>|YYYY-MM-DDTHH`): per (domain, hour) window,
 //!   exactly one record with `final: true` when the partition's watermark passes the hour's end
 //!   or the partition has been idle for `idle_timeout`; optionally provisional `final: false`
@@ -17,6 +16,11 @@
 //! Late events (for windows already final) are counted in
 //! `pagepulse_window_ignored_events_total{pipeline="pageviews",reason="late"}` and reported in the
 //! `late_events` field of the domain's next `pageviews.top` record.
+//!
+//! With durable state, open windows, final hours, the watermark, late counts and trending survive
+//! restarts and rebalances through the changelog: see [`store`] for the layout and its costs.
+
+mod store;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -35,6 +39,7 @@ use serde_json::value::RawValue;
 use super::decode::{format_ms, object, optional_u64, required_str, rfc3339_ms, split_key, utf8_value};
 use crate::clock::Clock;
 use crate::config::PageviewsConfig;
+use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
 use crate::metrics::Metrics;
 use crate::ops::hourly::{Added, Closed, HourlyWindows, Window, HOUR_MS};
@@ -58,6 +63,10 @@ pub const TRENDING: &str = "pageviews.trending";
 const MAX_DOMAIN: usize = 64;
 /// Longest title accepted.
 const MAX_TITLE: usize = 2048;
+/// Earliest accepted event time: 0000-01-01T00:00:00Z.
+const MIN_TS_MS: i64 = -62_167_219_200_000;
+/// Latest accepted event time: 9999-12-31T23:59:59.999Z.
+const MAX_TS_MS: i64 = 253_402_300_799_999;
 /// Span and granularity of "trending now".
 const TRENDING_WINDOW_MS: i64 = HOUR_MS;
 const TRENDING_BUCKET_MS: i64 = 60_000;
@@ -154,6 +163,10 @@ pub fn decode_view(rec: &RawRecord) -> Result<View<'_>, Rejection> {
             invalid(format!("field `ts` must be an RFC 3339 string or epoch milliseconds, got {}", r.get()))
         })?,
     };
+    // Years 0..=9999: window arithmetic near the ends of i64 would overflow.
+    if !(MIN_TS_MS..=MAX_TS_MS).contains(&ts_ms) {
+        return Err(invalid(format!("field `ts` must be between years 0 and 9999, got {ts_ms}")));
+    }
     if let Some(key) = rec.key.as_deref() {
         if key != domain.as_bytes() {
             return Err(invalid(format!(
@@ -243,6 +256,8 @@ fn rank_items<'a>(
 struct Trend {
     counts: SlidingCounts<Arc<str>>,
     emitted_version: u64,
+    /// Deltas not yet flushed and live changelog chunks of the domain (see [`store`]).
+    log: store::DomainLog,
 }
 
 /// The per-partition pageviews processor.
@@ -265,6 +280,8 @@ pub struct PageviewsProcessor {
     last_trending_ms: i64,
     late: IntCounter,
     over_capacity: IntCounter,
+    /// Changelog bookkeeping (see [`store`]).
+    store: store::Tracker,
 }
 
 impl PageviewsProcessor {
@@ -302,6 +319,7 @@ impl PageviewsProcessor {
             last_trending_ms: now,
             late: metrics.window_ignored.with_label_values(&[PIPELINE, "late"]),
             over_capacity: metrics.window_ignored.with_label_values(&[PIPELINE, "over_capacity"]),
+            store: store::Tracker::default(),
         }
     }
 
@@ -359,10 +377,13 @@ impl PageviewsProcessor {
         self.emit_closed(closed, out);
     }
 
-    /// Emits a provisional record of every open window.
+    /// Emits a provisional record of every open window, oldest hour first, then by domain.
     pub fn emit_provisional(&mut self, out: &mut Emit<()>) {
-        let open: Vec<(i64, Arc<str>, Window)> =
+        let mut open: Vec<(i64, Arc<str>, Window)> =
             self.windows.open().map(|(h, d, w)| (h, d.clone(), w.clone())).collect();
+        // Sorted, as final records are: a map's order would differ between two processors of the
+        // same state (e.g. before and after a restore).
+        open.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         for (h, d, w) in open {
             let rec = self.top_record(h, &d, &w, false);
             out.record(rec);
@@ -385,13 +406,23 @@ impl Processor for PageviewsProcessor {
             None => self.trends.entry(v.domain.as_ref().into()).or_insert_with(|| Trend {
                 counts: SlidingCounts::new(TRENDING_WINDOW_MS, TRENDING_BUCKET_MS, self.trending_max_titles),
                 emitted_version: 0,
+                log: store::DomainLog::default(),
             }),
         };
         match self.windows.add(&v.domain, &v.title, v.views, v.ts_ms, None) {
-            Added::Counted(title) => match trend.counts.add(&title, v.ts_ms, v.views) {
-                AddOutcome::Counted | AddOutcome::Late => {}
-                AddOutcome::OverCapacity => self.over_capacity.inc(),
-            },
+            Added::Counted { title, first } => {
+                let in_trending = match trend.counts.add(&title, v.ts_ms, v.views) {
+                    AddOutcome::Counted => true,
+                    AddOutcome::Late => false,
+                    AddOutcome::OverCapacity => {
+                        self.over_capacity.inc();
+                        false
+                    }
+                };
+                if self.store.on {
+                    trend.log.record(title, first, v.ts_ms, v.views, in_trending);
+                }
+            }
             Added::Late => self.late.inc(),
         }
         let closed = self.windows.close_due();
@@ -425,6 +456,14 @@ impl Processor for PageviewsProcessor {
             self.last_trending_ms = now;
             self.emit_trending(out);
         }
+    }
+
+    fn take_changes(&mut self, out: &mut Vec<Change>) {
+        self.store_take_changes(out);
+    }
+
+    fn restore(&mut self, entries: Entries, _out: &mut Emit<()>) {
+        self.store_restore(entries);
     }
 }
 
@@ -546,6 +585,10 @@ mod tests {
             RejectClass::InvalidValue
         );
         assert_eq!(class(serde_json::json!({"domain": "en", "title": "A", "ts": 1.5})), RejectClass::InvalidValue);
+        for ts in [i64::MAX, i64::MIN, MAX_TS_MS + 1] {
+            assert_eq!(class(serde_json::json!({"domain": "en", "title": "A", "ts": ts})), RejectClass::InvalidValue);
+        }
+        assert_eq!(ok(serde_json::json!({"domain": "en", "title": "A", "ts": MAX_TS_MS})), Ok((1, MAX_TS_MS)));
         assert_eq!(
             class(serde_json::json!({"domain": "de", "title": "A", "ts": H0})),
             RejectClass::InvalidValue,
@@ -722,5 +765,389 @@ mod tests {
         assert!(!bl.contains("en", "Main_Page"));
         let bad = RawRecord { key: Some(b"en Other".to_vec()), ..add };
         assert_eq!(p.decode(BLACKLIST, &bad).expect_err("mismatch").class, RejectClass::InvalidValue);
+    }
+
+    /// Durable state: changelog flushes, restores, crashes.
+    mod durable {
+        use super::*;
+        use crate::engine::state::{flush_records, Restored, StateBackend};
+        use crate::engine::MemoryBackend;
+
+        const T: &str = "pageviews-changelog";
+
+        /// One thing that happens to a processor: an input record, a tick at a wall-clock time,
+        /// or the idleness close.
+        #[derive(Debug, Clone)]
+        enum Step {
+            View(&'static str, String, u64, i64),
+            Tick(i64),
+            Idle,
+        }
+
+        fn apply(p: &mut PageviewsProcessor, step: &Step, out: &mut Emit<()>) {
+            match step {
+                Step::View(d, t, n, ts) => feed(p, d, t, *n, *ts, out),
+                Step::Tick(now) => p.on_tick(DateTime::from_timestamp_millis(*now).expect("time"), out),
+                Step::Idle => p.close_idle(out),
+            }
+        }
+
+        fn fresh(cfg: &PageviewsConfig, bl: &Arc<Blacklist>, now_ms: i64) -> PageviewsProcessor {
+            let clock = Arc::new(ManualClock::at_ms(now_ms));
+            PageviewsProcessor::new(cfg, bl.clone(), Arc::new(AtomicI64::new(0)), &Metrics::new(), clock)
+        }
+
+        /// A processor as the engine makes a durable one: built, then restored from `entries`.
+        fn restored(cfg: &PageviewsConfig, bl: &Arc<Blacklist>, now_ms: i64, entries: Entries) -> PageviewsProcessor {
+            let mut p = fresh(cfg, bl, now_ms);
+            let mut out = Emit::default();
+            p.restore(entries, &mut out);
+            assert!(out.records.is_empty(), "a restore emits nothing");
+            p
+        }
+
+        fn flush(
+            p: &mut PageviewsProcessor,
+            backend: &MemoryBackend,
+            owner: u64,
+            pending: &mut Vec<Change>,
+            pos: usize,
+        ) {
+            p.take_changes(pending);
+            backend.append(flush_records(T, 0, owner, pending.drain(..), Some(pos as i64)));
+        }
+
+        /// A flush cut short by a crash: its changes are written, its marker is not.
+        fn torn_flush(p: &mut PageviewsProcessor, backend: &MemoryBackend, owner: u64, pending: &mut Vec<Change>) {
+            p.take_changes(pending);
+            let mut recs = flush_records(T, 0, owner, pending.drain(..), Some(i64::MAX));
+            recs.pop();
+            backend.append(recs);
+        }
+
+        fn finals(records: &[OutRecord]) -> Vec<(String, HourTop)> {
+            tops(&Emit { records: records.to_vec(), parts: Vec::new() }).into_iter().filter(|t| t.1.is_final).collect()
+        }
+
+        fn random_steps(rng: &mut StdRng) -> Vec<Step> {
+            let domains = ["en", "de", "fr"];
+            let titles: Vec<String> = (0..rng.gen_range(3..40))
+                .map(|i| format!("t{}{}", i % 17, if i % 5 == 0 { "_Ä" } else { "" }))
+                .collect();
+            let (mut ts, mut wall) = (H0, H0);
+            let mut steps = Vec::new();
+            for _ in 0..rng.gen_range(50..400) {
+                match rng.gen_range(0..40) {
+                    0..=7 => {
+                        wall += 1000;
+                        steps.push(Step::Tick(wall));
+                    }
+                    8 => steps.push(Step::Idle),
+                    _ => {
+                        ts += rng.gen_range(0..3 * MIN);
+                        // Some events arrive out of order, by up to 90 minutes: within the
+                        // lateness, late for trending only, or late for final windows.
+                        let at = if rng.gen_bool(0.1) { ts - rng.gen_range(0..90 * MIN) } else { ts };
+                        let (d, t) = (domains[rng.gen_range(0..3)], titles[rng.gen_range(0..titles.len())].clone());
+                        steps.push(Step::View(d, t, rng.gen_range(1..20), at));
+                    }
+                }
+            }
+            steps
+        }
+
+        /// The wall-clock time a processor restored before step `i` is built at: the last tick
+        /// before it (the idleness clock re-arms at a restart; the test's idle timeout is long).
+        fn wall_before(steps: &[Step], i: usize) -> i64 {
+            steps[..i].iter().rev().find_map(|s| if let Step::Tick(t) = s { Some(*t) } else { None }).unwrap_or(H0)
+        }
+
+        /// Property: a run cut by crashes (random flush points, random cuts, torn flushes,
+        /// several generations of owners) produces exactly the outputs of an uninterrupted run.
+        /// Each generation restores what the changelog holds, reprocesses the input after the
+        /// last flush position (as the engine does after a crash), and must emit byte for byte
+        /// what the uninterrupted processor emitted for the same steps, and never a final record
+        /// of a window whose final record is covered by the state it restored.
+        #[test]
+        fn restored_runs_emit_exactly_what_an_uninterrupted_run_emits() {
+            let (mut restores, mut torn, mut checked_finals, mut live_state) = (0, 0, 0, 0);
+            for seed in 0..60u64 {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let base = Config::default().pageviews;
+                let cfg = PageviewsConfig {
+                    top_n: rng.gen_range(1..8),
+                    trending_top_n: rng.gen_range(1..6),
+                    allowed_lateness: Duration::from_millis(rng.gen_range(0..10 * MIN) as u64),
+                    idle_timeout: Duration::from_secs(86_400),
+                    provisional_interval: rng.gen_bool(0.5).then(|| Duration::from_secs(rng.gen_range(1..5))),
+                    trending_interval: Duration::from_secs(rng.gen_range(1..5)),
+                    trending_max_titles: rng.gen_range(3..30),
+                    ..base
+                };
+                let steps = random_steps(&mut rng);
+                let bl = Blacklist::new();
+                bl.insert("en", "t1");
+                bl.insert("de", "t2_Ä");
+
+                // The uninterrupted run, with the output position before every step.
+                let mut a = fresh(&cfg, &bl, H0);
+                let (mut a_out, mut marks) = (Emit::default(), Vec::new());
+                for s in &steps {
+                    marks.push(a_out.records.len());
+                    apply(&mut a, s, &mut a_out);
+                }
+                marks.push(a_out.records.len());
+
+                let backend = MemoryBackend::new();
+                let mut owner = 0;
+                loop {
+                    owner += 1;
+                    let r: Restored = backend.restore(T, 0, owner).expect("memory");
+                    let start = r.position.unwrap_or(0) as usize;
+                    live_state += usize::from(r.entries.len() > 1);
+                    let mut p = restored(&cfg, &bl, wall_before(&steps, start), r.entries.clone());
+                    // The previous owner deleted every chunk its last committed flush made
+                    // useless, and a restore has nothing to write back.
+                    let mut probe = Vec::new();
+                    p.take_changes(&mut probe);
+                    assert!(probe.is_empty(), "seed {seed} owner {owner}: {probe:?}");
+                    // The repairs of a torn flush go out first, as the task sends them.
+                    let mut pending = r.repairs();
+                    let last = owner == 6;
+                    let cut = if last { steps.len() } else { rng.gen_range(start..=steps.len()) };
+                    let mut out = Emit::default();
+                    for (i, s) in steps.iter().enumerate().take(cut).skip(start) {
+                        if i > start && rng.gen_bool(0.15) {
+                            flush(&mut p, &backend, owner, &mut pending, i);
+                        }
+                        apply(&mut p, s, &mut out);
+                    }
+                    assert_eq!(
+                        out.records,
+                        a_out.records[marks[start]..marks[cut]],
+                        "seed {seed} owner {owner}: steps {start}..{cut} emit what the uninterrupted run did"
+                    );
+                    let before: HashSet<String> =
+                        finals(&a_out.records[..marks[start]]).into_iter().map(|(k, _)| k).collect();
+                    for (k, _) in finals(&out.records) {
+                        assert!(!before.contains(&k), "seed {seed}: {k} was final in the restored state");
+                        checked_finals += 1;
+                    }
+                    restores += usize::from(owner > 1);
+                    if cut == steps.len() {
+                        break;
+                    }
+                    if rng.gen_bool(0.3) {
+                        torn_flush(&mut p, &backend, owner, &mut pending);
+                        torn += 1;
+                    }
+                }
+            }
+            assert!(restores > 100 && torn > 30 && checked_finals > 200 && live_state > 100, "coverage: {restores} restores, {torn} torn flushes, {checked_finals} final records, {live_state} non-empty states");
+        }
+
+        fn cfg() -> PageviewsConfig {
+            PageviewsConfig { idle_timeout: Duration::from_secs(86_400), ..Config::default().pageviews }
+        }
+
+        fn entries(backend: &MemoryBackend, owner: u64) -> Restored {
+            backend.restore(T, 0, owner).expect("memory")
+        }
+
+        #[test]
+        fn a_torn_flush_is_not_counted_twice() {
+            let (cfg, bl, backend) = (cfg(), Blacklist::new(), MemoryBackend::new());
+            let mut b = restored(&cfg, &bl, H0, Entries::new());
+            let mut pending = Vec::new();
+            let mut out = Emit::default();
+            feed(&mut b, "en", "a", 5, H0, &mut out);
+            flush(&mut b, &backend, 1, &mut pending, 1);
+            feed(&mut b, "en", "a", 7, H0 + MIN, &mut out);
+            feed(&mut b, "en", "b", 1, H0 + MIN, &mut out);
+            torn_flush(&mut b, &backend, 1, &mut pending);
+            // The new owner restores position 1 and reprocesses the two views after it.
+            let r = entries(&backend, 2);
+            assert_eq!(r.position, Some(1));
+            assert!(!r.torn.is_empty(), "the torn chunk is reported for repair");
+            let mut c = restored(&cfg, &bl, H0, r.entries);
+            feed(&mut c, "en", "a", 7, H0 + MIN, &mut out);
+            feed(&mut c, "en", "b", 1, H0 + MIN, &mut out);
+            let mut out = Emit::default();
+            c.close_idle(&mut out);
+            let t = tops(&out);
+            assert_eq!(t.len(), 1);
+            assert_eq!(t[0].1.total_views, 13);
+            assert_eq!(
+                t[0].1.articles.iter().map(|a| (a.title.as_str(), a.views)).collect::<Vec<_>>(),
+                [("a", 12), ("b", 1)]
+            );
+        }
+
+        #[test]
+        fn a_window_final_before_the_flush_is_never_emitted_again_and_late_counts_survive() {
+            let (cfg, bl, backend) = (cfg(), Blacklist::new(), MemoryBackend::new());
+            let mut b = restored(&cfg, &bl, H0, Entries::new());
+            let mut pending = Vec::new();
+            let mut out = Emit::default();
+            feed(&mut b, "en", "a", 5, H0 + 10 * MIN, &mut out);
+            feed(&mut b, "de", "a", 5, H0 + 10 * MIN, &mut out);
+            feed(&mut b, "en", "b", 1, H0 + 70 * MIN, &mut out); // 09:00 is final
+            assert_eq!(tops(&out).len(), 2);
+            feed(&mut b, "en", "a", 100, H0 + 20 * MIN, &mut out); // late
+            feed(&mut b, "en", "a", 100, H0 + 30 * MIN, &mut out); // late
+            flush(&mut b, &backend, 1, &mut pending, 5);
+            let mut c = restored(&cfg, &bl, H0, entries(&backend, 2).entries);
+            let mut out = Emit::default();
+            feed(&mut c, "en", "a", 100, H0 + 40 * MIN, &mut out);
+            feed(&mut c, "de", "z", 100, H0 + 59 * MIN, &mut out);
+            assert!(out.records.is_empty(), "09:00 stays final: its events are late");
+            c.close_idle(&mut out);
+            let t = tops(&out);
+            assert_eq!(t.len(), 1, "only the open 10:00 window closes: {t:?}");
+            assert_eq!(t[0].0, "en|2026-11-23T10");
+            assert_eq!((t[0].1.total_views, t[0].1.late_events), (1, 3), "two late events before the flush, one after");
+            // Closed by idleness, flushed, restored: still final.
+            flush(&mut c, &backend, 2, &mut pending, 9);
+            let mut d = restored(&cfg, &bl, H0, entries(&backend, 3).entries);
+            let mut out = Emit::default();
+            feed(&mut d, "en", "c", 1, H0 + 61 * MIN, &mut out); // late: 10:00 was closed
+            feed(&mut d, "de", "c", 1, H0 + 121 * MIN, &mut out);
+            d.close_idle(&mut out);
+            let t = tops(&out);
+            assert_eq!(t.len(), 1, "only the new 11:00 window: {t:?}");
+            assert_eq!((t[0].0.as_str(), t[0].1.total_views), ("de|2026-11-23T11", 1));
+        }
+
+        /// Hours closed and trending minutes expired leave nothing in the changelog; nothing
+        /// changed writes nothing; a change writes a chunk of its own size.
+        #[test]
+        fn flushes_write_what_changed_and_delete_what_stopped_mattering() {
+            let (cfg, bl) = (cfg(), Blacklist::new());
+            let mut b = restored(&cfg, &bl, H0, Entries::new());
+            let (mut pending, mut out, mut log) = (Vec::new(), Emit::default(), Vec::new());
+            let live = |log: &[OutRecord]| {
+                let mut r = crate::engine::state::Replay::new();
+                for rec in log {
+                    r.apply(rec.key.as_deref().expect("key"), rec.value.as_deref(), Some(1));
+                }
+                r.finish().entries
+            };
+            for i in 0..5000 {
+                feed(&mut b, "en", &format!("title {i}"), 1, H0 + 5 * MIN, &mut out);
+            }
+            b.take_changes(&mut pending);
+            let chunks = pending.iter().filter(|c| c.0 != store::META_KEY).count();
+            assert_eq!(chunks, 1, "5000 titles fit one chunk");
+            log.extend(flush_records(T, 0, 1, pending.drain(..), Some(5000)));
+            b.take_changes(&mut pending);
+            assert!(pending.is_empty(), "nothing changed: {pending:?}");
+            feed(&mut b, "en", "title 7", 1, H0 + 5 * MIN, &mut out);
+            b.take_changes(&mut pending);
+            let sizes: Vec<usize> = pending.iter().map(|c| c.1.as_ref().map_or(0, Vec::len)).collect();
+            assert_eq!(pending.len(), 2, "one chunk and the meta record");
+            assert!(sizes.iter().all(|s| *s < 100), "{sizes:?}");
+            log.extend(flush_records(T, 0, 1, pending.drain(..), Some(5001)));
+            assert_eq!(live(&log).len(), 3);
+            // Three hours later the hour is final and its minute has left trending.
+            feed(&mut b, "en", "x", 1, H0 + 3 * HOUR_MS, &mut out);
+            b.take_changes(&mut pending);
+            assert_eq!(pending.iter().filter(|c| c.1.is_none()).count(), 2, "both chunks deleted");
+            log.extend(flush_records(T, 0, 1, pending.drain(..), Some(5002)));
+            let live = live(&log);
+            assert_eq!(live.len(), 2, "the meta and the new view's chunk: {:?}", live.keys().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn trending_is_restored_with_its_changed_flag() {
+            let (cfg, bl, backend) = (cfg(), Blacklist::new(), MemoryBackend::new());
+            let mut b = restored(&cfg, &bl, H0, Entries::new());
+            let (mut pending, mut out) = (Vec::new(), Emit::default());
+            feed(&mut b, "en", "a", 3, H0, &mut out);
+            feed(&mut b, "en", "b", 2, H0 + 30 * MIN, &mut out);
+            feed(&mut b, "de", "c", 2, H0 + 30 * MIN, &mut out);
+            b.emit_trending(&mut out);
+            feed(&mut b, "de", "d", 9, H0 + 31 * MIN, &mut out);
+            flush(&mut b, &backend, 1, &mut pending, 4);
+            let mut c = restored(&cfg, &bl, H0, entries(&backend, 2).entries);
+            let (mut want, mut got) = (Emit::default(), Emit::default());
+            b.emit_trending(&mut want);
+            c.emit_trending(&mut got);
+            assert_eq!(got.records, want.records, "only `de` changed since its last emission");
+            assert_eq!(got.records.len(), 1);
+            // Both moved on by an hour: the same expiries.
+            feed(&mut b, "en", "a", 1, H0 + 61 * MIN, &mut want);
+            feed(&mut c, "en", "a", 1, H0 + 61 * MIN, &mut got);
+            b.emit_trending(&mut want);
+            c.emit_trending(&mut got);
+            assert_eq!(got.records, want.records);
+        }
+
+        #[test]
+        fn corrupt_entries_are_skipped_and_counted() {
+            let (cfg, bl, backend) = (cfg(), Blacklist::new(), MemoryBackend::new());
+            let mut b = restored(&cfg, &bl, H0, Entries::new());
+            let (mut pending, mut out) = (Vec::new(), Emit::default());
+            feed(&mut b, "en", "a", 3, H0, &mut out);
+            feed(&mut b, "de", "a", 4, H0, &mut out);
+            flush(&mut b, &backend, 1, &mut pending, 2);
+            let mut live = entries(&backend, 2).entries;
+            let de = live.keys().find(|k| String::from_utf8_lossy(k).contains("/de/")).expect("de's chunk").clone();
+            let v = live.get_mut(&de).expect("present");
+            v.truncate(v.len() - 1); // cut short
+            live.insert(b"m/0/en/99".to_vec(), vec![1, b'm', 0xff]);
+            live.insert(b"zzz".to_vec(), b"not ours".to_vec());
+            let mut c = restored(&cfg, &bl, H0, live.clone());
+            assert_eq!(c.store.corrupt, 3);
+            c.close_idle(&mut out);
+            let t = finals(&out.records);
+            assert_eq!(
+                t.iter().map(|(k, t)| (k.as_str(), t.total_views)).collect::<Vec<_>>(),
+                [("en|2026-11-23T09", 3)]
+            );
+            // A corrupt meta: the chunks are still restored.
+            live.insert(store::META_KEY.to_vec(), vec![1, 2, 3]);
+            let mut d = restored(&cfg, &bl, H0, live);
+            assert_eq!(d.store.corrupt, 4);
+            let mut out = Emit::default();
+            d.close_idle(&mut out);
+            assert_eq!(finals(&out.records).len(), 1);
+        }
+
+        /// Property: whatever bytes a changelog holds, a restore finishes (and the processor
+        /// keeps working).
+        #[test]
+        fn random_corruption_never_panics() {
+            let (cfg, bl, backend) = (cfg(), Blacklist::new(), MemoryBackend::new());
+            let mut rng = StdRng::seed_from_u64(5);
+            let mut b = restored(&cfg, &bl, H0, Entries::new());
+            let (mut pending, mut out) = (Vec::new(), Emit::default());
+            for (i, s) in random_steps(&mut rng).iter().enumerate() {
+                apply(&mut b, s, &mut out);
+                if i % 10 == 0 {
+                    flush(&mut b, &backend, 1, &mut pending, i);
+                }
+            }
+            let live = entries(&backend, 2).entries;
+            assert!(live.len() > 3);
+            for _ in 0..300 {
+                let mut bad = live.clone();
+                for v in bad.values_mut() {
+                    match rng.gen_range(0..4) {
+                        0 if !v.is_empty() => {
+                            let at = rng.gen_range(0..v.len());
+                            v[at] = rng.gen();
+                        }
+                        1 => v.truncate(rng.gen_range(0..=v.len())),
+                        2 => v.push(rng.gen()),
+                        _ => {}
+                    }
+                }
+                let mut c = restored(&cfg, &bl, H0, bad);
+                feed(&mut c, "en", "a", 1, H0 + 9 * HOUR_MS, &mut out);
+                c.close_idle(&mut out);
+                c.take_changes(&mut pending);
+                pending.clear();
+            }
+        }
     }
 }

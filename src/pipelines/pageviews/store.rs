@@ -1,0 +1,730 @@
+//! The durable state of a pageviews task: what goes to its changelog, and how it comes back.
+//!
+//! # What the state is
+//!
+//! Everything that decides a later output, except the blacklist (its own table) and the
+//! idleness clock (wall-clock, re-armed by a restart): the exact count of every title in every
+//! open `(hour, domain)` window and the windows' total views; which hours are final; the newest
+//! event time (the watermark); late events not yet reported; each domain's trending minutes,
+//! its trending head and whether its trending view changed since it was last emitted; and when
+//! trending and provisional records were last emitted (restored no later than a fresh processor
+//! would have them, so a skewed clock cannot hold emissions back).
+//!
+//! # Layout: delta chunks, not one record per title
+//!
+//! A real-size hour has about 6 million distinct `(domain, title)` lines, each seen once. One
+//! changelog record per title would double the records pagepulse produces and make restores read
+//! millions of records. So a flush writes, per domain and per minute that received views since the
+//! last flush, the views *added* since then as `(title, views)` pairs, packed into **chunks** of
+//! at most [`CHUNK_BYTES`] each under a key of their own. A chunk is never rewritten: the state of a
+//! window is the sum of its chunks. Flush cost is proportional to what changed since the last
+//! flush (a list push per event in between, then one encoding pass), not to the state's size.
+//!
+//! - `m/<minute>/<domain>/<seq>`: views counted in the hourly window of the minute's hour **and**
+//!   in the domain's trending minute. One chunk feeds both views on restore, so the common case
+//!   writes and decodes each title once, not once per view. A minute lies in one hour, so a
+//!   minute's entries sum into the hour's window.
+//! - `h/<hour>/<domain>/<seq>`: views counted in the hourly window only (trending had already
+//!   moved past their minute, or was full). Rare.
+//! - `meta`: the rest (watermark, final hours, late counts, trending heads and flags, emission
+//!   times, the next sequence number), rewritten at every flush where any of it changed (in
+//!   practice every flush with input): 10-20 bytes per domain, so ~20 KB a flush for a partition
+//!   holding a thousand domains.
+//!
+//! `<seq>` is a per-partition counter (kept in `meta`; after a restore it continues after the
+//! largest restored one), so chunk keys are unique and a compacted topic keeps every live chunk.
+//! Values are [`crate::ops::codec`]: a version byte, kind, domain, minute or hour, seq, count, then
+//! the pairs; the key repeats what the value says, and a restore checks that they agree.
+//!
+//! **Chunks are deleted** (tombstoned) in the flush where they stop mattering: an `h` chunk when
+//! its hour is final, an `m` chunk when its hour is final *and* its minute has left the domain's
+//! 60-minute trending window. Each domain remembers the sequence numbers of its live chunks per
+//! minute or hour (restored too), so the deletions cost nothing to find. Deltas for a minute that
+//! is already dead when the flush runs are not written at all.
+//!
+//! # Trade-offs
+//!
+//! - A title that gets views in many flush intervals of an hour has one pair per interval in the
+//!   log until the hour closes, not one: the live log is (titles × flush intervals they changed
+//!   in), and restore time grows with it. For dumps (each title once per hour) that is exactly one
+//!   pair per title. Within one flush, repeated titles are merged (sorted by their shared
+//!   allocation; skipped when every pair was its title's first view in the window, as in dumps),
+//!   so a live stream costs one pair per title per flush, not per event. A stream with a hot set
+//!   seen every second would call for rewriting a window as one snapshot once its chunks outgrow
+//!   it (not done: no such input exists yet).
+//! - An `m` chunk lives until *both* its uses are over: a minute at the end of an hour is kept
+//!   about an hour after its window closed, for trending. Separate hourly and trending chunks would
+//!   delete the hourly part earlier but write and decode every title twice.
+//! - Pending deltas hold one `(Arc<str>, u64)` per event between flushes (the title allocation is
+//!   shared, not copied); the engine flushes every `kafka.commit_interval` and after at most 256
+//!   batches, which bounds them. A processor only keeps them once the task restored its state
+//!   (a task without durable state never calls [`PageviewsProcessor::restore`]).
+//! - Restore sums every live chunk into fresh maps, sized up front from the chunk headers; the
+//!   hourly window's title allocation is shared with the trending minute, as in processing.
+//! - A value that does not decode (or whose key disagrees with it) is logged (the first
+//!   [`MAX_LOGGED`]), counted in a summary warning and skipped: its views are lost, the rest of
+//!   the state is kept (a chunk whose header decodes is still deleted when its time is over). There
+//!   is no checksum: Kafka's record batches carry one. A corrupt `meta` restores the chunks with
+//!   no final hours and no watermark: hours already emitted could then be emitted again (with the
+//!   same counts unless late events or the blacklist changed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hashbrown::hash_map::EntryRef;
+use hashbrown::{HashMap, HashSet};
+
+use super::{PageviewsProcessor, Trend, PIPELINE, TRENDING_BUCKET_MS, TRENDING_WINDOW_MS};
+use crate::engine::state::{Change, Entries};
+use crate::ops::codec::{put_bytes, put_i64, put_u64, Corrupt, Reader};
+use crate::ops::hourly::{hour_of, Window};
+use crate::ops::window::SlidingCounts;
+
+/// Key of the meta record.
+pub(super) const META_KEY: &[u8] = b"meta";
+/// Format version, the first byte of every value.
+const VERSION: u8 = 1;
+/// Largest chunk value: well under Kafka's default 1 MB message limit, big enough that a
+/// 6-million-line hour is a few hundred records.
+pub(super) const CHUNK_BYTES: usize = 256 * 1024;
+/// Kind byte (and key prefix) of chunks counted in the hourly window and in trending.
+const KIND_BOTH: u8 = b'm';
+/// Kind byte (and key prefix) of chunks counted in the hourly window only.
+const KIND_HOURLY: u8 = b'h';
+/// Corrupt entries logged one by one per restore; the rest are only counted.
+const MAX_LOGGED: u64 = 10;
+/// Largest magnitude of a restored time (about 36 million years): hour and window arithmetic on
+/// anything the store wrote stays far from overflowing, and a corrupt value cannot make it.
+const MAX_TIME: i64 = 1 << 60;
+
+/// Views counted since the last flush, one pair per event.
+#[derive(Debug, Default)]
+struct Pending {
+    entries: Vec<(Arc<str>, u64)>,
+    /// False while every entry was its title's first view in its window: then no title can
+    /// repeat and merging is skipped (the common case of hourly dumps).
+    repeats: bool,
+}
+
+impl Pending {
+    #[inline]
+    fn push(&mut self, title: Arc<str>, first: bool, views: u64) {
+        self.repeats |= !first;
+        self.entries.push((title, views));
+    }
+}
+
+/// One domain's pending deltas and live chunks.
+#[derive(Debug, Default)]
+pub(super) struct DomainLog {
+    /// Views counted in the hourly window and trending since the last flush, by minute.
+    both: BTreeMap<i64, Pending>,
+    /// Views counted in the hourly window only since the last flush, by hour.
+    hourly_only: BTreeMap<i64, Pending>,
+    /// Sequence numbers of the live `m` chunks, by minute.
+    both_chunks: BTreeMap<i64, Vec<u64>>,
+    /// Sequence numbers of the live `h` chunks, by hour.
+    hourly_chunks: BTreeMap<i64, Vec<u64>>,
+}
+
+impl DomainLog {
+    /// Notes `views` of `title` at `ts_ms`, counted in its hourly window (`first`: as the title's
+    /// first view there) and, if `in_trending`, in trending too.
+    #[inline]
+    pub(super) fn record(&mut self, title: Arc<str>, first: bool, ts_ms: i64, views: u64, in_trending: bool) {
+        if in_trending {
+            let minute = ts_ms.div_euclid(TRENDING_BUCKET_MS) * TRENDING_BUCKET_MS;
+            self.both.entry(minute).or_default().push(title, first, views);
+        } else {
+            self.hourly_only.entry(hour_of(ts_ms)).or_default().push(title, first, views);
+        }
+    }
+
+    /// Writes the pending deltas as chunks and deletes the chunks that stopped mattering:
+    /// every hour before `final_before` is final, trending starts at minute `trend_start`.
+    fn flush(&mut self, domain: &str, final_before: i64, trend_start: i64, next_seq: &mut u64, out: &mut Vec<Change>) {
+        for (minute, pending) in std::mem::take(&mut self.both) {
+            if minute < final_before && minute < trend_start {
+                continue; // dead before it was ever written
+            }
+            let seqs = self.both_chunks.entry(minute).or_default();
+            write_chunks(KIND_BOTH, domain, minute, pending, next_seq, seqs, out);
+        }
+        for (hour, pending) in std::mem::take(&mut self.hourly_only) {
+            if hour < final_before {
+                continue;
+            }
+            let seqs = self.hourly_chunks.entry(hour).or_default();
+            write_chunks(KIND_HOURLY, domain, hour, pending, next_seq, seqs, out);
+        }
+        // `final_before` is an hour boundary, so "the minute's hour is final" is `minute <
+        // final_before`: both conditions cut a prefix off the minutes.
+        let dead_before = final_before.min(trend_start);
+        while let Some(e) = self.both_chunks.first_entry() {
+            if *e.key() >= dead_before {
+                break;
+            }
+            let minute = *e.key();
+            out.extend(e.remove().into_iter().map(|seq| (chunk_key(KIND_BOTH, minute, domain, seq), None)));
+        }
+        while let Some(e) = self.hourly_chunks.first_entry() {
+            if *e.key() >= final_before {
+                break;
+            }
+            let hour = *e.key();
+            out.extend(e.remove().into_iter().map(|seq| (chunk_key(KIND_HOURLY, hour, domain, seq), None)));
+        }
+    }
+
+    /// Live chunks (for tests and figures).
+    #[cfg(test)]
+    fn live_chunks(&self) -> usize {
+        self.both_chunks.values().chain(self.hourly_chunks.values()).map(Vec::len).sum()
+    }
+}
+
+/// The store's bookkeeping outside the domains.
+#[derive(Debug, Default)]
+pub(super) struct Tracker {
+    /// True once the task restored its state: only then are deltas kept.
+    pub(super) on: bool,
+    /// Sequence number of the next chunk.
+    next_seq: u64,
+    /// The meta value last written (or restored): rewritten only when it changes.
+    last_meta: Vec<u8>,
+    /// Entries the last restore could not decode.
+    pub(super) corrupt: u64,
+}
+
+/// Merges the pairs of the same title (the same allocation: a window interns its titles).
+fn merge_same_titles(entries: &mut Vec<(Arc<str>, u64)>) {
+    if entries.len() < 2 {
+        return;
+    }
+    entries.sort_unstable_by_key(|(t, _)| Arc::as_ptr(t).cast::<u8>() as usize);
+    entries.dedup_by(|later, kept| {
+        let same = Arc::ptr_eq(&later.0, &kept.0);
+        if same {
+            kept.1 = kept.1.saturating_add(later.1);
+        }
+        same
+    });
+}
+
+/// The key of chunk `seq` of `kind` for `domain` at `start` (minute or hour).
+fn chunk_key(kind: u8, start: i64, domain: &str, seq: u64) -> Vec<u8> {
+    format!("{}/{start}/{domain}/{seq}", kind as char).into_bytes()
+}
+
+/// Bytes of `v` as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
+}
+
+/// Packs the pending pairs (repeated titles merged) into chunks of at most [`CHUNK_BYTES`] (one
+/// pair more if a single one is larger), numbering them from `next_seq` and noting their numbers
+/// in `seqs`.
+fn write_chunks(
+    kind: u8,
+    domain: &str,
+    start: i64,
+    mut pending: Pending,
+    next_seq: &mut u64,
+    seqs: &mut Vec<u64>,
+    out: &mut Vec<Change>,
+) {
+    if pending.repeats {
+        merge_same_titles(&mut pending.entries);
+    }
+    // Sizes first (a title's length is in its pointer: no title is read), then one pass that
+    // copies each title and releases it while it is still in cache.
+    let mut sizes: Vec<(usize, usize)> = Vec::new();
+    let (mut n, mut size) = (0, 0);
+    for (t, v) in &pending.entries {
+        let s = varint_len(t.len() as u64) + t.len() + varint_len(*v);
+        if n > 0 && size + s > CHUNK_BYTES {
+            sizes.push((n, size));
+            (n, size) = (0, 0);
+        }
+        size += s;
+        n += 1;
+    }
+    if n > 0 {
+        sizes.push((n, size));
+    }
+    let mut pairs = pending.entries.into_iter();
+    for (n, size) in sizes {
+        let seq = *next_seq;
+        *next_seq += 1;
+        let mut v = Vec::with_capacity(size + domain.len() + 40);
+        v.push(VERSION);
+        v.push(kind);
+        put_bytes(&mut v, domain.as_bytes());
+        put_i64(&mut v, start);
+        put_u64(&mut v, seq);
+        put_u64(&mut v, n as u64);
+        for (t, views) in pairs.by_ref().take(n) {
+            put_bytes(&mut v, t.as_bytes());
+            put_u64(&mut v, views);
+        }
+        out.push((chunk_key(kind, start, domain, seq), Some(v)));
+        seqs.push(seq);
+    }
+}
+
+fn put_opt(buf: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        None => buf.push(0),
+        Some(v) => {
+            buf.push(1);
+            put_i64(buf, v);
+        }
+    }
+}
+
+/// A time in epoch milliseconds, within [`MAX_TIME`].
+fn time(r: &mut Reader<'_>) -> Result<i64, Corrupt> {
+    let t = r.i64()?;
+    if t.abs() > MAX_TIME {
+        return Err(Corrupt { at: 0, what: "a time within 2^60 ms of 1970" });
+    }
+    Ok(t)
+}
+
+fn opt(r: &mut Reader<'_>) -> Result<Option<i64>, Corrupt> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(time(r)?)),
+        _ => Err(Corrupt { at: 0, what: "an option flag (0 or 1)" }),
+    }
+}
+
+fn version(r: &mut Reader<'_>) -> Result<(), Corrupt> {
+    match r.u8()? {
+        VERSION => Ok(()),
+        _ => Err(Corrupt { at: 0, what: "format version 1" }),
+    }
+}
+
+fn end(r: &Reader<'_>) -> Result<(), Corrupt> {
+    if r.is_empty() {
+        Ok(())
+    } else {
+        Err(Corrupt { at: 0, what: "the end of the value" })
+    }
+}
+
+/// The meta record, decoded.
+#[derive(Debug)]
+struct Meta<'a> {
+    max_ts: Option<i64>,
+    final_before: i64,
+    next_seq: u64,
+    last_trending_ms: i64,
+    last_provisional_ms: i64,
+    late: Vec<(&'a str, u64)>,
+    /// (domain, trending head, trending changed since emitted).
+    trends: Vec<(&'a str, Option<i64>, bool)>,
+}
+
+impl Meta<'_> {
+    /// No meta: nothing final, nothing seen.
+    fn empty() -> Self {
+        Self {
+            max_ts: None,
+            final_before: i64::MIN,
+            next_seq: 0,
+            last_trending_ms: i64::MAX,
+            last_provisional_ms: i64::MAX,
+            late: Vec::new(),
+            trends: Vec::new(),
+        }
+    }
+}
+
+fn encode_meta(p: &PageviewsProcessor) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64 + 16 * p.trends.len());
+    b.push(VERSION);
+    put_opt(&mut b, p.windows.max_ts());
+    put_i64(&mut b, p.windows.final_before());
+    put_u64(&mut b, p.store.next_seq);
+    put_i64(&mut b, p.last_trending_ms);
+    put_i64(&mut b, p.last_provisional_ms);
+    let mut late: Vec<(&Arc<str>, u64)> = p.windows.late_counts().collect();
+    late.sort_unstable();
+    put_u64(&mut b, late.len() as u64);
+    for (d, n) in late {
+        put_bytes(&mut b, d.as_bytes());
+        put_u64(&mut b, n);
+    }
+    let mut trends: Vec<(&Arc<str>, &Trend)> = p.trends.iter().collect();
+    trends.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    put_u64(&mut b, trends.len() as u64);
+    for (d, t) in trends {
+        put_bytes(&mut b, d.as_bytes());
+        put_opt(&mut b, t.counts.head());
+        b.push(u8::from(t.counts.version() != t.emitted_version));
+    }
+    b
+}
+
+fn decode_meta(v: &[u8]) -> Result<Meta<'_>, Corrupt> {
+    let mut r = Reader::new(v);
+    version(&mut r)?;
+    let mut m = Meta {
+        max_ts: opt(&mut r)?,
+        final_before: match r.i64()? {
+            i64::MIN => i64::MIN, // no hour is final yet
+            t if t.abs() <= MAX_TIME => t,
+            _ => return Err(Corrupt { at: 0, what: "a time within 2^60 ms of 1970" }),
+        },
+        next_seq: r.u64()?,
+        last_trending_ms: time(&mut r)?,
+        last_provisional_ms: time(&mut r)?,
+        late: Vec::new(),
+        trends: Vec::new(),
+    };
+    for _ in 0..r.u64()? {
+        m.late.push((r.str()?, r.u64()?));
+    }
+    for _ in 0..r.u64()? {
+        let d = r.str()?;
+        let head = opt(&mut r)?;
+        let changed = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(Corrupt { at: 0, what: "a flag (0 or 1)" }),
+        };
+        m.trends.push((d, head, changed));
+    }
+    end(&r)?;
+    Ok(m)
+}
+
+/// One domain's trending minutes as restored: minute -> title -> views.
+type Buckets = BTreeMap<i64, HashMap<Arc<str>, u64>>;
+
+/// A chunk's header; `body` reads its `n` pairs.
+struct Chunk<'a> {
+    kind: u8,
+    domain: &'a str,
+    start: i64,
+    seq: u64,
+    n: usize,
+    body: Reader<'a>,
+}
+
+fn decode_header<'a>(key: &[u8], v: &'a [u8]) -> Result<Chunk<'a>, Corrupt> {
+    let mut r = Reader::new(v);
+    version(&mut r)?;
+    let kind = r.u8()?;
+    if kind != KIND_BOTH && kind != KIND_HOURLY {
+        return Err(Corrupt { at: 1, what: "a chunk kind (m or h)" });
+    }
+    let domain = r.str()?;
+    let start = time(&mut r)?;
+    let seq = r.u64()?;
+    let n = r.u64()?;
+    // Every pair takes at least two bytes: a count this large is not what the store wrote (and
+    // must not size an allocation).
+    if n > v.len() as u64 / 2 || domain.is_empty() {
+        return Err(Corrupt { at: 0, what: "a plausible chunk header" });
+    }
+    if key != chunk_key(kind, start, domain, seq) {
+        return Err(Corrupt { at: 0, what: "a value that matches its key" });
+    }
+    Ok(Chunk { kind, domain, start, seq, n: n as usize, body: r })
+}
+
+/// Decodes every pair of `chunk` into `into` (cleared first), or fails without a partial result.
+fn decode_pairs<'a>(chunk: &mut Chunk<'a>, into: &mut Vec<(&'a str, u64)>) -> Result<(), Corrupt> {
+    into.clear();
+    into.reserve(chunk.n);
+    for _ in 0..chunk.n {
+        into.push((chunk.body.str()?, chunk.body.u64()?));
+    }
+    end(&chunk.body)
+}
+
+/// Adds `views` of `title` to `counts`; returns the stored title when `want_key`.
+#[inline]
+fn add_count(counts: &mut HashMap<Arc<str>, u64>, title: &str, views: u64, want_key: bool) -> Option<Arc<str>> {
+    match counts.entry_ref(title) {
+        EntryRef::Occupied(mut e) => {
+            *e.get_mut() = e.get().saturating_add(views);
+            want_key.then(|| e.key().clone())
+        }
+        EntryRef::Vacant(e) => {
+            let key: Arc<str> = Arc::from(title);
+            let out = want_key.then(|| key.clone());
+            e.insert_with_key(key, views);
+            out
+        }
+    }
+}
+
+impl PageviewsProcessor {
+    /// [`crate::engine::Processor::take_changes`]: see the module docs.
+    pub(super) fn store_take_changes(&mut self, out: &mut Vec<Change>) {
+        if !self.store.on {
+            // Only a restored processor tracks its deltas (the engine restores every durable
+            // task before its first input); whatever was processed before is not in the log.
+            self.store.on = true;
+            if self.windows.open_windows() > 0 || !self.trends.is_empty() {
+                tracing::warn!(
+                    pipeline = PIPELINE,
+                    "state taken before it was restored: earlier views are missing from the changelog"
+                );
+            }
+        }
+        let final_before = self.windows.final_before();
+        let mut domains: Vec<Arc<str>> = self.trends.keys().cloned().collect();
+        domains.sort_unstable();
+        for d in &domains {
+            let t = self.trends.get_mut(d).expect("a listed domain");
+            // Without a head nothing was counted in trending: no minute is needed for it.
+            let trend_start = t.counts.bounds().map_or(i64::MAX, |(s, _)| s);
+            t.log.flush(d, final_before, trend_start, &mut self.store.next_seq, out);
+        }
+        let meta = encode_meta(self);
+        if meta != self.store.last_meta {
+            out.push((META_KEY.to_vec(), Some(meta.clone())));
+            self.store.last_meta = meta;
+        }
+    }
+
+    /// Logs and counts an entry that does not decode.
+    fn corrupt_entry(&mut self, key: &[u8], why: &Corrupt) {
+        self.store.corrupt += 1;
+        if self.store.corrupt <= MAX_LOGGED {
+            let key = String::from_utf8_lossy(&key[..key.len().min(200)]);
+            tracing::warn!(pipeline = PIPELINE, %key, error = %why, "corrupt state entry skipped");
+        }
+    }
+
+    /// [`crate::engine::Processor::restore`]: see the module docs.
+    pub(super) fn store_restore(&mut self, entries: Entries) {
+        self.store.on = true;
+        self.store.corrupt = 0;
+        let meta = match entries.get(META_KEY).map(|v| decode_meta(v)) {
+            None => Meta::empty(),
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                self.corrupt_entry(META_KEY, &e);
+                Meta::empty()
+            }
+        };
+        // Domains are few: one allocation each, shared by every map that names them.
+        let mut domains: HashSet<Arc<str>> = HashSet::new();
+        let mut intern = |d: &str| -> Arc<str> { domains.get_or_insert_with(d, |s: &str| Arc::from(s)).clone() };
+        let heads: HashMap<&str, i64> = meta.trends.iter().filter_map(|(d, h, _)| Some((*d, (*h)?))).collect();
+        let trending_live = |domain: &str, minute: i64| {
+            heads.get(domain).is_some_and(|h| minute <= *h && minute > *h - TRENDING_WINDOW_MS)
+        };
+        let hourly_live = |start: i64| hour_of(start) >= meta.final_before;
+
+        // Headers first: they size every map before the first insert.
+        let mut chunks = Vec::with_capacity(entries.len());
+        let mut corrupt = Vec::new();
+        for (k, v) in &entries {
+            if k.as_slice() == META_KEY {
+                continue;
+            }
+            match decode_header(k, v) {
+                Ok(c) => chunks.push(c),
+                Err(e) => corrupt.push((k.as_slice(), e)),
+            }
+        }
+        let mut window_sizes: HashMap<(i64, &str), usize> = HashMap::new();
+        let mut bucket_sizes: HashMap<(&str, i64), usize> = HashMap::new();
+        for c in &chunks {
+            if hourly_live(c.start) {
+                *window_sizes.entry((hour_of(c.start), c.domain)).or_default() += c.n;
+            }
+            if c.kind == KIND_BOTH && trending_live(c.domain, c.start) {
+                *bucket_sizes.entry((c.domain, c.start)).or_default() += c.n;
+            }
+        }
+
+        let mut open: BTreeMap<i64, HashMap<Arc<str>, Window>> = BTreeMap::new();
+        let mut buckets: HashMap<Arc<str>, Buckets> = HashMap::new();
+        let mut logs: HashMap<Arc<str>, DomainLog> = HashMap::new();
+        // Titles of trending minutes whose hour is final (no window to share them with).
+        let mut trend_titles: HashMap<Arc<str>, HashSet<Arc<str>>> = HashMap::new();
+        let mut pairs: Vec<(&str, u64)> = Vec::new();
+        let mut max_seq = None;
+        for mut c in chunks {
+            // Tracked even if its pairs are corrupt: it is deleted when its time is over.
+            let domain = intern(c.domain);
+            max_seq = max_seq.max(Some(c.seq));
+            let log = logs.entry_ref(&domain).or_default();
+            let chunks = if c.kind == KIND_BOTH { &mut log.both_chunks } else { &mut log.hourly_chunks };
+            chunks.entry(c.start).or_default().push(c.seq);
+            if let Err(e) = decode_pairs(&mut c, &mut pairs) {
+                let key = chunk_key(c.kind, c.start, c.domain, c.seq);
+                self.corrupt_entry(&key, &e);
+                continue;
+            }
+            let mut window = hourly_live(c.start).then(|| {
+                let hour = hour_of(c.start);
+                let size = window_sizes.get(&(hour, c.domain)).copied().unwrap_or(0);
+                open.entry(hour)
+                    .or_default()
+                    .entry_ref(&domain)
+                    .or_insert_with(|| Window { total_views: 0, counts: HashMap::with_capacity(size) })
+            });
+            let mut bucket = (c.kind == KIND_BOTH && trending_live(c.domain, c.start)).then(|| {
+                let size = bucket_sizes.get(&(c.domain, c.start)).copied().unwrap_or(0);
+                buckets.entry_ref(&domain).or_default().entry(c.start).or_insert_with(|| HashMap::with_capacity(size))
+            });
+            let titles = trend_titles.entry_ref(&domain).or_default();
+            for &(title, views) in &pairs {
+                let shared = window.as_deref_mut().and_then(|w| {
+                    w.total_views = w.total_views.saturating_add(views);
+                    add_count(&mut w.counts, title, views, bucket.is_some())
+                });
+                if let Some(b) = bucket.as_deref_mut() {
+                    match b.entry_ref(title) {
+                        EntryRef::Occupied(mut e) => *e.get_mut() = e.get().saturating_add(views),
+                        EntryRef::Vacant(e) => {
+                            let key = shared
+                                .unwrap_or_else(|| titles.get_or_insert_with(title, |s: &str| Arc::from(s)).clone());
+                            e.insert_with_key(key, views);
+                        }
+                    }
+                }
+            }
+        }
+        drop(trend_titles);
+        for (k, e) in corrupt {
+            self.corrupt_entry(k, &e);
+        }
+
+        let late = meta.late.iter().map(|(d, n)| (intern(d), *n)).collect();
+        self.windows.restore(meta.max_ts, meta.final_before, late, open);
+        let mut flags: HashMap<Arc<str>, (Option<i64>, bool)> =
+            meta.trends.iter().map(|(d, h, changed)| (intern(d), (*h, *changed))).collect();
+        for d in logs.keys().chain(buckets.keys()) {
+            flags.entry_ref(d).or_insert((None, false));
+        }
+        for (domain, (head, changed)) in flags {
+            let counts = SlidingCounts::restored(
+                TRENDING_WINDOW_MS,
+                TRENDING_BUCKET_MS,
+                self.trending_max_titles,
+                head,
+                buckets.remove(&domain).unwrap_or_default(),
+            );
+            // Only "changed since emitted" matters, not how often.
+            let emitted_version = if changed { counts.version().wrapping_sub(1) } else { counts.version() };
+            let log = logs.remove(&domain).unwrap_or_default();
+            self.trends.insert(domain, Trend { counts, emitted_version, log });
+        }
+        // Wall-clock emission times: never later than a fresh processor's (a skewed clock must
+        // not hold emissions back).
+        self.last_trending_ms = self.last_trending_ms.min(meta.last_trending_ms);
+        self.last_provisional_ms = self.last_provisional_ms.min(meta.last_provisional_ms);
+        self.store.next_seq = meta.next_seq.max(max_seq.map_or(0, |s| s + 1));
+        self.store.last_meta = encode_meta(self);
+        if self.store.corrupt > 0 {
+            tracing::warn!(
+                pipeline = PIPELINE,
+                corrupt = self.store.corrupt,
+                "state restored without its corrupt entries"
+            );
+        }
+        tracing::debug!(
+            pipeline = PIPELINE,
+            open_windows = self.windows.open_windows(),
+            domains = self.trends.len(),
+            "pageviews state restored"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_len_matches_the_codec() {
+        for v in [0, 1, 127, 128, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+            let mut b = Vec::new();
+            put_u64(&mut b, v);
+            assert_eq!(varint_len(v), b.len(), "{v}");
+        }
+    }
+
+    #[test]
+    fn chunks_stay_under_the_limit_and_merge_repeated_titles() {
+        let titles: Vec<Arc<str>> = (0..40_000).map(|i| Arc::from(format!("Title_{i:08}"))).collect();
+        let mut entries: Vec<(Arc<str>, u64)> = titles.iter().map(|t| (t.clone(), 1)).collect();
+        entries.extend(titles.iter().take(10).map(|t| (t.clone(), 2)));
+        let (mut seq, mut seqs, mut out) = (7, Vec::new(), Vec::new());
+        write_chunks(KIND_BOTH, "en", 60_000, Pending { entries, repeats: true }, &mut seq, &mut seqs, &mut out);
+        assert!(out.len() > 1, "{} chunks", out.len());
+        assert_eq!(seqs, (7..seq).collect::<Vec<_>>());
+        let (mut total, mut pairs_seen) = (0, 0);
+        for (k, v) in &out {
+            let v = v.as_deref().expect("a value");
+            assert!(v.len() <= CHUNK_BYTES + 64);
+            assert!(k[0] != 0, "keys never start with a zero byte");
+            let mut c = decode_header(k, v).expect("decodes");
+            let mut pairs = Vec::new();
+            decode_pairs(&mut c, &mut pairs).expect("decodes");
+            total += pairs.iter().map(|p| p.1).sum::<u64>();
+            pairs_seen += pairs.len();
+        }
+        assert_eq!((pairs_seen, total), (40_000, 40_020), "one pair per title");
+    }
+
+    #[test]
+    fn a_flush_deletes_chunks_once_both_uses_are_over() {
+        const H: i64 = 1_795_424_400_000;
+        const M: i64 = TRENDING_BUCKET_MS;
+        let mut log = DomainLog::default();
+        let t: Arc<str> = Arc::from("a");
+        log.record(t.clone(), true, H + 59 * M, 1, true);
+        log.record(t.clone(), false, H + 5 * M, 1, false);
+        let (mut seq, mut out) = (0, Vec::new());
+        log.flush("en", i64::MIN, H, &mut seq, &mut out);
+        assert_eq!(out.iter().filter(|c| c.1.is_some()).count(), 2);
+        assert_eq!(log.live_chunks(), 2);
+        // The hour is final: the hourly-only chunk goes, the trending minute stays.
+        out.clear();
+        log.flush("en", H + HOUR, H + 30 * M, &mut seq, &mut out);
+        assert_eq!(out, vec![(chunk_key(KIND_HOURLY, H, "en", 1), None)]);
+        // Trending moved past minute 59 as well.
+        out.clear();
+        log.flush("en", H + HOUR, H + 60 * M, &mut seq, &mut out);
+        assert_eq!(out, vec![(chunk_key(KIND_BOTH, H + 59 * M, "en", 0), None)]);
+        assert_eq!(log.live_chunks(), 0);
+        // Deltas of a minute that is already dead are not written.
+        out.clear();
+        log.record(t, false, H + 59 * M, 1, true);
+        log.flush("en", H + HOUR, H + 60 * M, &mut seq, &mut out);
+        assert!(out.is_empty());
+    }
+
+    const HOUR: i64 = crate::ops::hourly::HOUR_MS;
+
+    #[test]
+    fn corrupt_values_are_errors_not_panics() {
+        let mut v = vec![VERSION, KIND_BOTH];
+        put_bytes(&mut v, b"en");
+        put_i64(&mut v, 0);
+        put_u64(&mut v, 3);
+        put_u64(&mut v, u64::MAX); // an absurd count
+        assert!(decode_header(&chunk_key(KIND_BOTH, 0, "en", 3), &v).is_err());
+        assert!(decode_header(b"m/0/en/3", &[]).is_err());
+        assert!(decode_header(b"m/0/en/3", &[2, b'm']).is_err());
+        assert!(decode_meta(&[VERSION, 7]).is_err());
+        let mut far = vec![VERSION, KIND_BOTH];
+        put_bytes(&mut far, b"en");
+        put_i64(&mut far, i64::MIN + 1); // hour arithmetic on this would overflow
+        put_u64(&mut far, 0);
+        put_u64(&mut far, 0);
+        assert!(decode_header(&chunk_key(KIND_BOTH, i64::MIN + 1, "en", 0), &far).is_err());
+        assert!(decode_meta(&[]).is_err());
+    }
+}
