@@ -46,6 +46,9 @@ const DOMAINS: [&str; 6] = ["en", "de", "fr.m", "ja", "es", "commons.m"];
 const VIEWS_PER_HOUR: usize = 12_000;
 const TOP_N: usize = 25;
 
+/// The expected `pageviews.top` of every window: key -> (total views, top articles).
+type Tops = BTreeMap<String, (u64, Vec<(String, u64)>)>;
+
 fn simulator(clock: Arc<ManualClock>) -> (SocketAddr, Arc<Stats>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -115,7 +118,10 @@ fn page_views(rng: &mut StdRng) -> Vec<(String, Value)> {
             let base = H0 + h * HOUR + j as i64 * HOUR / VIEWS_PER_HOUR as i64;
             let ts = (base + rng.gen_range(-2 * MIN..=2 * MIN)).clamp(H0, H0 + HOURS * HOUR - 1);
             let views = rng.gen_range(1..=4);
-            out.push((d.to_string(), json!({"domain": d, "title": format!("Article_{idx}"), "views": views, "ts": ts})));
+            out.push((
+                d.to_string(),
+                json!({"domain": d, "title": format!("Article_{idx}"), "views": views, "ts": ts}),
+            ));
         }
     }
     for d in DOMAINS {
@@ -126,7 +132,7 @@ fn page_views(rng: &mut StdRng) -> Vec<(String, Value)> {
 }
 
 /// The expected top of every window closed by the stream: key -> (total views, articles).
-fn expected_tops(views: &[(String, Value)], blacklist: &[(&str, &str)]) -> BTreeMap<String, (u64, Vec<(String, u64)>)> {
+fn expected_tops(views: &[(String, Value)], blacklist: &[(&str, &str)]) -> Tops {
     let mut counts: BTreeMap<String, (String, HashMap<String, u64>)> = BTreeMap::new();
     for (d, v) in views {
         let hour = v["ts"].as_i64().expect("ts").div_euclid(HOUR) * HOUR;
@@ -215,8 +221,7 @@ fn restore_totals(pp: &Pagepulse) -> BTreeMap<String, (usize, u64)> {
 #[test]
 fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_one_takes_some_over() {
     let test_started = Instant::now();
-    let seed: u64 =
-        std::env::var("PAGEPULSE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("PAGEPULSE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("scale-out: seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let env = TestEnv::new();
@@ -304,12 +309,21 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while assigned(&a) != PARTITIONS {
-        assert!(Instant::now() < deadline, "the survivor owns {} partitions 60 s after the kill; log:\n{}", assigned(&a), a.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the survivor owns {} partitions 60 s after the kill; log:\n{}",
+            assigned(&a),
+            a.log_text()
+        );
         std::thread::sleep(support::POLL_INTERVAL);
     }
     a.wait_ready(Duration::from_secs(60));
     let takeover = killed_at.elapsed();
-    eprintln!("A owns all {PARTITIONS} partitions {:.1} s after the kill{}", takeover.as_secs_f64(), if nudged { " (group nudged)" } else { "" });
+    eprintln!(
+        "A owns all {PARTITIONS} partitions {:.1} s after the kill{}",
+        takeover.as_secs_f64(),
+        if nudged { " (group nudged)" } else { "" }
+    );
     latest_stats(&env, |last| all_at(last, T2));
     let settled_ms = chrono::Utc::now().timestamp_millis();
     let serves_at_settle: Vec<u32> = (1..=PAGES).map(|i| stats.serves(i)).collect();
@@ -327,7 +341,8 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     // delta still measured from the first sample (taken at T1, before the kill).
     for (i, before) in &b_pages {
         let now = wait_for(&format!("A to serve {} at T2", key(*i)), Duration::from_secs(30), || {
-            get_json(&a.addr, &format!("/pages/{}", key(*i))).filter(|v| v["stats"]["fans"].as_u64() == Some(fans(*i, T2)))
+            get_json(&a.addr, &format!("/pages/{}", key(*i)))
+                .filter(|v| v["stats"]["fans"].as_u64() == Some(fans(*i, T2)))
         });
         let rows: HashSet<String> = table_times(&now).into_iter().collect();
         for t in table_times(before) {
@@ -347,7 +362,8 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     seg2.join().expect("segment 2 written");
     let a_before_c = restore_totals(&a);
     let mut c = env.start_with(&vars);
-    let seg3 = stream_views(producer.clone(), pv_topic.clone(), views.clone(), cut2..views.len(), Duration::from_secs(6));
+    let seg3 =
+        stream_views(producer.clone(), pv_topic.clone(), views.clone(), cut2..views.len(), Duration::from_secs(6));
     let joined_at = Instant::now();
     wait_for("the new instance to take partitions over", Duration::from_secs(90), || {
         let (na, nc) = (assigned(&a), assigned(&c));
@@ -381,7 +397,11 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     // The new instance's pages kept their early samples, those taken before the kill included.
     for (i, view) in &c_pages {
         let rows: HashSet<String> = table_times(view).into_iter().collect();
-        assert!(rows.iter().any(|t| ms(t) < settled_ms), "{}: the new instance lost the page's early samples: {view}", key(*i));
+        assert!(
+            rows.iter().any(|t| ms(t) < settled_ms),
+            "{}: the new instance lost the page's early samples: {view}",
+            key(*i)
+        );
         for t in b_pages.get(i).map(table_times).unwrap_or_default() {
             assert!(rows.contains(&t), "{}: the sample of {t} (held by the killed instance) is gone: {view}", key(*i));
         }
@@ -447,7 +467,10 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
         assert!(values.windows(2).all(|w| w[0] == w[1]), "{k}: different final values {values:?}");
         duplicates += values.len() - 1;
     }
-    assert!(c.metric("pagepulse_records_consumed_total", r#"topic="pageviews""#) > 0.0, "the new instance counted no page views");
+    assert!(
+        c.metric("pagepulse_records_consumed_total", r#"topic="pageviews""#) > 0.0,
+        "the new instance counted no page views"
+    );
     let a_final = restore_totals(&a);
     eprintln!(
         "scale-out: B killed after counting {b_consumed} page views; {}A owned all {PARTITIONS} partitions {:.1} s later and \

@@ -429,7 +429,10 @@ impl TestProducer {
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return,
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
                     rec = r;
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -501,7 +504,7 @@ pub fn strip_ansi(text: &str) -> String {
 }
 
 /// One "state restored" line of a pagepulse log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RestoreLine {
     /// The store.
     pub store: String,
@@ -511,6 +514,22 @@ pub struct RestoreLine {
     pub records: u64,
     /// Torn keys repaired.
     pub torn: u64,
+    /// How long it took, in milliseconds (0 if the line does not say).
+    pub took_ms: f64,
+}
+
+/// Milliseconds of a `Duration` as `{:?}` prints it (`715.43ms`, `1.2s`, `830µs`).
+fn debug_duration_ms(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "s" => n * 1000.0,
+        "ms" => n,
+        "µs" | "us" => n / 1000.0,
+        "ns" => n / 1e6,
+        _ => return None,
+    })
 }
 
 /// Every state restore a pagepulse log reports (`state restored store=... records=...`).
@@ -530,6 +549,7 @@ pub fn restores_in_log(log: &str) -> Vec<RestoreLine> {
                 partition: field(l, "partition")?.parse().ok()?,
                 records: field(l, "records")?.parse().ok()?,
                 torn: field(l, "torn").and_then(|t| t.parse().ok()).unwrap_or(0),
+                took_ms: field(l, "took").and_then(|t| debug_duration_ms(&t)).unwrap_or(0.0),
             })
         })
         .collect()
