@@ -1,6 +1,6 @@
 //! Memory per tracked page: the rolling fan series after 30 days of 10-minute samples, and the
 //! poll schedule entry. Prints bytes per page from the structures' own accounting and from the
-//! process's resident set growth.
+//! process's resident set growth, and the size of the page's changelog value (its durable state).
 //!
 //!   cargo bench --bench fans_memory [-- PAGES]
 
@@ -20,7 +20,7 @@ fn main() {
     let samples = 30 * 24 * 6; // 30 days every 10 minutes
     let before = rss_kb();
     let mut all = Vec::with_capacity(pages);
-    let mut heap = 0usize;
+    let (mut heap, mut encoded) = (0usize, 0usize);
     for p in 0..pages {
         let mut r = RollingFans::new();
         for k in 0..samples {
@@ -31,6 +31,7 @@ fn main() {
             });
         }
         heap += r.heap_bytes();
+        encoded += r.encoded_len();
         all.push(r);
     }
     let after = rss_kb();
@@ -40,6 +41,7 @@ fn main() {
         (after.saturating_sub(before) * 1024) as usize / pages,
         per as f64 * 1e6 / 1e9
     );
+    println!("changelog value of such a page: {} bytes", encoded / pages);
     drop(all);
 
     let n = 1_000_000usize;

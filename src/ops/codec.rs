@@ -3,6 +3,7 @@
 //! made of; every store writes a version byte first so the format can change.
 
 /// Appends `v` as an unsigned LEB128 varint.
+#[inline]
 pub fn put_u64(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -12,6 +13,7 @@ pub fn put_u64(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Appends `v` zig-zag encoded (small magnitudes of either sign stay short).
+#[inline]
 pub fn put_i64(buf: &mut Vec<u8>, v: i64) {
     put_u64(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
@@ -55,6 +57,7 @@ impl<'a> Reader<'a> {
     }
 
     /// One raw byte.
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, Corrupt> {
         let b = *self.buf.get(self.pos).ok_or_else(|| self.corrupt("a byte"))?;
         self.pos += 1;
@@ -62,7 +65,18 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned varint.
+    #[inline]
     pub fn u64(&mut self) -> Result<u64, Corrupt> {
+        // Most varints of a state value are one byte: that case inlined, the rest out of line.
+        if let Some(&b) = self.buf.get(self.pos).filter(|&&b| b < 0x80) {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.u64_long()
+    }
+
+    #[inline(never)]
+    fn u64_long(&mut self) -> Result<u64, Corrupt> {
         let mut v = 0u64;
         let mut shift = 0;
         loop {
@@ -82,6 +96,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A zig-zag signed varint.
+    #[inline]
     pub fn i64(&mut self) -> Result<i64, Corrupt> {
         let z = self.u64()?;
         Ok(((z >> 1) as i64) ^ -((z & 1) as i64))

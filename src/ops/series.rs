@@ -57,10 +57,21 @@
 //!
 //! A delta is `partial` when no sample at or before T exists; its baseline is then the oldest
 //! sample held (the first sample, unless that has left the retention).
+//!
+//! # Durable state
+//!
+//! [`RollingFans::encode`] writes all of the above, losslessly and compactly (times as deltas
+//! from the newest sample, counts as zig-zag deltas: about 2 bytes per ring point at a regular
+//! cadence), and [`RollingFans::decode`] reads it back into an equal state, so a restored page
+//! continues exactly as the original would have. The format is described in `encoding.rs`.
+
+mod encoding;
 
 use std::mem::size_of;
 
 use serde::{Deserialize, Serialize};
+
+pub use self::encoding::{DecodeError, FORMAT_VERSION};
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 60 * MINUTE_MS;
@@ -215,13 +226,44 @@ impl<const W: i64, const N: usize> Ring<W, N> {
 
     /// The point of `bucket`, which must be in the window.
     fn get(&self, bucket: i64, wide: &[(i64, u64)]) -> Option<Point> {
-        let slot = self.slots.get(Self::index(bucket))?;
+        Self::point(self.slots.get(Self::index(bucket))?, bucket, wide)
+    }
+
+    /// The point `slot` holds for `bucket`, if any.
+    fn point(slot: &Slot, bucket: i64, wide: &[(i64, u64)]) -> Option<Point> {
         let at_ms = bucket * W + slot.offset()?;
         let fans = match u32::from_le_bytes(slot.fans) {
             ESCAPE => wide_fans(wide, at_ms),
             f => u64::from(f),
         };
         Some(Point { at_ms, fans })
+    }
+
+    /// The points of the buckets `[lo, hi]` (at most `N` of them) with their bucket numbers,
+    /// oldest first, or newest first if `rev`. Steps through the slot indices, so the modulo is
+    /// taken once rather than per bucket: queries and restores walk whole windows of young pages.
+    fn walk<'a>(
+        &'a self,
+        lo: i64,
+        hi: i64,
+        rev: bool,
+        wide: &'a [(i64, u64)],
+    ) -> impl Iterator<Item = (i64, Point)> + 'a {
+        let n = if self.len == 0 || hi < lo { 0 } else { (hi - lo + 1) as usize };
+        debug_assert!(n <= N, "a window of at most N buckets");
+        let (from, start) = match (n, rev) {
+            (0, _) => (0, 0),
+            (_, false) => (lo, Self::index(lo)),
+            (_, true) => (hi, Self::index(hi)),
+        };
+        (0..n).filter_map(move |k| {
+            let (i, bucket) = if rev {
+                (if k <= start { start - k } else { start + N - k }, from - k as i64)
+            } else {
+                (if start + k < N { start + k } else { start + k - N }, from + k as i64)
+            };
+            Self::point(&self.slots[i], bucket, wide).map(|p| (bucket, p))
+        })
     }
 
     /// True when the ring holds a point observed at `at_ms`, given its window `[lo, hi]`.
@@ -267,14 +309,12 @@ impl<const W: i64, const N: usize> Ring<W, N> {
         }
         let top = Self::bucket(t).min(hi);
         // Only the bucket of `t` can hold a point after `t`; every earlier one is before it.
-        (lo..=top).rev().filter_map(|b| self.get(b, wide)).find(|p| p.at_ms <= t)
+        self.walk(lo, top, true, wide).map(|(_, p)| p).find(|p| p.at_ms <= t)
     }
 
     /// The points of the window `[lo, hi]`, oldest first.
     fn points<'a>(&'a self, lo: i64, hi: i64, wide: &'a [(i64, u64)]) -> impl Iterator<Item = Point> + 'a {
-        // An empty ring skips the walk over the window.
-        let (lo, hi) = if self.len == 0 { (1, 0) } else { (lo, hi) };
-        (lo..=hi).filter_map(move |b| self.get(b, wide))
+        self.walk(lo, hi, false, wide).map(|(_, p)| p)
     }
 
     fn heap_bytes(&self) -> usize {
@@ -481,30 +521,42 @@ impl RollingFans {
         let w = Window::of(cur.at_ms);
         let first = self.first_held(cur.at_ms);
         let raw = self.raw[..self.raw.partition_point(|r| r.at_ms <= t)].last().map(Sample::point);
-        let found = [
-            raw,
-            self.fine.latest(t, w.fine.0, w.fine.1, &self.wide),
-            self.coarse.latest(t, w.coarse.0, w.coarse.1, &self.wide),
-            first.filter(|f| f.at_ms <= t),
-        ]
-        .into_iter()
-        .flatten()
-        .max();
+        // Two shortcuts spare young and regular pages the walks over the rings' windows; the
+        // result is the same (`tests::shortcuts_change_no_delta`). The raw samples are a suffix
+        // of all samples seen, so when one is at or before T, the latest of them is the latest
+        // of all; and no sample is older than the first.
+        let found = if raw.is_some() || first.is_some_and(|f| f.at_ms > t) {
+            raw
+        } else {
+            [
+                self.fine.latest(t, w.fine.0, w.fine.1, &self.wide),
+                self.coarse.latest(t, w.coarse.0, w.coarse.1, &self.wide),
+                first.filter(|f| f.at_ms <= t),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+        };
         let (base, partial) = match found {
             Some(b) => (b, false),
-            None => {
-                let held = [
-                    first,
-                    self.raw.first().map(Sample::point),
-                    self.fine.points(w.fine.0, w.fine.1, &self.wide).next(),
-                    self.coarse.points(w.coarse.0, w.coarse.1, &self.wide).next(),
-                ];
-                let oldest = held.into_iter().flatten().min_by_key(|p| p.at_ms);
-                (oldest.expect("a page with a newest sample holds at least that sample"), true)
-            }
+            // The first sample, while held, is the oldest.
+            None => (first.unwrap_or_else(|| self.oldest_held(w)), true),
         };
         let value = (i128::from(cur.fans) - i128::from(base.fans)).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
         Delta { value, partial, baseline_at_ms: base.at_ms, baseline_fans: base.fans }
+    }
+
+    /// The oldest point held (the first sample aside); the page must hold one.
+    fn oldest_held(&self, w: Window) -> Point {
+        let held = [
+            self.raw.first().map(Sample::point),
+            self.fine.points(w.fine.0, w.fine.1, &self.wide).next(),
+            self.coarse.points(w.coarse.0, w.coarse.1, &self.wide).next(),
+        ];
+        held.into_iter()
+            .flatten()
+            .min_by_key(|p| p.at_ms)
+            .expect("a page with a newest sample holds at least that sample")
     }
 
     /// The current figures; `None` before the first sample.
@@ -784,6 +836,52 @@ mod tests {
         // Once they leave the retention, the side list is freed.
         page.observe(s(T0 + 40 * DAY_MS, 1));
         assert_eq!((page.wide.len(), page.wide.capacity()), (0, 0));
+    }
+
+    /// `delta` before its shortcuts: every candidate baseline, then the oldest point held.
+    fn delta_by_full_walk(page: &RollingFans, cur: Point, horizon_ms: i64) -> Delta {
+        let t = cur.at_ms - horizon_ms;
+        let w = Window::of(cur.at_ms);
+        let first = page.first_held(cur.at_ms);
+        let found = [
+            page.raw[..page.raw.partition_point(|r| r.at_ms <= t)].last().map(Sample::point),
+            page.fine.latest(t, w.fine.0, w.fine.1, &page.wide),
+            page.coarse.latest(t, w.coarse.0, w.coarse.1, &page.wide),
+            first.filter(|f| f.at_ms <= t),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let (base, partial) = match found {
+            Some(b) => (b, false),
+            None => {
+                let held = [first, Some(page.oldest_held(w))];
+                (held.into_iter().flatten().min_by_key(|p| p.at_ms).expect("held"), true)
+            }
+        };
+        let value = (i128::from(cur.fans) - i128::from(base.fans)).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+        Delta { value, partial, baseline_at_ms: base.at_ms, baseline_fans: base.fans }
+    }
+
+    #[test]
+    fn shortcuts_change_no_delta() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        for case in 0..300 {
+            let span = [90 * MIN, 3 * DAY_MS, 9 * DAY_MS, 45 * DAY_MS][case % 4];
+            let grid = [1, MIN, FINE_MS, HOUR_MS][rng.gen_range(0..4)];
+            // Half the cases at a regular cadence, so that T often falls exactly on a sample.
+            let regular = case % 2 == 1;
+            let mut page = RollingFans::new();
+            for k in 0..rng.gen_range(1..400) {
+                let fans = if case % 5 == 4 { u64::from(ESCAPE) - 50 } else { 0 } + rng.gen_range(0..100);
+                let at = if regular { T0 + k * grid.max(FINE_MS) } else { T0 + rng.gen_range(0..span) / grid * grid };
+                page.observe(s(at, fans));
+                let cur = page.raw.last().expect("observed").point();
+                for horizon in [HOUR_MS, DAY_MS, 7 * DAY_MS] {
+                    assert_eq!(page.delta(cur, horizon), delta_by_full_walk(&page, cur, horizon), "case {case}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,16 @@
 //!
 //! Each partition's pages live in a map its processor alone writes and queries read while it runs
 //! ([`state`]): the HTTP endpoint `/pages` serves them without a second copy.
+//!
+//! # Durable state
+//!
+//! The store `fans` has one changelog entry per page: key = the page key, value = its whole
+//! rolling series ([`RollingFans::encode`]: version byte, then deltas; ~20 bytes for a new page,
+//! ~400 for a day of 10-minute samples, ~2.7 KB for a full 30 days). A page is written at the
+//! first flush after an observation changed it, once however often it changed (each page carries
+//! a dirty flag, and the processor a list of the dirty keys). Everything else (the rankings, the
+//! scores, the page count, what `/pages` reads) is derived from the series and rebuilt at restore,
+//! so a restored partition emits exactly what an uninterrupted one would have.
 
 pub mod state;
 
@@ -22,9 +32,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use self::state::{FansState, PageMap, Registration};
+use self::state::{page_map, FansState, PageMap, Registration};
 use super::decode::{format_ms, object, optional_u64, required_str, required_u64, rfc3339_ms, utf8_value};
 use crate::config::FansConfig;
+use crate::engine::state::{Change, Entries};
 use crate::engine::{Aggregate, Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
 use crate::ops::series::{Delta, FanStats, RollingFans, Sample};
 
@@ -213,13 +224,34 @@ struct Page {
     /// Its current scores in the two ranking indexes.
     growth: Option<Score>,
     delta: Option<Score>,
+    /// Changed since the last [`Processor::take_changes`]: its key is in
+    /// [`FansProcessor::dirty`].
+    dirty: bool,
 }
 
 impl Page {
     fn new() -> Self {
-        Self { series: RollingFans::new(), growth: None, delta: None }
+        Self::of(RollingFans::new(), None)
+    }
+
+    /// A page holding `series`, whose figures are `stats`.
+    fn of(series: RollingFans, stats: Option<&FanStats>) -> Self {
+        let (growth, delta) = scores(stats);
+        Self { series, growth, delta, dirty: false }
     }
 }
+
+/// A page's scores in the two ranking indexes: growth in percent (none for a 0 baseline) and
+/// the absolute 24 h delta.
+fn scores(stats: Option<&FanStats>) -> (Option<Score>, Option<Score>) {
+    match stats {
+        None => (None, None),
+        Some(s) => (s.growth_24h_pct.map(Score), Some(Score(s.delta_24h.value as f64))),
+    }
+}
+
+/// Corrupt changelog values logged one by one at restore; the rest are only counted.
+const CORRUPT_LOGGED: u64 = 10;
 
 /// A partition's best pages, handed to the cross-partition [`FansTopView`].
 #[derive(Debug, Clone, PartialEq)]
@@ -248,9 +280,15 @@ pub struct FansProcessor {
     len: usize,
     by_growth: BTreeSet<(Score, Reverse<Arc<str>>)>,
     by_delta: BTreeSet<(Score, Reverse<Arc<str>>)>,
+    /// Keys of the pages changed since the last [`Processor::take_changes`], each once (the
+    /// page's `dirty` flag says whether it is here). At most one per page, so bounded by
+    /// `max_pages`.
+    dirty: Vec<Arc<str>>,
+    /// Changelog entries [`Processor::restore`] skipped because they did not decode.
+    corrupt: u64,
     /// Keeps `pages` queryable until the processor is dropped (its task stopped: the partition
     /// was revoked, or the engine shut down).
-    _registration: Option<Registration>,
+    registration: Option<Registration>,
 }
 
 impl FansProcessor {
@@ -260,24 +298,32 @@ impl FansProcessor {
             partition,
             top_n: cfg.top_n,
             max_pages: cfg.max_pages_per_partition,
-            pages: Arc::new(PageMap::new()),
+            pages: Arc::new(page_map(0)),
             len: 0,
             by_growth: BTreeSet::new(),
             by_delta: BTreeSet::new(),
-            _registration: None,
+            dirty: Vec::new(),
+            corrupt: 0,
+            registration: None,
         }
     }
 
     /// Makes this partition's pages queryable through `state` for as long as the processor lives,
     /// replacing whatever was registered for the partition before.
     pub fn with_state(mut self, state: &FansState) -> Self {
-        self._registration = Some(state.register(self.partition, self.pages.clone()));
+        self.registration = Some(state.register(self.partition, self.pages.clone()));
         self
     }
 
     /// Pages tracked in this partition.
     pub fn pages(&self) -> usize {
         self.len
+    }
+
+    /// Changelog entries the restore skipped because they did not decode (each logged, up to
+    /// [`CORRUPT_LOGGED`]): their pages start afresh.
+    pub fn corrupt_entries(&self) -> u64 {
+        self.corrupt
     }
 
     /// The current figures of `key`, if tracked.
@@ -350,12 +396,16 @@ impl Processor for FansProcessor {
             }
         };
         let sample = Sample { at_ms: obs.observed_at_ms, fans: obs.fans, followers: obs.followers };
+        // `observe` returns false only when the series is unchanged: nothing to write either.
         if !page.series.observe(sample) {
             return;
         }
+        if !page.dirty {
+            page.dirty = true;
+            self.dirty.push(page.key().clone());
+        }
         let Some(stats) = page.series.stats() else { return };
-        let growth = stats.growth_24h_pct.map(Score);
-        let delta = Some(Score(stats.delta_24h.value as f64));
+        let (growth, delta) = scores(Some(&stats));
         let (old_growth, old_delta) = (page.growth, page.delta);
         page.growth = growth;
         page.delta = delta;
@@ -376,6 +426,118 @@ impl Processor for FansProcessor {
     /// can tell live partitions from revoked ones).
     fn on_tick(&mut self, now: DateTime<Utc>, out: &mut Emit<PartitionTop>) {
         out.part(self.top(now.timestamp_millis()));
+    }
+
+    /// Writes every page changed since the last call: key = page key, value = its encoded series.
+    fn take_changes(&mut self, out: &mut Vec<Change>) {
+        out.reserve(self.dirty.len());
+        // One buffer that grows to the largest page, then an exact-size copy per value.
+        let mut buf = Vec::new();
+        for key in self.dirty.drain(..) {
+            let value = self.pages.get_mut(&*key).map(|mut page| {
+                page.dirty = false;
+                buf.clear();
+                page.series.encode(&mut buf);
+                buf.as_slice().to_vec()
+            });
+            // Pages are never removed today; if one were, its tombstone keeps the changelog right.
+            out.push((key.as_bytes().to_vec(), value));
+        }
+    }
+
+    /// Rebuilds the pages, the rankings and the page count from the changelog. The pages are
+    /// queryable (`/pages`) as soon as this returns, since the processor's map is the registered
+    /// one; the rankings go to the aggregate at once. A value that does not decode is logged,
+    /// counted ([`FansProcessor::corrupt_entries`]) and skipped: that page starts afresh.
+    fn restore(&mut self, entries: Entries, out: &mut Emit<PartitionTop>) {
+        // The trait's contract: once, on a fresh processor (so the indexes can be built anew).
+        debug_assert!(self.len == 0, "restore runs on a fresh processor");
+        let (mut by_growth, mut by_delta) = (Vec::with_capacity(entries.len()), Vec::with_capacity(entries.len()));
+        // Filled with its final capacity, then registered in place of the empty map: growing a
+        // map of a million pages rehashes and moves them several times over.
+        let pages = Arc::new(page_map(entries.len()));
+        for (key, value) in entries {
+            let key = match String::from_utf8(key) {
+                // Queries split stored keys at the first ':' (`state::PageView::of`).
+                Ok(k) if k.contains(':') => k,
+                Ok(k) => {
+                    self.skip_corrupt(k.as_bytes(), "a page key is `<platform>:<page_id>`");
+                    continue;
+                }
+                Err(e) => {
+                    self.skip_corrupt(e.as_bytes(), "a page key is UTF-8 text");
+                    continue;
+                }
+            };
+            let series = match RollingFans::decode(&value) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.skip_corrupt(key.as_bytes(), &e.to_string());
+                    continue;
+                }
+            };
+            let Some(stats) = series.stats() else {
+                self.skip_corrupt(key.as_bytes(), "a page without samples");
+                continue;
+            };
+            let page = Page::of(series, Some(&stats));
+            let key: Arc<str> = key.into();
+            if let Some(g) = page.growth {
+                by_growth.push((g, Reverse(key.clone())));
+            }
+            if let Some(d) = page.delta {
+                by_delta.push((d, Reverse(key.clone())));
+            }
+            if pages.insert(key, page).is_none() {
+                self.len += 1;
+            }
+        }
+        self.pages = pages;
+        if let Some(r) = &mut self.registration {
+            r.replace(self.pages.clone());
+        }
+        // Sorted, then built in bulk: much faster than a million single inserts. (The bulk build
+        // sorts stably, which is linear on input sorted already.)
+        by_growth.sort_unstable();
+        by_delta.sort_unstable();
+        self.by_growth = BTreeSet::from_iter(by_growth);
+        self.by_delta = BTreeSet::from_iter(by_delta);
+        if self.corrupt > 0 {
+            tracing::warn!(
+                pipeline = PIPELINE,
+                partition = self.partition,
+                skipped = self.corrupt,
+                "state restore skipped changelog entries that do not decode; those pages start afresh"
+            );
+        }
+        if self.len > self.max_pages {
+            tracing::warn!(
+                pipeline = PIPELINE,
+                partition = self.partition,
+                pages = self.len,
+                max_pages = self.max_pages,
+                "restored more pages than pipelines.fans.max_pages_per_partition; new pages are refused until it is raised"
+            );
+        }
+        // The trait gives restore no clock; the wall clock is what `on_tick` gets too, and only
+        // ages the list out of the aggregate once the partition stops reporting.
+        out.part(self.top(Utc::now().timestamp_millis()));
+    }
+}
+
+impl FansProcessor {
+    /// Counts and (for the first few) logs a changelog entry the restore cannot use.
+    fn skip_corrupt(&mut self, key: &[u8], why: &str) {
+        self.corrupt += 1;
+        if self.corrupt <= CORRUPT_LOGGED {
+            tracing::warn!(
+                pipeline = PIPELINE,
+                partition = self.partition,
+                key = %String::from_utf8_lossy(key),
+                reason = why,
+                "skipping a corrupt fans state entry"
+            );
+        }
     }
 }
 
@@ -643,6 +805,305 @@ mod tests {
         for (value, want) in cases {
             let e = decode_observation(&rec(value)).expect_err(value);
             assert!(e.message.starts_with(want), "{value}: {}", e.message);
+        }
+    }
+
+    /// Durable state: the changelog written by `take_changes` and read by `restore`.
+    mod durable {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        use super::*;
+        use crate::engine::state::{flush_records, new_owner, MemoryBackend, StateBackend};
+        use crate::pipelines::fans::state::{Detail, FansState, PageView};
+
+        const LOG: &str = "fans-changelog";
+        const MIN: i64 = 60_000;
+        const DAY: i64 = 24 * H;
+        const TOP_N: usize = 5;
+
+        fn cfg() -> FansConfig {
+            super::cfg(TOP_N, 100_000)
+        }
+
+        /// `n` observations of `pages` pages over about five weeks: most pages seldom, a few very
+        /// often; some late by up to two days, some replayed (exact duplicates), a few days-long
+        /// gaps (data leaves the retention), and some counts beyond the ring slots' 2^32 − 1.
+        fn stream(rng: &mut StdRng, pages: usize, n: usize) -> Vec<RawRecord> {
+            let mut clock = 1_795_000_000_000;
+            let mut fans: Vec<u64> = (0..pages)
+                .map(|i| if i % 50 == 7 { u64::from(u32::MAX) - 3000 } else { rng.gen_range(0..100_000) })
+                .collect();
+            let mut out: Vec<RawRecord> = Vec::with_capacity(n);
+            for i in 0..n {
+                if i > 0 && rng.gen_ratio(1, 40) {
+                    let mut again = out[rng.gen_range(0..i)].clone();
+                    again.offset = i as i64;
+                    out.push(again);
+                    continue;
+                }
+                clock += rng.gen_range(0..10 * MIN);
+                if rng.gen_ratio(1, 1500) {
+                    clock += rng.gen_range(1..8) * DAY;
+                }
+                let u: f64 = rng.gen();
+                let page = ((u * u * u) * pages as f64) as usize;
+                let late = if rng.gen_ratio(1, 10) { rng.gen_range(0..2 * DAY) } else { 0 };
+                fans[page] = fans[page].saturating_add_signed(rng.gen_range(-20..200));
+                let followers = (!page.is_multiple_of(3)).then(|| fans[page] / 2 + rng.gen_range(0..10));
+                let platform = if page.is_multiple_of(4) { "mastodon" } else { "facebook" };
+                let v = serde_json::json!({"platform": platform, "page_id": format!("p{page}"), "fans": fans[page],
+                    "followers": followers, "observed_at": format_ms(clock - late)});
+                out.push(RawRecord {
+                    key: None,
+                    value: Some(v.to_string().into_bytes()),
+                    offset: i as i64,
+                    timestamp_ms: None,
+                });
+            }
+            out
+        }
+
+        fn keys(pages: usize) -> Vec<String> {
+            (0..pages).flat_map(|i| [format!("facebook:p{i}"), format!("mastodon:p{i}")]).collect()
+        }
+
+        /// The `fans.stats` records one input record makes.
+        fn run(p: &mut FansProcessor, rec: &RawRecord) -> Vec<OutRecord> {
+            let mut out = Emit::default();
+            let o = p.decode(INPUT, rec).expect("valid observations");
+            p.process(o, &RecordMeta { topic: INPUT, partition: 0, offset: rec.offset, timestamp_ms: None }, &mut out);
+            out.records
+        }
+
+        /// What `/pages?keys=` would answer for every key, with charts and tables.
+        fn views(state: &FansState, keys: &[String]) -> Vec<Option<PageView>> {
+            state.pages(&keys.iter().map(String::as_str).collect::<Vec<_>>(), Detail::Full)
+        }
+
+        /// What `/pages/top` answers once the aggregate merged `parts` and ticked at `at_ms`.
+        fn global_top(state: &FansState, parts: Vec<PartitionTop>, at_ms: i64) -> Option<FansTop> {
+            let view = state.top_view();
+            let mut v = view.lock().expect("not poisoned");
+            v.merge(&mut parts.clone());
+            v.on_tick(chrono::DateTime::from_timestamp_millis(at_ms).expect("valid time"), &mut Vec::new());
+            drop(v);
+            state.top()
+        }
+
+        /// Writes one flush of `p`'s changes (after `pending`, e.g. repairs) covering input up to
+        /// `position`; `torn` cuts it short of its marker, as a crash mid-flush would.
+        fn flush(
+            backend: &MemoryBackend,
+            owner: u64,
+            p: &mut FansProcessor,
+            pending: &mut Vec<Change>,
+            position: i64,
+            torn: Option<&mut StdRng>,
+        ) {
+            p.take_changes(pending);
+            let mut records = flush_records(LOG, 0, owner, pending.drain(..), Some(position));
+            if let Some(rng) = torn {
+                records.pop();
+                records.truncate(rng.gen_range(0..=records.len()));
+            }
+            backend.append(records);
+        }
+
+        /// A fresh processor restored from `backend` as the engine does it: fence, replay, restore,
+        /// then write the repairs of a torn flush first. Returns it with its state, owner and the
+        /// input position to resume at.
+        fn restore(backend: &MemoryBackend) -> (FansProcessor, FansState, u64, usize, Vec<PartitionTop>) {
+            let state = FansState::new(TOP_N);
+            let mut p = FansProcessor::new(0, &cfg()).with_state(&state);
+            let owner = new_owner();
+            let restored = backend.restore(LOG, 0, owner).expect("the memory backend reads");
+            let mut repairs = restored.repairs();
+            if !repairs.is_empty() {
+                backend.append(flush_records(LOG, 0, owner, repairs.drain(..), restored.position));
+            }
+            let start = restored.position.unwrap_or(0) as usize;
+            let mut out = Emit::default();
+            p.restore(restored.entries, &mut out);
+            assert!(out.records.is_empty(), "a restore emits no fans.stats");
+            (p, state, owner, start, out.parts)
+        }
+
+        /// Processor A runs the whole stream. Another runs it in several lives: random flushes,
+        /// then a crash (unflushed work lost), a crash in the middle of a flush, or a clean stop;
+        /// each life restores from the changelog and resumes at the restored position, so what
+        /// came after the last flush is processed again. Every record's output must equal A's,
+        /// and so must the queries at the end.
+        fn restore_equivalence(seed: u64) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let (pages, n) = (300, 6000);
+            let recs = stream(&mut rng, pages, n);
+            let keys = keys(pages);
+            let state_a = FansState::new(TOP_N);
+            let mut a = FansProcessor::new(0, &cfg()).with_state(&state_a);
+            let expected: Vec<Vec<OutRecord>> = recs.iter().map(|r| run(&mut a, r)).collect();
+
+            let backend = MemoryBackend::new();
+            let mut cuts: Vec<usize> = (0..5).map(|_| rng.gen_range(0..n)).collect();
+            cuts.sort_unstable();
+            cuts.push(n);
+            let (mut previous, mut redone, mut compared) = (None::<(FansProcessor, FansState)>, 0, 0);
+            let mut last_end = 0;
+            for (life, &cut) in cuts.iter().enumerate() {
+                let (mut p, state, owner, start, parts) = restore(&backend);
+                assert!(start <= last_end && start <= cut, "the restored position is one that was flushed");
+                redone += last_end - start;
+                assert_eq!(parts, [p.top(parts[0].at_ms)], "the rankings go to the aggregate at once");
+                if let Some((prev, prev_state)) = previous.take() {
+                    // A clean stop flushed everything: the restored partition answers at once
+                    // exactly as the stopped one did.
+                    assert_eq!(start, last_end);
+                    assert_eq!(views(&state, &keys), views(&prev_state, &keys), "seed {seed} life {life}");
+                    assert_eq!((p.top(0), p.pages()), (prev.top(0), prev.pages()));
+                    // The restore stamped its rankings with the wall clock: tick at that time.
+                    let at = parts[0].at_ms;
+                    assert_eq!(global_top(&state, parts, at), global_top(&prev_state, vec![prev.top(at)], at));
+                }
+                let mut pending = Vec::new();
+                for i in start..cut {
+                    assert_eq!(run(&mut p, &recs[i]), expected[i], "seed {seed} life {life} record {i}");
+                    compared += 1;
+                    if rng.gen_ratio(1, 150) {
+                        flush(&backend, owner, &mut p, &mut pending, i as i64 + 1, None);
+                    }
+                }
+                last_end = cut;
+                if cut == n {
+                    assert_eq!(views(&state, &keys), views(&state_a, &keys), "seed {seed}: queries at the end");
+                    assert_eq!((p.top(0), p.pages(), p.corrupt_entries()), (a.top(0), a.pages(), 0));
+                    assert!(views(&state, &keys).iter().flatten().count() > 100, "most pages were observed");
+                    break;
+                }
+                // Each ending in turn, so every seed sees all three.
+                match (life + seed as usize) % 3 {
+                    0 => {} // a crash: whatever was not flushed is lost
+                    1 => flush(&backend, owner, &mut p, &mut pending, cut as i64, Some(&mut rng)),
+                    _ => {
+                        flush(&backend, owner, &mut p, &mut pending, cut as i64, None);
+                        previous = Some((p, state));
+                    }
+                }
+            }
+            assert!(redone > 0 && compared > n, "seed {seed}: records were processed again ({redone})");
+        }
+
+        #[test]
+        fn a_restored_partition_continues_exactly_like_an_uninterrupted_one() {
+            for seed in [1, 2, 3] {
+                restore_equivalence(seed);
+            }
+        }
+
+        #[test]
+        fn a_torn_flush_restores_the_last_committed_state() {
+            let mut rng = StdRng::seed_from_u64(7);
+            let recs = stream(&mut rng, 40, 600);
+            let keys = keys(40);
+            let backend = MemoryBackend::new();
+            let (mut b, _state_b, owner, start, _) = restore(&backend);
+            assert_eq!(start, 0, "an empty changelog");
+            let mut pending = Vec::new();
+            for r in &recs[..300] {
+                run(&mut b, r);
+            }
+            flush(&backend, owner, &mut b, &mut pending, 300, None);
+            for r in &recs[300..] {
+                run(&mut b, r);
+            }
+            // The crash takes the marker (and maybe more) of the second flush.
+            p_torn(&backend, owner, &mut b, &mut pending);
+
+            let state_r = FansState::new(TOP_N);
+            let mut reference = FansProcessor::new(0, &cfg()).with_state(&state_r);
+            recs[..300].iter().for_each(|r| {
+                run(&mut reference, r);
+            });
+            for _ in 0..2 {
+                // Twice: the second restore reads the repairs the first one wrote.
+                let (c, state_c, _, start, _) = restore(&backend);
+                assert_eq!(start, 300);
+                assert_eq!(views(&state_c, &keys), views(&state_r, &keys));
+                assert_eq!((c.top(0), c.pages()), (reference.top(0), reference.pages()));
+            }
+        }
+
+        fn p_torn(backend: &MemoryBackend, owner: u64, p: &mut FansProcessor, pending: &mut Vec<Change>) {
+            p.take_changes(pending);
+            assert!(pending.len() > 2, "the second flush changes pages");
+            let mut records = flush_records(LOG, 0, owner, pending.drain(..), Some(600));
+            records.pop();
+            records.truncate(records.len() / 2);
+            backend.append(records);
+        }
+
+        #[test]
+        fn take_changes_writes_each_changed_page_once() {
+            let t0 = 1_795_000_000_000;
+            let mut p = FansProcessor::new(0, &cfg());
+            let mut changes = Vec::new();
+            p.take_changes(&mut changes);
+            assert!(changes.is_empty());
+            feed(&mut p, &[obs("a", t0, 1), obs("b", t0, 5), obs("a", t0 + H, 2), obs("a", t0 + 2 * H, 3)]);
+            p.take_changes(&mut changes);
+            changes.sort();
+            let got: Vec<&[u8]> = changes.iter().map(|(k, _)| k.as_slice()).collect();
+            assert_eq!(got, [&b"facebook:a"[..], b"facebook:b"]);
+            let a = RollingFans::decode(changes[0].1.as_deref().expect("a value")).expect("decodes");
+            assert_eq!(a.stats(), p.stats("facebook:a"));
+            assert_eq!(a.table().len(), 3);
+            changes.clear();
+            // Nothing new, then only a duplicate (which changes nothing): nothing to write.
+            p.take_changes(&mut changes);
+            feed(&mut p, &[obs("b", t0, 5)]);
+            p.take_changes(&mut changes);
+            assert!(changes.is_empty());
+            feed(&mut p, &[obs("b", t0 + H, 9)]);
+            p.take_changes(&mut changes);
+            assert_eq!(changes.len(), 1);
+            assert_eq!(changes[0].0, b"facebook:b");
+        }
+
+        #[test]
+        fn corrupt_entries_are_counted_and_skipped() {
+            let t0 = 1_795_000_000_000;
+            let mut src = FansProcessor::new(0, &cfg());
+            feed(&mut src, &[obs("a", t0, 10), obs("a", t0 + H, 20), obs("ok", t0, 1)]);
+            let mut changes = Vec::new();
+            src.take_changes(&mut changes);
+            let good: Entries = changes.into_iter().map(|(k, v)| (k, v.expect("a value"))).collect();
+            let valid = good[b"facebook:a".as_slice()].clone();
+            let mut entries = good.clone();
+            let mut truncated = valid.clone();
+            truncated.pop();
+            let mut v9 = valid.clone();
+            v9[0] = 9;
+            for (k, v) in [
+                (b"facebook:garbage".to_vec(), vec![0xff; 12]),
+                (b"facebook:truncated".to_vec(), truncated),
+                (b"facebook:future".to_vec(), v9),
+                (b"facebook:empty".to_vec(), vec![1, 0]),
+                (b"nocolon".to_vec(), valid.clone()),
+                (vec![b'x', b':', 0xc3], valid),
+            ] {
+                entries.insert(k, v);
+            }
+            let state = FansState::new(TOP_N);
+            let mut p = FansProcessor::new(0, &cfg()).with_state(&state);
+            p.restore(entries, &mut Emit::default());
+            assert_eq!((p.pages(), p.corrupt_entries()), (2, 6));
+            assert_eq!(p.stats("facebook:a"), src.stats("facebook:a"));
+            assert_eq!(state.page("facebook:a", Detail::Full).map(|v| v.stats.fans), Some(20));
+            assert_eq!(state.page("facebook:garbage", Detail::Stats), None);
+            assert_eq!(p.top(0), src.top(0));
+            // The skipped page starts afresh.
+            let last = feed(&mut p, &[obs("garbage", t0, 3)]);
+            assert_eq!(last.records.len(), 1);
+            assert_eq!(p.pages(), 3);
         }
     }
 }

@@ -34,8 +34,14 @@ use super::{FansTop, FansTopView, Page, PageStats};
 use crate::ops::series::{FanStats, Sample, SeriesPoint};
 use crate::pipelines::decode::format_ms;
 
-/// One partition's pages by key `<platform>:<page_id>`.
-pub(super) type PageMap = DashMap<Arc<str>, Page>;
+/// One partition's pages by key `<platform>:<page_id>`. Hashed with foldhash (hashbrown's
+/// default, randomly seeded per map) rather than SipHash: a restore inserts a million keys.
+pub(super) type PageMap = DashMap<Arc<str>, Page, hashbrown::DefaultHashBuilder>;
+
+/// An empty page map with room for `capacity` pages.
+pub(super) fn page_map(capacity: usize) -> PageMap {
+    PageMap::with_capacity_and_hasher(capacity, hashbrown::DefaultHashBuilder::default())
+}
 
 /// The registered partitions' maps.
 type Registry = DashMap<i32, Arc<PageMap>>;
@@ -209,6 +215,19 @@ pub(super) struct Registration {
     pages: Arc<PageMap>,
 }
 
+impl Registration {
+    /// Registers `pages` in place of the map registered so far (a map a restore built with its
+    /// final capacity), unless a newer task of the partition has registered its own since.
+    pub(super) fn replace(&mut self, pages: Arc<PageMap>) {
+        if let Some(mut current) = self.partitions.get_mut(&self.partition) {
+            if Arc::ptr_eq(&current, &self.pages) {
+                *current = pages.clone();
+            }
+        }
+        self.pages = pages;
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         // A newer task of the same partition may have registered its own map since: keep that.
@@ -307,6 +326,31 @@ mod tests {
         assert_eq!(state.page("facebook:new", Detail::Stats).map(|v| v.stats.fans), Some(2));
         drop(new);
         assert!(state.partitions().is_empty());
+    }
+
+    #[test]
+    fn a_restore_registers_its_map_unless_a_newer_task_took_the_partition() {
+        let mut changes = Vec::new();
+        let mut src = FansProcessor::new(0, &cfg());
+        feed(&mut src, &[obs("facebook", "a", T0, 5, None)]);
+        src.take_changes(&mut changes);
+        let entries: crate::engine::state::Entries =
+            changes.into_iter().map(|(k, v)| (k, v.expect("a value"))).collect();
+
+        let state = FansState::new(3);
+        let mut restored = FansProcessor::new(0, &cfg()).with_state(&state);
+        restored.restore(entries.clone(), &mut Emit::default());
+        assert_eq!(state.page("facebook:a", Detail::Stats).map(|v| v.stats.fans), Some(5), "queryable at once");
+        drop(restored);
+        assert!(state.partitions().is_empty(), "the restored map unregisters with its processor");
+
+        let mut late = FansProcessor::new(0, &cfg()).with_state(&state);
+        let newer = FansProcessor::new(0, &cfg()).with_state(&state);
+        late.restore(entries, &mut Emit::default());
+        assert_eq!(state.page("facebook:a", Detail::Stats), None, "the newer task's map stays registered");
+        drop(late);
+        assert_eq!(state.partitions(), [0]);
+        drop(newer);
     }
 
     #[test]

@@ -1,0 +1,518 @@
+//! The changelog encoding of a [`RollingFans`]: everything it holds, losslessly, so that a restored
+//! page answers every later observation exactly as the original would have.
+//!
+//! # Format (version 1)
+//!
+//! All integers are [`crate::ops::codec`] varints; "zz" marks a zig-zag signed one. Fan and
+//! follower deltas are wrapping `u64` differences read as `i64`, so any counts round-trip. Times
+//! are stored relative to the newest sample N; a regular cadence costs one byte per timestamp.
+//!
+//! ```text
+//! u8  version (1)
+//! n   raw samples (0: an empty series, nothing follows)
+//! zz  N.at_ms            n   N.fans
+//! n-1 older raw samples, newest first:
+//!     zz  gap - previous gap     (gap = next newer time - this time > 0; the first previous gap
+//!                                 is 10 minutes, so a 10-minute cadence writes zeros)
+//!     zz  fans - next newer fans
+//! followers: n  mode (0 none, 1 all, 2 some: then n, a mask with bit i for the i-th newest)
+//!            zz per sample that has them, newest first: followers - previous followers (the
+//!               first: - its own fans)
+//! fine ring, coarse ring: n  points, then per point, newest first:
+//!     n   zz(offset in bucket - previous offset) << 1 | (skipped buckets > 0)
+//!     [n  skipped buckets - 1]   (buckets between this point's and the previous one's; the first
+//!                                 is counted from the window's newest bucket)
+//!     zz  fans - previous fans   (the first of the fine ring: - N.fans; of the coarse ring: - the
+//!                                 last fine point's, or N.fans)
+//!     The first offset is predicted as N's offset in its 10-minute bucket (fine ring) or that
+//!     offset in the hour's last 10 minutes (coarse ring): what a 10-minute cadence gives.
+//! first sample: n  0 none, 1 the oldest raw sample, 2 explicit: then n N - at_ms, zz fans - N.fans
+//! ```
+//!
+//! The side list of escaped counts is not stored: it is rebuilt from the ring points.
+//!
+//! Decoding checks what the state's code relies on (times within bounds and windows, raw samples
+//! strictly increasing and at most [`RAW_CAP`], one point per bucket, nothing left over), so a
+//! corrupt value is an error, never a panic later. A value that passes these checks but was not
+//! written by [`RollingFans::encode`] may still describe a state no sequence of observations
+//! produces; Kafka's record checksums make that a matter of bugs, not of bit rot.
+
+use super::{Point, Ring, RollingFans, Sample, Slot, Window, DAY_MS, ESCAPE, FINE_MS, HOUR_MS, RAW_CAP, RETENTION_MS};
+use crate::ops::codec::{put_i64, put_u64, Corrupt, Reader};
+
+/// The format [`RollingFans::encode`] writes, its first byte.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Times beyond ±100,000 years (no RFC 3339 time is) are refused, so that the window arithmetic
+/// on decoded times cannot overflow.
+const MAX_ABS_AT_MS: i64 = 100_000 * 366 * DAY_MS;
+
+/// Why a value does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Truncated, or a malformed varint.
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
+    /// Written in a format this version does not know.
+    #[error("unknown state format version {0} (this version reads {FORMAT_VERSION})")]
+    Version(u8),
+    /// Well-formed varints that describe no valid state.
+    #[error("invalid state value: {0}")]
+    Invalid(&'static str),
+}
+
+type Result<T, E = DecodeError> = std::result::Result<T, E>;
+
+fn zz(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzz(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
+/// `a - b` as the wrapping `u64` difference, read as `i64`: exact for any counts.
+fn diff(a: u64, b: u64) -> i64 {
+    a.wrapping_sub(b) as i64
+}
+
+fn undiff(base: u64, d: i64) -> u64 {
+    base.wrapping_add(d as u64)
+}
+
+fn ensure(ok: bool, what: &'static str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::Invalid(what))
+    }
+}
+
+/// Predicted offsets of a ring's first point (see the module docs).
+fn predicted_offsets(newest: i64) -> (i64, i64) {
+    let phase = newest.rem_euclid(FINE_MS);
+    (phase, HOUR_MS - FINE_MS + phase)
+}
+
+impl<const W: i64, const N: usize> Ring<W, N> {
+    /// Appends the ring's points, newest first, continuing the fan deltas from `prev_fans`.
+    fn encode(&self, (lo, hi): (i64, i64), wide: &[(i64, u64)], offset: i64, prev_fans: &mut u64, buf: &mut Vec<u8>) {
+        put_u64(buf, u64::from(self.len));
+        let (mut prev_bucket, mut prev_offset, mut left) = (hi + 1, offset, self.len);
+        for (b, p) in self.walk(lo, hi, true, wide).take(usize::from(self.len)) {
+            let (gap, off) = (prev_bucket - 1 - b, p.at_ms - b * W);
+            put_u64(buf, zz(off - prev_offset) << 1 | u64::from(gap > 0));
+            if gap > 0 {
+                put_u64(buf, (gap - 1) as u64);
+            }
+            put_i64(buf, diff(p.fans, *prev_fans));
+            (prev_bucket, prev_offset, *prev_fans) = (b, off, p.fans);
+            left -= 1;
+        }
+        debug_assert_eq!(left, 0, "every point of a ring lies in its window");
+    }
+
+    /// Reads what [`Ring::encode`] wrote into this empty ring, adding escaped counts to `wide`
+    /// (newest first). Points must lie in `[lo, hi]` and at or after `cutoff`, and not after
+    /// `newest`.
+    #[allow(clippy::too_many_arguments)]
+    fn decode(
+        &mut self,
+        r: &mut Reader<'_>,
+        (lo, hi): (i64, i64),
+        newest: i64,
+        cutoff: i64,
+        offset: i64,
+        prev_fans: &mut u64,
+        wide: &mut Vec<(i64, u64)>,
+    ) -> Result<()> {
+        let count = r.u64()?;
+        ensure(count <= N as u64, "more ring points than slots")?;
+        if count > 0 {
+            self.slots = vec![Slot::default(); N].into_boxed_slice();
+            self.len = count as u16;
+        }
+        // The slot of `prev_bucket`, stepped down with the buckets (no modulo per point).
+        let mut slot = Self::index(hi + 1);
+        let (mut prev_bucket, mut prev_offset) = (hi + 1, offset);
+        for _ in 0..count {
+            let head = r.u64()?;
+            let gap =
+                if head & 1 == 1 { r.u64()?.checked_add(1).ok_or(DecodeError::Invalid("bucket gap"))? } else { 0 };
+            // Buckets strictly decrease, so each holds one point.
+            ensure(prev_bucket > lo && gap <= (prev_bucket - 1 - lo) as u64, "ring point outside its window")?;
+            let b = prev_bucket - 1 - gap as i64;
+            let off = prev_offset.checked_add(unzz(head >> 1)).ok_or(DecodeError::Invalid("offset"))?;
+            ensure((0..W).contains(&off), "offset outside its bucket")?;
+            let p = Point { at_ms: b * W + off, fans: undiff(*prev_fans, r.i64()?) };
+            ensure(p.at_ms <= newest && p.at_ms >= cutoff, "ring point outside the retention")?;
+            // Buckets strictly decrease within a window of at most N: each slot is written once.
+            let step = gap as usize + 1;
+            slot = if slot >= step { slot - step } else { slot + N - step };
+            debug_assert_eq!(slot, Self::index(b));
+            self.slots[slot] = Slot::new(off, p.fans);
+            if p.fans >= u64::from(ESCAPE) {
+                wide.push((p.at_ms, p.fans));
+            }
+            (prev_bucket, prev_offset, *prev_fans) = (b, off, p.fans);
+        }
+        Ok(())
+    }
+}
+
+impl RollingFans {
+    /// Appends the whole state to `buf` in the changelog format (module docs of
+    /// `series::encoding`), version byte first.
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        buf.push(FORMAT_VERSION);
+        put_u64(buf, self.raw.len() as u64);
+        let Some(&newest) = self.raw.last() else { return };
+        put_i64(buf, newest.at_ms);
+        put_u64(buf, newest.fans);
+        let (mut next, mut prev_gap) = (newest, FINE_MS);
+        for s in self.raw.iter().rev().skip(1) {
+            let gap = next.at_ms - s.at_ms;
+            put_i64(buf, gap - prev_gap);
+            put_i64(buf, diff(s.fans, next.fans));
+            (next, prev_gap) = (*s, gap);
+        }
+
+        let with = self.raw.iter().filter(|s| s.followers.is_some()).count();
+        match with {
+            0 => put_u64(buf, 0),
+            w if w == self.raw.len() => put_u64(buf, 1),
+            _ => {
+                put_u64(buf, 2);
+                let mask =
+                    self.raw.iter().rev().enumerate().fold(0u64, |m, (i, s)| m | u64::from(s.followers.is_some()) << i);
+                put_u64(buf, mask);
+            }
+        }
+        let mut prev = None;
+        for s in self.raw.iter().rev() {
+            if let Some(f) = s.followers {
+                put_i64(buf, diff(f, prev.unwrap_or(s.fans)));
+                prev = Some(f);
+            }
+        }
+
+        let w = Window::of(newest.at_ms);
+        let (fine_offset, coarse_offset) = predicted_offsets(newest.at_ms);
+        let mut fans = newest.fans;
+        self.fine.encode(w.fine, &self.wide, fine_offset, &mut fans, buf);
+        self.coarse.encode(w.coarse, &self.wide, coarse_offset, &mut fans, buf);
+
+        match self.first {
+            None => put_u64(buf, 0),
+            Some(f) if f == self.raw[0].point() => put_u64(buf, 1),
+            Some(f) => {
+                put_u64(buf, 2);
+                put_u64(buf, newest.at_ms.abs_diff(f.at_ms));
+                put_i64(buf, diff(f.fans, newest.fans));
+            }
+        }
+    }
+
+    /// The encoded size of the state: what [`encode`](Self::encode) appends.
+    pub fn encoded_len(&self) -> usize {
+        let mut buf = Vec::new();
+        self.encode(&mut buf);
+        buf.len()
+    }
+
+    /// Reads a state [`encode`](Self::encode) wrote. A corrupt value is an error, never a panic.
+    pub fn decode(value: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(value);
+        let version = r.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let n = r.u64()?;
+        ensure(n <= RAW_CAP as u64, "more raw samples than kept")?;
+        let mut page = RollingFans::new();
+        if n == 0 {
+            ensure(r.is_empty(), "bytes after an empty series")?;
+            return Ok(page);
+        }
+        let n = n as usize;
+        let at_ms = r.i64()?;
+        ensure(at_ms.abs() <= MAX_ABS_AT_MS, "time out of range")?;
+        let newest = Sample { at_ms, fans: r.u64()?, followers: None };
+        let cutoff = newest.at_ms - RETENTION_MS;
+        // Newest first while reading; reversed at the end.
+        let mut raw = Vec::with_capacity(n);
+        raw.push(newest);
+        let mut prev_gap = FINE_MS;
+        for _ in 1..n {
+            let next = raw[raw.len() - 1];
+            let gap = prev_gap.checked_add(r.i64()?).ok_or(DecodeError::Invalid("raw sample gap"))?;
+            ensure(gap > 0 && gap <= RETENTION_MS, "raw sample times not increasing within the retention")?;
+            let at_ms = next.at_ms - gap;
+            ensure(at_ms >= cutoff, "raw sample older than the retention")?;
+            raw.push(Sample { at_ms, fans: undiff(next.fans, r.i64()?), followers: None });
+            prev_gap = gap;
+        }
+        let mask = match r.u64()? {
+            0 => 0,
+            1 => u64::MAX,
+            2 => {
+                let m = r.u64()?;
+                ensure(n == 64 || m >> n == 0, "followers mask beyond the samples")?;
+                m
+            }
+            _ => return Err(DecodeError::Invalid("followers mode")),
+        };
+        let mut prev = None;
+        for (i, s) in raw.iter_mut().enumerate() {
+            if mask >> i & 1 == 1 {
+                let f = undiff(prev.unwrap_or(s.fans), r.i64()?);
+                s.followers = Some(f);
+                prev = Some(f);
+            }
+        }
+        raw.reverse();
+        page.raw = raw;
+
+        let w = Window::of(newest.at_ms);
+        let (fine_offset, coarse_offset) = predicted_offsets(newest.at_ms);
+        let (mut fans, mut wide) = (newest.fans, Vec::new());
+        page.fine.decode(&mut r, w.fine, newest.at_ms, cutoff, fine_offset, &mut fans, &mut wide)?;
+        page.coarse.decode(&mut r, w.coarse, newest.at_ms, cutoff, coarse_offset, &mut fans, &mut wide)?;
+        // Newest first, and the two rings' times are disjoint: sorted by time once reversed.
+        wide.reverse();
+        page.wide = wide;
+
+        page.first = match r.u64()? {
+            0 => None,
+            1 => Some(page.raw[0].point()),
+            2 => {
+                let back = r.u64()?;
+                ensure(back <= 2 * MAX_ABS_AT_MS as u64, "first sample time out of range")?;
+                let at_ms = newest.at_ms - back as i64;
+                ensure(at_ms.abs() <= MAX_ABS_AT_MS, "first sample time out of range")?;
+                Some(Point { at_ms, fans: undiff(newest.fans, r.i64()?) })
+            }
+            _ => return Err(DecodeError::Invalid("first sample tag")),
+        };
+        ensure(page.first.is_none_or(|f| f.at_ms <= page.raw[0].at_ms), "first sample after a held one")?;
+        ensure(r.is_empty(), "bytes after the state")?;
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{FINE_SLOTS, TABLE_ROWS};
+    use super::*;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    const MIN: i64 = 60_000;
+    const T0: i64 = 1_767_225_600_000 + 3 * MIN + 7_000;
+
+    fn s(at_ms: i64, fans: u64, followers: Option<u64>) -> Sample {
+        Sample { at_ms, fans, followers }
+    }
+
+    fn round_trip(page: &RollingFans) -> RollingFans {
+        let mut buf = Vec::new();
+        page.encode(&mut buf);
+        assert_eq!(buf[0], FORMAT_VERSION);
+        assert_eq!(buf.len(), page.encoded_len());
+        RollingFans::decode(&buf).unwrap_or_else(|e| panic!("{e}: {page:?}"))
+    }
+
+    /// What the series exposes, and the whole state, are equal.
+    fn assert_same(a: &RollingFans, b: &RollingFans, ctx: &str) {
+        assert_eq!(a.stats(), b.stats(), "{ctx}");
+        assert_eq!(a.series(), b.series(), "{ctx}");
+        assert_eq!(a.table(), b.table(), "{ctx}");
+        assert_eq!(a, b, "{ctx}: the whole state");
+    }
+
+    /// Random samples: out of order, duplicates (same time, other counts), gaps beyond the
+    /// retention, counts around the ring slots' escape, followers on some.
+    fn random_samples(rng: &mut impl Rng, case: usize) -> Vec<Sample> {
+        let span = [90 * MIN, 3 * DAY_MS, 9 * DAY_MS, 45 * DAY_MS][case % 4];
+        let grid = [1, MIN, FINE_MS][rng.gen_range(0..3)];
+        let wide = case % 5 == 4;
+        let mut v: Vec<Sample> = (0..rng.gen_range(1..300))
+            .map(|_| {
+                let base = if wide { u64::from(ESCAPE) - 500 } else { rng.gen_range(0..3) * 1_000_000 };
+                s(
+                    T0 + rng.gen_range(0..span) / grid * grid,
+                    base + rng.gen_range(0..1000),
+                    match rng.gen_range(0..3) {
+                        0 => None,
+                        1 => Some(rng.gen_range(0..2000)),
+                        _ => Some(u64::MAX - rng.gen_range(0..3)),
+                    },
+                )
+            })
+            .collect();
+        if case.is_multiple_of(2) {
+            v.sort_by_key(|x| x.at_ms);
+        }
+        for _ in 0..rng.gen_range(0..30) {
+            let dup = v[rng.gen_range(0..v.len())];
+            v.insert(rng.gen_range(0..v.len()), dup);
+        }
+        v
+    }
+
+    #[test]
+    fn random_histories_round_trip_and_continue_identically() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for case in 0..300 {
+            let samples = random_samples(&mut rng, case);
+            let mut page = RollingFans::new();
+            assert_same(&round_trip(&page), &page, "empty");
+            // Restored at random points, the copy must then follow the original exactly.
+            let mut copy: Option<RollingFans> = None;
+            for (i, x) in samples.iter().enumerate() {
+                let before = page.clone();
+                let changed = page.observe(*x);
+                if !changed {
+                    assert_eq!(page, before, "case {case}: observe said nothing changed");
+                }
+                if let Some(c) = &mut copy {
+                    assert_eq!(c.observe(*x), changed, "case {case} sample {i}");
+                    // The whole state: what it exposes follows (checked at each round trip).
+                    assert_eq!(*c, page, "case {case} sample {i}: after restore");
+                }
+                if rng.gen_ratio(1, 20) || i + 1 == samples.len() {
+                    let restored = round_trip(&page);
+                    assert_same(&restored, &page, &format!("case {case} sample {i}"));
+                    copy = Some(restored);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_values_round_trip() {
+        let pages = [
+            vec![s(MAX_ABS_AT_MS - 1, u64::MAX, Some(0))],
+            vec![
+                s(-MAX_ABS_AT_MS + RETENTION_MS, 0, Some(u64::MAX)),
+                s(-MAX_ABS_AT_MS + RETENTION_MS + 1, u64::MAX, None),
+            ],
+            vec![s(0, 5, None), s(RETENTION_MS, u64::MAX, None), s(-1, 1, None)],
+            // One sample a second for two hours: raw samples at the cap, every fine bucket full.
+            (0..7200).map(|k| s(T0 + k * 1000, k as u64 * 1_000_000_007, Some(k as u64))).collect(),
+        ];
+        for samples in pages {
+            let mut page = RollingFans::new();
+            for x in &samples {
+                page.observe(*x);
+            }
+            assert_same(&round_trip(&page), &page, &format!("{:?}", &samples[..1]));
+        }
+    }
+
+    fn cadence(samples: i64, every_ms: i64, jitter_ms: i64, rng: &mut impl Rng) -> RollingFans {
+        let mut page = RollingFans::new();
+        let mut fans = 25_000u64;
+        for k in 0..samples {
+            fans += rng.gen_range(0..40);
+            let jitter = if jitter_ms > 0 { rng.gen_range(-jitter_ms..=jitter_ms) } else { 0 };
+            page.observe(s(T0 + k * every_ms + jitter, fans, Some(fans + 1_000)));
+        }
+        page
+    }
+
+    /// Sizes for the README (`cargo test --lib encoded_sizes -- --nocapture`), with bounds that
+    /// catch a regression of the format.
+    #[test]
+    fn encoded_sizes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut report = Vec::new();
+        for (what, samples, bound) in
+            [("1 sample", 1, 20), ("3 samples", 3, 30), ("24 h", 144, 650), ("30 d", 30 * 144, 3_000)]
+        {
+            for jitter in [0, 2_000] {
+                let page = cadence(samples, FINE_MS, jitter, &mut rng);
+                let len = page.encoded_len();
+                assert!(jitter > 0 || len <= bound, "{what}: {len} bytes");
+                assert_same(&round_trip(&page), &page, what);
+                report.push(format!("{what} every 10 min ±{jitter} ms: {len} B"));
+            }
+        }
+        eprintln!("encoded page sizes: {}", report.join("; "));
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_never_panics() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut buf = Vec::new();
+        let full = cadence(3 * 144, FINE_MS, 1_000, &mut rng);
+        full.encode(&mut buf);
+        // Every truncation fails.
+        for len in 0..buf.len() {
+            assert!(RollingFans::decode(&buf[..len]).is_err(), "truncated to {len}");
+        }
+        let mut longer = buf.clone();
+        longer.push(0);
+        assert_eq!(RollingFans::decode(&longer), Err(DecodeError::Invalid("bytes after the state")));
+        let mut v2 = buf.clone();
+        v2[0] = 2;
+        assert_eq!(RollingFans::decode(&v2), Err(DecodeError::Version(2)));
+        // Random damage: whatever decodes must be usable without panicking.
+        let mut decoded = 0;
+        for case in 0..3000 {
+            let mut page = RollingFans::new();
+            for x in random_samples(&mut rng, case).into_iter().take(150) {
+                page.observe(x);
+            }
+            let mut v = Vec::new();
+            page.encode(&mut v);
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(1..v.len().max(2)).min(v.len() - 1);
+                match rng.gen_range(0..3) {
+                    0 => v[i] = rng.gen(),
+                    1 => v[i] ^= 1 << rng.gen_range(0..8),
+                    _ => v.insert(i, rng.gen()),
+                }
+            }
+            if let Ok(mut p) = RollingFans::decode(&v) {
+                decoded += 1;
+                let _ = (p.stats(), p.series(), p.table(), p.heap_bytes());
+                let newest = p.raw.last().map_or(T0, |r| r.at_ms);
+                for d in [-DAY_MS, 1, FINE_MS, 2 * DAY_MS, 40 * DAY_MS] {
+                    p.observe(s(newest + d, rng.gen_range(0..u64::from(ESCAPE) + 9), None));
+                    let _ = (p.stats(), p.series(), p.table());
+                }
+                assert_eq!(
+                    &RollingFans::decode(&{
+                        let mut b = Vec::new();
+                        p.encode(&mut b);
+                        b
+                    })
+                    .expect("a usable state re-encodes"),
+                    &p
+                );
+            }
+        }
+        assert!(decoded > 100, "the damage test should exercise decodable values too: {decoded}");
+    }
+
+    #[test]
+    fn shuffled_input_encodes_to_the_same_bytes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut samples: Vec<Sample> = (0..500).map(|k| s(T0 + k * 7 * MIN, 1000 + k as u64, Some(9))).collect();
+        let mut a = RollingFans::new();
+        samples.iter().for_each(|x| {
+            a.observe(*x);
+        });
+        samples.shuffle(&mut rng);
+        let mut b = RollingFans::new();
+        samples.iter().for_each(|x| {
+            b.observe(*x);
+        });
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        a.encode(&mut ea);
+        b.encode(&mut eb);
+        assert_eq!(ea, eb);
+        assert!(a.table().len() == TABLE_ROWS && usize::from(a.fine.len) <= FINE_SLOTS);
+    }
+}
