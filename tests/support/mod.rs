@@ -391,3 +391,286 @@ pub fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
+
+// --- Durable-state tests (crash loop, scale-out): feeding input while pagepulse runs. ---
+
+/// Counts refused deliveries of a [`TestProducer`].
+pub struct CountingContext {
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for CountingContext {}
+
+impl rdkafka::producer::ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A Kafka producer for test input (idempotent, so the records of one partition keep the order
+/// they were sent in; keyed records go to the partition librdkafka's default partitioner picks,
+/// the same for every prefix). Safe to share between threads.
+pub struct TestProducer {
+    producer: rdkafka::producer::ThreadedProducer<CountingContext>,
+}
+
+impl TestProducer {
+    /// Queues one record to full topic `topic`, waiting while the local queue is full.
+    pub fn send(&self, topic: &str, key: &[u8], value: Option<&[u8]>) {
+        use rdkafka::producer::BaseRecord;
+        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("cannot queue a record for {topic}: {e}"),
+            }
+        }
+    }
+
+    /// Waits until every queued record is acknowledged, failing the test if any was refused.
+    pub fn flush(&self) {
+        use rdkafka::producer::Producer;
+        self.producer.flush(Duration::from_secs(60)).expect("test input acknowledged within 60 s");
+        let failed = self.producer.context().failed.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(failed, 0, "the broker refused {failed} test input records");
+    }
+}
+
+impl TestEnv {
+    /// A producer for test input on this environment's broker.
+    pub fn producer(&self) -> TestProducer {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create_with_context(CountingContext { failed: std::sync::atomic::AtomicU64::new(0) })
+            .expect("test producer");
+        TestProducer { producer }
+    }
+
+    /// Partitions of full topic `full`, `None` if the broker does not know it.
+    pub fn partitions_of(&self, full: &str) -> Option<usize> {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("metadata client");
+        let md = consumer.fetch_metadata(Some(full), Duration::from_secs(10)).expect("metadata");
+        let t = md.topics().iter().find(|t| t.name() == full)?;
+        (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
+    }
+
+    /// Full name of the changelog of `store` for this environment's group.
+    pub fn changelog(&self, store: &str) -> String {
+        self.topic(&format!("{}-{store}-changelog", self.group))
+    }
+}
+
+impl Pagepulse {
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`), e.g. the colours of a log.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One "state restored" line of a pagepulse log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreLine {
+    /// The store.
+    pub store: String,
+    /// The partition.
+    pub partition: i32,
+    /// Changelog records read.
+    pub records: u64,
+    /// Torn keys repaired.
+    pub torn: u64,
+    /// How long it took, in milliseconds (0 if the line does not say).
+    pub took_ms: f64,
+}
+
+/// Milliseconds of a `Duration` as `{:?}` prints it (`715.43ms`, `1.2s`, `830µs`).
+fn debug_duration_ms(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "s" => n * 1000.0,
+        "ms" => n,
+        "µs" | "us" => n / 1000.0,
+        "ns" => n / 1e6,
+        _ => return None,
+    })
+}
+
+/// Every state restore a pagepulse log reports (`state restored store=... records=...`).
+pub fn restores_in_log(log: &str) -> Vec<RestoreLine> {
+    let field = |line: &str, name: &str| -> Option<String> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        let rest = &line[at..];
+        let end = rest.find(' ').unwrap_or(rest.len());
+        Some(rest[..end].trim_matches('"').to_string())
+    };
+    strip_ansi(log)
+        .lines()
+        .filter(|l| l.contains("state restored"))
+        .filter_map(|l| {
+            Some(RestoreLine {
+                store: field(l, "store")?,
+                partition: field(l, "partition")?.parse().ok()?,
+                records: field(l, "records")?.parse().ok()?,
+                torn: field(l, "torn").and_then(|t| t.parse().ok()).unwrap_or(0),
+                took_ms: field(l, "took").and_then(|t| debug_duration_ms(&t)).unwrap_or(0.0),
+            })
+        })
+        .collect()
+}
+
+impl TestEnv {
+    /// This environment's pagepulse configuration (broker, prefix, group; defaults otherwise).
+    pub fn config(&self) -> pagepulse::config::Config {
+        let env = [
+            ("PAGEPULSE_BROKERS", self.brokers.clone()),
+            ("PAGEPULSE_TOPIC_PREFIX", self.prefix.clone()),
+            ("PAGEPULSE_GROUP_ID", self.group.clone()),
+        ];
+        pagepulse::config::Config::from_parts(Default::default(), env.map(|(k, v)| (k.to_string(), v)))
+            .expect("test config")
+    }
+
+    /// Restores every partition of `store`'s changelog the way pagepulse does (a fence under a
+    /// new owner, then a replay up to it): the state the next owner of each partition would get.
+    /// Run it only while no instance of this group runs: the fence shuts out the current owners.
+    pub fn restore_changelog(&self, store: &str, partitions: i32) -> Vec<pagepulse::engine::state::Restored> {
+        use pagepulse::engine::StateBackend;
+        let backend = pagepulse::kafka::changelog::KafkaBackend::new(&self.config()).expect("changelog backend");
+        let logical: &'static str =
+            Box::leak(pagepulse::engine::state::changelog_topic(&self.group, store).into_boxed_str());
+        (0..partitions)
+            .map(|p| {
+                backend
+                    .restore(logical, p, pagepulse::engine::state::new_owner())
+                    .unwrap_or_else(|e| panic!("restoring {store} partition {p}: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// Notes every rebalance a consumer goes through.
+struct RebalanceLog(std::sync::Mutex<usize>);
+
+impl rdkafka::ClientContext for RebalanceLog {}
+
+impl rdkafka::consumer::ConsumerContext for RebalanceLog {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        }
+    }
+}
+
+impl TestEnv {
+    /// Makes the broker rebalance this environment's group: a member that reads only
+    /// `deadletter` (no pagepulse input, so it gets no partition of theirs) joins, then leaves.
+    ///
+    /// A workaround for tansu 0.6.0: when a member misses its heartbeats, the heartbeat of a
+    /// survivor drops it but leaves the group formed with the old assignment (its SyncGroup then
+    /// ignores the leader's new assignment), so the dead member's partitions stay orphaned until
+    /// a member joins or leaves. Kafka reassigns them on the session timeout by itself.
+    pub fn nudge_group(&self) {
+        let consumer: BaseConsumer<RebalanceLog> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .set("session.timeout.ms", "6000")
+            .set("enable.auto.commit", "false")
+            .create_with_context(RebalanceLog(std::sync::Mutex::new(0)))
+            .expect("nudging consumer");
+        consumer.subscribe(&[&self.topic("deadletter")]).expect("subscribe");
+        wait_for("the nudging member to join the group", Duration::from_secs(60), || {
+            let _ = consumer.poll(Duration::from_millis(100));
+            (*consumer.context().0.lock().unwrap_or_else(|p| p.into_inner()) > 0).then_some(())
+        });
+        // Leaving (LeaveGroup) is the second change of membership.
+        consumer.unsubscribe();
+        drop(consumer);
+    }
+}
+
+impl Pagepulse {
+    /// Rebalances that left this instance without partitions, as its log reports them.
+    pub fn empty_assignments(&self) -> usize {
+        strip_ansi(&self.log_text()).lines().filter(|l| l.contains("rebalance assigned=[]")).count()
+    }
+
+    /// Assignments (rebalances) its log reports.
+    pub fn assignments(&self) -> usize {
+        strip_ansi(&self.log_text()).lines().filter(|l| l.contains("rebalance assigned=")).count()
+    }
+}
+
+impl TestEnv {
+    /// Waits until `pp` owns at least `partitions` partitions, working around tansu 0.6.0's group
+    /// coordinator (see [`TestEnv::nudge_group`]): a member that joins while a killed leader is
+    /// still in the group follows that dead leader and is handed nothing, and partitions handed
+    /// to a member that then dies stay orphaned. The group is nudged when `pp` reports an empty
+    /// assignment, or holds too few partitions with no rebalance for longer than a session
+    /// timeout. Returns how many nudges it took.
+    pub fn wait_assigned(&self, pp: &mut Pagepulse, partitions: f64, timeout: Duration) -> usize {
+        const STALL: Duration = Duration::from_secs(8);
+        let deadline = Instant::now() + timeout;
+        let (mut nudges, mut empty_seen, mut rebalances) = (0, 0, pp.assignments());
+        let mut changed = Instant::now();
+        loop {
+            let owned = metric_value(&pp.metrics(), "pagepulse_assigned_partitions", "");
+            if owned >= partitions {
+                return nudges;
+            }
+            assert!(pp.running(), "pagepulse exited; log:\n{}", pp.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "pagepulse owns {owned} partitions, not {partitions}, after {timeout:?}; log:\n{}",
+                pp.log_text()
+            );
+            let (empty, now) = (pp.empty_assignments(), pp.assignments());
+            if now != rebalances {
+                (rebalances, changed) = (now, Instant::now());
+            }
+            if empty > empty_seen || (rebalances > 0 && changed.elapsed() > STALL) {
+                empty_seen = empty;
+                self.nudge_group();
+                nudges += 1;
+                changed = Instant::now();
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! Crash equivalence (issue 5, item 3), through the real broker: a four-hour, six-domain page-view
+//! stream and three simulated days of fan observations for 300 pages are written by the test
+//! **while** pagepulse runs, and pagepulse is SIGKILLed at random points ten times (before it
+//! joins the group, while it restores, while it processes) and restarted each time. A final run
+//! then finishes the input (the last hour closes by a short idle timeout).
+//!
+//! A clean run of the same input, in another prefix and group on the same broker, is never killed.
+//! The killed run must end with exactly the clean run's results: every `pageviews.top` record
+//! (one distinct final value per (domain, hour), repeats of that identical value allowed in
+//! at-least-once mode and counted) and every `fans.stats` value per (page, observation). Both runs
+//! are also checked against figures computed here from the input, independently of pagepulse.
+//!
+//! Why a broken restore fails this: a page's 1 h and 24 h deltas compare each observation with
+//! observations that an earlier incarnation processed (a page is observed once per simulated
+//! hour, and the whole stream lasts a minute), and every hour's page views are counted by several
+//! incarnations; a task that started empty, or counted an input record twice, writes different
+//! figures.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use support::{metric_value, restores_in_log, wait_for, RestoreLine, TestEnv, TestProducer};
+
+const H0: i64 = 1_795_424_400_000; // 2026-11-23T09:00:00Z
+const HOUR: i64 = 3_600_000;
+const MIN: i64 = 60_000;
+/// Hours of page-view event time.
+const HOURS: i64 = 4;
+const DOMAINS: [&str; 6] = ["en", "de", "fr.m", "ja", "es", "commons.m"];
+/// Relative traffic of each domain.
+const DOMAIN_WEIGHTS: [u32; 6] = [35, 20, 15, 12, 10, 8];
+const VIEWS_PER_HOUR: usize = 45_000;
+/// Distinct titles per domain (Zipf-like popularity).
+const TITLES: usize = 4000;
+const TOP_N: usize = 25;
+/// Pages observed, each about once per simulated hour.
+const PAGES: usize = 300;
+const FAN_HOURS: i64 = 72;
+/// Wall-clock time over which the input is written.
+const STREAM: Duration = Duration::from_secs(60);
+const KILLS: usize = 10;
+const IDLE_TIMEOUT: &str = "\"8s\"";
+
+/// The expected `pageviews.top` of every window: key -> (total views, top articles).
+type Tops = BTreeMap<String, (u64, Vec<(String, u64)>)>;
+
+fn rfc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).expect("valid").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn hour_key(domain: &str, hour_start: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(hour_start).expect("valid");
+    format!("{domain}|{}", t.format("%Y-%m-%dT%H"))
+}
+
+fn title(idx: usize) -> String {
+    match idx % 4 {
+        0 => format!("Title_{idx}"),
+        1 => format!("Zürich_{idx}"),
+        2 => format!("東京_{idx}"),
+        _ => format!("\"Quoted\"/{idx}"),
+    }
+}
+
+struct View {
+    domain: &'static str,
+    title: String,
+    views: u64,
+    ts: i64,
+}
+
+#[derive(Clone)]
+struct Obs {
+    platform: &'static str,
+    page_id: String,
+    fans: u64,
+    followers: Option<u64>,
+    at: i64,
+}
+
+impl Obs {
+    fn key(&self) -> String {
+        format!("{}:{}", self.platform, self.page_id)
+    }
+}
+
+/// The input, in the order it is written: (logical topic, key, value).
+struct Input {
+    views: Vec<View>,
+    /// Distinct observations per page, oldest first.
+    samples: BTreeMap<String, Vec<Obs>>,
+    records: Vec<(&'static str, String, Vec<u8>)>,
+    blacklist: Vec<(&'static str, String)>,
+    duplicates: usize,
+}
+
+/// The domain index a number below the total weight falls on.
+fn pick(mut w: u32) -> usize {
+    for (i, dw) in DOMAIN_WEIGHTS.iter().enumerate() {
+        if w < *dw {
+            return i;
+        }
+        w -= dw;
+    }
+    DOMAIN_WEIGHTS.len() - 1
+}
+
+fn generate(seed: u64) -> Input {
+    let mut rng = StdRng::seed_from_u64(seed);
+    // Page views: event time rises through the stream with up to 2 minutes of disorder, less
+    // than the allowed lateness (5 minutes), so no event is late and every window is exact.
+    let total_weight: u32 = DOMAIN_WEIGHTS.iter().sum();
+    let mut views = Vec::with_capacity(VIEWS_PER_HOUR * HOURS as usize);
+    for h in 0..HOURS {
+        for j in 0..VIEWS_PER_HOUR {
+            let d = pick(rng.gen_range(0..total_weight));
+            let idx = (TITLES as f64 * rng.gen::<f64>().powi(3)) as usize;
+            let views_n = if rng.gen_ratio(1, 200) { rng.gen_range(20..200) } else { rng.gen_range(1..=3) };
+            let base = H0 + h * HOUR + j as i64 * HOUR / VIEWS_PER_HOUR as i64;
+            let ts = (base + rng.gen_range(-2 * MIN..=2 * MIN)).clamp(H0, H0 + HOURS * HOUR - 1);
+            views.push(View { domain: DOMAINS[d], title: title(idx), views: views_n, ts });
+        }
+    }
+    // The most popular title of three domains is blacklisted: it must never be ranked.
+    let blacklist: Vec<(&'static str, String)> = DOMAINS[..3].iter().map(|d| (*d, title(0))).collect();
+
+    // Fan observations: page p every 55 to 65 minutes of simulated time for 72 hours (at most one
+    // sample per 10-minute bucket, so every delta is exact), growing or shrinking at its own pace.
+    let t0 = H0 - FAN_HOURS * HOUR;
+    let mut all: Vec<Obs> = Vec::new();
+    let mut samples: BTreeMap<String, Vec<Obs>> = BTreeMap::new();
+    for p in 0..PAGES {
+        let (platform, page_id) = if p % 10 == 9 {
+            ("mastodon", format!("@user{p}@example.social"))
+        } else {
+            ("facebook", format!("page-{p:04}"))
+        };
+        let phase = rng.gen_range(0..50 * MIN);
+        let trend: i64 = rng.gen_range(-5..=25);
+        let mut fans: i64 = 1000 + p as i64 * 37;
+        for k in 0..FAN_HOURS {
+            fans = (fans + trend + rng.gen_range(-10..=10)).max(1);
+            let followers = (platform == "facebook").then(|| fans as u64 + p as u64);
+            let at = t0 + k * HOUR + phase + rng.gen_range(0..5 * MIN);
+            let o = Obs { platform, page_id: page_id.clone(), fans: fans as u64, followers, at };
+            samples.entry(o.key()).or_default().push(o.clone());
+            all.push(o);
+        }
+    }
+    all.sort_by_key(|o| o.at);
+    // One observation in 20 is sent again a little later (a scraper retrying): it changes nothing.
+    let mut obs_stream: Vec<Obs> = all.clone();
+    let mut duplicates = 0;
+    for (i, o) in all.iter().enumerate() {
+        if rng.gen_ratio(1, 20) {
+            let at = (i + duplicates + rng.gen_range(1..50)).min(obs_stream.len());
+            obs_stream.insert(at, o.clone());
+            duplicates += 1;
+        }
+    }
+
+    let view_record = |v: &View| {
+        let value = serde_json::json!({"domain": v.domain, "title": v.title, "views": v.views, "ts": v.ts});
+        ("pageviews", v.domain.to_string(), value.to_string().into_bytes())
+    };
+    let obs_record = |o: &Obs| {
+        let value = serde_json::json!({"platform": o.platform, "page_id": o.page_id, "fans": o.fans,
+            "followers": o.followers, "observed_at": rfc(o.at)});
+        ("fans.observations", o.key(), value.to_string().into_bytes())
+    };
+    // Both streams spread evenly over the whole write.
+    let (nv, no) = (views.len(), obs_stream.len());
+    let mut records = Vec::with_capacity(nv + no);
+    let (mut iv, mut io) = (0, 0);
+    while iv < nv || io < no {
+        if io >= no || (iv < nv && iv * no <= io * nv) {
+            records.push(view_record(&views[iv]));
+            iv += 1;
+        } else {
+            records.push(obs_record(&obs_stream[io]));
+            io += 1;
+        }
+    }
+    Input { views, samples, records, blacklist, duplicates }
+}
+
+/// The expected `pageviews.top` of every window: key -> (total views, top articles).
+fn expected_tops(input: &Input) -> Tops {
+    let mut counts: BTreeMap<String, (&str, HashMap<&str, u64>)> = BTreeMap::new();
+    for v in &input.views {
+        let hour = v.ts.div_euclid(HOUR) * HOUR;
+        *counts
+            .entry(hour_key(v.domain, hour))
+            .or_insert_with(|| (v.domain, HashMap::new()))
+            .1
+            .entry(&v.title)
+            .or_default() += v.views;
+    }
+    counts
+        .into_iter()
+        .map(|(key, (domain, c))| {
+            let total = c.values().sum();
+            let mut ranked: Vec<(String, u64)> = c
+                .into_iter()
+                .filter(|(t, _)| !input.blacklist.iter().any(|(d, b)| *d == domain && b == t))
+                .map(|(t, n)| (t.to_string(), n))
+                .collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
+            ranked.truncate(TOP_N);
+            (key, (total, ranked))
+        })
+        .collect()
+}
+
+/// Checks a `fans.stats` value against the page's samples: the baseline of horizon `h` is the
+/// latest sample at or before `now - h`, else the first sample (partial).
+fn check_stats(v: &Value, samples: &[Obs], i: usize) -> Result<(), String> {
+    let now = &samples[i];
+    let delta = |h: i64| {
+        let (base, partial) = match samples[..=i].iter().rev().find(|s| s.at <= now.at - h) {
+            Some(s) => (s, false),
+            None => (&samples[0], true),
+        };
+        serde_json::json!({"value": now.fans as i64 - base.fans as i64, "partial": partial,
+            "since": rfc(base.at), "baseline_fans": base.fans})
+    };
+    let want = [
+        ("fans", serde_json::json!(now.fans)),
+        ("followers", serde_json::json!(now.followers)),
+        ("observed_at", serde_json::json!(rfc(now.at))),
+        ("delta_1h", delta(HOUR)),
+        ("delta_24h", delta(24 * HOUR)),
+        ("delta_7d", delta(7 * 24 * HOUR)),
+    ];
+    for (field, w) in want {
+        if v[field] != w {
+            return Err(format!("{field}: got {} want {w}", v[field]));
+        }
+    }
+    let d24 = delta(24 * HOUR);
+    let pct = d24["value"].as_f64().unwrap_or(0.0) / d24["baseline_fans"].as_f64().unwrap_or(1.0) * 100.0;
+    match v["growth_24h_pct"].as_f64() {
+        Some(got) if (got - pct).abs() < 1e-9 => Ok(()),
+        got => Err(format!("growth_24h_pct: got {got:?} want {pct}")),
+    }
+}
+
+/// Every value of every key of a topic: key -> values in the order read.
+fn by_key(recs: &[support::Rec]) -> HashMap<String, Vec<Value>> {
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for r in recs {
+        let k = String::from_utf8(r.key.clone().expect("key")).expect("UTF-8 key");
+        out.entry(k).or_default().push(serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON"));
+    }
+    out
+}
+
+/// `fans.stats` values by (page key, observed_at).
+fn stats_by_observation(recs: &[support::Rec]) -> HashMap<(String, String), Vec<Value>> {
+    let mut out: HashMap<(String, String), Vec<Value>> = HashMap::new();
+    for (k, vs) in by_key(recs) {
+        for v in vs {
+            let at = v["observed_at"].as_str().expect("observed_at").to_string();
+            out.entry((k.clone(), at)).or_default().push(v);
+        }
+    }
+    out
+}
+
+/// Writes `records` to logical topics under every prefix in `prefixes`, evenly over `over`
+/// (pacing the input, not waiting for results), then flushes.
+fn stream(
+    producer: Arc<TestProducer>,
+    input: Arc<Input>,
+    prefixes: Vec<String>,
+    over: Duration,
+    sent: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let total = input.records.len();
+        let mut i = 0;
+        while i < total {
+            let due = ((started.elapsed().as_secs_f64() / over.as_secs_f64()) * total as f64).ceil() as usize;
+            while i < due.min(total) {
+                let (topic, key, value) = &input.records[i];
+                for p in &prefixes {
+                    producer.send(&format!("{p}{topic}"), key.as_bytes(), Some(value));
+                }
+                i += 1;
+            }
+            sent.store(i, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        producer.flush();
+    })
+}
+
+/// What one killed incarnation did.
+struct Kill {
+    after: Duration,
+    assigned: f64,
+    stream_done: f64,
+    consumed: f64,
+    produced: f64,
+    restores: Vec<RestoreLine>,
+}
+
+fn run_vars() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("PAGEPULSE__pipelines__pageviews__idle_timeout", IDLE_TIMEOUT),
+        ("PAGEPULSE__pipelines__posts__enabled", "false"),
+        ("PAGEPULSE__pipelines__pages__enabled", "false"),
+        ("NO_COLOR", "1"),
+    ]
+}
+
+/// Reads `pageviews.top` and `fans.stats` of `env` until every expected window and every
+/// (page, observation) has a value.
+fn outputs(env: &TestEnv, tops: &Tops, observations: usize) -> (Vec<support::Rec>, Vec<support::Rec>) {
+    let mut seen = 0;
+    let mut keys = HashSet::new();
+    let top = env.read_until("pageviews.top", Duration::from_secs(150), |recs| {
+        for r in &recs[seen..] {
+            keys.insert(r.key.clone().unwrap_or_default());
+        }
+        seen = recs.len();
+        keys.len() >= tops.len()
+    });
+    let mut seen = 0;
+    let mut pairs = HashSet::new();
+    let stats = env.read_until("fans.stats", Duration::from_secs(60), |recs| {
+        for r in &recs[seen..] {
+            let v: Value = serde_json::from_slice(r.value.as_deref().unwrap_or(b"null")).unwrap_or(Value::Null);
+            pairs.insert((r.key.clone().unwrap_or_default(), v["observed_at"].as_str().unwrap_or("").to_string()));
+        }
+        seen = recs.len();
+        pairs.len() >= observations
+    });
+    (top, stats)
+}
+
+#[test]
+fn results_after_ten_sigkills_equal_an_uninterrupted_run() {
+    let test_started = Instant::now();
+    let seed: u64 = std::env::var("PAGEPULSE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("crash loop: seed {seed} (PAGEPULSE_TEST_SEED={seed} repeats the input and the kill points)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let input = Arc::new(generate(seed));
+    let tops = expected_tops(&input);
+    let observations: usize = input.samples.values().map(Vec::len).sum();
+    assert_eq!(tops.len(), DOMAINS.len() * HOURS as usize);
+
+    let killed = TestEnv::new();
+    let clean = TestEnv::new();
+    let producer = Arc::new(killed.producer());
+    for env in [&killed, &clean] {
+        for (d, t) in &input.blacklist {
+            let value = serde_json::json!({"domain": d, "title": t}).to_string();
+            producer.send(&env.topic("pageviews.blacklist"), format!("{d} {t}").as_bytes(), Some(value.as_bytes()));
+        }
+    }
+    producer.flush();
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = stream(
+        producer.clone(),
+        input.clone(),
+        vec![killed.prefix.clone(), clean.prefix.clone()],
+        STREAM,
+        sent.clone(),
+    );
+    let stream_done = || sent.load(Ordering::Acquire) as f64 / input.records.len() as f64;
+    let vars = run_vars();
+
+    // The kill loop.
+    let mut kills: Vec<Kill> = Vec::new();
+    let mut nudges = 0;
+    for i in 0..KILLS {
+        let mut pp = killed.start_with(&vars);
+        let started = Instant::now();
+        // The kill points cycle through three phases, each at a random delay: from the start
+        // (the incarnation may not have joined the group yet), from its assignment (it is likely
+        // restoring), and from its first acknowledged output (it is processing).
+        let phase = ["processing", "starting", "assigned"][i % 3];
+        if phase != "starting" {
+            nudges += killed.wait_assigned(&mut pp, 1.0, Duration::from_secs(60));
+        }
+        if phase == "processing" {
+            wait_for("outputs of this incarnation", Duration::from_secs(60), || {
+                (metric_value(&pp.metrics(), "pagepulse_records_produced_total", r#"topic="fans.stats""#) > 0.0)
+                    .then_some(())
+            });
+        }
+        // A random kill point: this is the point of the test, not a wait for a result.
+        std::thread::sleep(Duration::from_millis(rng.gen_range(if phase == "starting" { 200 } else { 0 }..3000)));
+        let metrics = pp.metrics();
+        let owned = metric_value(&metrics, "pagepulse_assigned_partitions", "");
+        let consumed = metric_value(&metrics, "pagepulse_records_consumed_total", r#"topic="pageviews""#)
+            + metric_value(&metrics, "pagepulse_records_consumed_total", r#"topic="fans.observations""#);
+        // Outputs this incarnation got acknowledged: it was processing when it died.
+        let produced = metric_value(&metrics, "pagepulse_records_produced_total", r#"topic="fans.stats""#)
+            + metric_value(&metrics, "pagepulse_records_produced_total", r#"topic="pageviews.top""#);
+        pp.signal(libc::SIGKILL);
+        pp.wait_exit(Duration::from_secs(10));
+        let restores = restores_in_log(&pp.log_text());
+        let k = Kill {
+            after: started.elapsed(),
+            assigned: owned,
+            stream_done: stream_done(),
+            consumed,
+            produced,
+            restores,
+        };
+        eprintln!(
+            "kill {:2} ({phase:10}): after {:5.1} s, {} partitions, consumed {:6}, produced {:6}, {} restores ({} changelog records), input written {:3.0}%",
+            i + 1,
+            k.after.as_secs_f64(),
+            k.assigned,
+            k.consumed,
+            k.produced,
+            k.restores.len(),
+            k.restores.iter().map(|r| r.records).sum::<u64>(),
+            k.stream_done * 100.0
+        );
+        kills.push(k);
+    }
+    let loop_done = test_started.elapsed();
+    writer.join().expect("the input writer finished");
+
+    // The final run of the killed deployment, and the clean run, side by side.
+    let mut last = killed.start_with(&vars);
+    let mut reference = clean.start_with(&vars);
+    nudges += killed.wait_assigned(&mut last, 8.0, Duration::from_secs(90));
+    last.wait_ready(Duration::from_secs(90));
+    reference.wait_ready(Duration::from_secs(90));
+    let (killed_top, killed_stats) = outputs(&killed, &tops, observations);
+    let (clean_top, clean_stats) = outputs(&clean, &tops, observations);
+    let last_metrics = last.metrics();
+    let last_restores = restores_in_log(&last.log_text());
+    for pp in [&mut last, &mut reference] {
+        pp.signal(libc::SIGTERM);
+        assert!(pp.wait_exit(Duration::from_secs(15)).success(), "graceful stop; log:\n{}", pp.log_text());
+    }
+
+    // pageviews.top: the clean run has exactly one final record per window, equal to the
+    // independent computation; the killed run has that same value for every window, possibly
+    // repeated, and nothing else.
+    let (killed_top, clean_top) = (by_key(&killed_top), by_key(&clean_top));
+    let window_keys: HashSet<&String> = tops.keys().collect();
+    assert_eq!(clean_top.keys().collect::<HashSet<_>>(), window_keys, "clean run windows");
+    assert_eq!(killed_top.keys().collect::<HashSet<_>>(), window_keys, "killed run windows");
+    let mut top_duplicates = 0;
+    for (key, (total, want)) in &tops {
+        let reference = &clean_top[key];
+        assert_eq!(reference.len(), 1, "{key}: the clean run wrote {} records: {reference:?}", reference.len());
+        let reference = &reference[0];
+        assert_eq!(reference["final"], true, "{key}: {reference}");
+        assert_eq!(reference["total_views"].as_u64(), Some(*total), "{key}");
+        assert_eq!(reference["late_events"].as_u64(), Some(0), "{key}");
+        let have: Vec<(String, u64)> = reference["articles"]
+            .as_array()
+            .expect("articles")
+            .iter()
+            .map(|a| (a["title"].as_str().expect("title").to_string(), a["views"].as_u64().expect("views")))
+            .collect();
+        assert_eq!(&have, want, "{key}: the clean run's ranking");
+        for v in &killed_top[key] {
+            assert_eq!(v, reference, "{key}: the killed run wrote a different result");
+        }
+        top_duplicates += killed_top[key].len() - 1;
+    }
+
+    // fans.stats: one value per (page, observation) in the clean run, equal to the independent
+    // computation; the killed run has the same value for each, possibly repeated, and no other.
+    let (killed_stats, clean_stats) = (stats_by_observation(&killed_stats), stats_by_observation(&clean_stats));
+    assert_eq!(clean_stats.len(), observations, "clean run observations");
+    assert_eq!(killed_stats.len(), observations, "killed run observations");
+    let mut stats_duplicates = 0;
+    for (key, samples) in &input.samples {
+        for (i, s) in samples.iter().enumerate() {
+            let pair = (key.clone(), rfc(s.at));
+            let reference = clean_stats.get(&pair).unwrap_or_else(|| panic!("clean run: no stats for {pair:?}"));
+            assert_eq!(reference.len(), 1, "{pair:?}: the clean run wrote {reference:?}");
+            let reference = &reference[0];
+            if let Err(e) = check_stats(reference, samples, i) {
+                panic!("{pair:?}: the clean run's value {reference} is wrong: {e}");
+            }
+            let got = killed_stats.get(&pair).unwrap_or_else(|| panic!("killed run: no stats for {pair:?}"));
+            for v in got {
+                assert_eq!(v, reference, "{pair:?}: the killed run wrote a different value");
+            }
+            stats_duplicates += got.len() - 1;
+        }
+    }
+
+    // The state was really kept and restored: the changelogs exist and replay to live entries
+    // (as the next owner would restore them), each partition's durable position is at or past
+    // its committed offset (an offset is committed only once a flush covers it), and restores
+    // read changelog records in the kill loop and in the final run.
+    let mut live = BTreeMap::new();
+    for (store, input_topic) in [("pageviews", "pageviews"), ("fans", "fans.observations")] {
+        assert_eq!(killed.partitions_of(&killed.changelog(store)), Some(4), "changelog of {store}");
+        let restored = killed.restore_changelog(store, 4);
+        let committed = killed.committed(input_topic, 4);
+        for (p, r) in restored.iter().enumerate() {
+            let position = r.position.unwrap_or(0);
+            assert!(
+                position >= committed[p],
+                "{store}/{p}: committed offset {} is past the durable position {position}",
+                committed[p]
+            );
+        }
+        let entries: usize = restored.iter().map(|r| r.entries.len()).sum();
+        assert!(entries > 0, "the {store} changelog holds no live state");
+        live.insert(store, entries);
+    }
+    let all_restores: Vec<&RestoreLine> = kills.iter().flat_map(|k| &k.restores).chain(&last_restores).collect();
+    for store in ["pageviews", "fans"] {
+        let n = all_restores.iter().filter(|r| r.store == store).count();
+        let records: u64 = all_restores.iter().filter(|r| r.store == store).map(|r| r.records).sum();
+        assert!(n > 0 && records > 0, "{store}: {n} restores read {records} changelog records");
+        let last_records =
+            metric_value(&last_metrics, "pagepulse_state_restored_records_total", &format!(r#"store="{store}""#));
+        assert!(last_records > 0.0, "the final run restored no {store} state");
+    }
+    let processing_kills = kills.iter().filter(|k| k.assigned > 0.0 && k.produced > 0.0).count();
+    let mid_stream = kills.iter().filter(|k| k.stream_done < 1.0).count();
+    assert!(processing_kills >= KILLS.div_ceil(3), "only {processing_kills} kills landed while records were processed");
+    let restoring_kills = kills.iter().filter(|k| k.assigned > 0.0 && k.produced == 0.0).count();
+    let slowest_restore = all_restores.iter().map(|r| r.took_ms).fold(0.0, f64::max);
+    eprintln!(
+        "crash loop: {} kills in {:.0} s ({processing_kills} while processing, {restoring_kills} owning partitions before any output, {mid_stream} while input was still being written; \
+         {nudges} group nudges for tansu), \
+         {} restores ({} torn keys repaired, slowest {slowest_restore:.0} ms) before the final run and {} in it; live changelog entries {live:?}; {} windows and {observations} observations \
+         ({} duplicate observations in the input) equal the clean run; repeated identical outputs: {top_duplicates} \
+         pageviews.top, {stats_duplicates} fans.stats; test took {:.0} s",
+        kills.len(),
+        loop_done.as_secs_f64(),
+        kills.iter().map(|k| k.restores.len()).sum::<usize>(),
+        all_restores.iter().map(|r| r.torn).sum::<u64>(),
+        last_restores.len(),
+        tops.len(),
+        input.duplicates,
+        test_started.elapsed().as_secs_f64()
+    );
+}
