@@ -37,21 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PP = os.path.join(ROOT, "target", "release", "pagepulse")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def metrics(http):
-    with urllib.request.urlopen(f"http://{http}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
+# Shared with the page-views benchmark (same directory).
+from bench_pageviews import free_port, metrics  # noqa: E402
 
 
 def ready(http):
