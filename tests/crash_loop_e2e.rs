@@ -297,6 +297,7 @@ fn stream(
                 i += 1;
             }
             sent.store(i, Ordering::Release);
+            // Pacing the producer to its steady rate, not a wait for a result.
             std::thread::sleep(Duration::from_millis(20));
         }
         producer.flush();

@@ -181,6 +181,7 @@ fn stream_views(
                 producer.send(&topic, d.as_bytes(), Some(v.to_string().as_bytes()));
                 i += 1;
             }
+            // Pacing the producer to its steady rate, not a wait for a result.
             std::thread::sleep(Duration::from_millis(20));
         }
         producer.flush();

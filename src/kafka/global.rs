@@ -20,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::client;
 use crate::config::Config;
 use crate::engine::deadletter::dead_letter;
-use crate::engine::{BatchAck, Emit, Processor, RawRecord, RecordMeta, Sink};
+use crate::engine::{BatchAck, Emit, Processor, RecordMeta, Sink};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -103,12 +103,7 @@ where
                         continue;
                     }
                 };
-                let rec = RawRecord {
-                    key: msg.key().map(<[u8]>::to_vec),
-                    value: msg.payload().map(<[u8]>::to_vec),
-                    offset: msg.offset(),
-                    timestamp_ms: msg.timestamp().to_millis(),
-                };
+                let rec = super::source::raw_record(&msg);
                 let partition = msg.partition();
                 metrics.consumed.with_label_values(&[topic]).inc();
                 match processor.decode(topic, &rec) {

@@ -190,6 +190,16 @@ fn apply_rebalance(
     }
 }
 
+/// Copies a consumed message out of librdkafka's buffers.
+pub fn raw_record(msg: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
+    RawRecord {
+        key: msg.key().map(<[u8]>::to_vec),
+        value: msg.payload().map(<[u8]>::to_vec),
+        offset: msg.offset(),
+        timestamp_ms: msg.timestamp().to_millis(),
+    }
+}
+
 /// The consumer type pagepulse runs.
 pub type Source = BaseConsumer<SourceContext>;
 
@@ -288,12 +298,7 @@ pub fn spawn_poller(
                     }
                 };
                 let Some(input) = input else { continue };
-                let rec = RawRecord {
-                    key: msg.key().map(<[u8]>::to_vec),
-                    value: msg.payload().map(<[u8]>::to_vec),
-                    offset: msg.offset(),
-                    timestamp_ms: msg.timestamp().to_millis(),
-                };
+                let rec = raw_record(&msg);
                 let partition = msg.partition();
                 match groups.iter_mut().find(|(i, p, _)| *i == input && *p == partition) {
                     Some((_, _, recs)) => recs.push(rec),
