@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use pagepulse::clock::SystemClock;
 use pagepulse::config::{Config, ProcessingGuarantee};
-use pagepulse::engine::router::Store;
 use pagepulse::engine::shutdown::Reason;
 use pagepulse::engine::state::changelog_topic;
+use pagepulse::engine::Store;
 use pagepulse::engine::{PipelineSpec, Shutdown, Sink, TaskFactory};
 use pagepulse::health::Health;
 use pagepulse::kafka::changelog::KafkaBackend;

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use pagepulse::config::ProcessingGuarantee;
 use pagepulse::engine::offsets::{OffsetTracker, RecordingStore};
-use pagepulse::engine::router::Store;
 use pagepulse::engine::shutdown::Reason;
 use pagepulse::engine::state::{Change, Entries};
+use pagepulse::engine::Store;
 use pagepulse::engine::{
     BatchAck, CommitError, Emit, MemorySink, OutRecord, PipelineSpec, Processor, RawRecord, RecordMeta, RejectClass,
     Rejection, Shutdown, Sink, TaskFactory,

@@ -12,8 +12,8 @@ use pagepulse::clock::SystemClock;
 use pagepulse::config::Config;
 use pagepulse::engine::aggregate::merge_fn;
 use pagepulse::engine::offsets::RecordingStore;
-use pagepulse::engine::router::Store;
 use pagepulse::engine::state::MARKER_KEY;
+use pagepulse::engine::Store;
 use pagepulse::engine::{
     BatchAck, MemoryBackend, MemorySink, OutRecord, PipelineSpec, RawRecord, Router, Sink, TaskFactory,
 };

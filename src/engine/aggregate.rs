@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use super::offsets::BatchAck;
 use super::record::OutRecord;
 use super::sink::Sink;
-use super::task::MergeFn;
+
+/// Merges a batch's parts into the pipeline's shared aggregate: what a task calls after each batch.
+pub type MergeFn<T> = Arc<dyn Fn(&mut Vec<T>) + Send + Sync>;
 
 /// A pipeline-wide aggregate fed by every partition task.
 pub trait Aggregate: Send + 'static {

@@ -2,24 +2,34 @@
 //! (pipeline, partition), processed by plain [`Processor`] code, and their outputs go to a
 //! [`Sink`]; an input offset is stored for commit only once every output it caused is
 //! acknowledged ([`offsets`]).
+//!
+//! Each file can be read alone, lower ones first: [`record`], [`processor`], [`offsets`],
+//! [`sink`], [`state`] (the changelog protocol), [`flush`] (when outputs, changes and offsets
+//! become durable), [`aggregate`], [`task`] (the actor: a shell around a processor and a
+//! flusher), [`spec`] (what starts tasks, and restores their state), [`router`] (which task gets
+//! which partition's records).
 
 pub mod aggregate;
 pub mod deadletter;
+pub mod flush;
 pub mod offsets;
 pub mod processor;
 pub mod record;
 pub mod router;
 pub mod shutdown;
 pub mod sink;
+pub mod spec;
 pub mod state;
 pub mod task;
 
 pub use aggregate::{Aggregate, AggregatorActor};
+pub use flush::Flusher;
 pub use offsets::{BatchAck, OffsetStore, OffsetTracker};
 pub use processor::{Emit, Processor, RecordMeta, RejectClass, Rejection};
 pub use record::{Batch, OutRecord, RawRecord};
-pub use router::{PipelineSpec, Router, TaskFactory};
+pub use router::Router;
 pub use shutdown::Shutdown;
 pub use sink::{CommitError, InputPosition, MemorySink, Sink};
+pub use spec::{PipelineSpec, Store, TaskFactory};
 pub use state::{MemoryBackend, StateBackend};
-pub use task::{Durable, Task};
+pub use task::Task;

@@ -1,140 +1,31 @@
 //! The task actor: owns one (pipeline, partition), runs its [`Processor`] on each batch, sends the
-//! outputs and dead letters to the sink, and releases the batch's processing guard. A task with
-//! durable state ([`super::state`]) also flushes its state's changes to the changelog every
-//! `flush_every` and when it stops, and holds each batch's offset until a flush covers it.
-//!
-//! With a transactional sink (exactly-once mode, [`crate::kafka::txn`]) every task flushes, with
-//! or without state, and each flush ends with [`Sink::commit`]: the outputs, the changelog
-//! records and the input position since the previous flush become visible as one transaction.
+//! outputs and dead letters to the sink, and hands each batch's ack to its [`Flusher`], which
+//! decides when the batch completes: at once, after a state flush that covers it (durable
+//! state, [`super::state`]), or at the transaction that commits it (exactly-once,
+//! [`crate::kafka::txn`]). The flush protocol itself is plain code in [`super::flush`]; this
+//! actor only calls it every `flush_every` and when it stops.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, StreamHandler};
 use chrono::Utc;
+use prometheus::IntGauge;
 use tokio::sync::mpsc;
 
+use super::aggregate::MergeFn;
 use super::deadletter::dead_letter;
+use super::flush::Flusher;
 use super::offsets::BatchAck;
 use super::processor::{Emit, Processor, RecordMeta};
 use super::record::Batch;
-use super::sink::{InputPosition, Sink};
-use super::state::{change_records, flush_records, marker_record, Change, Restored};
+use super::sink::Sink;
 use crate::metrics::Metrics;
 
-/// Merges a batch's parts into the pipeline's shared aggregate (see [`super::aggregate`]).
-pub type MergeFn<T> = Arc<dyn Fn(&mut Vec<T>) + Send + Sync>;
-
-/// The durable-state side of a task (see [`super::state`]).
-pub struct Durable {
-    /// Logical name of the changelog topic; `None` for a task without state that flushes only to
-    /// commit its transaction (exactly-once mode).
-    changelog: Option<&'static str>,
-    /// Full name of the input topic, once a batch came from it: the position a commit records.
-    input: Option<Arc<str>>,
-    /// This incarnation's owner id (the one its restore fenced with).
-    owner: u64,
-    /// Input records before this offset are already in the restored state.
-    skip_below: Option<i64>,
-    /// The next input offset: what the next flush covers.
-    next_offset: Option<i64>,
-    /// The position the last flush recorded.
-    flushed_position: Option<i64>,
-    /// Batches processed since the last flush, each holding one pending output for it.
-    unflushed: Vec<Arc<BatchAck>>,
-    /// Changes to write before anything else: the repairs of a torn flush.
-    changes: Vec<Change>,
-    /// How often the state is flushed.
-    flush_every: Duration,
-    /// Completes once every output sent since the last flush is acknowledged (at-least-once).
-    barrier: Option<Arc<BatchAck>>,
-    /// The last flush's marker, waiting for the outputs it covers (at-least-once).
-    pending: Option<PendingMarker>,
+/// The gauge of batches waiting in the inbox of `pipeline`'s task for `partition`: the router
+/// increments it when it queues a batch, the task decrements it when it takes one out.
+pub fn mailbox_gauge(metrics: &Metrics, pipeline: &str, partition: i32) -> IntGauge {
+    metrics.mailbox_depth.with_label_values(&[pipeline, &partition.to_string()])
 }
-
-/// A flush whose changes are written and whose position marker waits: a marker commits the
-/// input position, and the restored task skips the input before it, so the marker may only be
-/// written once every output of that input is acknowledged, or those outputs could be lost.
-/// (Exactly-once needs no wait: outputs and marker commit in one transaction.)
-struct PendingMarker {
-    /// Completes when the covered outputs are acknowledged.
-    outputs: Arc<BatchAck>,
-    /// The flush's own ack (holding the covered batches); released once the marker is sent.
-    flush: Arc<BatchAck>,
-    /// The position the marker commits.
-    position: Option<i64>,
-}
-
-impl Durable {
-    /// The durable side of a task that restored `restored` under `owner`, writing to
-    /// `changelog` every `flush_every`.
-    pub fn new(changelog: &'static str, owner: u64, restored: &Restored, flush_every: Duration) -> Self {
-        Self {
-            changelog: Some(changelog),
-            input: None,
-            owner,
-            skip_below: restored.position,
-            next_offset: restored.position,
-            flushed_position: restored.position,
-            unflushed: Vec::new(),
-            changes: restored.repairs(),
-            flush_every,
-            barrier: None,
-            pending: None,
-        }
-    }
-
-    /// The flushing side of a task without durable state whose sink commits every `flush_every`
-    /// (exactly-once mode): it writes no changelog, and its flushes only commit.
-    pub fn commit_only(flush_every: Duration) -> Self {
-        Self {
-            changelog: None,
-            input: None,
-            owner: 0,
-            skip_below: None,
-            next_offset: None,
-            flushed_position: None,
-            unflushed: Vec::new(),
-            changes: Vec::new(),
-            flush_every,
-            barrier: None,
-            pending: None,
-        }
-    }
-}
-
-/// Sends the pending marker of `d` if the outputs it covers are acknowledged; when `closing`,
-/// waits for them up to [`CLOSING_WAIT`] first. Returns true when no marker is pending anymore.
-fn send_marker_when_ready(
-    sink: &dyn Sink,
-    d: &mut Durable,
-    changelog: &'static str,
-    partition: i32,
-    closing: bool,
-) -> bool {
-    let Some(p) = &d.pending else { return true };
-    if closing {
-        // The producer acknowledges on its own thread; this only waits for it.
-        let deadline = std::time::Instant::now() + CLOSING_WAIT;
-        while !p.outputs.is_done() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    if !p.outputs.is_done() {
-        return false;
-    }
-    let p = d.pending.take().expect("checked above");
-    sink.send(marker_record(changelog, partition, d.owner, p.position), &p.flush);
-    p.flush.processed();
-    true
-}
-
-/// Longest a stopping task waits for its outputs before it writes its last marker; past it the
-/// flush stays uncommitted and the partition's next owner redoes its input.
-const CLOSING_WAIT: Duration = Duration::from_secs(5);
-
-/// Most batches a task holds between flushes; one more makes it flush early.
-const MAX_UNFLUSHED: usize = 256;
 
 /// One (pipeline, partition) task. The actor is a thin shell: [`Task::handle_batch`] and
 /// [`Task::tick`] are plain methods that tests call directly.
@@ -146,14 +37,15 @@ pub struct Task<P: Processor> {
     merge: Option<MergeFn<P::Part>>,
     emit: Emit<P::Part>,
     metrics: Metrics,
-    inbox_depth: prometheus::IntGauge,
-    durable: Option<Durable>,
+    inbox_depth: IntGauge,
+    flusher: Flusher,
     /// Dropped when the task stops: the engine waits for every clone to go (drop-to-join).
     _done: Option<mpsc::Sender<()>>,
 }
 
 impl<P: Processor> Task<P> {
-    /// A task for `pipeline`/`partition` running `processor`.
+    /// A task for `pipeline`/`partition` running `processor`, without durable state (it still
+    /// flushes to commit if `sink` is transactional).
     pub fn new(
         pipeline: &'static str,
         partition: i32,
@@ -163,7 +55,7 @@ impl<P: Processor> Task<P> {
         metrics: Metrics,
         done: Option<mpsc::Sender<()>>,
     ) -> Self {
-        let inbox_depth = super::router::mailbox_gauge(&metrics, pipeline, partition);
+        let inbox_depth = mailbox_gauge(&metrics, pipeline, partition);
         Self {
             pipeline,
             partition,
@@ -172,52 +64,27 @@ impl<P: Processor> Task<P> {
             emit: Emit::default(),
             metrics,
             inbox_depth,
-            // A transactional sink needs every task to flush, to commit.
-            durable: sink.commit_every().map(Durable::commit_only),
+            flusher: Flusher::without_store(&*sink, partition),
             sink,
             _done: done,
         }
     }
 
-    /// Makes the task durable: it skips input its restored state covers, and flushes changes.
-    /// `restored_out` is what [`Processor::restore`] emitted; it is sent first.
-    pub fn with_durable(mut self, durable: Durable, restored_out: Emit<P::Part>) -> Self {
-        self.durable = Some(durable);
+    /// Makes the task durable: `flusher` ([`Flusher::with_store`]) skips the input its restored
+    /// state covers and flushes the changes. `restored_out` is what [`Processor::restore`]
+    /// emitted; it is sent first.
+    pub fn with_store(mut self, flusher: Flusher, restored_out: Emit<P::Part>) -> Self {
+        self.flusher = flusher;
         self.emit = restored_out;
-        if !self.emit.records.is_empty() || !self.emit.parts.is_empty() {
-            let ack = self.output_ack(None);
-            self.flush(&ack);
-            ack.processed();
-        }
+        self.send_unprompted();
         self
     }
 
-    /// True when the sink commits in transactions (exactly-once).
-    fn transactional(&self) -> bool {
-        self.sink.commit_every().is_some()
-    }
-
-    /// The ack to send outputs with: `batch`'s (or none, for timer outputs), and, for a durable
-    /// at-least-once task, also the barrier the next flush's marker waits for.
-    fn output_ack(&mut self, batch: Option<&Arc<BatchAck>>) -> Arc<BatchAck> {
-        let transactional = self.transactional();
-        let Some(d) = self.durable.as_mut().filter(|d| d.changelog.is_some() && !transactional) else {
-            return batch.cloned().unwrap_or_else(BatchAck::untracked);
-        };
-        let barrier = d.barrier.get_or_insert_with(BatchAck::untracked).clone();
-        barrier.add_output();
-        let mut covered = vec![barrier];
-        if let Some(b) = batch {
-            b.add_output();
-            covered.push(b.clone());
-        }
-        BatchAck::chained(covered)
-    }
-
-    /// Decodes and processes every record of `batch`, sends the outputs, then releases the batch.
+    /// Decodes and processes every record of `batch`, sends the outputs, then hands the batch to
+    /// the flusher.
     pub fn handle_batch(&mut self, batch: Batch) {
         let Batch { topic, full_topic, partition, records, ack } = batch;
-        let skip_below = self.durable.as_ref().and_then(|d| d.skip_below).unwrap_or(i64::MIN);
+        let skip_below = self.flusher.skip_below();
         let mut skipped = 0;
         for rec in &records {
             if rec.offset < skip_below {
@@ -240,103 +107,25 @@ impl<P: Processor> Task<P> {
         if skipped > 0 {
             self.metrics.state_skipped.with_label_values(&[self.pipeline]).inc_by(skipped);
         }
-        let out = self.output_ack(Some(&ack));
-        self.flush(&out);
+        let out = self.flusher.output_ack(Some(&ack));
+        self.send(&out);
         out.processed();
-        match &mut self.durable {
-            None => ack.processed(),
-            Some(d) => {
-                if d.input.is_none() {
-                    d.input = Some(full_topic);
-                }
-                if let Some(last) = records.last() {
-                    d.next_offset = Some(d.next_offset.unwrap_or(i64::MIN).max(last.offset + 1));
-                }
-                // Held until a flush covers the batch.
-                ack.add_output();
-                ack.processed();
-                d.unflushed.push(ack);
-                if d.unflushed.len() >= MAX_UNFLUSHED {
-                    self.flush_state();
-                } else if let (Some(changelog), false) = (d.changelog, d.pending.is_none()) {
-                    // The last flush's outputs may be acknowledged by now: commit it early.
-                    send_marker_when_ready(&*self.sink, d, changelog, self.partition, false);
-                }
-            }
+        let next_offset = records.last().map(|r| r.offset + 1);
+        if self.flusher.batch_processed(&*self.sink, full_topic, next_offset, ack) {
+            self.flush_state();
         }
     }
 
-    /// Writes the state's changes since the last flush, then a marker for the input position
-    /// they cover, and releases the batches the flush covers once all of it is acknowledged;
-    /// then commits the sink (a no-op unless it is transactional). Does nothing for a task that
-    /// does not flush.
+    /// Flushes the state's changes since the last flush with the task's flush protocol (see
+    /// [`super::flush`]). Does nothing for a task that does not flush.
     pub fn flush_state(&mut self) {
         self.flush_and_commit(false);
     }
 
     /// [`flush_state`](Task::flush_state); `closing` for the task's last flush.
     fn flush_and_commit(&mut self, closing: bool) {
-        if self.durable.is_none() {
-            return;
-        }
-        if self.transactional() {
-            self.flush_in_transaction(closing);
-        } else {
-            self.flush_at_least_once(closing);
-        }
-    }
-
-    /// At-least-once: the changes go out now; the marker that commits them follows once every
-    /// output they cover is acknowledged (see [`PendingMarker`]), at a later flush, or at once if
-    /// they already are. The next flush's changes wait for that marker, so a marker never
-    /// commits changes of a later flush.
-    fn flush_at_least_once(&mut self, closing: bool) {
-        let partition = self.partition;
-        let Some(d) = &mut self.durable else { return };
-        let Some(changelog) = d.changelog else { return };
-        if !send_marker_when_ready(&*self.sink, d, changelog, partition, closing) {
-            return;
-        }
-        self.processor.take_changes(&mut d.changes);
-        if d.changes.is_empty() && d.unflushed.is_empty() && d.next_offset == d.flushed_position {
-            return;
-        }
-        let flush = BatchAck::chained(std::mem::take(&mut d.unflushed));
-        for rec in change_records(changelog, partition, d.owner, d.changes.drain(..)) {
-            self.sink.send(rec, &flush);
-        }
-        let outputs = d.barrier.take().unwrap_or_else(BatchAck::untracked);
-        outputs.processed();
-        d.flushed_position = d.next_offset;
-        d.pending = Some(PendingMarker { outputs, flush, position: d.next_offset });
-        send_marker_when_ready(&*self.sink, d, changelog, partition, closing);
-    }
-
-    /// Exactly-once: changes, marker, outputs and the input position commit together.
-    fn flush_in_transaction(&mut self, closing: bool) {
-        let Some(d) = &mut self.durable else { return };
-        self.processor.take_changes(&mut d.changes);
-        if !d.changes.is_empty() || !d.unflushed.is_empty() || d.next_offset != d.flushed_position {
-            let flush = BatchAck::chained(std::mem::take(&mut d.unflushed));
-            match d.changelog {
-                Some(changelog) => {
-                    for rec in flush_records(changelog, self.partition, d.owner, d.changes.drain(..), d.next_offset) {
-                        self.sink.send(rec, &flush);
-                    }
-                }
-                // No store (engine.durable_state = false): the changes have nowhere to go.
-                None => d.changes.clear(),
-            }
-            d.flushed_position = d.next_offset;
-            flush.processed();
-        }
-        // Even with nothing new to flush: timer outputs may be waiting in the transaction.
-        let position = d.input.as_deref().zip(d.next_offset).map(|(topic, next_offset)| InputPosition {
-            topic,
-            partition: self.partition,
-            next_offset,
-        });
-        if let Err(e) = self.sink.commit(position, closing) {
+        let processor = &mut self.processor;
+        if let Err(e) = self.flusher.flush(&*self.sink, |changes| processor.take_changes(changes), closing) {
             // The sink has counted and logged it, and refuses what follows; see CommitError.
             tracing::debug!(pipeline = self.pipeline, partition = self.partition, error = %e, "commit failed");
         }
@@ -345,14 +134,20 @@ impl<P: Processor> Task<P> {
     /// Runs the processor's periodic work at `now`.
     pub fn tick(&mut self, now: chrono::DateTime<Utc>) {
         self.processor.on_tick(now, &mut self.emit);
+        self.send_unprompted();
+    }
+
+    /// Sends what the processor emitted outside a batch (timers, a restore), if anything.
+    fn send_unprompted(&mut self) {
         if !self.emit.records.is_empty() || !self.emit.parts.is_empty() {
-            let ack = self.output_ack(None);
-            self.flush(&ack);
+            let ack = self.flusher.output_ack(None);
+            self.send(&ack);
             ack.processed();
         }
     }
 
-    fn flush(&mut self, ack: &Arc<BatchAck>) {
+    /// Sends the emitted records with `ack` and merges the emitted parts into the aggregate.
+    fn send(&mut self, ack: &Arc<BatchAck>) {
         for rec in self.emit.records.drain(..) {
             self.sink.send(rec, ack);
         }
@@ -373,10 +168,10 @@ impl<P: Processor + Unpin> Actor for Task<P> {
         if let Some(every) = self.processor.tick_interval() {
             ctx.run_interval(every, |task, _| task.tick(Utc::now()));
         }
-        if let Some(d) = &self.durable {
-            ctx.run_interval(d.flush_every, |task, _| task.flush_state());
+        if let Some(every) = self.flusher.flush_every() {
+            ctx.run_interval(every, |task, _| task.flush_state());
             // The repairs of a torn flush go out before anything else.
-            if !d.changes.is_empty() {
+            if self.flusher.has_repairs() {
                 self.flush_state();
             }
         }

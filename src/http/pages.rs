@@ -226,9 +226,9 @@ mod tests {
     use actix_web::{test, App};
 
     use super::*;
+    use crate::clock::format_ms;
     use crate::config::FansConfig;
     use crate::engine::{Aggregate, Emit, Processor, RawRecord, RecordMeta};
-    use crate::pipelines::decode::format_ms;
     use crate::pipelines::fans::{FansProcessor, PageStats, INPUT};
 
     const T0: i64 = 1_795_000_000_000;

@@ -154,11 +154,6 @@ pub fn rfc3339_ms(name: &str, value: &str) -> Result<i64, Rejection> {
     })
 }
 
-/// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision.
-pub fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +202,5 @@ mod tests {
     fn timestamps() {
         assert_eq!(rfc3339_ms("t", "1970-01-01T00:00:01Z").expect("valid"), 1000);
         assert_eq!(rfc3339_ms("t", "yesterday").expect_err("invalid").class, RejectClass::InvalidValue);
-        assert_eq!(format_ms(1500), "1970-01-01T00:00:01.500Z");
     }
 }

@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use self::state::{page_map, FansState, PageMap, Registration};
-use super::decode::{format_ms, object, optional_u64, required_str, required_u64, rfc3339_ms, utf8_value};
+use super::decode::{object, optional_u64, required_str, required_u64, rfc3339_ms, utf8_value};
+use crate::clock::format_ms;
 use crate::config::FansConfig;
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Aggregate, Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};

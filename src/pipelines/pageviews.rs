@@ -36,7 +36,8 @@ use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::decode::{format_ms, object, optional_u64, required_str, rfc3339_ms, split_key, utf8_value};
+use super::decode::{object, optional_u64, required_str, rfc3339_ms, split_key, utf8_value};
+use crate::clock::format_ms;
 use crate::clock::Clock;
 use crate::config::PageviewsConfig;
 use crate::engine::state::{Change, Entries};

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::decode::{format_ms, object, optional_str, required_str, rfc3339_ms, utf8_value};
+use super::decode::{object, optional_str, required_str, rfc3339_ms, utf8_value};
+use crate::clock::format_ms;
 use crate::clock::Clock;
 use crate::config::PostsConfig;
 use crate::engine::state::{Change, Entries};

@@ -28,18 +28,14 @@ use std::time::Duration;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use rand::Rng;
-use serde::Serialize;
 
 use super::limiter::{Backoff, Limiter, Limits, Permit, Wait};
+use super::observation::{self, Observation};
 use super::platform::{BatchOutcome, Fetched, PageResult, Platform};
 use super::scheduler::PageKey;
 use crate::clock::Clock;
 use crate::engine::{BatchAck, OutRecord, Sink};
 use crate::metrics::Metrics;
-use crate::pipelines::decode::format_ms;
-
-/// The topic observations are written to.
-pub const OBSERVATIONS: &str = "fans.observations";
 
 /// Whether the partition that scheduled some pages still owns them: released when its task stops
 /// (revocation or shutdown), after which its queued pages are dropped unsent.
@@ -169,21 +165,12 @@ impl PlatformMetrics {
     }
 }
 
-/// A `fans.observations` value.
-#[derive(Debug, Serialize)]
-struct ObservationOut<'a> {
-    platform: &'a str,
-    page_id: &'a str,
-    fans: u64,
-    followers: Option<u64>,
-    observed_at: String,
-}
-
 /// The `fans.observations` record of one count of the page `key` read at `at_ms`.
 pub fn observation(key: &str, fans: u64, followers: Option<u64>, at_ms: i64) -> OutRecord {
     let (platform, page_id) = key.split_once(':').unwrap_or(("", key));
-    let value = ObservationOut { platform, page_id, fans, followers, observed_at: format_ms(at_ms) };
-    OutRecord::new(OBSERVATIONS, key, serde_json::to_vec(&value).expect("serializing plain structs cannot fail"))
+    let value =
+        Observation { platform: platform.into(), page_id: page_id.into(), fans, followers, observed_at_ms: at_ms };
+    OutRecord::new(observation::TOPIC, key, value.to_json())
 }
 
 /// The plain logic of one platform's dispatcher. See the module docs.
@@ -604,7 +591,7 @@ mod tests {
             .observations
             .iter()
             .map(|r| {
-                assert_eq!(r.topic, OBSERVATIONS);
+                assert_eq!(r.topic, observation::TOPIC);
                 (
                     String::from_utf8(r.key.clone().expect("key")).expect("utf8"),
                     serde_json::from_slice(r.value.as_deref().expect("value")).expect("json"),
@@ -757,12 +744,12 @@ mod tests {
         let owner = Owner::new();
         JobQueue::submit(&addr, jobs(1..121, &owner));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while sink.records_for(OBSERVATIONS).len() < 120 {
+        while sink.records_for(observation::TOPIC).len() < 120 {
             assert!(std::time::Instant::now() < deadline, "observations not written in time");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut seen: Vec<u64> = sink
-            .records_for(OBSERVATIONS)
+            .records_for(observation::TOPIC)
             .iter()
             .map(|r| {
                 serde_json::from_slice::<serde_json::Value>(r.value.as_deref().expect("value")).expect("json")["fans"]
@@ -784,7 +771,7 @@ mod tests {
         let addr = Dispatcher::new(platform, &policy(1e6, 1000, 4, 2), sink.clone(), &m, clock).start();
         JobQueue::submit(&addr, jobs(0..21, &Owner::new()));
         let fans = |sink: &MemorySink| -> Vec<u64> {
-            sink.records_for(OBSERVATIONS)
+            sink.records_for(observation::TOPIC)
                 .iter()
                 .map(|r| {
                     let v: serde_json::Value =

@@ -6,5 +6,6 @@ pub mod facebook;
 pub mod http;
 pub mod limiter;
 pub mod mastodon;
+pub mod observation;
 pub mod platform;
 pub mod scheduler;

@@ -31,8 +31,8 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{FansTop, FansTopView, Page, PageStats};
+use crate::clock::format_ms;
 use crate::ops::series::{FanStats, Sample, SeriesPoint};
-use crate::pipelines::decode::format_ms;
 
 /// One partition's pages by key `<platform>:<page_id>`. Hashed with foldhash (hashbrown's
 /// default, randomly seeded per map) rather than SipHash: a restore inserts a million keys.

@@ -1,0 +1,183 @@
+//! What the router starts: a [`TaskFactory`] per pipeline, usually a [`PipelineSpec`] (a processor
+//! constructor, the pipeline's sink and aggregate, and optionally the [`Store`] its durable state
+//! lives in). Spawning a task of a stateful pipeline restores its partition's state first
+//! ([`read_changelog`]), off the worker threads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ArbiterHandle, StreamHandler};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::aggregate::MergeFn;
+use super::flush::Flusher;
+use super::processor::{Emit, Processor};
+use super::record::Batch;
+use super::sink::Sink;
+use super::state::{self, StateBackend};
+use super::task::Task;
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+/// Starts tasks of one pipeline.
+pub trait TaskFactory: Send + Sync + 'static {
+    /// The pipeline's name (a metric label, and the `pagepulse.pipeline` dead-letter header).
+    fn pipeline(&self) -> &'static str;
+
+    /// Logical names of the topics the pipeline reads.
+    fn inputs(&self) -> &[&'static str];
+
+    /// Starts the task for `partition` on `arbiter`, reading batches from `inbox`; the task holds
+    /// `done` until it stops.
+    fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>);
+
+    /// Whether the pipeline's input offsets are committed (the default). A pipeline whose input
+    /// is a compacted table it rebuilds its state from answers false: with no committed offset,
+    /// every assignment reads its partitions from the beginning (`auto.offset.reset=earliest`).
+    fn commits_offsets(&self) -> bool {
+        true
+    }
+}
+
+/// A pipeline made of a processor constructor: the usual [`TaskFactory`].
+pub struct PipelineSpec<P: Processor> {
+    name: &'static str,
+    inputs: Vec<&'static str>,
+    make: Arc<dyn Fn(i32) -> P + Send + Sync>,
+    sink: Arc<dyn Sink>,
+    merge: Option<MergeFn<P::Part>>,
+    metrics: Metrics,
+    commits: bool,
+    store: Option<Store>,
+}
+
+/// Where a pipeline keeps its durable state (see [`state`]).
+#[derive(Clone)]
+pub struct Store {
+    /// The store's name (a metric label).
+    pub name: &'static str,
+    /// Logical name of its changelog topic (see [`state::changelog_topic`]).
+    pub changelog: &'static str,
+    /// Reads and fences changelogs.
+    pub backend: Arc<dyn StateBackend>,
+    /// How often tasks flush their changes.
+    pub flush_every: Duration,
+    /// Told while tasks restore, so `/readyz` is not ready.
+    pub health: Arc<Health>,
+}
+
+impl<P: Processor> PipelineSpec<P> {
+    /// A pipeline `name` reading `inputs`, whose task for partition `p` runs `make(p)`.
+    pub fn new(
+        name: &'static str,
+        inputs: Vec<&'static str>,
+        make: impl Fn(i32) -> P + Send + Sync + 'static,
+        sink: Arc<dyn Sink>,
+        merge: Option<MergeFn<P::Part>>,
+        metrics: Metrics,
+    ) -> Self {
+        Self { name, inputs, make: Arc::new(make), sink, merge, metrics, commits: true, store: None }
+    }
+
+    /// Keeps the tasks' state in `store`: each task restores its partition before its first
+    /// batch and flushes its changes (see [`state`]). `None` keeps state in memory only.
+    pub fn with_store(mut self, store: Option<Store>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Never commits the input offsets, so every assignment re-reads the input from the
+    /// beginning: for compacted inputs that are the pipeline's state (see
+    /// [`TaskFactory::commits_offsets`]).
+    pub fn reread_on_assignment(mut self) -> Self {
+        self.commits = false;
+        self
+    }
+}
+
+impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
+    fn pipeline(&self) -> &'static str {
+        self.name
+    }
+
+    fn inputs(&self) -> &[&'static str] {
+        &self.inputs
+    }
+
+    fn commits_offsets(&self) -> bool {
+        self.commits
+    }
+
+    fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>) {
+        let (name, make, sink, merge, metrics) =
+            (self.name, self.make.clone(), self.sink.clone(), self.merge.clone(), self.metrics.clone());
+        // A task of its own sink (exactly-once: its transactional producer), unless the pipeline
+        // re-reads its input on assignment: it commits nothing, so it has nothing to transact.
+        let commits = self.commits;
+        let task_sink = move |sink: Arc<dyn Sink>| match commits {
+            true => sink.for_task(name, partition).unwrap_or(sink),
+            false => sink,
+        };
+        let Some(store) = self.store.clone() else {
+            Task::start_in_arbiter(arbiter, move |ctx| {
+                let sink = task_sink(sink);
+                Task::add_stream(ReceiverStream::new(inbox), ctx);
+                Task::new(name, partition, make(partition), sink, merge, metrics, Some(done))
+            });
+            return;
+        };
+        // Restoring reads the changelog: off the arbiter, so other partitions' tasks keep going.
+        // The inbox fills meanwhile, which pauses the consumer (backpressure, as for a slow task).
+        let arbiter = arbiter.clone();
+        store.health.set_restoring(true);
+        let restoring = metrics.state_restoring.with_label_values(&[store.name]);
+        restoring.inc();
+        let spawned = std::thread::Builder::new().name(format!("pp-restore-{name}-{partition}")).spawn(move || {
+            let started = std::time::Instant::now();
+            // First: opening a transactional sink fences the previous incarnation and aborts its
+            // open transaction, whose changelog records a read_committed restore would wait for.
+            let sink = task_sink(sink);
+            let (owner, restored) = read_changelog(&store, partition);
+            let flusher = Flusher::with_store(&*sink, partition, store.changelog, owner, &restored, store.flush_every);
+            let (records, bytes, torn, position) =
+                (restored.records, restored.bytes, restored.torn.len(), restored.position);
+            // Rebuilt here too, not on the arbiter: a big restore must not stall its other tasks.
+            let mut processor = make(partition);
+            let mut out = Emit::default();
+            processor.restore(restored.entries, &mut out);
+            let took = started.elapsed();
+            metrics.state_restore_seconds.with_label_values(&[store.name]).observe(took.as_secs_f64());
+            metrics.state_restored_records.with_label_values(&[store.name]).inc_by(records);
+            metrics.state_restored_bytes.with_label_values(&[store.name]).inc_by(bytes);
+            tracing::info!(store = store.name, partition, records, bytes, torn, ?position, ?took, "state restored");
+            restoring.dec();
+            store.health.set_restoring(false);
+            Task::start_in_arbiter(&arbiter, move |ctx| {
+                Task::add_stream(ReceiverStream::new(inbox), ctx);
+                Task::new(name, partition, processor, sink, merge, metrics, Some(done)).with_store(flusher, out)
+            });
+        });
+        if let Err(e) = spawned {
+            // Without the thread the inbox is never read: the router reports the task gone.
+            tracing::error!(pipeline = name, partition, error = %e, "cannot start the restore thread");
+        }
+    }
+}
+
+/// Fences and reads `partition` of `store`'s changelog under a new owner id, retrying until it
+/// can be read: processing without the state would produce wrong results.
+pub fn read_changelog(store: &Store, partition: i32) -> (u64, state::Restored) {
+    let owner = state::new_owner();
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match store.backend.restore(store.changelog, partition, owner) {
+            Ok(r) => return (owner, r),
+            Err(e) => {
+                tracing::warn!(store = store.name, partition, error = %e, retry_in = ?wait, "state restore failed");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
