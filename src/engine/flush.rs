@@ -170,7 +170,15 @@ impl Flusher {
     /// the outputs with it, then calls `processed()` on it.
     pub fn output_ack(&mut self, batch: Option<&Arc<BatchAck>>) -> Arc<BatchAck> {
         if self.mode != Mode::Markers {
-            return batch.cloned().unwrap_or_else(BatchAck::untracked);
+            return match batch {
+                // The caller's `processed()` releases this count, not the batch's processing
+                // guard: that one is released by `batch_processed`.
+                Some(b) => {
+                    b.add_output();
+                    b.clone()
+                }
+                None => BatchAck::untracked(),
+            };
         }
         let barrier = self.barrier.get_or_insert_with(BatchAck::untracked).clone();
         barrier.add_output();
@@ -369,6 +377,19 @@ mod tests {
     }
 
     #[test]
+    fn without_a_store_or_transactions_batches_complete_with_their_outputs() {
+        let (sink, (t, stored)) = (MemorySink::holding(), tracker());
+        let mut f = Flusher::without_store(&*sink, 0);
+        assert_eq!((f.mode(), f.flush_every()), (Mode::None, None));
+        assert!(!batch(&mut f, &*sink, &t, 10));
+        f.flush(&*sink, |_| panic!("nothing to take"), true).expect("nothing to commit");
+        assert!(stored.stored().is_empty(), "the output is not acknowledged yet");
+        sink.release();
+        assert_eq!(stored.stored(), vec![(INPUT.into(), 0, 10)]);
+        assert_eq!(sink.records().len(), 1, "no changelog records");
+    }
+
+    #[test]
     fn the_marker_waits_for_every_covered_output_and_the_offset_for_the_marker() {
         let (sink, (t, stored)) = (MemorySink::holding(), tracker());
         let mut f = with_store(&*sink, &Restored::default());
@@ -544,7 +565,9 @@ mod tests {
         assert_eq!(f.mode(), Mode::Transactional);
         batch(&mut f, &sink, &t, 10);
         assert!(sink.lock().visible.is_empty(), "nothing visible before the commit");
+        assert_eq!(t.in_flight(), 1, "its output is acknowledged, but the batch ends with its transaction");
         f.flush(&sink, |c| c.push(change("a", "1")), false).expect("commits");
+        assert_eq!(t.in_flight(), 0);
         let st = sink.lock();
         let topics: Vec<&str> = st.visible.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["out", LOG, LOG], "output, change, marker");
