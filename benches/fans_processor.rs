@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pagepulse::config::{Config, FansConfig};
+use pagepulse::config::Config;
 use pagepulse::engine::state::Entries;
 use pagepulse::engine::{Emit, Processor, RawRecord, RecordMeta};
 use pagepulse::ops::series::{RollingFans, Sample};
-use pagepulse::pipelines::fans::state::{Detail, FansState};
+use pagepulse::pipelines::fans::live::{Detail, FansLive};
+use pagepulse::pipelines::fans::FansConfig;
 use pagepulse::pipelines::fans::{self, FansProcessor, Observation};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -76,8 +77,8 @@ fn processing_and_queries(pages: usize, days: i64) {
     let steps = days * 24 * 6;
     let cfg = Config::default();
     let before = rss_kb();
-    let state = FansState::new(cfg.fans.top_n);
-    let mut p = FansProcessor::new(0, &cfg.fans).with_state(&state);
+    let state = FansLive::new(cfg.fans.top_n);
+    let mut p = FansProcessor::new(0, &cfg.fans).with_live(&state);
     let mut out = Emit::default();
     let meta = RecordMeta { topic: fans::INPUT, partition: 0, offset: 0, timestamp_ms: None };
     let (mut busy, mut last_day) = (Duration::ZERO, Duration::ZERO);
@@ -234,8 +235,8 @@ fn observe(p: &mut FansProcessor, key: &str, s: Sample, out: &mut Emit<fans::Par
 /// `build` fills the first processor (every page dirty when it returns).
 fn flush_and_restore(label: &str, pages: usize, cfg: &FansConfig, build: impl FnOnce(&mut FansProcessor)) {
     let rss0 = rss_kb();
-    let state_b = FansState::new(cfg.top_n);
-    let mut b = FansProcessor::new(0, cfg).with_state(&state_b);
+    let state_b = FansLive::new(cfg.top_n);
+    let mut b = FansProcessor::new(0, cfg).with_live(&state_b);
     let t = Instant::now();
     build(&mut b);
     let built = t.elapsed();
@@ -262,8 +263,8 @@ fn flush_and_restore(label: &str, pages: usize, cfg: &FansConfig, build: impl Fn
     let decode = t.elapsed();
     assert_eq!(decoded, pages);
 
-    let state_c = FansState::new(cfg.top_n);
-    let mut c = FansProcessor::new(0, cfg).with_state(&state_c);
+    let state_c = FansLive::new(cfg.top_n);
+    let mut c = FansProcessor::new(0, cfg).with_live(&state_c);
     let ((), restore, restore_cpu) = timed(|| c.restore(entries, &mut Emit::default()));
     assert_eq!((c.pages(), c.corrupt_entries()), (pages, 0));
     assert!(state_c.pages(&probe_refs, Detail::Full) == want, "the restored pages answer queries as before");

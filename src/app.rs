@@ -10,38 +10,28 @@
 //! last flushes commit their transactions, input offsets included; the consumer commits nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Arbiter, Recipient};
+use actix::{Arbiter, Recipient};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, PlatformConfig, ProcessingGuarantee};
-use crate::engine::aggregate::{merge_fn, Flush};
+use crate::config::{Config, ProcessingGuarantee};
+use crate::engine::aggregate::Flush;
 use crate::engine::shutdown::Reason;
 use crate::engine::state;
-use crate::engine::Store;
-use crate::engine::{AggregatorActor, OffsetStore, PipelineSpec, Router, Shutdown, Sink, StateBackend, TaskFactory};
+use crate::engine::{OffsetStore, Router, Shutdown, Sink, StateBackend, Store, TaskFactory};
 use crate::health::Health;
 use crate::kafka::changelog::KafkaBackend;
 use crate::kafka::source::{self, Source, SourceContext};
 use crate::kafka::txn::{ConsumerGroup, EosSink, TransactionalOffsets};
 use crate::kafka::{admin, KafkaSink};
 use crate::metrics::Metrics;
-use crate::pipelines::fans::state::FansState;
-use crate::pipelines::fans::{self, FansProcessor};
-use crate::pipelines::pages::{self, PagesProcessor, PlatformQueue};
-use crate::pipelines::pageviews::{self, Blacklist, BlacklistProcessor, PageviewsProcessor};
-use crate::pipelines::posts::{self, HashtagTrending, PostsProcessor};
-use crate::poll::dispatch::{Dispatcher, Policy};
-use crate::poll::facebook::{FacebookPlatform, FacebookSettings, Token};
-use crate::poll::limiter::{Backoff, Limits};
-use crate::poll::mastodon::{MastodonPlatform, MastodonSettings};
-use crate::poll::platform::Platform;
+use crate::pipelines::{GlobalTable, LiveViews, Wiring, REGISTRY};
 use crate::{engine, http};
 
 /// Why `run` failed.
@@ -90,163 +80,40 @@ impl OffsetStore for ConsumerOffsets {
     }
 }
 
-/// A global table (see [`crate::kafka::global`]).
-struct Global {
-    pipeline: &'static str,
-    topic: &'static str,
-    processor: BlacklistProcessor,
-}
-
 /// What [`pipelines`] starts.
 struct Pipelines {
     /// One per enabled pipeline.
     factories: Vec<Arc<dyn TaskFactory>>,
     /// Global tables every instance reads whole.
-    globals: Vec<Global>,
+    globals: Vec<GlobalTable>,
     /// Aggregates to flush at shutdown.
     aggregators: Vec<Recipient<Flush>>,
-    /// The thread of the platform dispatchers, stopped once the tasks are drained.
-    dispatchers: Option<Arbiter>,
+    /// Threads of helper actors (the platform dispatchers), stopped once the tasks are drained.
+    dispatchers: Vec<Arbiter>,
 }
 
-/// The limits and retry policy of a platform's config.
-fn policy(p: &PlatformConfig) -> Policy {
-    Policy {
-        limits: Limits {
-            rate_per_sec: p.rate_per_sec,
-            burst: p.burst,
-            max_in_flight: p.max_in_flight,
-            saturated_pause_ms: i64::try_from(p.saturated_pause.as_millis()).unwrap_or(i64::MAX),
-        },
-        backoff: Backoff { base: p.retry_base, max: p.retry_max, attempts: p.retries },
-    }
-}
-
-/// A platform client and the config section it was built from.
-type PlatformSetup<'a> = (Arc<dyn Platform>, &'a PlatformConfig);
-
-/// The enabled platforms' clients, each with its config section.
-fn platforms(cfg: &Config) -> Result<Vec<PlatformSetup<'_>>, Error> {
-    let mut out: Vec<PlatformSetup<'_>> = Vec::new();
-    let bad = |section: &str, e: crate::poll::http::Error| Error::Platform(format!("platforms.{section}: {e}"));
-    if cfg.facebook.enabled {
-        let f = &cfg.facebook;
-        let token = f.access_token.clone().unwrap_or_else(|| {
-            tracing::warn!(
-                "platforms.facebook.access_token is not set (env PAGEPULSE_FACEBOOK_TOKEN): \
-                 the Graph API will refuse every request"
-            );
-            Token::new("")
-        });
-        let settings =
-            FacebookSettings { base_url: f.base_url.clone(), version: f.version.clone(), token, timeout: f.timeout };
-        out.push((Arc::new(FacebookPlatform::new(settings).map_err(|e| bad("facebook", e))?), f));
-    }
-    if cfg.mastodon.enabled {
-        let m = &cfg.mastodon;
-        let settings =
-            MastodonSettings { base_url: m.base_url.clone(), token: m.access_token.clone(), timeout: m.timeout };
-        out.push((Arc::new(MastodonPlatform::new(settings).map_err(|e| bad("mastodon", e))?), m));
-    }
-    Ok(out)
-}
-
-/// The pipelines `cfg` enables, with the aggregators that must be flushed at shutdown. The fans
-/// pipeline's partitions keep their pages queryable in `fans_state`.
+/// Builds every pipeline of the [registry](REGISTRY) that `cfg` enables, with the aggregators
+/// that must be flushed at shutdown. Pipelines with a live view register in `live`.
 fn pipelines(
     cfg: &Config,
     sink: Arc<dyn Sink>,
     metrics: &Metrics,
     clock: Arc<dyn Clock>,
-    fans_state: &FansState,
+    live: &LiveViews,
     stores: &Stores,
 ) -> Result<Pipelines, Error> {
-    let mut factories: Vec<Arc<dyn TaskFactory>> = Vec::new();
-    let mut globals = Vec::new();
-    let mut aggregators = Vec::new();
-    let mut dispatchers = None;
-    if cfg.pages.enabled {
-        let arbiter = Arbiter::new();
-        let mut queues = Vec::new();
-        for (platform, pc) in platforms(cfg)? {
-            let (policy, sink, m, clock) = (policy(pc), sink.clone(), metrics.clone(), clock.clone());
-            let name = platform.name();
-            let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| {
-                Dispatcher::new(platform, &policy, sink, &m, clock)
-            });
-            queues.push(PlatformQueue { name, queue: Arc::new(addr) });
-        }
-        dispatchers = Some(arbiter);
-        let (pc, m, clock) = (cfg.pages.clone(), metrics.clone(), clock.clone());
-        factories.push(Arc::new(
-            PipelineSpec::new(
-                pages::PIPELINE,
-                vec![pages::INPUT],
-                move |_| PagesProcessor::new(&pc, &queues, &m, clock.clone()),
-                sink.clone(),
-                None,
-                metrics.clone(),
-            )
-            .reread_on_assignment(),
-        ));
+    let mut out =
+        Pipelines { factories: Vec::new(), globals: Vec::new(), aggregators: Vec::new(), dispatchers: Vec::new() };
+    for p in REGISTRY.iter().filter(|p| (p.enabled)(cfg)) {
+        let wiring =
+            Wiring { cfg, sink: sink.clone(), metrics, clock: clock.clone(), store: stores.store(p.name), live };
+        let built = (p.build)(wiring).map_err(|e| Error::Platform(e.to_string()))?;
+        out.factories.push(built.tasks);
+        out.globals.extend(built.globals);
+        out.aggregators.extend(built.aggregator);
+        out.dispatchers.extend(built.helpers);
     }
-    if cfg.posts.enabled {
-        let trending = Arc::new(Mutex::new(HashtagTrending::new(&cfg.posts, metrics.clone())));
-        let actor = AggregatorActor::new(trending.clone(), cfg.posts.trending_emit_interval, sink.clone()).start();
-        aggregators.push(actor.recipient());
-        let (pc, clock) = (cfg.posts.clone(), clock.clone());
-        factories.push(Arc::new(
-            PipelineSpec::new(
-                posts::PIPELINE,
-                vec![posts::INPUT],
-                move |_| PostsProcessor::new(&pc, clock.clone()),
-                sink.clone(),
-                Some(merge_fn(trending)),
-                metrics.clone(),
-            )
-            .with_store(stores.store(posts::PIPELINE)),
-        ));
-    }
-    if cfg.pageviews.enabled {
-        // Read whole by every instance (a global table), not split by the group.
-        let blacklist = Blacklist::new();
-        globals.push(Global {
-            pipeline: pageviews::BLACKLIST_PIPELINE,
-            topic: pageviews::BLACKLIST,
-            processor: BlacklistProcessor::new(blacklist.clone()),
-        });
-        let (vc, m, clock) = (cfg.pageviews.clone(), metrics.clone(), clock.clone());
-        let activity = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        factories.push(Arc::new(
-            PipelineSpec::new(
-                pageviews::PIPELINE,
-                vec![pageviews::INPUT],
-                move |_| PageviewsProcessor::new(&vc, blacklist.clone(), activity.clone(), &m, clock.clone()),
-                sink.clone(),
-                None,
-                metrics.clone(),
-            )
-            .with_store(stores.store(pageviews::PIPELINE)),
-        ));
-    }
-    if cfg.fans.enabled {
-        let top = fans_state.top_view();
-        let actor = AggregatorActor::new(top.clone(), fans::TOP_INTERVAL, sink.clone()).start();
-        aggregators.push(actor.recipient());
-        let (fc, state) = (cfg.fans.clone(), fans_state.clone());
-        factories.push(Arc::new(
-            PipelineSpec::new(
-                fans::PIPELINE,
-                vec![fans::INPUT],
-                move |partition| FansProcessor::new(partition, &fc).with_state(&state),
-                sink,
-                Some(merge_fn(top)),
-                metrics.clone(),
-            )
-            .with_store(stores.store(fans::PIPELINE)),
-        ));
-    }
-    Ok(Pipelines { factories, globals, aggregators, dispatchers })
+    Ok(out)
 }
 
 /// The durable state stores of the enabled pipelines (see [`crate::engine::state`]): each stateful
@@ -265,14 +132,10 @@ impl Stores {
         let mut stateful = Vec::new();
         if !cfg.engine.durable_state {
             tracing::warn!("engine.durable_state = false: state lives in memory only and is lost on restart");
-        } else if cfg.posts.enabled {
-            stateful.push((posts::PIPELINE, posts::INPUT));
-        }
-        if cfg.engine.durable_state && cfg.pageviews.enabled {
-            stateful.push((pageviews::PIPELINE, pageviews::INPUT));
-        }
-        if cfg.engine.durable_state && cfg.fans.enabled {
-            stateful.push((fans::PIPELINE, fans::INPUT));
+        } else {
+            for p in REGISTRY.iter().filter(|p| (p.enabled)(cfg)) {
+                stateful.extend(p.store_input.map(|input| (p.name, input)));
+            }
         }
         let changelogs = stateful
             .into_iter()
@@ -291,7 +154,7 @@ impl Stores {
         self.changelogs.iter().map(|c| c.1).collect()
     }
 
-    /// The store of `pipeline`, unless state is in memory only.
+    /// The store of `pipeline`, unless it is stateless or state is in memory only.
     fn store(&self, pipeline: &'static str) -> Option<Store> {
         let (name, changelog, _) = *self.changelogs.iter().find(|c| c.0 == pipeline)?;
         Some(Store {
@@ -307,24 +170,15 @@ impl Stores {
 /// Logical topics the enabled pipelines read or write.
 pub fn required_topics(cfg: &Config) -> Vec<&'static str> {
     let mut t = vec![engine::deadletter::TOPIC];
-    if cfg.posts.enabled {
-        t.extend([posts::INPUT, posts::ANALYSIS, posts::TRENDING]);
-    }
-    if cfg.fans.enabled {
-        t.extend([fans::INPUT, fans::STATS, fans::TOP]);
-    }
-    if cfg.pages.enabled {
-        t.push(pages::INPUT);
-        if !cfg.fans.enabled {
-            t.push(fans::INPUT);
+    for p in REGISTRY.iter().filter(|p| (p.enabled)(cfg)) {
+        for &topic in p.inputs.iter().chain(p.outputs) {
+            if !t.contains(&topic) {
+                t.push(topic);
+            }
         }
-    }
-    if cfg.pageviews.enabled {
-        t.extend([pageviews::INPUT, pageviews::BLACKLIST, pageviews::TOP, pageviews::TRENDING]);
     }
     t
 }
-
 /// Runs pagepulse until SIGINT/SIGTERM (then returns `Ok`) or a fatal error.
 pub fn run(cfg: Config) -> Result<(), Error> {
     actix_rt::System::new().block_on(run_async(cfg))
@@ -336,9 +190,9 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     let shutdown = Shutdown::new();
     admin::require(&cfg, &required_topics(&cfg))?;
     health.set_broker_up(true);
-    let fans_state = FansState::new(cfg.fans.top_n);
+    let live = LiveViews::new(&cfg);
     let server =
-        http::start(cfg.http.listen, metrics.clone(), health.clone(), cfg.fans.enabled.then(|| fans_state.clone()))?;
+        http::start(cfg.http.listen, metrics.clone(), health.clone(), cfg.fans.enabled.then(|| live.fans.clone()))?;
     tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz, /pages)");
 
     let backend = Arc::new(KafkaBackend::new(&cfg).map_err(|e| Error::Admin(e.into()))?);
@@ -360,26 +214,24 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
         shared.clone()
     };
     let Pipelines { factories, globals, aggregators, dispatchers } =
-        pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock), &fans_state, &stores)?;
+        pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock), &live, &stores)?;
     if factories.is_empty() {
         return Err(Error::NothingToRun);
     }
     let stop_globals = Arc::new(AtomicBool::new(false));
     let mut global_readers = Vec::new();
     for g in globals {
-        let reader = crate::kafka::global::spawn(
-            &cfg,
-            g.pipeline,
-            g.topic,
-            g.processor,
-            crate::kafka::global::Wiring {
-                sink: sink.clone(),
-                metrics: metrics.clone(),
-                health: health.clone(),
-                stop: stop_globals.clone(),
-            },
-        )
-        .map_err(|e| Error::Fatal(e.to_string()))?;
+        let reader = g
+            .spawn(
+                &cfg,
+                crate::kafka::global::Wiring {
+                    sink: sink.clone(),
+                    metrics: metrics.clone(),
+                    health: health.clone(),
+                    stop: stop_globals.clone(),
+                },
+            )
+            .map_err(|e| Error::Fatal(e.to_string()))?;
         global_readers.push(reader);
     }
     let arbiters: Vec<Arbiter> = (0..cfg.engine.workers.get()).map(|_| Arbiter::new()).collect();
@@ -431,7 +283,7 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
         }
     }
     // Polls still in flight are abandoned: their pages are polled at their next slot.
-    if let Some(d) = &dispatchers {
+    for d in &dispatchers {
         d.stop();
     }
     for agg in &aggregators {

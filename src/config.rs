@@ -15,36 +15,20 @@
 //!   `PAGEPULSE__engine__workers=4` or `PAGEPULSE__pipelines__posts__trending_top_n=20`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
+use crate::pipelines::fans::FansConfig;
+use crate::pipelines::pages::PagesConfig;
+use crate::pipelines::pageviews::PageviewsConfig;
+use crate::pipelines::posts::PostsConfig;
 use crate::poll::facebook::Token;
-
-/// One problem found in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key, e.g. `kafka.brokers`.
-    pub key: String,
-    /// Environment variable the value came from, if any.
-    pub env: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.env {
-            Some(var) => write!(f, "{} (from {}): {}", self.key, var, self.message),
-            None => write!(f, "{}: {}", self.key, self.message),
-        }
-    }
-}
+use crate::section::Fields;
+pub use crate::section::Problem;
 
 /// Errors of loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -185,83 +169,6 @@ pub enum ProcessingGuarantee {
     ExactlyOnce,
 }
 
-/// `[pipelines.posts]`
-#[derive(Debug, Clone)]
-pub struct PostsConfig {
-    /// Run the posts pipeline (default true).
-    pub enabled: bool,
-    /// Largest accepted `content`, in bytes of UTF-8; larger posts are dead-lettered (default
-    /// 65536).
-    pub max_content_bytes: usize,
-    /// Event-time span of the trending hashtags window (default `60m`).
-    pub trending_window: Duration,
-    /// Granularity the trending window slides by (default `1m`; must divide the window).
-    pub trending_bucket: Duration,
-    /// Shortest time between two `posts.trending` records (default `5s`); one is emitted only when
-    /// the ranking changed.
-    pub trending_emit_interval: Duration,
-    /// Hashtags in each `posts.trending` record (default 10).
-    pub trending_top_n: usize,
-    /// Most distinct hashtags the trending window tracks; new tags beyond it are counted in
-    /// `pagepulse_window_ignored_events_total{reason="over_capacity"}` and ignored until old
-    /// buckets expire (default 1000000).
-    pub trending_max_tags: usize,
-}
-
-/// `[pipelines.fans]`
-#[derive(Debug, Clone)]
-pub struct FansConfig {
-    /// Run the rolling fan-count pipeline (default true).
-    pub enabled: bool,
-    /// Pages in each `fans.top` ranking (default 25).
-    pub top_n: usize,
-    /// Most pages one partition tracks; observations of further pages are dead-lettered and
-    /// counted (default 1000000: with the default 4 partitions, 4 million pages per instance).
-    pub max_pages_per_partition: usize,
-}
-
-/// `[pipelines.pages]`
-#[derive(Debug, Clone)]
-pub struct PagesConfig {
-    /// Poll the pages tracked in the `pages` topic (default true). Needs at least one enabled
-    /// platform.
-    pub enabled: bool,
-    /// Most pages one `pages` partition schedules; further pages are dead-lettered (default
-    /// 2000000).
-    pub max_pages_per_partition: usize,
-    /// How often each partition's schedule hands due pages to the platforms (default `50ms`;
-    /// `10ms` to `1s`): the schedule delay's floor.
-    pub tick: Duration,
-    /// Most due pages one partition hands over per tick (default 20000); the rest follow on the
-    /// next tick, earliest first.
-    pub max_due_per_tick: usize,
-}
-
-/// `[pipelines.pageviews]`
-#[derive(Debug, Clone)]
-pub struct PageviewsConfig {
-    /// Run the pageviews pipeline and its blacklist (default true).
-    pub enabled: bool,
-    /// Articles in each `pageviews.top` record (default 25).
-    pub top_n: usize,
-    /// How far behind the newest event time an event may be and still count: the watermark is
-    /// the newest event time minus this (default `5m`).
-    pub allowed_lateness: Duration,
-    /// A partition without input for this long closes every open window (default `60s`), so the
-    /// last hour of an ingested file is emitted too.
-    pub idle_timeout: Duration,
-    /// Emit provisional (`"final": false`) records of open windows this often (default: never).
-    pub provisional_interval: Option<Duration>,
-    /// Articles in each `pageviews.trending` record (default 25).
-    pub trending_top_n: usize,
-    /// How often `pageviews.trending` is emitted for domains that received views (default `10s`).
-    pub trending_interval: Duration,
-    /// Most distinct titles one domain's trending window tracks; further titles are counted in
-    /// `pagepulse_window_ignored_events_total{reason="over_capacity"}` and left out until old
-    /// minutes expire (default 5000000). The hourly windows are always exact.
-    pub trending_max_titles: usize,
-}
-
 /// `[platforms.facebook]` and `[platforms.mastodon]`: where a platform's API is and how hard
 /// pagepulse may use it. Limits hold per instance: split a platform's global budget between
 /// instances by configuration.
@@ -363,7 +270,7 @@ impl Config {
 
     fn from_table(table: Table, from_env: &BTreeSet<(String, String)>) -> Result<Self> {
         let mut problems = Vec::new();
-        let mut root = Fields { table, path: String::new(), problems: &mut problems, from_env };
+        let mut root = Fields::root(table, &mut problems, from_env);
 
         let mut k = root.section("kafka");
         let kafka = KafkaConfig {
@@ -430,94 +337,17 @@ impl Config {
         e.finish();
 
         let mut pipelines = root.section("pipelines");
-        let mut p = pipelines.section("posts");
-        let posts = PostsConfig {
-            enabled: p.take("enabled", true),
-            max_content_bytes: p.take("max_content_bytes", 65536),
-            trending_window: p.duration("trending_window", Duration::from_secs(3600)),
-            trending_bucket: p.duration("trending_bucket", Duration::from_secs(60)),
-            trending_emit_interval: p.duration("trending_emit_interval", Duration::from_secs(5)),
-            trending_top_n: p.take("trending_top_n", 10),
-            trending_max_tags: p.take("trending_max_tags", 1_000_000),
-        };
-        p.check(
-            !(1..=16 << 20).contains(&posts.max_content_bytes),
-            "max_content_bytes",
-            "must be between 1 and 16777216",
-        );
-        p.check(posts.trending_bucket < Duration::from_secs(1), "trending_bucket", "must be at least 1s");
-        p.check(
-            posts.trending_bucket.as_millis() == 0
-                || posts.trending_window < posts.trending_bucket
-                || !posts.trending_window.as_millis().is_multiple_of(posts.trending_bucket.as_millis().max(1)),
-            "trending_window",
-            "must be a whole multiple of trending_bucket",
-        );
-        p.check(
-            posts.trending_emit_interval < Duration::from_millis(100),
-            "trending_emit_interval",
-            "must be at least 100ms",
-        );
-        p.check(!(1..=1000).contains(&posts.trending_top_n), "trending_top_n", "must be between 1 and 1000");
-        p.check(posts.trending_max_tags == 0, "trending_max_tags", "must be positive");
-        p.finish();
-        let mut f = pipelines.section("fans");
-        let fans = FansConfig {
-            enabled: f.take("enabled", true),
-            top_n: f.take("top_n", 25),
-            max_pages_per_partition: f.take("max_pages_per_partition", 1_000_000),
-        };
-        f.check(!(1..=1000).contains(&fans.top_n), "top_n", "must be between 1 and 1000");
-        f.check(fans.max_pages_per_partition == 0, "max_pages_per_partition", "must be positive");
-        f.finish();
-        let mut g = pipelines.section("pages");
-        let pages = PagesConfig {
-            enabled: g.take("enabled", true),
-            max_pages_per_partition: g.take("max_pages_per_partition", 2_000_000),
-            tick: g.duration("tick", Duration::from_millis(50)),
-            max_due_per_tick: g.take("max_due_per_tick", 20_000),
-        };
-        g.check(pages.max_pages_per_partition == 0, "max_pages_per_partition", "must be positive");
-        g.check(
-            !(Duration::from_millis(10)..=Duration::from_secs(1)).contains(&pages.tick),
-            "tick",
-            "must be between 10ms and 1s",
-        );
-        g.check(pages.max_due_per_tick == 0, "max_due_per_tick", "must be positive");
-        g.finish();
-        let mut v = pipelines.section("pageviews");
-        let provisional = v.duration("provisional_interval", Duration::ZERO);
-        let pageviews = PageviewsConfig {
-            enabled: v.take("enabled", true),
-            top_n: v.take("top_n", 25),
-            allowed_lateness: v.duration("allowed_lateness", Duration::from_secs(300)),
-            idle_timeout: v.duration("idle_timeout", Duration::from_secs(60)),
-            provisional_interval: (!provisional.is_zero()).then_some(provisional),
-            trending_top_n: v.take("trending_top_n", 25),
-            trending_interval: v.duration("trending_interval", Duration::from_secs(10)),
-            trending_max_titles: v.take("trending_max_titles", 5_000_000),
-        };
-        v.check(!(1..=1000).contains(&pageviews.top_n), "top_n", "must be between 1 and 1000");
-        v.check(!(1..=1000).contains(&pageviews.trending_top_n), "trending_top_n", "must be between 1 and 1000");
-        v.check(pageviews.allowed_lateness > Duration::from_secs(86_400), "allowed_lateness", "must be at most 1d");
-        v.check(
-            !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&pageviews.idle_timeout),
-            "idle_timeout",
-            "must be between 1s and 1d",
-        );
-        v.check(
-            pageviews.provisional_interval.is_some_and(|d| d < Duration::from_secs(1)),
-            "provisional_interval",
-            "must be at least 1s (or 0s for never)",
-        );
-        v.check(pageviews.trending_interval < Duration::from_secs(1), "trending_interval", "must be at least 1s");
-        v.check(pageviews.trending_max_titles == 0, "trending_max_titles", "must be positive");
-        v.finish();
+        let posts = PostsConfig::from_section(pipelines.section("posts"));
+        let fans = FansConfig::from_section(pipelines.section("fans"));
+        let pages = PagesConfig::from_section(pipelines.section("pages"));
+        let pageviews = PageviewsConfig::from_section(pipelines.section("pageviews"));
         pipelines.finish();
 
         let mut platforms = root.section("platforms");
-        let facebook = platforms.platform("facebook", "https://graph.facebook.com", 2000.0, 500, 16);
-        let mastodon = platforms.platform("mastodon", "https://mastodon.social", 1.0, 10, 4);
+        let facebook =
+            PlatformConfig::from_section(platforms.section("facebook"), "https://graph.facebook.com", 2000.0, 500, 16);
+        let mastodon =
+            PlatformConfig::from_section(platforms.section("mastodon"), "https://mastodon.social", 1.0, 10, 4);
         if pages.enabled && !facebook.enabled && !mastodon.enabled {
             platforms.problem("facebook.enabled", "pipelines.pages needs at least one enabled platform");
         }
@@ -560,124 +390,10 @@ fn set_path(table: &mut Table, key: &str, value: Value) -> std::result::Result<(
     Ok(())
 }
 
-/// Reads typed fields out of one TOML section, recording every problem instead of stopping at
-/// the first; whatever is left at [`Fields::finish`] is an unknown key.
-struct Fields<'a> {
-    table: Table,
-    path: String,
-    problems: &'a mut Vec<Problem>,
-    from_env: &'a BTreeSet<(String, String)>,
-}
-
-impl<'a> Fields<'a> {
-    fn key(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{}", self.path, key)
-        }
-    }
-
-    fn env_of(&self, full: &str) -> Option<String> {
-        self.from_env.iter().find(|(k, _)| k == full).map(|(_, v)| v.clone())
-    }
-
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
-        let full = self.key(key);
-        let env = self.env_of(&full);
-        self.problems.push(Problem { key: full, env, message: message.into() });
-    }
-
-    /// Records a problem for `key` when `bad` holds.
-    fn check(&mut self, bad: bool, key: &str, message: &str) {
-        if bad {
-            self.problem(key, message);
-        }
-    }
-
-    /// A sub-section; its problems go to the same list.
-    fn section(&mut self, key: &str) -> Fields<'_> {
-        let table = match self.table.remove(key) {
-            None => Table::new(),
-            Some(Value::Table(t)) => t,
-            Some(other) => {
-                self.problem(key, format!("must be a section ([{}]), found {}", self.key(key), other.type_str()));
-                Table::new()
-            }
-        };
-        Fields { table, path: self.key(key), problems: self.problems, from_env: self.from_env }
-    }
-
-    fn take<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
-        match self.table.remove(key) {
-            None => default,
-            Some(v) => {
-                let shown = v.to_string();
-                match v.try_into::<T>() {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.problem(key, format!("invalid value {shown}: {}", e.message().trim()));
-                        default
-                    }
-                }
-            }
-        }
-    }
-
-    /// A string; values from the environment may look like numbers or booleans and still count
-    /// as strings (`PAGEPULSE_TOPIC_PREFIX=2024`).
-    fn string(&mut self, key: &str, default: &str) -> String {
-        let full = self.key(key);
-        match self.table.remove(key) {
-            None => default.to_string(),
-            Some(Value::String(s)) => s,
-            Some(v @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_))) if self.env_of(&full).is_some() => {
-                v.to_string()
-            }
-            Some(v) => {
-                self.problem(key, format!("expected a string, found {} {}", v.type_str(), v));
-                default.to_string()
-            }
-        }
-    }
-
-    /// A duration written like `250ms`, `5s`, `10m`, `1h`.
-    fn duration(&mut self, key: &str, default: Duration) -> Duration {
-        match self.table.remove(key) {
-            None => default,
-            Some(Value::String(s)) => humantime::parse_duration(&s).unwrap_or_else(|e| {
-                self.problem(key, format!("invalid duration \"{s}\": {e} (write e.g. \"250ms\", \"5s\", \"1h\")"));
-                default
-            }),
-            Some(v) => {
-                self.problem(key, format!("expected a duration string such as \"5s\", found {} {}", v.type_str(), v));
-                default
-            }
-        }
-    }
-
-    /// A string parsed with `FromStr`.
-    fn parse<T: std::str::FromStr>(&mut self, key: &str, default: T) -> T
-    where
-        T::Err: fmt::Display,
-    {
-        match self.table.remove(key) {
-            None => default,
-            Some(Value::String(s)) => s.parse().unwrap_or_else(|e| {
-                self.problem(key, format!("invalid value \"{s}\": {e}"));
-                default
-            }),
-            Some(v) => {
-                self.problem(key, format!("expected a string, found {} {}", v.type_str(), v));
-                default
-            }
-        }
-    }
-
-    /// Reports every key nobody asked for.
-    /// Reads `[<name>]` below this section as a [`PlatformConfig`] with these defaults.
-    fn platform(&mut self, name: &str, base_url: &str, rate: f64, burst: u32, in_flight: u32) -> PlatformConfig {
-        let mut p = self.section(name);
+impl PlatformConfig {
+    /// Reads and checks a platform's section, with these defaults, recording every problem in
+    /// `p`.
+    fn from_section(mut p: Fields<'_>, base_url: &str, rate: f64, burst: u32, in_flight: u32) -> Self {
         let token: Option<String> = p.take("access_token", None);
         p.check(token.as_deref().is_some_and(str::is_empty), "access_token", "must not be empty");
         let cfg = PlatformConfig {
@@ -722,15 +438,6 @@ impl<'a> Fields<'a> {
         p.check(cfg.saturated_pause > Duration::from_secs(86_400), "saturated_pause", "must be at most 1d");
         p.finish();
         cfg
-    }
-
-    fn finish(self) {
-        let Fields { table, path, problems, from_env } = self;
-        for key in table.keys() {
-            let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            let env = from_env.iter().find(|(k, _)| *k == full).map(|(_, v)| v.clone());
-            problems.push(Problem { key: full, env, message: "unknown key".into() });
-        }
     }
 }
 

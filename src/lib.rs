@@ -49,4 +49,5 @@ pub mod metrics;
 pub mod ops;
 pub mod pipelines;
 pub mod poll;
+pub mod section;
 pub mod simulate;

@@ -19,7 +19,7 @@ use pagepulse::engine::{
 };
 use pagepulse::health::Health;
 use pagepulse::metrics::Metrics;
-use pagepulse::pipelines::fans::state::{Detail, FansState};
+use pagepulse::pipelines::fans::live::{Detail, FansLive};
 use pagepulse::pipelines::fans::{self, FansProcessor};
 use pagepulse::pipelines::posts::{self, HashtagTrending, PostsProcessor};
 use tokio::sync::mpsc;
@@ -182,12 +182,12 @@ fn fans_pages_are_queryable_while_their_partition_task_runs() {
     actix_rt::System::new().block_on(async {
         let cfg = Config::default();
         let metrics = Metrics::new();
-        let state = FansState::new(cfg.fans.top_n);
+        let state = FansLive::new(cfg.fans.top_n);
         let (fc, st) = (cfg.fans.clone(), state.clone());
         let spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
             fans::PIPELINE,
             vec![fans::INPUT],
-            move |partition| FansProcessor::new(partition, &fc).with_state(&st),
+            move |partition| FansProcessor::new(partition, &fc).with_live(&st),
             MemorySink::new(),
             None,
             metrics.clone(),

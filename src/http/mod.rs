@@ -12,7 +12,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::pipelines::fans::state::FansState;
+use crate::pipelines::fans::FansLive;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -65,14 +65,9 @@ pub struct Error {
 }
 
 /// Starts the server on the current actix system. Signals are left to the engine, which stops
-/// the server as part of its own shutdown. `fans` is the fans pipeline's live state, `None` when
+/// the server as part of its own shutdown. `fans` is the fans pipeline's live view, `None` when
 /// the pipeline is disabled.
-pub fn start(
-    addr: SocketAddr,
-    metrics: Metrics,
-    health: Arc<Health>,
-    fans: Option<FansState>,
-) -> Result<Server, Error> {
+pub fn start(addr: SocketAddr, metrics: Metrics, health: Arc<Health>, fans: Option<FansLive>) -> Result<Server, Error> {
     let state = State { metrics, health };
     let server = HttpServer::new(move || {
         App::new()

@@ -1,5 +1,5 @@
 //! `/pages`: the live fan figures of the pages this instance holds, read from the fans pipeline's
-//! partitions while they run ([`crate::pipelines::fans::state`]).
+//! partitions while they run ([`crate::pipelines::fans::live`]).
 //!
 //! | request | answer |
 //! |---|---|
@@ -26,7 +26,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
-use crate::pipelines::fans::state::{Detail, FansState, PageView};
+use crate::pipelines::fans::live::{Detail, FansLive, PageView};
 
 /// Most keys of one `/pages?keys=` request: each page with its chart is up to ~60 KB of JSON.
 pub const MAX_KEYS: usize = 100;
@@ -168,34 +168,34 @@ fn params(query: &str, takes: &'static [&'static str]) -> Result<Params, Error> 
     Ok(p)
 }
 
-/// The state the handlers read; `None` when the fans pipeline is disabled.
-struct Pages(Option<FansState>);
+/// The live view the handlers read; `None` when the fans pipeline is disabled.
+struct Pages(Option<FansLive>);
 
 impl Pages {
-    fn state(&self) -> Result<&FansState, Error> {
+    fn live(&self) -> Result<&FansLive, Error> {
         self.0.as_ref().ok_or(Error::Disabled)
     }
 }
 
 async fn one(pages: web::Data<Pages>, req: HttpRequest) -> Result<HttpResponse, Error> {
-    let state = pages.state()?;
+    let live = pages.live()?;
     let p = params(req.query_string(), &["series"])?;
     // The router leaves `%`, `/` and `+` encoded in a path segment; a path's `+` is a plus.
     let key = decode(req.match_info().get("key").unwrap_or_default(), false)?;
     check_key(&key)?;
-    let view = state.page(&key, p.detail).ok_or(Error::NotHeld(key))?;
+    let view = live.page(&key, p.detail).ok_or(Error::NotHeld(key))?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 async fn many(pages: web::Data<Pages>, req: HttpRequest) -> Result<HttpResponse, Error> {
-    let state = pages.state()?;
+    let live = pages.live()?;
     let p = params(req.query_string(), &["keys", "series"])?;
     if p.keys.is_empty() {
         return Err(Error::NoKeys);
     }
     let keys: Vec<&str> = p.keys.iter().map(String::as_str).collect();
     let mut out = Comparison { pages: Vec::with_capacity(keys.len()), missing: Vec::new() };
-    for (key, view) in keys.iter().zip(state.pages(&keys, p.detail)) {
+    for (key, view) in keys.iter().zip(live.pages(&keys, p.detail)) {
         match view {
             Some(v) => out.pages.push(v),
             None => out.missing.push(key.to_string()),
@@ -205,15 +205,15 @@ async fn many(pages: web::Data<Pages>, req: HttpRequest) -> Result<HttpResponse,
 }
 
 async fn top(pages: web::Data<Pages>, req: HttpRequest) -> Result<HttpResponse, Error> {
-    let state = pages.state()?;
+    let live = pages.live()?;
     params(req.query_string(), &[])?;
-    let top = state.top().ok_or(Error::NoTop)?;
+    let top = live.top().ok_or(Error::NoTop)?;
     Ok(HttpResponse::Ok().json(top))
 }
 
 /// Mounts `/pages`, `/pages/top` and `/pages/{key}`, reading `fans` (`None` when the fans
 /// pipeline is disabled: every request then answers 404 saying so).
-pub fn configure(cfg: &mut web::ServiceConfig, fans: Option<FansState>) {
+pub fn configure(cfg: &mut web::ServiceConfig, fans: Option<FansLive>) {
     cfg.app_data(web::Data::new(Pages(fans)))
         .route("/pages", web::get().to(many))
         // Before `{key}`, which would match it too; a key always has a `:`, so none is `top`.
@@ -227,8 +227,8 @@ mod tests {
 
     use super::*;
     use crate::clock::format_ms;
-    use crate::config::FansConfig;
     use crate::engine::{Aggregate, Emit, Processor, RawRecord, RecordMeta};
+    use crate::pipelines::fans::FansConfig;
     use crate::pipelines::fans::{FansProcessor, PageStats, INPUT};
 
     const T0: i64 = 1_795_000_000_000;
@@ -240,12 +240,12 @@ mod tests {
         RawRecord { key: None, value: Some(v.to_string().into_bytes()), offset: 0, timestamp_ms: None }
     }
 
-    /// A state with pages `facebook:a` (3 samples), `facebook:a,b/c` and `mastodon:@ana@example.social`
+    /// A live view with pages `facebook:a` (3 samples), `facebook:a,b/c` and `mastodon:@ana@example.social`
     /// in partition 0, and the processor that keeps them registered.
-    fn state() -> (FansState, FansProcessor, PageStats) {
-        let state = FansState::new(5);
+    fn live() -> (FansLive, FansProcessor, PageStats) {
+        let live = FansLive::new(5);
         let mut p = FansProcessor::new(0, &FansConfig { enabled: true, top_n: 5, max_pages_per_partition: 100 })
-            .with_state(&state);
+            .with_live(&live);
         let mut out: Emit<_> = Emit::default();
         let recs = [
             obs("mastodon", "@ana@example.social", T0, 5),
@@ -260,10 +260,10 @@ mod tests {
         }
         let last = out.records.last().and_then(|r| r.value.as_deref()).expect("a fans.stats record");
         let stats = serde_json::from_slice(last).expect("JSON");
-        (state, p, stats)
+        (live, p, stats)
     }
 
-    async fn get(fans: Option<FansState>, uri: &str) -> (StatusCode, serde_json::Value) {
+    async fn get(fans: Option<FansLive>, uri: &str) -> (StatusCode, serde_json::Value) {
         let app = test::init_service(App::new().configure(|c| configure(c, fans))).await;
         let resp = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
         let status = resp.status();
@@ -273,8 +273,8 @@ mod tests {
 
     #[actix_web::test]
     async fn a_page_with_its_stats_chart_and_rows() {
-        let (state, _p, stats) = state();
-        let (status, v) = get(Some(state.clone()), "/pages/facebook:a").await;
+        let (live, _p, stats) = live();
+        let (status, v) = get(Some(live.clone()), "/pages/facebook:a").await;
         assert_eq!(status, StatusCode::OK, "{v}");
         assert_eq!((&v["platform"], &v["page_id"]), (&"facebook".into(), &"a".into()));
         assert_eq!(v["stats"], serde_json::to_value(&stats).expect("JSON"), "the latest fans.stats value");
@@ -293,7 +293,7 @@ mod tests {
         let view: PageView = serde_json::from_value(v).expect("the documented shape");
         assert_eq!(view.stats, stats);
 
-        let (status, v) = get(Some(state), "/pages/facebook:a?series=false").await;
+        let (status, v) = get(Some(live), "/pages/facebook:a?series=false").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
@@ -303,33 +303,33 @@ mod tests {
 
     #[actix_web::test]
     async fn keys_are_percent_decoded() {
-        let (state, _p, _) = state();
+        let (live, _p, _) = live();
         for uri in [
             "/pages/mastodon:%40ana%40example.social",
             "/pages/mastodon:@ana@example.social",
             "/pages/mastodon%3A%40ana%40example.social",
         ] {
-            let (status, v) = get(Some(state.clone()), uri).await;
+            let (status, v) = get(Some(live.clone()), uri).await;
             assert_eq!((status, &v["page_id"]), (StatusCode::OK, &"@ana@example.social".into()), "{uri}: {v}");
         }
-        let (status, v) = get(Some(state.clone()), "/pages/facebook:a%2Cb%2Fc").await;
+        let (status, v) = get(Some(live.clone()), "/pages/facebook:a%2Cb%2Fc").await;
         assert_eq!((status, &v["page_id"]), (StatusCode::OK, &"a,b/c".into()), "{v}");
-        let (_, v) = get(Some(state), "/pages?keys=facebook:a%2Cb%2Fc,mastodon:%40ana%40example.social").await;
+        let (_, v) = get(Some(live), "/pages?keys=facebook:a%2Cb%2Fc,mastodon:%40ana%40example.social").await;
         assert_eq!(v["pages"][0]["page_id"], "a,b/c");
         assert_eq!(v["pages"][1]["page_id"], "@ana@example.social");
     }
 
     #[actix_web::test]
     async fn pages_not_held_are_404_naming_the_page() {
-        let (state, p, _) = state();
-        let (status, v) = get(Some(state.clone()), "/pages/facebook:nope").await;
+        let (live, p, _) = live();
+        let (status, v) = get(Some(live.clone()), "/pages/facebook:nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(v["page"], "facebook:nope");
         let msg = v["error"].as_str().expect("error message");
         assert!(msg.contains("`facebook:nope`") && msg.contains("another instance"), "{msg}");
         // The partition's task stopped (revoked): its pages are gone.
         drop(p);
-        let (status, v) = get(Some(state), "/pages/facebook:a").await;
+        let (status, v) = get(Some(live), "/pages/facebook:a").await;
         assert_eq!((status, &v["page"]), (StatusCode::NOT_FOUND, &"facebook:a".into()));
         let (status, v) = get(None, "/pages/facebook:a").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -338,9 +338,9 @@ mod tests {
 
     #[actix_web::test]
     async fn several_pages_with_the_missing_ones_named() {
-        let (state, _p, stats) = state();
+        let (live, _p, stats) = live();
         let (status, v) =
-            get(Some(state.clone()), "/pages?keys=facebook:nope,facebook:a,mastodon:@ana@example.social,facebook:a")
+            get(Some(live.clone()), "/pages?keys=facebook:nope,facebook:a,mastodon:@ana@example.social,facebook:a")
                 .await;
         assert_eq!(status, StatusCode::OK, "{v}");
         let cmp: Comparison = serde_json::from_value(v).expect("the documented shape");
@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(cmp.pages[0].stats, stats);
         assert_eq!(cmp.pages[0].series.as_ref().map(Vec::len), Some(3));
 
-        let (_, v) = get(Some(state), "/pages?series=false&keys=facebook:a").await;
+        let (_, v) = get(Some(live), "/pages?series=false&keys=facebook:a").await;
         assert_eq!(v["pages"][0]["stats"]["fans"], 130);
         assert!(v["pages"][0].get("series").is_none() && v["pages"][0].get("table").is_none(), "{v}");
         assert_eq!(v["missing"], serde_json::json!([]));
@@ -358,7 +358,7 @@ mod tests {
 
     #[actix_web::test]
     async fn malformed_requests_are_400_with_the_reason() {
-        let (state, _p, _) = state();
+        let (live, _p, _) = live();
         let many: Vec<String> = (0..=MAX_KEYS).map(|i| format!("facebook:p{i}")).collect();
         let too_many = format!("/pages?keys={}", many.join(","));
         let cases = [
@@ -377,31 +377,31 @@ mod tests {
             ("/pages/top?series=false", "unknown query parameter `series` (this endpoint takes none)"),
         ];
         for (uri, want) in cases {
-            let (status, v) = get(Some(state.clone()), uri).await;
+            let (status, v) = get(Some(live.clone()), uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {v}");
             let msg = v["error"].as_str().unwrap_or_default();
             assert!(msg.contains(want), "{uri}: {msg}");
         }
         // Exactly the bound is fine, and repeats count once.
-        let (status, _) = get(Some(state), &format!("/pages?keys={},facebook:p0", many[..MAX_KEYS].join(","))).await;
+        let (status, _) = get(Some(live), &format!("/pages?keys={},facebook:p0", many[..MAX_KEYS].join(","))).await;
         assert_eq!(status, StatusCode::OK);
     }
 
     #[actix_web::test]
     async fn top_is_the_latest_fans_top_value() {
-        let (state, p, _) = state();
-        let (status, v) = get(Some(state.clone()), "/pages/top").await;
+        let (live, p, _) = live();
+        let (status, v) = get(Some(live.clone()), "/pages/top").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(v["error"].as_str().is_some_and(|e| e.contains("no ranking yet")), "{v}");
         let mut out = Vec::new();
         {
-            let view = state.top_view();
+            let view = live.top_view();
             let mut view = view.lock().expect("lock");
             view.merge(&mut vec![p.top(T0)]);
             view.on_tick(chrono::DateTime::from_timestamp_millis(T0).expect("time"), &mut out);
         }
         let emitted: serde_json::Value = serde_json::from_slice(out[0].value.as_deref().expect("value")).expect("JSON");
-        let (status, v) = get(Some(state), "/pages/top").await;
+        let (status, v) = get(Some(live), "/pages/top").await;
         assert_eq!((status, &v), (StatusCode::OK, &emitted));
         assert_eq!(v["by_delta_24h"][0]["page_id"], "a");
     }

@@ -1,7 +1,154 @@
-//! The pipelines: each a [`crate::engine::Processor`] built from [`crate::ops`] blocks.
+//! The pipelines, one folder each, and [`REGISTRY`], the one list of them that the app loops
+//! over.
+//!
+//! Every pipeline folder has the same parts:
+//!
+//! - `config.rs`: its `[pipelines.<name>]` section, typed, documented and checked (composed by
+//!   [`crate::config`]);
+//! - `processor.rs`: its plain per-partition logic, a [`crate::engine::Processor`] made of
+//!   [`crate::ops`] blocks;
+//! - `store.rs`, for a stateful pipeline: its durable state, one type that owns `take_changes`
+//!   and `restore` (see [`crate::engine::state`]);
+//! - `live.rs`, where it has one: the view HTTP queries read while the tasks write it;
+//! - `mod.rs`: its topics and its line in the registry, whose `build` wires the parts together.
+//!
+//! Adding a pipeline: a new folder, its `topics/*.json` files, one line in [`REGISTRY`], and its
+//! section in [`crate::config::Config`].
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::{Arbiter, Recipient};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::aggregate::Flush;
+use crate::engine::{Processor, Sink, Store, TaskFactory};
+use crate::kafka::global;
+use crate::metrics::Metrics;
 
 pub mod decode;
 pub mod fans;
 pub mod pages;
 pub mod pageviews;
 pub mod posts;
+
+/// Every pipeline, in the order the app starts them.
+pub const REGISTRY: &[Pipeline] = &[posts::ENTRY, fans::ENTRY, pages::ENTRY, pageviews::ENTRY];
+
+/// One line of the [`REGISTRY`]: a pipeline as the app sees it before anything runs (to check its
+/// topics and create its changelog), and how to build it.
+pub struct Pipeline {
+    /// The pipeline's name: a metric label, the `pagepulse.pipeline` dead-letter header, and the
+    /// name of its store.
+    pub name: &'static str,
+    /// Whether `cfg` runs it (`pipelines.<name>.enabled`).
+    pub enabled: fn(&Config) -> bool,
+    /// Logical topics it reads.
+    pub inputs: &'static [&'static str],
+    /// Logical topics it writes (the dead-letter topic, shared by all, aside).
+    pub outputs: &'static [&'static str],
+    /// For a pipeline with durable state, the input whose partitions its store follows: the
+    /// store's changelog gets one partition per partition of that input.
+    pub store_input: Option<&'static str>,
+    /// Starts what the pipeline needs and returns what the engine runs.
+    pub build: fn(Wiring<'_>) -> Result<Built, Error>,
+}
+
+/// What a pipeline's `build` gets from the app.
+pub struct Wiring<'a> {
+    /// The whole configuration (a pipeline reads its own section, and whatever it shares).
+    pub cfg: &'a Config,
+    /// Where outputs and dead letters go.
+    pub sink: Arc<dyn Sink>,
+    /// The process's metrics.
+    pub metrics: &'a Metrics,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Where its durable state lives; `None` for a stateless pipeline, or when state is kept in
+    /// memory only (`engine.durable_state = false`).
+    pub store: Option<Store>,
+    /// The live views HTTP reads; a pipeline with one registers its tasks' state there.
+    pub live: &'a LiveViews,
+}
+
+/// What a pipeline's `build` returns: what the engine runs, and what the app stops at shutdown.
+pub struct Built {
+    /// Starts the pipeline's task for each assigned partition.
+    pub tasks: Arc<dyn TaskFactory>,
+    /// Its cross-partition aggregate's actor, flushed once the tasks have finished.
+    pub aggregator: Option<Recipient<Flush>>,
+    /// Global tables it reads whole on every instance.
+    pub globals: Vec<GlobalTable>,
+    /// A thread of helper actors (the poll dispatchers), stopped once the tasks have finished.
+    pub helpers: Option<Arbiter>,
+}
+
+/// Why a pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A platform client could not be built (the message names the config section).
+    #[error("{0}")]
+    Platform(String),
+}
+
+/// The live (queryable) views of the pipelines that have one. Made before anything runs, so the
+/// HTTP server can hold them from the start; each pipeline's tasks register their partitions'
+/// state in their own view. Clones share the views.
+#[derive(Clone)]
+pub struct LiveViews {
+    /// The fans pipeline's pages and ranking (`/pages`).
+    pub fans: fans::FansLive,
+}
+
+impl LiveViews {
+    /// Empty views for `cfg`.
+    pub fn new(cfg: &Config) -> Self {
+        Self { fans: fans::FansLive::new(cfg.fans.top_n) }
+    }
+}
+
+/// A global table a pipeline reads whole on every instance (see [`crate::kafka::global`]),
+/// waiting to be started.
+pub struct GlobalTable {
+    /// The pipeline its dead letters are attributed to.
+    pub pipeline: &'static str,
+    /// Its logical topic.
+    pub topic: &'static str,
+    start: Box<dyn FnOnce(&Config, global::Wiring) -> Result<JoinHandle<()>, global::Error> + Send>,
+}
+
+impl GlobalTable {
+    /// Table `topic`, applied through `processor`, its dead letters attributed to `pipeline`.
+    pub fn new<P: Processor<Part = ()> + Send>(pipeline: &'static str, topic: &'static str, processor: P) -> Self {
+        let start = move |cfg: &Config, wiring| global::spawn(cfg, pipeline, topic, processor, wiring);
+        Self { pipeline, topic, start: Box::new(start) }
+    }
+
+    /// Starts reading the table on a thread of its own (see [`global::spawn`]).
+    pub fn spawn(self, cfg: &Config, wiring: global::Wiring) -> Result<JoinHandle<()>, global::Error> {
+        (self.start)(cfg, wiring)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn the_registry_names_each_pipeline_once_and_every_topic_is_defined() {
+        let names: HashSet<&str> = REGISTRY.iter().map(|p| p.name).collect();
+        assert_eq!(names.len(), REGISTRY.len());
+        let defined: HashSet<String> = crate::kafka::topics::all().into_iter().map(|d| d.name.clone()).collect();
+        for p in REGISTRY {
+            for t in p.inputs.iter().chain(p.outputs) {
+                assert!(defined.contains(*t), "{}: topic {t} has no topics/{t}.json", p.name);
+            }
+            if let Some(input) = p.store_input {
+                assert!(p.inputs.contains(&input), "{}: its store follows one of its inputs", p.name);
+            }
+        }
+    }
+}

@@ -57,8 +57,8 @@
 //!   delete the hourly part earlier but write and decode every title twice.
 //! - Pending deltas hold one `(Arc<str>, u64)` per event between flushes (the title allocation is
 //!   shared, not copied); the engine flushes every `kafka.commit_interval` and after at most 256
-//!   batches, which bounds them. A processor only keeps them once the task restored its state
-//!   (a task without durable state never calls [`PageviewsProcessor::restore`]).
+//!   batches, which bounds them. A store only keeps them once the task restored its state (a
+//!   task without durable state never calls [`PageviewsStore::restore`]).
 //! - Restore sums every live chunk into fresh maps, sized up front from the chunk headers; the
 //!   hourly window's title allocation is shared with the trending minute, as in processing.
 //! - A value that does not decode (or whose key disagrees with it) is logged (the first
@@ -74,10 +74,11 @@ use std::sync::Arc;
 use hashbrown::hash_map::EntryRef;
 use hashbrown::{HashMap, HashSet};
 
-use super::{PageviewsProcessor, Trend, PIPELINE, TRENDING_BUCKET_MS, TRENDING_WINDOW_MS};
+use super::trend::{Trend, TRENDING_BUCKET_MS, TRENDING_WINDOW_MS};
+use super::PIPELINE;
 use crate::engine::state::{Change, Entries};
 use crate::ops::codec::{put_bytes, put_i64, put_u64, Corrupt, Reader};
-use crate::ops::hourly::{hour_of, Window};
+use crate::ops::hourly::{hour_of, HourlyWindows, Window};
 use crate::ops::window::SlidingCounts;
 
 /// Key of the meta record.
@@ -116,7 +117,7 @@ impl Pending {
 
 /// One domain's pending deltas and live chunks.
 #[derive(Debug, Default)]
-pub(super) struct DomainLog {
+struct DomainLog {
     /// Views counted in the hourly window and trending since the last flush, by minute.
     both: BTreeMap<i64, Pending>,
     /// Views counted in the hourly window only since the last flush, by hour.
@@ -131,7 +132,7 @@ impl DomainLog {
     /// Notes `views` of `title` at `ts_ms`, counted in its hourly window (`first`: as the title's
     /// first view there) and, if `in_trending`, in trending too.
     #[inline]
-    pub(super) fn record(&mut self, title: Arc<str>, first: bool, ts_ms: i64, views: u64, in_trending: bool) {
+    fn record(&mut self, title: Arc<str>, first: bool, ts_ms: i64, views: u64, in_trending: bool) {
         if in_trending {
             let minute = ts_ms.div_euclid(TRENDING_BUCKET_MS) * TRENDING_BUCKET_MS;
             self.both.entry(minute).or_default().push(title, first, views);
@@ -183,17 +184,83 @@ impl DomainLog {
     }
 }
 
-/// The store's bookkeeping outside the domains.
+/// The pageviews processor's working state as a flush writes it: what [`PageviewsStore`] reads
+/// of it (see the module docs).
+pub struct Snapshot<'a> {
+    /// The hourly windows: watermark, final hours, late counts.
+    pub windows: &'a HourlyWindows,
+    /// Each domain's trending view.
+    pub trends: &'a HashMap<Arc<str>, Trend>,
+    /// When trending records were last emitted (wall clock, ms).
+    pub last_trending_ms: i64,
+    /// When provisional records were last emitted (wall clock, ms).
+    pub last_provisional_ms: i64,
+}
+
+/// What [`PageviewsStore::restore`] rebuilt, for the processor to take over.
+pub struct Rebuilt {
+    /// The newest event time.
+    pub max_ts: Option<i64>,
+    /// Every hour starting before this is final.
+    pub final_before: i64,
+    /// Late events not yet reported, by domain.
+    pub late: HashMap<Arc<str>, u64>,
+    /// The open windows, by hour start then domain.
+    pub open: BTreeMap<i64, HashMap<Arc<str>, Window>>,
+    /// Each domain's trending view.
+    pub trends: HashMap<Arc<str>, Trend>,
+    /// When trending records were last emitted (`i64::MAX` if the changelog does not say).
+    pub last_trending_ms: i64,
+    /// When provisional records were last emitted (`i64::MAX` if the changelog does not say).
+    pub last_provisional_ms: i64,
+}
+
+/// The durable state of a pageviews task: each domain's views since the last flush and its live
+/// chunks, and the bookkeeping of the changelog (see the module docs). The processor owns one,
+/// tells it every counted view ([`record`](PageviewsStore::record)), and hands it a
+/// [`Snapshot`] of its windows and trends at each flush.
 #[derive(Debug, Default)]
-pub(super) struct Tracker {
+pub struct PageviewsStore {
     /// True once the task restored its state: only then are deltas kept.
-    pub(super) on: bool,
+    on: bool,
     /// Sequence number of the next chunk.
     next_seq: u64,
     /// The meta value last written (or restored): rewritten only when it changes.
     last_meta: Vec<u8>,
     /// Entries the last restore could not decode.
-    pub(super) corrupt: u64,
+    corrupt: u64,
+    /// Each domain's pending deltas and live chunks. Bounded by the domains of the open windows
+    /// and trending views: a domain's log is empty once its hours are final and its minutes left
+    /// trending (an empty log costs a map entry).
+    logs: HashMap<Arc<str>, DomainLog>,
+}
+
+impl PageviewsStore {
+    /// Notes `views` of `title` in `domain` at `ts_ms`, counted in its hourly window (`first`: as
+    /// the title's first view there) and, if `in_trending`, in trending too. Nothing is kept
+    /// before the task restored its state.
+    #[inline]
+    pub fn record(&mut self, domain: &str, title: Arc<str>, first: bool, ts_ms: i64, views: u64, in_trending: bool) {
+        if !self.on {
+            return;
+        }
+        let log = match self.logs.get_mut(domain) {
+            Some(log) => log,
+            None => self.logs.entry(Arc::from(domain)).or_default(),
+        };
+        log.record(title, first, ts_ms, views, in_trending);
+    }
+
+    /// Changelog entries the last restore skipped because they did not decode.
+    pub fn corrupt_entries(&self) -> u64 {
+        self.corrupt
+    }
+
+    /// Live chunks of every domain (for tests and figures).
+    #[cfg(test)]
+    pub fn live_chunks(&self) -> usize {
+        self.logs.values().map(DomainLog::live_chunks).sum()
+    }
 }
 
 /// Merges the pairs of the same title (the same allocation: a window interns its titles).
@@ -342,12 +409,12 @@ impl Meta<'_> {
     }
 }
 
-fn encode_meta(p: &PageviewsProcessor) -> Vec<u8> {
+fn encode_meta(p: &Snapshot<'_>, next_seq: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + 16 * p.trends.len());
     b.push(VERSION);
     put_opt(&mut b, p.windows.max_ts());
     put_i64(&mut b, p.windows.final_before());
-    put_u64(&mut b, p.store.next_seq);
+    put_u64(&mut b, next_seq);
     put_i64(&mut b, p.last_trending_ms);
     put_i64(&mut b, p.last_provisional_ms);
     let mut late: Vec<(&Arc<str>, u64)> = p.windows.late_counts().collect();
@@ -363,7 +430,7 @@ fn encode_meta(p: &PageviewsProcessor) -> Vec<u8> {
     for (d, t) in trends {
         put_bytes(&mut b, d.as_bytes());
         put_opt(&mut b, t.counts.head());
-        b.push(u8::from(t.counts.version() != t.emitted_version));
+        b.push(u8::from(t.changed()));
     }
     b
 }
@@ -463,49 +530,54 @@ fn add_count(counts: &mut HashMap<Arc<str>, u64>, title: &str, views: u64, want_
     }
 }
 
-impl PageviewsProcessor {
-    /// [`crate::engine::Processor::take_changes`]: see the module docs.
-    pub(super) fn store_take_changes(&mut self, out: &mut Vec<Change>) {
-        if !self.store.on {
+impl PageviewsStore {
+    /// Moves the changes since the last call into `out`, given the processor's state `now` (see
+    /// the module docs): each domain's new chunks and dead chunks' tombstones, then the meta
+    /// record if it changed.
+    pub fn take_changes(&mut self, now: &Snapshot<'_>, out: &mut Vec<Change>) {
+        if !self.on {
             // Only a restored processor tracks its deltas (the engine restores every durable
             // task before its first input); whatever was processed before is not in the log.
-            self.store.on = true;
-            if self.windows.open_windows() > 0 || !self.trends.is_empty() {
+            self.on = true;
+            if now.windows.open_windows() > 0 || !now.trends.is_empty() {
                 tracing::warn!(
                     pipeline = PIPELINE,
                     "state taken before it was restored: earlier views are missing from the changelog"
                 );
             }
         }
-        let final_before = self.windows.final_before();
-        let mut domains: Vec<Arc<str>> = self.trends.keys().cloned().collect();
+        let final_before = now.windows.final_before();
+        let mut domains: Vec<Arc<str>> = self.logs.keys().cloned().collect();
         domains.sort_unstable();
         for d in &domains {
-            let t = self.trends.get_mut(d).expect("a listed domain");
+            let log = self.logs.get_mut(d).expect("a listed domain");
             // Without a head nothing was counted in trending: no minute is needed for it.
-            let trend_start = t.counts.bounds().map_or(i64::MAX, |(s, _)| s);
-            t.log.flush(d, final_before, trend_start, &mut self.store.next_seq, out);
+            let trend_start = now.trends.get(d).and_then(|t| t.counts.bounds()).map_or(i64::MAX, |(s, _)| s);
+            log.flush(d, final_before, trend_start, &mut self.next_seq, out);
         }
-        let meta = encode_meta(self);
-        if meta != self.store.last_meta {
+        let meta = encode_meta(now, self.next_seq);
+        if meta != self.last_meta {
             out.push((META_KEY.to_vec(), Some(meta.clone())));
-            self.store.last_meta = meta;
+            self.last_meta = meta;
         }
     }
 
     /// Logs and counts an entry that does not decode.
     fn corrupt_entry(&mut self, key: &[u8], why: &Corrupt) {
-        self.store.corrupt += 1;
-        if self.store.corrupt <= MAX_LOGGED {
+        self.corrupt += 1;
+        if self.corrupt <= MAX_LOGGED {
             let key = String::from_utf8_lossy(&key[..key.len().min(200)]);
             tracing::warn!(pipeline = PIPELINE, %key, error = %why, "corrupt state entry skipped");
         }
     }
 
-    /// [`crate::engine::Processor::restore`]: see the module docs.
-    pub(super) fn store_restore(&mut self, entries: Entries) {
-        self.store.on = true;
-        self.store.corrupt = 0;
+    /// Rebuilds the processor's windows and trends from the live changelog entries (see the
+    /// module docs), keeping each domain's live chunks; from now on it keeps deltas. Trending
+    /// views track at most `trending_max_titles` titles each. The processor takes the result
+    /// over, then calls [`restored`](PageviewsStore::restored).
+    pub fn restore(&mut self, entries: Entries, trending_max_titles: usize) -> Rebuilt {
+        self.on = true;
+        self.corrupt = 0;
         let meta = match entries.get(META_KEY).map(|v| decode_meta(v)) {
             None => Meta::empty(),
             Some(Ok(m)) => m,
@@ -601,7 +673,7 @@ impl PageviewsProcessor {
         }
 
         let late = meta.late.iter().map(|(d, n)| (intern(d), *n)).collect();
-        self.windows.restore(meta.max_ts, meta.final_before, late, open);
+        let mut trends = HashMap::new();
         let mut flags: HashMap<Arc<str>, (Option<i64>, bool)> =
             meta.trends.iter().map(|(d, h, changed)| (intern(d), (*h, *changed))).collect();
         for d in logs.keys().chain(buckets.keys()) {
@@ -611,34 +683,35 @@ impl PageviewsProcessor {
             let counts = SlidingCounts::restored(
                 TRENDING_WINDOW_MS,
                 TRENDING_BUCKET_MS,
-                self.trending_max_titles,
+                trending_max_titles,
                 head,
                 buckets.remove(&domain).unwrap_or_default(),
             );
             // Only "changed since emitted" matters, not how often.
             let emitted_version = if changed { counts.version().wrapping_sub(1) } else { counts.version() };
-            let log = logs.remove(&domain).unwrap_or_default();
-            self.trends.insert(domain, Trend { counts, emitted_version, log });
+            trends.insert(domain, Trend { counts, emitted_version });
         }
-        // Wall-clock emission times: never later than a fresh processor's (a skewed clock must
-        // not hold emissions back).
-        self.last_trending_ms = self.last_trending_ms.min(meta.last_trending_ms);
-        self.last_provisional_ms = self.last_provisional_ms.min(meta.last_provisional_ms);
-        self.store.next_seq = meta.next_seq.max(max_seq.map_or(0, |s| s + 1));
-        self.store.last_meta = encode_meta(self);
-        if self.store.corrupt > 0 {
-            tracing::warn!(
-                pipeline = PIPELINE,
-                corrupt = self.store.corrupt,
-                "state restored without its corrupt entries"
-            );
+        self.logs = logs;
+        self.next_seq = meta.next_seq.max(max_seq.map_or(0, |s| s + 1));
+        if self.corrupt > 0 {
+            tracing::warn!(pipeline = PIPELINE, corrupt = self.corrupt, "state restored without its corrupt entries");
         }
-        tracing::debug!(
-            pipeline = PIPELINE,
-            open_windows = self.windows.open_windows(),
-            domains = self.trends.len(),
-            "pageviews state restored"
-        );
+        Rebuilt {
+            max_ts: meta.max_ts,
+            final_before: meta.final_before,
+            late,
+            open,
+            trends,
+            last_trending_ms: meta.last_trending_ms,
+            last_provisional_ms: meta.last_provisional_ms,
+        }
+    }
+
+    /// The processor took over what [`restore`](PageviewsStore::restore) rebuilt and is now in
+    /// state `now`: that is what the changelog holds, so the next flush rewrites the meta record
+    /// only when something changes.
+    pub fn restored(&mut self, now: &Snapshot<'_>) {
+        self.last_meta = encode_meta(now, self.next_seq);
     }
 }
 

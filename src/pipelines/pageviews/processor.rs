@@ -1,64 +1,33 @@
-//! Page views: the top articles per domain and hour, minus a blacklist, and "trending now".
-//!
-//! - Input `pageviews` (key = domain): `{"domain", "title", "views" (default 1), "ts"}` with `ts`
-//!   RFC 3339 or epoch milliseconds. The key must be the domain: a domain's windows live in one
-//!   partition, which is what makes "exactly one final record per window" hold.
-//! - Input `pageviews.blacklist` (compacted, key `<domain> <title>`): pairs never ranked. Read
-//!   whole by every instance (a global table, [`crate::kafka::global`]) into a [`Blacklist`] every
-//!   pageviews task consults when it ranks, so a change applies to every window not yet final.
-//! - Output `pageviews.top` (compacted, key `<domain>|YYYY-MM-DDTHH`): per (domain, hour) window,
-//!   exactly one record with `final: true` when the partition's watermark passes the hour's end
-//!   or the partition has been idle for `idle_timeout`; optionally provisional `final: false`
-//!   records while it is open. Top `top_n` by views, ties by title in ascending byte order.
-//! - Output `pageviews.trending` (key = domain): the top over the last 60 minutes of event time
-//!   (sliding by the minute), every `trending_interval` while the domain receives views.
-//!
-//! Late events (for windows already final) are counted in
-//! `pagepulse_window_ignored_events_total{pipeline="pageviews",reason="late"}` and reported in the
-//! `late_events` field of the domain's next `pageviews.top` record.
-//!
-//! With durable state, open windows, final hours, the watermark, late counts and trending survive
-//! restarts and rebalances through the changelog: see [`store`] for the layout and its costs.
-
-mod store;
+//! The pageviews pipeline's per-partition logic: decode a page view, count it in its hourly
+//! window and its domain's trending view, close windows as the watermark passes, and emit
+//! `pageviews.top` and `pageviews.trending`. Every counted view is also told to the
+//! [`PageviewsStore`].
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
-
-use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
+use hashbrown::HashMap;
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::decode::{object, optional_u64, required_str, rfc3339_ms, split_key, utf8_value};
-use crate::clock::format_ms;
-use crate::clock::Clock;
-use crate::config::PageviewsConfig;
+use super::blacklist::Blacklist;
+use super::config::PageviewsConfig;
+use super::store::{PageviewsStore, Snapshot};
+use super::trend::Trend;
+use super::{PIPELINE, TOP, TRENDING};
+use crate::clock::{format_ms, Clock};
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
 use crate::metrics::Metrics;
-use crate::ops::hourly::{Added, Closed, HourlyWindows, Window, HOUR_MS};
+use crate::ops::hourly::{Added, Closed, HourlyWindows, Window};
 use crate::ops::topn::top_n;
-use crate::ops::window::{AddOutcome, SlidingCounts};
-
-/// Pipeline name.
-pub const PIPELINE: &str = "pageviews";
-/// Input topic.
-pub const INPUT: &str = "pageviews";
-/// The blacklist pipeline's name.
-pub const BLACKLIST_PIPELINE: &str = "pageviews.blacklist";
-/// Blacklist topic.
-pub const BLACKLIST: &str = "pageviews.blacklist";
-/// Per-window top articles.
-pub const TOP: &str = "pageviews.top";
-/// Trending now.
-pub const TRENDING: &str = "pageviews.trending";
+use crate::ops::window::AddOutcome;
+use crate::pipelines::decode::{object, optional_u64, required_str, rfc3339_ms, utf8_value};
 
 /// Longest domain code accepted.
 const MAX_DOMAIN: usize = 64;
@@ -68,45 +37,6 @@ const MAX_TITLE: usize = 2048;
 const MIN_TS_MS: i64 = -62_167_219_200_000;
 /// Latest accepted event time: 9999-12-31T23:59:59.999Z.
 const MAX_TS_MS: i64 = 253_402_300_799_999;
-/// Span and granularity of "trending now".
-const TRENDING_WINDOW_MS: i64 = HOUR_MS;
-const TRENDING_BUCKET_MS: i64 = 60_000;
-
-/// The (domain, title) pairs excluded from every ranking; shared by every pageviews task and
-/// written by the blacklist pipeline.
-#[derive(Debug, Default)]
-pub struct Blacklist {
-    by_domain: DashMap<Box<str>, HashSet<Box<str>>>,
-}
-
-impl Blacklist {
-    /// An empty blacklist.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    /// Excludes `title` of `domain` from rankings.
-    pub fn insert(&self, domain: &str, title: &str) {
-        self.by_domain.entry(domain.into()).or_default().insert(title.into());
-    }
-
-    /// Ranks `title` of `domain` again.
-    pub fn remove(&self, domain: &str, title: &str) {
-        if let Some(mut set) = self.by_domain.get_mut(domain) {
-            set.remove(title);
-        }
-    }
-
-    /// True if the pair is excluded.
-    pub fn contains(&self, domain: &str, title: &str) -> bool {
-        self.by_domain.get(domain).is_some_and(|s| s.contains(title))
-    }
-
-    /// The excluded titles of `domain` (a snapshot, for one ranking).
-    pub fn titles(&self, domain: &str) -> HashSet<Box<str>> {
-        self.by_domain.get(domain).map(|s| s.clone()).unwrap_or_default()
-    }
-}
 
 #[derive(Deserialize)]
 struct Wire<'a> {
@@ -254,13 +184,6 @@ fn rank_items<'a>(
         .collect()
 }
 
-struct Trend {
-    counts: SlidingCounts<Arc<str>>,
-    emitted_version: u64,
-    /// Deltas not yet flushed and live changelog chunks of the domain (see [`store`]).
-    log: store::DomainLog,
-}
-
 /// The per-partition pageviews processor.
 pub struct PageviewsProcessor {
     windows: HourlyWindows,
@@ -281,8 +204,8 @@ pub struct PageviewsProcessor {
     last_trending_ms: i64,
     late: IntCounter,
     over_capacity: IntCounter,
-    /// Changelog bookkeeping (see [`store`]).
-    store: store::Tracker,
+    /// The durable state: views since the last flush, live chunks (see [`PageviewsStore`]).
+    store: PageviewsStore,
 }
 
 impl PageviewsProcessor {
@@ -320,7 +243,7 @@ impl PageviewsProcessor {
             last_trending_ms: now,
             late: metrics.window_ignored.with_label_values(&[PIPELINE, "late"]),
             over_capacity: metrics.window_ignored.with_label_values(&[PIPELINE, "over_capacity"]),
-            store: store::Tracker::default(),
+            store: PageviewsStore::default(),
         }
     }
 
@@ -404,11 +327,7 @@ impl Processor for PageviewsProcessor {
         self.inputs_since_tick += 1;
         let trend = match self.trends.get_mut(v.domain.as_ref()) {
             Some(t) => t,
-            None => self.trends.entry(v.domain.as_ref().into()).or_insert_with(|| Trend {
-                counts: SlidingCounts::new(TRENDING_WINDOW_MS, TRENDING_BUCKET_MS, self.trending_max_titles),
-                emitted_version: 0,
-                log: store::DomainLog::default(),
-            }),
+            None => self.trends.entry(v.domain.as_ref().into()).or_insert_with(|| Trend::new(self.trending_max_titles)),
         };
         match self.windows.add(&v.domain, &v.title, v.views, v.ts_ms, None) {
             Added::Counted { title, first } => {
@@ -420,9 +339,7 @@ impl Processor for PageviewsProcessor {
                         false
                     }
                 };
-                if self.store.on {
-                    trend.log.record(title, first, v.ts_ms, v.views, in_trending);
-                }
+                self.store.record(&v.domain, title, first, v.ts_ms, v.views, in_trending);
             }
             Added::Late => self.late.inc(),
         }
@@ -459,74 +376,39 @@ impl Processor for PageviewsProcessor {
         }
     }
 
+    /// The store's changes: see [`PageviewsStore::take_changes`].
     fn take_changes(&mut self, out: &mut Vec<Change>) {
-        self.store_take_changes(out);
+        let now = Snapshot {
+            windows: &self.windows,
+            trends: &self.trends,
+            last_trending_ms: self.last_trending_ms,
+            last_provisional_ms: self.last_provisional_ms,
+        };
+        self.store.take_changes(&now, out);
     }
 
+    /// Takes over what [`PageviewsStore::restore`] rebuilds.
     fn restore(&mut self, entries: Entries, _out: &mut Emit<()>) {
-        self.store_restore(entries);
-    }
-}
-
-/// What a `pageviews.blacklist` record asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlacklistChange<'a> {
-    /// Exclude the pair.
-    Add {
-        /// Domain.
-        domain: &'a str,
-        /// Title.
-        title: &'a str,
-    },
-    /// Rank the pair again (a tombstone).
-    Remove {
-        /// Domain.
-        domain: &'a str,
-        /// Title.
-        title: &'a str,
-    },
-}
-
-/// Decodes a `pageviews.blacklist` record: the key names the pair, the value must agree.
-pub fn decode_blacklist(rec: &RawRecord) -> Result<BlacklistChange<'_>, Rejection> {
-    let (key, domain, title) = split_key(rec, ' ', "blacklist records are keyed `<domain> <title>`")?;
-    if rec.value.is_none() {
-        return Ok(BlacklistChange::Remove { domain, title });
-    }
-    let wire: Wire<'_> = object(utf8_value(rec)?)?;
-    let d = required_str("domain", wire.domain)?;
-    let t = required_str("title", wire.title)?;
-    if d != domain || t != title {
-        return Err(invalid(format!("value ({d} {t}) does not match the key ({key})")));
-    }
-    Ok(BlacklistChange::Add { domain, title })
-}
-
-/// Applies `pageviews.blacklist` to the shared [`Blacklist`].
-pub struct BlacklistProcessor {
-    blacklist: Arc<Blacklist>,
-}
-
-impl BlacklistProcessor {
-    /// A processor writing into `blacklist`.
-    pub fn new(blacklist: Arc<Blacklist>) -> Self {
-        Self { blacklist }
-    }
-}
-
-impl Processor for BlacklistProcessor {
-    type Input<'a> = BlacklistChange<'a>;
-    type Part = ();
-
-    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<BlacklistChange<'a>, Rejection> {
-        decode_blacklist(rec)
-    }
-
-    fn process(&mut self, change: BlacklistChange<'_>, _meta: &RecordMeta, _out: &mut Emit<()>) {
-        match change {
-            BlacklistChange::Add { domain, title } => self.blacklist.insert(domain, title),
-            BlacklistChange::Remove { domain, title } => self.blacklist.remove(domain, title),
-        }
+        let r = self.store.restore(entries, self.trending_max_titles);
+        self.windows.restore(r.max_ts, r.final_before, r.late, r.open);
+        self.trends.extend(r.trends);
+        // Wall-clock emission times: never later than a fresh processor's (a skewed clock must
+        // not hold emissions back).
+        self.last_trending_ms = self.last_trending_ms.min(r.last_trending_ms);
+        self.last_provisional_ms = self.last_provisional_ms.min(r.last_provisional_ms);
+        let now = Snapshot {
+            windows: &self.windows,
+            trends: &self.trends,
+            last_trending_ms: self.last_trending_ms,
+            last_provisional_ms: self.last_provisional_ms,
+        };
+        self.store.restored(&now);
+        tracing::debug!(
+            pipeline = PIPELINE,
+            open_windows = self.windows.open_windows(),
+            domains = self.trends.len(),
+            "pageviews state restored"
+        );
     }
 }
 
@@ -538,6 +420,8 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::config::Config;
+    use crate::ops::hourly::HOUR_MS;
+    use crate::pipelines::pageviews::{store, BlacklistProcessor, BLACKLIST, INPUT};
 
     const H0: i64 = 1_795_424_400_000; // 2026-11-23T09:00:00Z
     const MIN: i64 = 60_000;
@@ -1098,7 +982,7 @@ mod tests {
             live.insert(b"m/0/en/99".to_vec(), vec![1, b'm', 0xff]);
             live.insert(b"zzz".to_vec(), b"not ours".to_vec());
             let mut c = restored(&cfg, &bl, H0, live.clone());
-            assert_eq!(c.store.corrupt, 3);
+            assert_eq!(c.store.corrupt_entries(), 3);
             c.close_idle(&mut out);
             let t = finals(&out.records);
             assert_eq!(
@@ -1108,7 +992,7 @@ mod tests {
             // A corrupt meta: the chunks are still restored.
             live.insert(store::META_KEY.to_vec(), vec![1, 2, 3]);
             let mut d = restored(&cfg, &bl, H0, live);
-            assert_eq!(d.store.corrupt, 4);
+            assert_eq!(d.store.corrupt_entries(), 4);
             let mut out = Emit::default();
             d.close_idle(&mut out);
             assert_eq!(finals(&out.records).len(), 1);

@@ -1,53 +1,28 @@
-//! Rolling fan counts.
-//!
-//! - Input `fans.observations` (key `<platform>:<page_id>`): one audience count of one page at
-//!   one time, from pagepulse's poller or any external scraper.
-//! - Output `fans.stats` (compacted, key = page key): the page's rolling figures after every new
-//!   observation (see [`crate::ops::series`]).
-//! - Output `fans.top` (key `top`): the top pages by 24 h growth and by absolute 24 h delta,
-//!   across every partition of this instance, at most every 10 s when changed.
-//!
-//! Each partition's pages live in a map its processor alone writes and queries read while it runs
-//! ([`state`]): the HTTP endpoint `/pages` serves them without a second copy.
-//!
-//! # Durable state
-//!
-//! The store `fans` has one changelog entry per page: key = the page key, value = its whole
-//! rolling series ([`RollingFans::encode`]: version byte, then deltas; ~20 bytes for a new page,
-//! ~400 for a day of 10-minute samples, ~2.7 KB for a full 30 days). A page is written at the
-//! first flush after an observation changed it, once however often it changed (each page carries
-//! a dirty flag, and the processor a list of the dirty keys). Everything else (the rankings, the
-//! scores, the page count, what `/pages` reads) is derived from the series and rebuilt at restore,
-//! so a restored partition emits exactly what an uninterrupted one would have.
+//! The fans pipeline's per-partition logic: decode an observation, add it to the page's rolling
+//! series (in the [`FansStore`]), emit the page's `fans.stats`, and keep this partition's two
+//! rankings for the cross-partition [`super::FansTopView`].
 
-pub mod state;
-
-use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use self::state::{page_map, FansState, PageMap, Registration};
-use super::decode::{object, optional_u64, required_str, required_u64, rfc3339_ms, utf8_value};
-use crate::clock::format_ms;
-use crate::config::FansConfig;
+use super::config::FansConfig;
+use super::live::{FansLive, Registration};
+use super::page::Score;
+use super::records::{PageStats, TopEntry};
+use super::store::{FansStore, Ranked};
+use super::top::{PartitionTop, TOP_INTERVAL};
+use super::{PIPELINE, STATS};
 use crate::engine::state::{Change, Entries};
-use crate::engine::{Aggregate, Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
-use crate::ops::series::{Delta, FanStats, RollingFans, Sample};
-
-/// Pipeline name.
-pub const PIPELINE: &str = "fans";
-/// Input topic.
-pub const INPUT: &str = "fans.observations";
-/// Per-page rolling figures.
-pub const STATS: &str = "fans.stats";
-/// Top pages.
-pub const TOP: &str = "fans.top";
+use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
+use crate::ops::series::{FanStats, Sample};
+use crate::pipelines::decode::{object, optional_u64, required_str, required_u64, rfc3339_ms, utf8_value};
+pub use crate::poll::observation::Observation;
 
 #[derive(Deserialize)]
 struct Wire<'a> {
@@ -61,28 +36,6 @@ struct Wire<'a> {
     followers: Option<&'a RawValue>,
     #[serde(borrow, default)]
     observed_at: Option<&'a RawValue>,
-}
-
-/// A decoded, valid observation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation<'a> {
-    /// Platform name, e.g. `facebook`.
-    pub platform: Cow<'a, str>,
-    /// The page's id on its platform.
-    pub page_id: Cow<'a, str>,
-    /// Fan count.
-    pub fans: u64,
-    /// Follower count, when the platform reports one.
-    pub followers: Option<u64>,
-    /// When it was observed, epoch milliseconds.
-    pub observed_at_ms: i64,
-}
-
-impl Observation<'_> {
-    /// The page key, `<platform>:<page_id>`.
-    pub fn key(&self) -> String {
-        format!("{}:{}", self.platform, self.page_id)
-    }
 }
 
 /// Decodes and validates a `fans.observations` record value.
@@ -108,187 +61,18 @@ pub fn decode_observation(rec: &RawRecord) -> Result<Observation<'_>, Rejection>
     Ok(Observation { platform, page_id, fans, followers, observed_at_ms })
 }
 
-/// One page's entry in a ranking.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopEntry {
-    /// 1-based rank.
-    pub rank: usize,
-    /// Platform.
-    pub platform: String,
-    /// Page id.
-    pub page_id: String,
-    /// Current fans.
-    pub fans: u64,
-    /// Fans now minus 24 h ago.
-    pub delta_24h: i64,
-    /// Growth over 24 h in percent; `null` when the baseline was 0.
-    pub growth_24h_pct: Option<f64>,
-    /// True while the page has less than 24 h of history (the delta is since its first sample).
-    pub partial: bool,
-}
-
-/// A `fans.top` value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FansTop {
-    /// When this ranking was computed (RFC 3339).
-    pub generated_at: String,
-    /// Pages with the highest 24 h growth in percent.
-    pub by_growth_24h_pct: Vec<TopEntry>,
-    /// Pages with the highest absolute 24 h delta.
-    pub by_delta_24h: Vec<TopEntry>,
-}
-
-/// A `fans.stats` value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageStats {
-    /// Platform.
-    pub platform: String,
-    /// Page id.
-    pub page_id: String,
-    /// Fans in the newest sample.
-    pub fans: u64,
-    /// Followers in the newest sample.
-    pub followers: Option<u64>,
-    /// When the newest sample was observed (RFC 3339).
-    pub observed_at: String,
-    /// Growth over the last hour.
-    pub delta_1h: DeltaOut,
-    /// Growth over the last 24 hours.
-    pub delta_24h: DeltaOut,
-    /// Growth over the last 7 days.
-    pub delta_7d: DeltaOut,
-    /// `delta_24h` in percent of its baseline; `null` when the baseline had 0 fans.
-    pub growth_24h_pct: Option<f64>,
-}
-
-/// One horizon's growth, as written to `fans.stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeltaOut {
-    /// Current fans minus the baseline's.
-    pub value: i64,
-    /// True while the history is shorter than the horizon (the baseline is the oldest sample).
-    pub partial: bool,
-    /// When the baseline sample was observed (RFC 3339).
-    pub since: String,
-    /// The baseline's fans.
-    pub baseline_fans: u64,
-}
-
-impl From<Delta> for DeltaOut {
-    fn from(d: Delta) -> Self {
-        Self { value: d.value, partial: d.partial, since: format_ms(d.baseline_at_ms), baseline_fans: d.baseline_fans }
-    }
-}
-
-impl PageStats {
-    /// The record for `platform`/`page_id` with `stats`.
-    pub fn new(platform: String, page_id: String, stats: &FanStats) -> Self {
-        Self {
-            platform,
-            page_id,
-            fans: stats.fans,
-            followers: stats.followers,
-            observed_at: format_ms(stats.observed_at_ms),
-            delta_1h: stats.delta_1h.into(),
-            delta_24h: stats.delta_24h.into(),
-            delta_7d: stats.delta_7d.into(),
-            growth_24h_pct: stats.growth_24h_pct,
-        }
-    }
-}
-
-/// An f64 ordered totally, for ranking indexes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Score(f64);
-
-impl Eq for Score {}
-
-impl PartialOrd for Score {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Score {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-/// A page's state in one partition.
-struct Page {
-    series: RollingFans,
-    /// Its current scores in the two ranking indexes.
-    growth: Option<Score>,
-    delta: Option<Score>,
-    /// Changed since the last [`Processor::take_changes`]: its key is in
-    /// [`FansProcessor::dirty`].
-    dirty: bool,
-}
-
-impl Page {
-    fn new() -> Self {
-        Self::of(RollingFans::new(), None)
-    }
-
-    /// A page holding `series`, whose figures are `stats`.
-    fn of(series: RollingFans, stats: Option<&FanStats>) -> Self {
-        let (growth, delta) = scores(stats);
-        Self { series, growth, delta, dirty: false }
-    }
-}
-
-/// A page's scores in the two ranking indexes: growth in percent (none for a 0 baseline) and
-/// the absolute 24 h delta.
-fn scores(stats: Option<&FanStats>) -> (Option<Score>, Option<Score>) {
-    match stats {
-        None => (None, None),
-        Some(s) => (s.growth_24h_pct.map(Score), Some(Score(s.delta_24h.value as f64))),
-    }
-}
-
-/// Corrupt changelog values logged one by one at restore; the rest are only counted.
-const CORRUPT_LOGGED: u64 = 10;
-
-/// A partition's best pages, handed to the cross-partition [`FansTopView`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartitionTop {
-    /// The partition.
-    pub partition: i32,
-    /// When the list was cut (wall clock, ms): lists of revoked partitions age out.
-    pub at_ms: i64,
-    /// Best by growth, best first.
-    pub by_growth: Vec<TopEntry>,
-    /// Best by delta, best first.
-    pub by_delta: Vec<TopEntry>,
-}
-
 /// The per-partition fans processor: rolling figures per page, and this partition's rankings.
 pub struct FansProcessor {
     partition: i32,
     top_n: usize,
     max_pages: usize,
-    /// This partition's pages. Only this processor writes them; while it is registered in a
-    /// [`FansState`], queries read them concurrently (see [`state`]), each holding one shard's
-    /// read lock for as long as it takes to copy one page's figures out.
-    pages: Arc<PageMap>,
-    /// Entries in `pages`, kept here because `DashMap::len` locks every shard in turn and
-    /// [`decode`](Processor::decode) checks the bound on every record.
-    len: usize,
-    by_growth: BTreeSet<(Score, Reverse<Arc<str>>)>,
-    by_delta: BTreeSet<(Score, Reverse<Arc<str>>)>,
-    /// Keys of the pages changed since the last [`Processor::take_changes`], each once (the
-    /// page's `dirty` flag says whether it is here). At most one per page, so bounded by
-    /// `max_pages`.
-    dirty: Vec<Arc<str>>,
-    /// Changelog entries [`Processor::restore`] skipped because they did not decode.
-    corrupt: u64,
-    /// Keeps `pages` queryable until the processor is dropped (its task stopped: the partition
-    /// was revoked, or the engine shut down).
+    /// This partition's pages: the durable state, and what queries read while the processor is
+    /// registered in a [`FansLive`].
+    store: FansStore,
+    by_growth: BTreeSet<Ranked>,
+    by_delta: BTreeSet<Ranked>,
+    /// Keeps the store's map queryable until the processor is dropped (its task stopped: the
+    /// partition was revoked, or the engine shut down).
     registration: Option<Registration>,
 }
 
@@ -299,48 +83,45 @@ impl FansProcessor {
             partition,
             top_n: cfg.top_n,
             max_pages: cfg.max_pages_per_partition,
-            pages: Arc::new(page_map(0)),
-            len: 0,
+            store: FansStore::new(partition),
             by_growth: BTreeSet::new(),
             by_delta: BTreeSet::new(),
-            dirty: Vec::new(),
-            corrupt: 0,
             registration: None,
         }
     }
 
-    /// Makes this partition's pages queryable through `state` for as long as the processor lives,
+    /// Makes this partition's pages queryable through `live` for as long as the processor lives,
     /// replacing whatever was registered for the partition before.
-    pub fn with_state(mut self, state: &FansState) -> Self {
-        self.registration = Some(state.register(self.partition, self.pages.clone()));
+    pub fn with_live(mut self, live: &FansLive) -> Self {
+        self.registration = Some(live.register(self.partition, self.store.map().clone()));
         self
     }
 
     /// Pages tracked in this partition.
     pub fn pages(&self) -> usize {
-        self.len
+        self.store.len()
     }
 
-    /// Changelog entries the restore skipped because they did not decode (each logged, up to
-    /// [`CORRUPT_LOGGED`]): their pages start afresh.
+    /// Changelog entries the restore skipped because they did not decode: their pages start
+    /// afresh.
     pub fn corrupt_entries(&self) -> u64 {
-        self.corrupt
+        self.store.corrupt_entries()
     }
 
     /// The current figures of `key`, if tracked.
     pub fn stats(&self, key: &str) -> Option<FanStats> {
-        self.pages.get(key)?.series.stats()
+        self.store.get(key)?.series.stats()
     }
 
     /// The best `top_n` of `index`: highest score first, ties by page key ascending (the same order
     /// the global merge uses, so a tie at the boundary cannot drop the page that ranks globally).
-    fn entries(&self, index: &BTreeSet<(Score, Reverse<Arc<str>>)>) -> Vec<TopEntry> {
+    fn entries(&self, index: &BTreeSet<Ranked>) -> Vec<TopEntry> {
         index
             .iter()
             .rev()
             .take(self.top_n)
             .filter_map(|(_, Reverse(key))| {
-                let stats = self.pages.get(&**key)?.series.stats()?;
+                let stats = self.store.get(key)?.series.stats()?;
                 let (platform, page_id) = key.split_once(':')?;
                 Some(TopEntry {
                     rank: 0,
@@ -372,7 +153,7 @@ impl Processor for FansProcessor {
 
     fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<Observation<'a>, Rejection> {
         let obs = decode_observation(rec)?;
-        if self.len >= self.max_pages && !self.pages.contains_key(obs.key().as_str()) {
+        if self.store.len() >= self.max_pages && !self.store.contains(obs.key().as_str()) {
             return Err(Rejection::new(
                 RejectClass::InvalidValue,
                 format!(
@@ -387,34 +168,11 @@ impl Processor for FansProcessor {
 
     fn process(&mut self, obs: Observation<'_>, _meta: &RecordMeta, out: &mut Emit<PartitionTop>) {
         let key = obs.key();
-        // The entry holds its shard's write lock: queries of pages in that shard wait until it is
-        // dropped below, after one observation and one `stats()`.
-        let mut page = match self.pages.get_mut(key.as_str()) {
-            Some(p) => p,
-            None => {
-                self.len += 1;
-                self.pages.entry(key.as_str().into()).or_insert_with(Page::new)
-            }
-        };
         let sample = Sample { at_ms: obs.observed_at_ms, fans: obs.fans, followers: obs.followers };
-        // `observe` returns false only when the series is unchanged: nothing to write either.
-        if !page.series.observe(sample) {
-            return;
-        }
-        if !page.dirty {
-            page.dirty = true;
-            self.dirty.push(page.key().clone());
-        }
-        let Some(stats) = page.series.stats() else { return };
-        let (growth, delta) = scores(Some(&stats));
-        let (old_growth, old_delta) = (page.growth, page.delta);
-        page.growth = growth;
-        page.delta = delta;
-        let shared: Arc<str> = page.key().clone();
-        drop(page);
-        reindex(&mut self.by_growth, old_growth, growth, &shared);
-        reindex(&mut self.by_delta, old_delta, delta, &shared);
-        let value = PageStats::new(obs.platform.into_owned(), obs.page_id.into_owned(), &stats);
+        let Some(changed) = self.store.observe(&key, sample) else { return };
+        reindex(&mut self.by_growth, changed.old.0, changed.new.0, &changed.key);
+        reindex(&mut self.by_delta, changed.old.1, changed.new.1, &changed.key);
+        let value = PageStats::new(obs.platform.into_owned(), obs.page_id.into_owned(), &changed.stats);
         let bytes = serde_json::to_vec(&value).expect("serializing plain structs cannot fail");
         out.record(OutRecord::new(STATS, key.into_bytes(), bytes));
     }
@@ -429,73 +187,18 @@ impl Processor for FansProcessor {
         out.part(self.top(now.timestamp_millis()));
     }
 
-    /// Writes every page changed since the last call: key = page key, value = its encoded series.
+    /// The store's changes: see [`FansStore::take_changes`].
     fn take_changes(&mut self, out: &mut Vec<Change>) {
-        out.reserve(self.dirty.len());
-        // One buffer that grows to the largest page, then an exact-size copy per value.
-        let mut buf = Vec::new();
-        for key in self.dirty.drain(..) {
-            let value = self.pages.get_mut(&*key).map(|mut page| {
-                page.dirty = false;
-                buf.clear();
-                page.series.encode(&mut buf);
-                buf.as_slice().to_vec()
-            });
-            // Pages are never removed today; if one were, its tombstone keeps the changelog right.
-            out.push((key.as_bytes().to_vec(), value));
-        }
+        self.store.take_changes(out);
     }
 
-    /// Rebuilds the pages, the rankings and the page count from the changelog. The pages are
-    /// queryable (`/pages`) as soon as this returns, since the processor's map is the registered
-    /// one; the rankings go to the aggregate at once. A value that does not decode is logged,
-    /// counted ([`FansProcessor::corrupt_entries`]) and skipped: that page starts afresh.
+    /// Rebuilds the pages ([`FansStore::restore`]), then the rankings. The pages are queryable
+    /// (`/pages`) as soon as this returns, since the restored map replaces the registered one;
+    /// the rankings go to the aggregate at once.
     fn restore(&mut self, entries: Entries, out: &mut Emit<PartitionTop>) {
-        // The trait's contract: once, on a fresh processor (so the indexes can be built anew).
-        debug_assert!(self.len == 0, "restore runs on a fresh processor");
-        let (mut by_growth, mut by_delta) = (Vec::with_capacity(entries.len()), Vec::with_capacity(entries.len()));
-        // Filled with its final capacity, then registered in place of the empty map: growing a
-        // map of a million pages rehashes and moves them several times over.
-        let pages = Arc::new(page_map(entries.len()));
-        for (key, value) in entries {
-            let key = match String::from_utf8(key) {
-                // Queries split stored keys at the first ':' (`state::PageView::of`).
-                Ok(k) if k.contains(':') => k,
-                Ok(k) => {
-                    self.skip_corrupt(k.as_bytes(), "a page key is `<platform>:<page_id>`");
-                    continue;
-                }
-                Err(e) => {
-                    self.skip_corrupt(e.as_bytes(), "a page key is UTF-8 text");
-                    continue;
-                }
-            };
-            let series = match RollingFans::decode(&value) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.skip_corrupt(key.as_bytes(), &e.to_string());
-                    continue;
-                }
-            };
-            let Some(stats) = series.stats() else {
-                self.skip_corrupt(key.as_bytes(), "a page without samples");
-                continue;
-            };
-            let page = Page::of(series, Some(&stats));
-            let key: Arc<str> = key.into();
-            if let Some(g) = page.growth {
-                by_growth.push((g, Reverse(key.clone())));
-            }
-            if let Some(d) = page.delta {
-                by_delta.push((d, Reverse(key.clone())));
-            }
-            if pages.insert(key, page).is_none() {
-                self.len += 1;
-            }
-        }
-        self.pages = pages;
+        let (mut by_growth, mut by_delta) = self.store.restore(entries);
         if let Some(r) = &mut self.registration {
-            r.replace(self.pages.clone());
+            r.replace(self.store.map().clone());
         }
         // Sorted, then built in bulk: much faster than a million single inserts. (The bulk build
         // sorts stably, which is linear on input sorted already.)
@@ -503,19 +206,11 @@ impl Processor for FansProcessor {
         by_delta.sort_unstable();
         self.by_growth = BTreeSet::from_iter(by_growth);
         self.by_delta = BTreeSet::from_iter(by_delta);
-        if self.corrupt > 0 {
+        if self.store.len() > self.max_pages {
             tracing::warn!(
                 pipeline = PIPELINE,
                 partition = self.partition,
-                skipped = self.corrupt,
-                "state restore skipped changelog entries that do not decode; those pages start afresh"
-            );
-        }
-        if self.len > self.max_pages {
-            tracing::warn!(
-                pipeline = PIPELINE,
-                partition = self.partition,
-                pages = self.len,
+                pages = self.store.len(),
                 max_pages = self.max_pages,
                 "restored more pages than pipelines.fans.max_pages_per_partition; new pages are refused until it is raised"
             );
@@ -526,23 +221,7 @@ impl Processor for FansProcessor {
     }
 }
 
-impl FansProcessor {
-    /// Counts and (for the first few) logs a changelog entry the restore cannot use.
-    fn skip_corrupt(&mut self, key: &[u8], why: &str) {
-        self.corrupt += 1;
-        if self.corrupt <= CORRUPT_LOGGED {
-            tracing::warn!(
-                pipeline = PIPELINE,
-                partition = self.partition,
-                key = %String::from_utf8_lossy(key),
-                reason = why,
-                "skipping a corrupt fans state entry"
-            );
-        }
-    }
-}
-
-fn reindex(index: &mut BTreeSet<(Score, Reverse<Arc<str>>)>, old: Option<Score>, new: Option<Score>, key: &Arc<str>) {
+fn reindex(index: &mut BTreeSet<Ranked>, old: Option<Score>, new: Option<Score>, key: &Arc<str>) {
     if old == new {
         return;
     }
@@ -554,89 +233,13 @@ fn reindex(index: &mut BTreeSet<(Score, Reverse<Arc<str>>)>, old: Option<Score>,
     }
 }
 
-/// How often partitions report their rankings and `fans.top` may be emitted.
-pub const TOP_INTERVAL: Duration = Duration::from_secs(10);
-
-/// The global ranking: merges every partition's top lists (the global top N is always inside the
-/// union of the partitions' top N, so the merge is exact).
-pub struct FansTopView {
-    top_n: usize,
-    partitions: HashMap<i32, PartitionTop>,
-    /// The last `fans.top` value emitted.
-    last: Option<FansTop>,
-}
-
-impl FansTopView {
-    /// An empty view ranking `top_n` pages.
-    pub fn new(top_n: usize) -> Self {
-        Self { top_n, partitions: HashMap::new(), last: None }
-    }
-
-    /// The last `fans.top` value emitted, `None` before the first: what the topic's latest record
-    /// holds (a value is emitted only when the ranking changed, so it is also the current one as
-    /// of the last tick).
-    pub fn latest(&self) -> Option<&FansTop> {
-        self.last.as_ref()
-    }
-
-    /// The current global ranking.
-    pub fn current(&self) -> (Vec<TopEntry>, Vec<TopEntry>) {
-        let merge = |pick: fn(&PartitionTop) -> &Vec<TopEntry>, score: fn(&TopEntry) -> f64| {
-            let mut all: Vec<TopEntry> = self.partitions.values().flat_map(|p| pick(p).iter().cloned()).collect();
-            // Ties by page key `<platform>:<page_id>` ascending, as in every partition's index.
-            let key = |e: &TopEntry| format!("{}:{}", e.platform, e.page_id);
-            all.sort_by(|a, b| score(b).total_cmp(&score(a)).then_with(|| key(a).cmp(&key(b))));
-            all.truncate(self.top_n);
-            for (i, e) in all.iter_mut().enumerate() {
-                e.rank = i + 1;
-            }
-            all
-        };
-        (
-            merge(|p| &p.by_growth, |e| e.growth_24h_pct.unwrap_or(f64::NEG_INFINITY)),
-            merge(|p| &p.by_delta, |e| e.delta_24h as f64),
-        )
-    }
-}
-
-impl Aggregate for FansTopView {
-    type Part = PartitionTop;
-
-    fn merge(&mut self, parts: &mut Vec<PartitionTop>) {
-        for p in parts.drain(..) {
-            self.partitions.insert(p.partition, p);
-        }
-    }
-
-    fn on_tick(&mut self, now: DateTime<Utc>, out: &mut Vec<OutRecord>) {
-        let now_ms = now.timestamp_millis();
-        // A partition that stopped reporting was revoked: its pages now rank elsewhere.
-        let stale = 3 * TOP_INTERVAL.as_millis() as i64;
-        self.partitions.retain(|_, p| now_ms - p.at_ms <= stale);
-        let (by_growth_24h_pct, by_delta_24h) = self.current();
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|l| l.by_growth_24h_pct == by_growth_24h_pct && l.by_delta_24h == by_delta_24h)
-        {
-            return;
-        }
-        let value = FansTop { generated_at: format_ms(now_ms), by_growth_24h_pct, by_delta_24h };
-        out.push(OutRecord::new(
-            TOP,
-            TOP_KEY,
-            serde_json::to_vec(&value).expect("serializing plain structs cannot fail"),
-        ));
-        self.last = Some(value);
-    }
-}
-
-/// Key of every `fans.top` record.
-pub const TOP_KEY: &str = "top";
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::format_ms;
+    use crate::engine::Aggregate;
+    use crate::ops::series::RollingFans;
+    use crate::pipelines::fans::{FansTop, FansTopView, INPUT};
 
     fn rec(v: &str) -> RawRecord {
         RawRecord { key: None, value: Some(v.as_bytes().to_vec()), offset: 0, timestamp_ms: None }
@@ -816,7 +419,7 @@ mod tests {
 
         use super::*;
         use crate::engine::state::{flush_records, new_owner, MemoryBackend, StateBackend};
-        use crate::pipelines::fans::state::{Detail, FansState, PageView};
+        use crate::pipelines::fans::live::{Detail, FansLive, PageView};
 
         const LOG: &str = "fans-changelog";
         const MIN: i64 = 60_000;
@@ -878,18 +481,18 @@ mod tests {
         }
 
         /// What `/pages?keys=` would answer for every key, with charts and tables.
-        fn views(state: &FansState, keys: &[String]) -> Vec<Option<PageView>> {
-            state.pages(&keys.iter().map(String::as_str).collect::<Vec<_>>(), Detail::Full)
+        fn views(live: &FansLive, keys: &[String]) -> Vec<Option<PageView>> {
+            live.pages(&keys.iter().map(String::as_str).collect::<Vec<_>>(), Detail::Full)
         }
 
         /// What `/pages/top` answers once the aggregate merged `parts` and ticked at `at_ms`.
-        fn global_top(state: &FansState, parts: Vec<PartitionTop>, at_ms: i64) -> Option<FansTop> {
-            let view = state.top_view();
+        fn global_top(live: &FansLive, parts: Vec<PartitionTop>, at_ms: i64) -> Option<FansTop> {
+            let view = live.top_view();
             let mut v = view.lock().expect("not poisoned");
             v.merge(&mut parts.clone());
             v.on_tick(chrono::DateTime::from_timestamp_millis(at_ms).expect("valid time"), &mut Vec::new());
             drop(v);
-            state.top()
+            live.top()
         }
 
         /// Writes one flush of `p`'s changes (after `pending`, e.g. repairs) covering input up to
@@ -912,11 +515,11 @@ mod tests {
         }
 
         /// A fresh processor restored from `backend` as the engine does it: fence, replay, restore,
-        /// then write the repairs of a torn flush first. Returns it with its state, owner and the
+        /// then write the repairs of a torn flush first. Returns it with its live view, owner and the
         /// input position to resume at.
-        fn restore(backend: &MemoryBackend) -> (FansProcessor, FansState, u64, usize, Vec<PartitionTop>) {
-            let state = FansState::new(TOP_N);
-            let mut p = FansProcessor::new(0, &cfg()).with_state(&state);
+        fn restore(backend: &MemoryBackend) -> (FansProcessor, FansLive, u64, usize, Vec<PartitionTop>) {
+            let live = FansLive::new(TOP_N);
+            let mut p = FansProcessor::new(0, &cfg()).with_live(&live);
             let owner = new_owner();
             let restored = backend.restore(LOG, 0, owner).expect("the memory backend reads");
             let mut repairs = restored.repairs();
@@ -927,7 +530,7 @@ mod tests {
             let mut out = Emit::default();
             p.restore(restored.entries, &mut out);
             assert!(out.records.is_empty(), "a restore emits no fans.stats");
-            (p, state, owner, start, out.parts)
+            (p, live, owner, start, out.parts)
         }
 
         /// Processor A runs the whole stream. Another runs it in several lives: random flushes,
@@ -940,30 +543,30 @@ mod tests {
             let (pages, n) = (300, 6000);
             let recs = stream(&mut rng, pages, n);
             let keys = keys(pages);
-            let state_a = FansState::new(TOP_N);
-            let mut a = FansProcessor::new(0, &cfg()).with_state(&state_a);
+            let live_a = FansLive::new(TOP_N);
+            let mut a = FansProcessor::new(0, &cfg()).with_live(&live_a);
             let expected: Vec<Vec<OutRecord>> = recs.iter().map(|r| run(&mut a, r)).collect();
 
             let backend = MemoryBackend::new();
             let mut cuts: Vec<usize> = (0..5).map(|_| rng.gen_range(0..n)).collect();
             cuts.sort_unstable();
             cuts.push(n);
-            let (mut previous, mut redone, mut compared) = (None::<(FansProcessor, FansState)>, 0, 0);
+            let (mut previous, mut redone, mut compared) = (None::<(FansProcessor, FansLive)>, 0, 0);
             let mut last_end = 0;
             for (life, &cut) in cuts.iter().enumerate() {
-                let (mut p, state, owner, start, parts) = restore(&backend);
+                let (mut p, live, owner, start, parts) = restore(&backend);
                 assert!(start <= last_end && start <= cut, "the restored position is one that was flushed");
                 redone += last_end - start;
                 assert_eq!(parts, [p.top(parts[0].at_ms)], "the rankings go to the aggregate at once");
-                if let Some((prev, prev_state)) = previous.take() {
+                if let Some((prev, prev_live)) = previous.take() {
                     // A clean stop flushed everything: the restored partition answers at once
                     // exactly as the stopped one did.
                     assert_eq!(start, last_end);
-                    assert_eq!(views(&state, &keys), views(&prev_state, &keys), "seed {seed} life {life}");
+                    assert_eq!(views(&live, &keys), views(&prev_live, &keys), "seed {seed} life {life}");
                     assert_eq!((p.top(0), p.pages()), (prev.top(0), prev.pages()));
                     // The restore stamped its rankings with the wall clock: tick at that time.
                     let at = parts[0].at_ms;
-                    assert_eq!(global_top(&state, parts, at), global_top(&prev_state, vec![prev.top(at)], at));
+                    assert_eq!(global_top(&live, parts, at), global_top(&prev_live, vec![prev.top(at)], at));
                 }
                 let mut pending = Vec::new();
                 for i in start..cut {
@@ -975,9 +578,9 @@ mod tests {
                 }
                 last_end = cut;
                 if cut == n {
-                    assert_eq!(views(&state, &keys), views(&state_a, &keys), "seed {seed}: queries at the end");
+                    assert_eq!(views(&live, &keys), views(&live_a, &keys), "seed {seed}: queries at the end");
                     assert_eq!((p.top(0), p.pages(), p.corrupt_entries()), (a.top(0), a.pages(), 0));
-                    assert!(views(&state, &keys).iter().flatten().count() > 100, "most pages were observed");
+                    assert!(views(&live, &keys).iter().flatten().count() > 100, "most pages were observed");
                     break;
                 }
                 // Each ending in turn, so every seed sees all three.
@@ -986,7 +589,7 @@ mod tests {
                     1 => flush(&backend, owner, &mut p, &mut pending, cut as i64, Some(&mut rng)),
                     _ => {
                         flush(&backend, owner, &mut p, &mut pending, cut as i64, None);
-                        previous = Some((p, state));
+                        previous = Some((p, live));
                     }
                 }
             }
@@ -1019,16 +622,16 @@ mod tests {
             // The crash takes the marker (and maybe more) of the second flush.
             p_torn(&backend, owner, &mut b, &mut pending);
 
-            let state_r = FansState::new(TOP_N);
-            let mut reference = FansProcessor::new(0, &cfg()).with_state(&state_r);
+            let live_r = FansLive::new(TOP_N);
+            let mut reference = FansProcessor::new(0, &cfg()).with_live(&live_r);
             recs[..300].iter().for_each(|r| {
                 run(&mut reference, r);
             });
             for _ in 0..2 {
                 // Twice: the second restore reads the repairs the first one wrote.
-                let (c, state_c, _, start, _) = restore(&backend);
+                let (c, live_c, _, start, _) = restore(&backend);
                 assert_eq!(start, 300);
-                assert_eq!(views(&state_c, &keys), views(&state_r, &keys));
+                assert_eq!(views(&live_c, &keys), views(&live_r, &keys));
                 assert_eq!((c.top(0), c.pages()), (reference.top(0), reference.pages()));
             }
         }
@@ -1093,13 +696,13 @@ mod tests {
             ] {
                 entries.insert(k, v);
             }
-            let state = FansState::new(TOP_N);
-            let mut p = FansProcessor::new(0, &cfg()).with_state(&state);
+            let live = FansLive::new(TOP_N);
+            let mut p = FansProcessor::new(0, &cfg()).with_live(&live);
             p.restore(entries, &mut Emit::default());
             assert_eq!((p.pages(), p.corrupt_entries()), (2, 6));
             assert_eq!(p.stats("facebook:a"), src.stats("facebook:a"));
-            assert_eq!(state.page("facebook:a", Detail::Full).map(|v| v.stats.fans), Some(20));
-            assert_eq!(state.page("facebook:garbage", Detail::Stats), None);
+            assert_eq!(live.page("facebook:a", Detail::Full).map(|v| v.stats.fans), Some(20));
+            assert_eq!(live.page("facebook:garbage", Detail::Stats), None);
             assert_eq!(p.top(0), src.top(0));
             // The skipped page starts afresh.
             let last = feed(&mut p, &[obs("garbage", t0, 3)]);

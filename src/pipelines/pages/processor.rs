@@ -1,20 +1,5 @@
-//! Tracked pages and their poll schedules.
-//!
-//! - Input `pages` (compacted, key `<platform>:<page_id>`): which pages to poll and how often.
-//!   `{"platform": "facebook", "page_id": "cocacolacanada", "interval_s": 600}`; `platform`
-//!   defaults to `facebook`, `interval_s` to 600 (10 to 86400). A tombstone or
-//!   `{"tracked": false}` stops tracking; re-sending a page with another interval reschedules it.
-//! - Each partition's task keeps a [`Schedule`] of its pages and, every `tick`, hands the pages
-//!   that are due to their platform's dispatcher ([`crate::poll::dispatch`]), which polls them and
-//!   writes `fans.observations`.
-//!
-//! # The `pages` topic is the schedule's changelog
-//! The task never commits `pages` offsets, so every assignment (start-up, rebalance, restart)
-//! reads its partitions from the beginning and rebuilds their schedules; compaction keeps that
-//! read proportional to the pages tracked. Because each page polls on a grid fixed by its id (see
-//! [`crate::poll::scheduler`]), a rebuilt schedule polls at the same slots as the old one: no
-//! page is polled twice for one slot across a restart or a handover. The price: an invalid
-//! `pages` record is dead-lettered again at every assignment.
+//! The pages pipeline's per-partition logic: decode a `pages` record, keep the partition's poll
+//! [`Schedule`], and hand due pages to their platform's dispatcher every tick.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -25,18 +10,14 @@ use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::decode::{object, optional_str, optional_u64, split_key, utf8_value};
+use super::config::PagesConfig;
 use crate::clock::Clock;
-use crate::config::PagesConfig;
 use crate::engine::{Emit, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
 use crate::metrics::Metrics;
+use crate::pipelines::decode::{object, optional_str, optional_u64, split_key, utf8_value};
 use crate::poll::dispatch::{Job, JobQueue, Owner};
 use crate::poll::scheduler::{self, Schedule, Upserted};
 
-/// Pipeline name.
-pub const PIPELINE: &str = "pages";
-/// Input topic.
-pub const INPUT: &str = "pages";
 /// Platform of a record that names none.
 pub const DEFAULT_PLATFORM: &str = "facebook";
 /// Interval of a record that names none, in seconds.
@@ -139,7 +120,7 @@ pub struct PlatformQueue {
     pub queue: Arc<dyn JobQueue>,
 }
 
-struct PlatformState {
+struct PlatformEntry {
     name: &'static str,
     queue: Arc<dyn JobQueue>,
     tracked: IntGauge,
@@ -151,7 +132,7 @@ struct PlatformState {
 /// The per-partition pages processor: the partition's poll schedule.
 pub struct PagesProcessor {
     schedule: Schedule,
-    platforms: Vec<PlatformState>,
+    platforms: Vec<PlatformEntry>,
     names: Vec<&'static str>,
     owner: Arc<Owner>,
     tick: Duration,
@@ -168,7 +149,7 @@ impl PagesProcessor {
             schedule: Schedule::new(cfg.max_pages_per_partition),
             platforms: platforms
                 .iter()
-                .map(|p| PlatformState {
+                .map(|p| PlatformEntry {
                     name: p.name,
                     queue: p.queue.clone(),
                     tracked: metrics.pages_tracked.with_label_values(&[p.name]),
@@ -188,7 +169,7 @@ impl PagesProcessor {
         &self.schedule
     }
 
-    fn platform_of(&mut self, key: &str) -> Option<&mut PlatformState> {
+    fn platform_of(&mut self, key: &str) -> Option<&mut PlatformEntry> {
         let name = key.split_once(':')?.0;
         self.platforms.iter_mut().find(|p| p.name == name)
     }
@@ -288,6 +269,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::config::Config;
+    use crate::pipelines::pages::INPUT;
 
     const T0: i64 = 1_795_428_000_000;
 

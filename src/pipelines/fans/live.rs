@@ -1,10 +1,11 @@
-//! The fans pipeline's live state, readable while the processors write it: what `/pages` serves
-//! ([`crate::http::pages`]).
+//! The fans pipeline's live view: the pages of this instance's partitions, readable while the
+//! processors write them, and the latest ranking. What `/pages` serves ([`crate::http::pages`]).
 //!
 //! # Design
 //!
-//! Each partition's [`FansProcessor`](super::FansProcessor) keeps its pages in a `DashMap` that
-//! it alone writes. While the processor lives, that map is registered in [`FansState`] under its
+//! Each partition's [`FansProcessor`](super::FansProcessor) keeps its pages in a `DashMap` (its
+//! [`FansStore`](super::FansStore)'s map) that it alone writes. While the processor lives, that
+//! map is registered in [`FansLive`] under its
 //! partition; dropping the processor (its task stopped: the partition was revoked, or the engine
 //! shut down) unregisters it, so its pages leave the view at once, and their memory goes when the
 //! last reader lets go of the map.
@@ -21,8 +22,8 @@
 //! holds a million pages or more; a copy would double that. Why not one map for the whole
 //! instance: a revoked partition's pages would have to be found by scanning every page, and two
 //! partitions holding the same key (written by producers whose partitioners differ) would share,
-//! and mix up, one series. With a map per partition the processors' state is exactly what it was
-//! before it became queryable; if two partitions do hold a key, a query answers with the one
+//! and mix up, one series. With a map per partition the processors' pages are exactly what they were
+//! before they became queryable; if two partitions do hold a key, a query answers with the one
 //! observed last.
 
 use std::sync::{Arc, Mutex};
@@ -30,25 +31,19 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{FansTop, FansTopView, Page, PageStats};
+use super::page::Page;
+use super::records::{FansTop, PageStats};
+use super::store::PageMap;
+use super::top::FansTopView;
 use crate::clock::format_ms;
 use crate::ops::series::{FanStats, Sample, SeriesPoint};
-
-/// One partition's pages by key `<platform>:<page_id>`. Hashed with foldhash (hashbrown's
-/// default, randomly seeded per map) rather than SipHash: a restore inserts a million keys.
-pub(super) type PageMap = DashMap<Arc<str>, Page, hashbrown::DefaultHashBuilder>;
-
-/// An empty page map with room for `capacity` pages.
-pub(super) fn page_map(capacity: usize) -> PageMap {
-    PageMap::with_capacity_and_hasher(capacity, hashbrown::DefaultHashBuilder::default())
-}
 
 /// The registered partitions' maps.
 type Registry = DashMap<i32, Arc<PageMap>>;
 
-/// The live fan state of this instance's partitions, and its latest ranking. Clones share it.
+/// The live view of this instance's fans partitions, and its latest ranking. Clones share it.
 #[derive(Clone)]
-pub struct FansState {
+pub struct FansLive {
     partitions: Arc<Registry>,
     top: Arc<Mutex<FansTopView>>,
 }
@@ -150,8 +145,8 @@ impl PageView {
     }
 }
 
-impl FansState {
-    /// An empty state whose ranking keeps `top_n` pages (`pipelines.fans.top_n`).
+impl FansLive {
+    /// An empty view whose ranking keeps `top_n` pages (`pipelines.fans.top_n`).
     pub fn new(top_n: usize) -> Self {
         Self { partitions: Arc::new(Registry::new()), top: Arc::new(Mutex::new(FansTopView::new(top_n))) }
     }
@@ -208,7 +203,7 @@ impl FansState {
     }
 }
 
-/// `partition`'s map registered in a [`FansState`]; unregisters it when dropped.
+/// `partition`'s map registered in a [`FansLive`]; unregisters it when dropped.
 pub(super) struct Registration {
     partitions: Arc<Registry>,
     partition: i32,
@@ -242,9 +237,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::FansConfig;
     use crate::engine::{Aggregate, Emit, Processor, RawRecord, RecordMeta};
-    use crate::pipelines::fans::{FansProcessor, INPUT};
+    use crate::pipelines::fans::{FansConfig, FansProcessor, INPUT};
 
     const T0: i64 = 1_795_000_000_000;
     const MIN: i64 = 60_000;
@@ -272,17 +266,17 @@ mod tests {
 
     #[test]
     fn registered_pages_are_queryable_until_their_processor_is_dropped() {
-        let state = FansState::new(3);
-        let mut p0 = FansProcessor::new(0, &cfg()).with_state(&state);
-        let mut p1 = FansProcessor::new(1, &cfg()).with_state(&state);
+        let live = FansLive::new(3);
+        let mut p0 = FansProcessor::new(0, &cfg()).with_live(&live);
+        let mut p1 = FansProcessor::new(1, &cfg()).with_live(&live);
         let unregistered = FansProcessor::new(2, &cfg());
-        assert_eq!(state.partitions(), [0, 1], "a processor without a state registers nothing");
+        assert_eq!(live.partitions(), [0, 1], "a processor without a live registers nothing");
         let a: Vec<RawRecord> =
             (0..30).map(|k| obs("facebook", "a", T0 + k * 10 * MIN, 100 + k as u64, Some(k as u64))).collect();
         let last = feed(&mut p0, &a).expect("stats emitted");
         feed(&mut p1, &[obs("mastodon", "@ana@example.social", T0, 7, None)]);
 
-        let v = state.page("facebook:a", Detail::Full).expect("held by partition 0");
+        let v = live.page("facebook:a", Detail::Full).expect("held by partition 0");
         assert_eq!((v.platform.as_str(), v.page_id.as_str()), ("facebook", "a"));
         assert_eq!(v.stats, last, "the same value as the latest fans.stats record");
         let series = v.series.expect("full detail");
@@ -295,37 +289,37 @@ mod tests {
         assert_eq!(table.len(), 24);
         assert_eq!(table[0], TableRow { observed_at: format_ms(T0 + 290 * MIN), fans: 129, followers: Some(29) });
 
-        let brief = state.page("facebook:a", Detail::Stats).expect("held");
+        let brief = live.page("facebook:a", Detail::Stats).expect("held");
         assert_eq!((brief.series, brief.table, brief.stats), (None, None, last));
-        let json = serde_json::to_value(state.page("mastodon:@ana@example.social", Detail::Stats).expect("held"))
+        let json = serde_json::to_value(live.page("mastodon:@ana@example.social", Detail::Stats).expect("held"))
             .expect("JSON");
         assert_eq!(json.as_object().map(|o| o.len()), Some(3), "no series or table keys: {json}");
         assert_eq!(json["page_id"], "@ana@example.social");
 
-        let views = state.pages(&["facebook:nope", "mastodon:@ana@example.social", "nocolon"], Detail::Stats);
+        let views = live.pages(&["facebook:nope", "mastodon:@ana@example.social", "nocolon"], Detail::Stats);
         assert_eq!(views.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, false]);
 
         drop(p0);
-        assert_eq!(state.partitions(), [1]);
-        assert_eq!(state.page("facebook:a", Detail::Full), None, "revoked with its task");
-        assert!(state.page("mastodon:@ana@example.social", Detail::Full).is_some());
+        assert_eq!(live.partitions(), [1]);
+        assert_eq!(live.page("facebook:a", Detail::Full), None, "revoked with its task");
+        assert!(live.page("mastodon:@ana@example.social", Detail::Full).is_some());
         drop((p1, unregistered));
-        assert!(state.partitions().is_empty());
+        assert!(live.partitions().is_empty());
     }
 
     #[test]
     fn a_partitions_newer_task_survives_the_older_ones_drop() {
-        let state = FansState::new(3);
-        let mut old = FansProcessor::new(0, &cfg()).with_state(&state);
+        let live = FansLive::new(3);
+        let mut old = FansProcessor::new(0, &cfg()).with_live(&live);
         feed(&mut old, &[obs("facebook", "old", T0, 1, None)]);
-        let mut new = FansProcessor::new(0, &cfg()).with_state(&state);
+        let mut new = FansProcessor::new(0, &cfg()).with_live(&live);
         feed(&mut new, &[obs("facebook", "new", T0, 2, None)]);
-        assert_eq!(state.page("facebook:old", Detail::Stats), None, "replaced by the newer task's map");
+        assert_eq!(live.page("facebook:old", Detail::Stats), None, "replaced by the newer task's map");
         drop(old);
-        assert_eq!(state.partitions(), [0]);
-        assert_eq!(state.page("facebook:new", Detail::Stats).map(|v| v.stats.fans), Some(2));
+        assert_eq!(live.partitions(), [0]);
+        assert_eq!(live.page("facebook:new", Detail::Stats).map(|v| v.stats.fans), Some(2));
         drop(new);
-        assert!(state.partitions().is_empty());
+        assert!(live.partitions().is_empty());
     }
 
     #[test]
@@ -337,39 +331,39 @@ mod tests {
         let entries: crate::engine::state::Entries =
             changes.into_iter().map(|(k, v)| (k, v.expect("a value"))).collect();
 
-        let state = FansState::new(3);
-        let mut restored = FansProcessor::new(0, &cfg()).with_state(&state);
+        let live = FansLive::new(3);
+        let mut restored = FansProcessor::new(0, &cfg()).with_live(&live);
         restored.restore(entries.clone(), &mut Emit::default());
-        assert_eq!(state.page("facebook:a", Detail::Stats).map(|v| v.stats.fans), Some(5), "queryable at once");
+        assert_eq!(live.page("facebook:a", Detail::Stats).map(|v| v.stats.fans), Some(5), "queryable at once");
         drop(restored);
-        assert!(state.partitions().is_empty(), "the restored map unregisters with its processor");
+        assert!(live.partitions().is_empty(), "the restored map unregisters with its processor");
 
-        let mut late = FansProcessor::new(0, &cfg()).with_state(&state);
-        let newer = FansProcessor::new(0, &cfg()).with_state(&state);
+        let mut late = FansProcessor::new(0, &cfg()).with_live(&live);
+        let newer = FansProcessor::new(0, &cfg()).with_live(&live);
         late.restore(entries, &mut Emit::default());
-        assert_eq!(state.page("facebook:a", Detail::Stats), None, "the newer task's map stays registered");
+        assert_eq!(live.page("facebook:a", Detail::Stats), None, "the newer task's map stays registered");
         drop(late);
-        assert_eq!(state.partitions(), [0]);
+        assert_eq!(live.partitions(), [0]);
         drop(newer);
     }
 
     #[test]
     fn a_key_in_two_partitions_answers_with_the_newest() {
-        let state = FansState::new(3);
-        let mut p0 = FansProcessor::new(0, &cfg()).with_state(&state);
-        let mut p1 = FansProcessor::new(1, &cfg()).with_state(&state);
+        let live = FansLive::new(3);
+        let mut p0 = FansProcessor::new(0, &cfg()).with_live(&live);
+        let mut p1 = FansProcessor::new(1, &cfg()).with_live(&live);
         feed(&mut p0, &[obs("facebook", "x", T0 + MIN, 10, None)]);
         feed(&mut p1, &[obs("facebook", "x", T0, 20, None)]);
-        assert_eq!(state.page("facebook:x", Detail::Stats).map(|v| v.stats.fans), Some(10));
+        assert_eq!(live.page("facebook:x", Detail::Stats).map(|v| v.stats.fans), Some(10));
     }
 
     #[test]
     fn top_is_the_last_emitted_ranking() {
-        let state = FansState::new(3);
-        assert_eq!(state.top(), None);
-        let mut p = FansProcessor::new(0, &cfg()).with_state(&state);
+        let live = FansLive::new(3);
+        assert_eq!(live.top(), None);
+        let mut p = FansProcessor::new(0, &cfg()).with_live(&live);
         feed(&mut p, &[obs("facebook", "a", T0, 100, None), obs("facebook", "a", T0 + 60 * MIN, 150, None)]);
-        let view = state.top_view();
+        let view = live.top_view();
         let mut out = Vec::new();
         {
             let mut v = view.lock().expect("lock");
@@ -377,8 +371,8 @@ mod tests {
             v.on_tick(chrono::DateTime::from_timestamp_millis(T0).expect("time"), &mut out);
         }
         let emitted: FansTop = serde_json::from_slice(out[0].value.as_deref().expect("value")).expect("JSON");
-        assert_eq!(state.top(), Some(emitted));
-        assert_eq!(state.top().map(|t| t.by_delta_24h[0].delta_24h), Some(50));
+        assert_eq!(live.top(), Some(emitted));
+        assert_eq!(live.top().map(|t| t.by_delta_24h[0].delta_24h), Some(50));
     }
 
     /// Runs `f` on its own thread and fails if it has not finished within `timeout` (a deadlock
@@ -402,19 +396,19 @@ mod tests {
     #[test]
     fn reads_while_writing_see_whole_pages_and_never_deadlock() {
         within(Duration::from_secs(60), || {
-            let state = FansState::new(3);
+            let live = FansLive::new(3);
             let stop = Arc::new(AtomicBool::new(false));
             let reads = Arc::new(AtomicUsize::new(0));
             let readers: Vec<_> = (0..2)
                 .map(|r| {
-                    let (state, stop, reads) = (state.clone(), stop.clone(), reads.clone());
+                    let (live, stop, reads) = (live.clone(), stop.clone(), reads.clone());
                     std::thread::spawn(move || {
                         let mut i = r;
                         while !stop.load(Ordering::Acquire) {
                             i += 1;
                             let keys = [format!("facebook:p{}", i % 200), format!("facebook:p{}", (i * 7) % 200)];
                             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                            for v in state.pages(&keys, Detail::Full).into_iter().flatten() {
+                            for v in live.pages(&keys, Detail::Full).into_iter().flatten() {
                                 // Copied under one lock: the figures, chart and rows agree.
                                 let table = v.table.expect("full detail");
                                 assert_eq!(
@@ -426,7 +420,7 @@ mod tests {
                                 reads.fetch_add(1, Ordering::Relaxed);
                             }
                             // The registry's locks, taken while partitions register and unregister.
-                            std::hint::black_box(state.partitions());
+                            std::hint::black_box(live.partitions());
                         }
                     })
                 })
@@ -435,12 +429,12 @@ mod tests {
             // replaced midway; each step waits for more reads, so reads and writes interleave.
             let writers: Vec<_> = (0..2)
                 .map(|w| {
-                    let (state, reads) = (state.clone(), reads.clone());
+                    let (live, reads) = (live.clone(), reads.clone());
                     std::thread::spawn(move || {
-                        let mut p = FansProcessor::new(w, &cfg()).with_state(&state);
+                        let mut p = FansProcessor::new(w, &cfg()).with_live(&live);
                         for k in 0..40 {
                             if k == 20 && w == 1 {
-                                p = FansProcessor::new(w, &cfg()).with_state(&state);
+                                p = FansProcessor::new(w, &cfg()).with_live(&live);
                             }
                             let before = reads.load(Ordering::Relaxed);
                             let recs: Vec<RawRecord> = (0..100)
@@ -466,9 +460,9 @@ mod tests {
             for r in readers {
                 r.join().expect("reader finished");
             }
-            assert_eq!(state.page("facebook:p1", Detail::Stats).map(|v| v.stats.fans), Some(1000 + 39));
+            assert_eq!(live.page("facebook:p1", Detail::Stats).map(|v| v.stats.fans), Some(1000 + 39));
             drop(processors);
-            assert_eq!(state.page("facebook:p1", Detail::Stats), None);
+            assert_eq!(live.page("facebook:p1", Detail::Stats), None);
         });
     }
 }

@@ -1,0 +1,73 @@
+//! Rolling fan counts.
+//!
+//! - Input `fans.observations` (key `<platform>:<page_id>`): one audience count of one page at
+//!   one time, from pagepulse's poller or any external scraper ([`crate::poll::observation`]).
+//! - Output `fans.stats` (compacted, key = page key): the page's rolling figures after every new
+//!   observation (see [`crate::ops::series`]).
+//! - Output `fans.top` (key `top`): the top pages by 24 h growth and by absolute 24 h delta,
+//!   across every partition of this instance, at most every 10 s when changed.
+//!
+//! Parts: [`config`] (`[pipelines.fans]`), [`processor`] (decode, observe, rank), [`store`]
+//! (each partition's pages: the durable state, one changelog entry per page), [`live`] (the
+//! pages queries read while the tasks write them: the store's own maps, so `/pages` serves them
+//! without a second copy), [`top`] (the cross-partition ranking), [`records`] (the values
+//! written), [`page`] (one page's entry).
+
+pub mod config;
+pub mod live;
+pub mod page;
+pub mod processor;
+pub mod records;
+pub mod store;
+pub mod top;
+
+use std::sync::Arc;
+
+use actix::Actor;
+
+pub use self::config::FansConfig;
+pub use self::live::FansLive;
+pub use self::processor::{decode_observation, FansProcessor, Observation};
+pub use self::records::{DeltaOut, FansTop, PageStats, TopEntry};
+pub use self::store::FansStore;
+pub use self::top::{FansTopView, PartitionTop, TOP_INTERVAL, TOP_KEY};
+use super::{Built, Error, Pipeline, Wiring};
+use crate::engine::aggregate::merge_fn;
+use crate::engine::{AggregatorActor, PipelineSpec};
+
+/// Pipeline name.
+pub const PIPELINE: &str = "fans";
+/// Input topic.
+pub const INPUT: &str = crate::poll::observation::TOPIC;
+/// Per-page rolling figures.
+pub const STATS: &str = "fans.stats";
+/// Top pages.
+pub const TOP: &str = "fans.top";
+
+/// The fans pipeline's line in the [registry](super::REGISTRY).
+pub const ENTRY: Pipeline = Pipeline {
+    name: PIPELINE,
+    enabled: |cfg| cfg.fans.enabled,
+    inputs: &[INPUT],
+    outputs: &[STATS, TOP],
+    store_input: Some(INPUT),
+    build,
+};
+
+/// The fans tasks, each registering its partition's pages in the live view, and the ranking
+/// aggregate the live view holds, ticked every [`TOP_INTERVAL`].
+fn build(w: Wiring<'_>) -> Result<Built, Error> {
+    let top = w.live.fans.top_view();
+    let actor = AggregatorActor::new(top.clone(), TOP_INTERVAL, w.sink.clone()).start();
+    let (fc, live) = (w.cfg.fans.clone(), w.live.fans.clone());
+    let tasks = PipelineSpec::new(
+        PIPELINE,
+        vec![INPUT],
+        move |partition| FansProcessor::new(partition, &fc).with_live(&live),
+        w.sink,
+        Some(merge_fn(top)),
+        w.metrics.clone(),
+    )
+    .with_store(w.store);
+    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals: Vec::new(), helpers: None })
+}

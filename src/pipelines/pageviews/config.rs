@@ -1,0 +1,64 @@
+//! `[pipelines.pageviews]`: the pageviews pipeline's section of the configuration file.
+
+use std::time::Duration;
+
+use crate::section::Fields;
+
+/// `[pipelines.pageviews]`
+#[derive(Debug, Clone)]
+pub struct PageviewsConfig {
+    /// Run the pageviews pipeline and its blacklist (default true).
+    pub enabled: bool,
+    /// Articles in each `pageviews.top` record (default 25).
+    pub top_n: usize,
+    /// How far behind the newest event time an event may be and still count: the watermark is
+    /// the newest event time minus this (default `5m`).
+    pub allowed_lateness: Duration,
+    /// A partition without input for this long closes every open window (default `60s`), so the
+    /// last hour of an ingested file is emitted too.
+    pub idle_timeout: Duration,
+    /// Emit provisional (`"final": false`) records of open windows this often (default: never).
+    pub provisional_interval: Option<Duration>,
+    /// Articles in each `pageviews.trending` record (default 25).
+    pub trending_top_n: usize,
+    /// How often `pageviews.trending` is emitted for domains that received views (default `10s`).
+    pub trending_interval: Duration,
+    /// Most distinct titles one domain's trending window tracks; further titles are counted in
+    /// `pagepulse_window_ignored_events_total{reason="over_capacity"}` and left out until old
+    /// minutes expire (default 5000000). The hourly windows are always exact.
+    pub trending_max_titles: usize,
+}
+
+impl PageviewsConfig {
+    /// Reads and checks the section, recording every problem in `v`.
+    pub fn from_section(mut v: Fields<'_>) -> Self {
+        let provisional = v.duration("provisional_interval", Duration::ZERO);
+        let pageviews = PageviewsConfig {
+            enabled: v.take("enabled", true),
+            top_n: v.take("top_n", 25),
+            allowed_lateness: v.duration("allowed_lateness", Duration::from_secs(300)),
+            idle_timeout: v.duration("idle_timeout", Duration::from_secs(60)),
+            provisional_interval: (!provisional.is_zero()).then_some(provisional),
+            trending_top_n: v.take("trending_top_n", 25),
+            trending_interval: v.duration("trending_interval", Duration::from_secs(10)),
+            trending_max_titles: v.take("trending_max_titles", 5_000_000),
+        };
+        v.check(!(1..=1000).contains(&pageviews.top_n), "top_n", "must be between 1 and 1000");
+        v.check(!(1..=1000).contains(&pageviews.trending_top_n), "trending_top_n", "must be between 1 and 1000");
+        v.check(pageviews.allowed_lateness > Duration::from_secs(86_400), "allowed_lateness", "must be at most 1d");
+        v.check(
+            !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&pageviews.idle_timeout),
+            "idle_timeout",
+            "must be between 1s and 1d",
+        );
+        v.check(
+            pageviews.provisional_interval.is_some_and(|d| d < Duration::from_secs(1)),
+            "provisional_interval",
+            "must be at least 1s (or 0s for never)",
+        );
+        v.check(pageviews.trending_interval < Duration::from_secs(1), "trending_interval", "must be at least 1s");
+        v.check(pageviews.trending_max_titles == 0, "trending_max_titles", "must be positive");
+        v.finish();
+        pageviews
+    }
+}

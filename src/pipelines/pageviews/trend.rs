@@ -1,0 +1,33 @@
+//! One domain's "trending now": its sliding 60-minute counts, and whether they changed since
+//! the domain's last `pageviews.trending` record. The processor keeps one per domain; the store
+//! writes their heads and flags and rebuilds them at restore.
+
+use std::sync::Arc;
+
+use crate::ops::hourly::HOUR_MS;
+use crate::ops::window::SlidingCounts;
+
+/// Span of "trending now".
+pub const TRENDING_WINDOW_MS: i64 = HOUR_MS;
+/// Granularity "trending now" slides by.
+pub const TRENDING_BUCKET_MS: i64 = 60_000;
+
+/// One domain's trending view.
+pub struct Trend {
+    /// Views per title over the last 60 minutes of the domain's event time, by minute.
+    pub counts: SlidingCounts<Arc<str>>,
+    /// `counts.version()` when the domain's last trending record was emitted.
+    pub emitted_version: u64,
+}
+
+impl Trend {
+    /// An empty view tracking at most `max_titles` titles.
+    pub fn new(max_titles: usize) -> Self {
+        Self { counts: SlidingCounts::new(TRENDING_WINDOW_MS, TRENDING_BUCKET_MS, max_titles), emitted_version: 0 }
+    }
+
+    /// True when the counts changed since the last emission.
+    pub fn changed(&self) -> bool {
+        self.counts.version() != self.emitted_version
+    }
+}

@@ -1,0 +1,139 @@
+//! Social post analysis.
+//!
+//! - Input `posts` (key = post id): `{"id", "content", "author"?, "created_at"?}`.
+//! - Output `posts.analysis` (key = post id): word count, average word length, hashtags and
+//!   mentions of each post (see [`crate::ops::text`]).
+//! - Output `posts.trending` (key `hashtags`): the top hashtags over the last hour of event time,
+//!   from a cross-partition [`HashtagTrending`] aggregate.
+//!
+//! Durable state: each partition's task keeps its own share of the trending counts (per minute
+//! bucket, per tag) and writes each changed bucket whole to the `posts` store's changelog (key
+//! `b/<bucket start ms>`, tombstoned when the bucket leaves the window). A restored partition
+//! hands its buckets to the instance's aggregate, so trending survives restarts and follows a
+//! partition to its new instance.
+//!
+//! Parts: [`config`] (`[pipelines.posts]`), [`processor`] (decode, analyse, count),
+//! [`store`] (the durable trending counts), [`trending`] (the cross-partition ranking).
+
+/// Pipeline name.
+pub const PIPELINE: &str = "posts";
+/// Input topic.
+pub const INPUT: &str = "posts";
+/// Per-post analysis output.
+pub const ANALYSIS: &str = "posts.analysis";
+/// Trending hashtags output.
+pub const TRENDING: &str = "posts.trending";
+/// Key of every `posts.trending` record.
+pub const TRENDING_KEY: &str = "hashtags";
+/// Event times further than this ahead of the wall clock are clamped to it, so one post dated
+/// in the far future cannot push the trending window past every real post.
+pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
+
+pub mod config;
+pub mod processor;
+pub mod store;
+pub mod trending;
+
+use std::sync::{Arc, Mutex};
+
+use actix::Actor;
+
+pub use self::config::PostsConfig;
+pub use self::processor::{decode_post, Analysis, Post, PostsProcessor, TagHit};
+pub use self::store::TagBuckets;
+pub use self::trending::{HashtagTrending, Trending, TrendingTag};
+use super::{Built, Error, Pipeline, Wiring};
+use crate::engine::aggregate::merge_fn;
+use crate::engine::{AggregatorActor, PipelineSpec};
+
+/// The posts pipeline's line in the [registry](super::REGISTRY).
+pub const ENTRY: Pipeline = Pipeline {
+    name: PIPELINE,
+    enabled: |cfg| cfg.posts.enabled,
+    inputs: &[INPUT],
+    outputs: &[ANALYSIS, TRENDING],
+    store_input: Some(INPUT),
+    build,
+};
+
+/// The posts tasks, feeding one trending aggregate ticked every `trending_emit_interval`.
+fn build(w: Wiring<'_>) -> Result<Built, Error> {
+    let cfg = &w.cfg.posts;
+    let trending = Arc::new(Mutex::new(HashtagTrending::new(cfg, w.metrics.clone())));
+    let actor = AggregatorActor::new(trending.clone(), cfg.trending_emit_interval, w.sink.clone()).start();
+    let (pc, clock) = (cfg.clone(), w.clock);
+    let tasks = PipelineSpec::new(
+        PIPELINE,
+        vec![INPUT],
+        move |_| PostsProcessor::new(&pc, clock.clone()),
+        w.sink,
+        Some(merge_fn(trending)),
+        w.metrics.clone(),
+    )
+    .with_store(w.store);
+    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals: Vec::new(), helpers: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::engine::{Aggregate, Emit, Processor, RawRecord, RecordMeta};
+    use crate::metrics::Metrics;
+
+    fn post_at(p: &mut PostsProcessor, i: u64, ts_ms: i64, out: &mut Emit<TagHit>) {
+        let content = format!("post {i} #t{} #t{} #common", i % 7, i % 3);
+        let v = format!(r#"{{"id":"{i}","content":"{content}"}}"#);
+        let r = RawRecord { key: None, value: Some(v.into_bytes()), offset: i as i64, timestamp_ms: Some(ts_ms) };
+        let post = p.decode(INPUT, &r).expect("valid");
+        p.process(post, &RecordMeta { topic: INPUT, partition: 0, offset: i as i64, timestamp_ms: Some(ts_ms) }, out);
+    }
+
+    #[test]
+    fn trending_counts_survive_a_restore_and_expired_buckets_are_tombstoned() {
+        use crate::engine::state::{flush_records, MemoryBackend, StateBackend};
+        let cfg = Config::default().posts;
+        let base = 1_795_428_000_000;
+        let clock = Arc::new(ManualClock::at_ms(base + 10 * 3_600_000));
+        let (mut a, mut b) = (PostsProcessor::new(&cfg, clock.clone()), PostsProcessor::new(&cfg, clock.clone()));
+        let (mut agg_a, mut agg_c) =
+            (HashtagTrending::new(&cfg, Metrics::new()), HashtagTrending::new(&cfg, Metrics::new()));
+        let backend = MemoryBackend::new();
+        let topic = "posts-changelog";
+        // 3 hours of posts, one every 20 s: buckets expire along the way.
+        let ts = |i: u64| base + i as i64 * 20_000;
+        let cut = 400;
+        for i in 0..540 {
+            let mut out = Emit::default();
+            post_at(&mut a, i, ts(i), &mut out);
+            agg_a.merge(&mut out.parts);
+            if i < cut {
+                let mut out_b = Emit::default();
+                post_at(&mut b, i, ts(i), &mut out_b);
+                if i % 37 == 0 || i == cut - 1 {
+                    let mut changes = Vec::new();
+                    b.take_changes(&mut changes);
+                    backend.append(flush_records(topic, 0, 1, changes, Some(i as i64 + 1)));
+                }
+            }
+        }
+        let restored = backend.restore(topic, 0, 2).expect("memory backend");
+        assert_eq!(restored.position, Some(cut as i64));
+        // Only the buckets of the last hour are live: expired ones were tombstoned.
+        assert!(restored.entries.len() <= 61, "{} live buckets", restored.entries.len());
+        let mut c = PostsProcessor::new(&cfg, clock);
+        let mut out = Emit::default();
+        c.restore(restored.entries, &mut out);
+        agg_c.merge(&mut out.parts);
+        for i in cut..540 {
+            let mut out = Emit::default();
+            post_at(&mut c, i, ts(i), &mut out);
+            agg_c.merge(&mut out.parts);
+        }
+        let (ta, tc) = (agg_a.current().expect("tags"), agg_c.current().expect("tags"));
+        assert_eq!(ta, tc);
+        assert_eq!(ta.tags[0].tag, "common");
+        assert_eq!(ta.tags[0].count, 180, "one per post in the last hour");
+    }
+}

@@ -1,0 +1,219 @@
+//! The posts pipeline's per-partition logic: decode and validate a post, analyse its text, emit
+//! `posts.analysis`, and count its hashtags (for the aggregate, and in the durable
+//! [`TagBuckets`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::config::PostsConfig;
+use super::store::TagBuckets;
+use super::{ANALYSIS, MAX_FUTURE_SKEW_MS};
+use crate::clock::{format_ms, Clock};
+use crate::engine::state::{Change, Entries};
+use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
+use crate::ops::text;
+use crate::pipelines::decode::{object, optional_str, required_str, rfc3339_ms, utf8_value};
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    author: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    created_at: Option<&'a RawValue>,
+}
+
+/// A decoded, valid post.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post<'a> {
+    /// Post id.
+    pub id: Cow<'a, str>,
+    /// Text.
+    pub content: Cow<'a, str>,
+    /// `created_at` in epoch milliseconds, if given.
+    pub created_at_ms: Option<i64>,
+}
+
+/// Decodes and validates a `posts` record value.
+pub fn decode_post(rec: &RawRecord, max_content_bytes: usize) -> Result<Post<'_>, Rejection> {
+    let wire: Wire<'_> = object(utf8_value(rec)?)?;
+    let id = required_str("id", wire.id)?;
+    if id.is_empty() {
+        return Err(Rejection::new(RejectClass::InvalidValue, "field `id` must not be empty"));
+    }
+    let content = required_str("content", wire.content)?;
+    if content.len() > max_content_bytes {
+        return Err(Rejection::new(
+            RejectClass::TooLarge,
+            format!("field `content` is {} bytes, more than the {} allowed", content.len(), max_content_bytes),
+        ));
+    }
+    optional_str("author", wire.author)?;
+    let created_at_ms = match optional_str("created_at", wire.created_at)? {
+        Some(t) => Some(rfc3339_ms("created_at", &t)?),
+        None => None,
+    };
+    Ok(Post { id, content, created_at_ms })
+}
+
+/// A `posts.analysis` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis<'a> {
+    /// Post id (borrowed from the input when writing, owned when reading).
+    pub id: Cow<'a, str>,
+    /// UAX #29 words in `content`.
+    pub word_count: usize,
+    /// Mean word length in Unicode scalar values; 0 with no words.
+    pub avg_word_length: f64,
+    /// Lower-cased hashtags without `#`, de-duplicated, in order of first appearance.
+    pub hashtags: Vec<String>,
+    /// Lower-cased mentions without `@`, de-duplicated, in order of first appearance.
+    pub mentions: Vec<String>,
+    /// When pagepulse analysed the post (RFC 3339, UTC).
+    pub analyzed_at: Cow<'a, str>,
+}
+
+/// Hashtag occurrences, handed to the trending aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagHit {
+    /// The hashtag (lower-cased, no `#`).
+    pub tag: String,
+    /// Event time in epoch milliseconds.
+    pub ts_ms: i64,
+    /// Occurrences (1 for a post; a bucket's count when a restored partition hands its share).
+    pub count: u64,
+}
+
+/// The per-partition posts processor.
+pub struct PostsProcessor {
+    max_content_bytes: usize,
+    clock: Arc<dyn Clock>,
+    /// `analyzed_at` of the last record, formatted: thousands of records share a millisecond.
+    stamp: (i64, String),
+    /// The durable share of the trending counts.
+    tags: TagBuckets,
+}
+
+impl PostsProcessor {
+    /// A processor with the pipeline's config.
+    pub fn new(cfg: &PostsConfig, clock: Arc<dyn Clock>) -> Self {
+        let tags = TagBuckets::new(cfg);
+        Self { max_content_bytes: cfg.max_content_bytes, clock, stamp: (i64::MIN, String::new()), tags }
+    }
+}
+
+impl Processor for PostsProcessor {
+    type Input<'a> = Post<'a>;
+    type Part = TagHit;
+
+    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<Post<'a>, Rejection> {
+        decode_post(rec, self.max_content_bytes)
+    }
+
+    fn process(&mut self, post: Post<'_>, meta: &RecordMeta, out: &mut Emit<TagHit>) {
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let stats = text::analyze(&post.content);
+        let event_ms = post.created_at_ms.or(meta.timestamp_ms).unwrap_or(now_ms).min(now_ms + MAX_FUTURE_SKEW_MS);
+        for tag in &stats.hashtags {
+            self.tags.add(tag, event_ms);
+            out.part(TagHit { tag: tag.clone(), ts_ms: event_ms, count: 1 });
+        }
+        if self.stamp.0 != now_ms {
+            self.stamp = (now_ms, format_ms(now_ms));
+        }
+        let analysis = Analysis {
+            id: Cow::Borrowed(&post.id),
+            word_count: stats.word_count,
+            avg_word_length: stats.avg_word_length,
+            hashtags: stats.hashtags,
+            mentions: stats.mentions,
+            analyzed_at: Cow::Borrowed(&self.stamp.1),
+        };
+        // Room for the fixed fields and the usual tags, so the buffer is allocated once.
+        let mut value = Vec::with_capacity(128 + post.id.len() + post.content.len() / 2);
+        serde_json::to_writer(&mut value, &analysis).expect("serializing plain structs into a Vec cannot fail");
+        out.record(OutRecord::new(ANALYSIS, post.id.as_bytes(), value));
+    }
+
+    fn take_changes(&mut self, out: &mut Vec<Change>) {
+        self.tags.take_changes(out);
+    }
+
+    fn restore(&mut self, entries: Entries, out: &mut Emit<TagHit>) {
+        self.tags.restore(entries, &mut out.parts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::pipelines::posts::INPUT;
+
+    fn rec(v: &str) -> RawRecord {
+        RawRecord { key: Some(b"k".to_vec()), value: Some(v.as_bytes().to_vec()), offset: 7, timestamp_ms: Some(1_000) }
+    }
+
+    fn reject(v: &str) -> Rejection {
+        decode_post(&rec(v), 65536).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn decodes_valid_posts() {
+        let r = rec(r#"{"id":"1","content":"hi","author":"ana","created_at":"2026-11-23T10:00:00Z"}"#);
+        let p = decode_post(&r, 65536).expect("valid");
+        assert_eq!(p.id, "1");
+        assert_eq!(p.created_at_ms, Some(1_795_428_000_000));
+        let r = rec(r#"{"id":"2","content":"","extra":[1,2]}"#);
+        let p = decode_post(&r, 65536).expect("valid, extra ignored");
+        assert_eq!(p.created_at_ms, None);
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        assert_eq!(reject(r#"{"content":"x"}"#).message, "field `id` is missing");
+        assert_eq!(reject(r#"{"id":5,"content":"x"}"#).message, "field `id` must be a string, found number");
+        assert_eq!(reject(r#"{"id":"1"}"#).message, "field `content` is missing");
+        assert_eq!(reject(r#"{"id":"1","content":["x"]}"#).class, RejectClass::WrongType);
+        assert_eq!(reject(r#"{"id":"","content":"x"}"#).class, RejectClass::InvalidValue);
+        assert_eq!(
+            reject(r#"{"id":"1","content":"x","author":1}"#).message,
+            "field `author` must be a string, found number"
+        );
+        assert!(reject(r#"{"id":"1","content":"x","created_at":"noon"}"#).message.starts_with("field `created_at`"));
+        let big = format!(r#"{{"id":"1","content":"{}"}}"#, "a".repeat(65537));
+        assert_eq!(reject(&big).class, RejectClass::TooLarge);
+        assert_eq!(reject("not json").class, RejectClass::InvalidJson);
+    }
+
+    #[test]
+    fn process_emits_analysis_and_tag_hits() {
+        let cfg = Config::default().posts;
+        let clock = Arc::new(ManualClock::at_ms(1_795_428_000_000));
+        let mut p = PostsProcessor::new(&cfg, clock);
+        let mut out = Emit::default();
+        let r = rec(r#"{"id":"9","content":"This is a sample post. #Rust #rust @Ana"}"#);
+        let post = p.decode(INPUT, &r).expect("valid");
+        p.process(post, &RecordMeta { topic: INPUT, partition: 0, offset: 7, timestamp_ms: Some(1_000) }, &mut out);
+        assert_eq!(out.records.len(), 1);
+        let a: Analysis =
+            serde_json::from_slice(out.records[0].value.as_deref().expect("value")).expect("analysis JSON");
+        assert_eq!(a.id, "9");
+        assert_eq!(a.word_count, 8);
+        assert_eq!(a.hashtags, vec!["rust"]);
+        assert_eq!(a.mentions, vec!["ana"]);
+        assert_eq!(a.analyzed_at, "2026-11-23T10:00:00.000Z");
+        assert_eq!(out.records[0].key.as_deref(), Some(&b"9"[..]));
+        // No created_at: the record timestamp is the event time.
+        assert_eq!(out.parts, vec![TagHit { tag: "rust".into(), ts_ms: 1_000, count: 1 }]);
+    }
+}
