@@ -2,7 +2,10 @@
 //!
 //! Every problem is collected before start-up fails, each naming its key (and the environment
 //! variable it came from), so a user fixes a config file in one round instead of one error at a
-//! time. The doc comments on the fields below are the configuration reference.
+//! time. The sections are composed here: the Kafka, HTTP, engine and platform sections are
+//! below, each pipeline's is in its folder (`pipelines/<name>/config.rs`), all read with
+//! [`crate::section::Fields`]. The doc comments on their fields are the configuration reference
+//! ([`reference`], `pagepulse config docs`, the README's table).
 //!
 //! Environment overrides, applied on top of the file:
 //! - `PAGEPULSE_BROKERS` → `kafka.brokers`
@@ -13,6 +16,8 @@
 //! - `PAGEPULSE_MASTODON_TOKEN` → `platforms.mastodon.access_token`
 //! - `PAGEPULSE__<section>__<key>` (double underscores) → any key, e.g.
 //!   `PAGEPULSE__engine__workers=4` or `PAGEPULSE__pipelines__posts__trending_top_n=20`.
+
+pub mod reference;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -169,9 +174,9 @@ pub enum ProcessingGuarantee {
     ExactlyOnce,
 }
 
-/// `[platforms.facebook]` and `[platforms.mastodon]`: where a platform's API is and how hard
-/// pagepulse may use it. Limits hold per instance: split a platform's global budget between
-/// instances by configuration.
+/// `[platforms.<p>]`, one per platform (`facebook`, `mastodon`): where a platform's API is and
+/// how hard pagepulse may use it. Limits hold per instance: split a platform's global budget
+/// between instances by configuration.
 #[derive(Debug, Clone)]
 pub struct PlatformConfig {
     /// Poll this platform's pages (default true). `pages` records naming a disabled platform are

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
+pub mod config;
 pub mod consume;
 pub mod demo;
 pub mod ingest;
@@ -37,6 +38,9 @@ pub enum Command {
     /// Manage the topics defined in topics/.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// The configuration file: its reference.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Produce demo records to an input topic.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -62,6 +66,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Topics(topics::TopicsCommand::Docs) => {
             print!("{}", crate::kafka::topics::markdown());
+            Ok(())
+        }
+        Command::Config(cmd) => {
+            config::run(cmd);
             Ok(())
         }
         Command::Run => {

@@ -7,7 +7,7 @@ use crate::section::Fields;
 pub struct FansConfig {
     /// Run the rolling fan-count pipeline (default true).
     pub enabled: bool,
-    /// Pages in each `fans.top` ranking (default 25).
+    /// Pages in each `fans.top` ranking (default 25; 1 to 1000).
     pub top_n: usize,
     /// Most pages one partition tracks; observations of further pages are dead-lettered and
     /// counted (default 1000000: with the default 4 partitions, 4 million pages per instance).

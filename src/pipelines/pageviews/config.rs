@@ -9,19 +9,21 @@ use crate::section::Fields;
 pub struct PageviewsConfig {
     /// Run the pageviews pipeline and its blacklist (default true).
     pub enabled: bool,
-    /// Articles in each `pageviews.top` record (default 25).
+    /// Articles in each `pageviews.top` record (default 25; 1 to 1000).
     pub top_n: usize,
     /// How far behind the newest event time an event may be and still count: the watermark is
-    /// the newest event time minus this (default `5m`).
+    /// the newest event time minus this (default `5m`; at most `1d`).
     pub allowed_lateness: Duration,
-    /// A partition without input for this long closes every open window (default `60s`), so the
-    /// last hour of an ingested file is emitted too.
+    /// A partition without input for this long closes every open window (default `60s`; `1s` to
+    /// `1d`), so the last hour of an ingested file is emitted too.
     pub idle_timeout: Duration,
-    /// Emit provisional (`"final": false`) records of open windows this often (default: never).
+    /// Emit provisional (`"final": false`) records of open windows this often (default `0s`:
+    /// never; otherwise at least `1s`).
     pub provisional_interval: Option<Duration>,
-    /// Articles in each `pageviews.trending` record (default 25).
+    /// Articles in each `pageviews.trending` record (default 25; 1 to 1000).
     pub trending_top_n: usize,
-    /// How often `pageviews.trending` is emitted for domains that received views (default `10s`).
+    /// How often `pageviews.trending` is emitted for domains that received views (default `10s`;
+    /// at least `1s`).
     pub trending_interval: Duration,
     /// Most distinct titles one domain's trending window tracks; further titles are counted in
     /// `pagepulse_window_ignored_events_total{reason="over_capacity"}` and left out until old

@@ -10,16 +10,17 @@ pub struct PostsConfig {
     /// Run the posts pipeline (default true).
     pub enabled: bool,
     /// Largest accepted `content`, in bytes of UTF-8; larger posts are dead-lettered (default
-    /// 65536).
+    /// 65536; 1 to 16777216).
     pub max_content_bytes: usize,
     /// Event-time span of the trending hashtags window (default `60m`).
     pub trending_window: Duration,
-    /// Granularity the trending window slides by (default `1m`; must divide the window).
+    /// Granularity the trending window slides by (default `1m`; at least `1s`, and must divide
+    /// the window).
     pub trending_bucket: Duration,
-    /// Shortest time between two `posts.trending` records (default `5s`); one is emitted only when
-    /// the ranking changed.
+    /// Shortest time between two `posts.trending` records (default `5s`; at least `100ms`); one is
+    /// emitted only when the ranking changed.
     pub trending_emit_interval: Duration,
-    /// Hashtags in each `posts.trending` record (default 10).
+    /// Hashtags in each `posts.trending` record (default 10; 1 to 1000).
     pub trending_top_n: usize,
     /// Most distinct hashtags the trending window tracks; new tags beyond it are counted in
     /// `pagepulse_window_ignored_events_total{reason="over_capacity"}` and ignored until old
