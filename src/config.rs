@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use crate::pipelines::fans::FansConfig;
-use crate::pipelines::pages::PagesConfig;
-use crate::pipelines::pageviews::PageviewsConfig;
-use crate::pipelines::posts::PostsConfig;
+use crate::pipelines::fans::config::FansConfig;
+use crate::pipelines::pages::config::PagesConfig;
+use crate::pipelines::pageviews::config::PageviewsConfig;
+use crate::pipelines::posts::config::PostsConfig;
 use crate::poll::facebook::Token;
 use crate::section::Fields;
 pub use crate::section::Problem;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pagepulse::clock::ManualClock;
-use pagepulse::simulate::graph_api::{self, SimConfig, Stats};
+use pagepulse::simulate::faults::SimConfig;
+use pagepulse::simulate::graph_api::{self, Stats};
 use pagepulse::simulate::trajectory::{fans_at, page_id};
 use serde_json::{json, Value};
 use support::{wait_for, TestEnv};

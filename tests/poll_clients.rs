@@ -13,7 +13,8 @@ use pagepulse::poll::facebook::{FacebookPlatform, FacebookSettings};
 use pagepulse::poll::http::Token;
 use pagepulse::poll::mastodon::{MastodonPlatform, MastodonSettings};
 use pagepulse::poll::platform::{BatchOutcome, Fetched, PageResult, Platform};
-use pagepulse::simulate::graph_api::{self, SimConfig, SimServer};
+use pagepulse::simulate::faults::SimConfig;
+use pagepulse::simulate::graph_api::{self, SimServer};
 use pagepulse::simulate::trajectory::{fans_at, page_id, EPOCH_MS};
 
 /// A fixed time, 100 days and a bit into the trajectories.

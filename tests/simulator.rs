@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pagepulse::clock::ManualClock;
-use pagepulse::simulate::graph_api::{self, SimConfig, SimServer};
+use pagepulse::simulate::faults::SimConfig;
+use pagepulse::simulate::graph_api::{self, SimServer};
 use pagepulse::simulate::trajectory::{fans_at, page_id, EPOCH_MS};
 use serde_json::Value;
 

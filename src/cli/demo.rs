@@ -250,7 +250,7 @@ fn pages(args: &PagesArgs, cfg: &Config) -> anyhow::Result<()> {
     let producer = producer(cfg)?;
     let topic = cfg.topic(crate::pipelines::pages::INPUT);
     let started = Instant::now();
-    let unknown = (1..=args.unknown).map(|k| crate::simulate::graph_api::MAX_PAGES + k);
+    let unknown = (1..=args.unknown).map(|k| crate::simulate::faults::MAX_PAGES + k);
     let mut sent = 0u64;
     for i in (1..=args.count).chain(unknown) {
         let (key, value) = page_record(i, args);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use crate::clock::SystemClock;
-use crate::simulate::graph_api::{self, SimConfig, MAX_PAGES, MAX_SLOW_MS};
+use crate::simulate::faults::{SimConfig, MAX_PAGES, MAX_SLOW_MS};
+use crate::simulate::graph_api;
 
 /// Simulated platforms.
 #[derive(Debug, Subcommand)]

@@ -270,7 +270,8 @@ impl Platform for FacebookPlatform {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::graph_api::{respond, ApiQuery, SimConfig};
+    use crate::simulate::faults::SimConfig;
+    use crate::simulate::graph_api::{respond, ApiQuery};
     use crate::simulate::trajectory::{fans_at, page_id};
 
     const NOW: i64 = 1_795_428_000_000;

@@ -33,7 +33,7 @@ use chrono::{DateTime, SecondsFormat};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::graph_api::{broken_body, Outcome, SimConfig};
+use super::faults::{broken_body, Outcome, SimConfig};
 use super::trajectory::{self, page_index, EPOCH_MS};
 
 /// The path of the account lookup.

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod live;
+pub mod names;
 pub mod page;
 pub mod processor;
 pub mod records;
@@ -27,6 +28,7 @@ use actix::Actor;
 
 pub use self::config::FansConfig;
 pub use self::live::FansLive;
+pub use self::names::{INPUT, PIPELINE, STATS, TOP};
 pub use self::processor::{decode_observation, FansProcessor, Observation};
 pub use self::records::{DeltaOut, FansTop, PageStats, TopEntry};
 pub use self::store::FansStore;
@@ -34,15 +36,6 @@ pub use self::top::{FansTopView, PartitionTop, TOP_INTERVAL, TOP_KEY};
 use super::{Built, Error, Pipeline, Wiring};
 use crate::engine::aggregate::merge_fn;
 use crate::engine::{AggregatorActor, PipelineSpec};
-
-/// Pipeline name.
-pub const PIPELINE: &str = "fans";
-/// Input topic.
-pub const INPUT: &str = crate::poll::observation::TOPIC;
-/// Per-page rolling figures.
-pub const STATS: &str = "fans.stats";
-/// Top pages.
-pub const TOP: &str = "fans.top";
 
 /// The fans pipeline's line in the [registry](super::REGISTRY).
 pub const ENTRY: Pipeline = Pipeline {

@@ -13,11 +13,11 @@ use serde_json::value::RawValue;
 
 use super::config::FansConfig;
 use super::live::{FansLive, Registration};
+use super::names::{PIPELINE, STATS};
 use super::page::Score;
 use super::records::{PageStats, TopEntry};
 use super::store::{FansStore, Ranked};
 use super::top::{PartitionTop, TOP_INTERVAL};
-use super::{PIPELINE, STATS};
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
 use crate::ops::series::{FanStats, Sample};

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use dashmap::mapref::one::Ref;
 
+use super::names::PIPELINE;
 use super::page::{scores, Page, Score};
-use super::PIPELINE;
 use crate::engine::state::{Change, Entries};
 use crate::ops::series::{FanStats, RollingFans, Sample};
 

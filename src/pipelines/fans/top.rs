@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::names::TOP;
 use super::records::{FansTop, TopEntry};
-use super::TOP;
 use crate::clock::format_ms;
 use crate::engine::{Aggregate, OutRecord};
 

@@ -22,6 +22,7 @@
 //! platform ([`crate::poll::dispatch`]).
 
 pub mod config;
+pub mod names;
 pub mod processor;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use actix::{Actor, Arbiter};
 
 pub use self::config::PagesConfig;
+pub use self::names::{INPUT, PIPELINE};
 pub use self::processor::{
     decode_page, PageCommand, PagesProcessor, PlatformQueue, DEFAULT_INTERVAL_S, DEFAULT_PLATFORM,
 };
@@ -41,11 +43,6 @@ use crate::poll::limiter::{Backoff, Limits};
 use crate::poll::mastodon::{MastodonPlatform, MastodonSettings};
 use crate::poll::observation;
 use crate::poll::platform::Platform;
-
-/// Pipeline name.
-pub const PIPELINE: &str = "pages";
-/// Input topic.
-pub const INPUT: &str = "pages";
 
 /// The pages pipeline's line in the [registry](super::REGISTRY). Its dispatchers write
 /// `fans.observations`, whether or not this instance runs the fans pipeline.

@@ -26,6 +26,7 @@
 
 pub mod blacklist;
 pub mod config;
+pub mod names;
 pub mod processor;
 pub mod store;
 pub mod trend;
@@ -35,23 +36,11 @@ use std::sync::Arc;
 
 pub use self::blacklist::{decode_blacklist, Blacklist, BlacklistChange, BlacklistProcessor};
 pub use self::config::PageviewsConfig;
+pub use self::names::{BLACKLIST, BLACKLIST_PIPELINE, INPUT, PIPELINE, TOP, TRENDING};
 pub use self::processor::{decode_view, rank, top_key, Article, DomainTrending, HourTop, PageviewsProcessor, View};
 pub use self::store::PageviewsStore;
 use super::{Built, Error, GlobalTable, Pipeline, Wiring};
 use crate::engine::PipelineSpec;
-
-/// Pipeline name.
-pub const PIPELINE: &str = "pageviews";
-/// Input topic.
-pub const INPUT: &str = "pageviews";
-/// The blacklist pipeline's name.
-pub const BLACKLIST_PIPELINE: &str = "pageviews.blacklist";
-/// Blacklist topic.
-pub const BLACKLIST: &str = "pageviews.blacklist";
-/// Per-window top articles.
-pub const TOP: &str = "pageviews.top";
-/// Trending now.
-pub const TRENDING: &str = "pageviews.trending";
 
 /// The pageviews pipeline's line in the [registry](super::REGISTRY).
 pub const ENTRY: Pipeline = Pipeline {

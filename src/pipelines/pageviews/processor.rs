@@ -17,9 +17,9 @@ use serde_json::value::RawValue;
 
 use super::blacklist::Blacklist;
 use super::config::PageviewsConfig;
+use super::names::{PIPELINE, TOP, TRENDING};
 use super::store::{PageviewsStore, Snapshot};
 use super::trend::Trend;
-use super::{PIPELINE, TOP, TRENDING};
 use crate::clock::{format_ms, Clock};
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};

@@ -74,8 +74,8 @@ use std::sync::Arc;
 use hashbrown::hash_map::EntryRef;
 use hashbrown::{HashMap, HashSet};
 
+use super::names::PIPELINE;
 use super::trend::{Trend, TRENDING_BUCKET_MS, TRENDING_WINDOW_MS};
-use super::PIPELINE;
 use crate::engine::state::{Change, Entries};
 use crate::ops::codec::{put_bytes, put_i64, put_u64, Corrupt, Reader};
 use crate::ops::hourly::{hour_of, HourlyWindows, Window};

@@ -15,21 +15,8 @@
 //! Parts: [`config`] (`[pipelines.posts]`), [`processor`] (decode, analyse, count),
 //! [`store`] (the durable trending counts), [`trending`] (the cross-partition ranking).
 
-/// Pipeline name.
-pub const PIPELINE: &str = "posts";
-/// Input topic.
-pub const INPUT: &str = "posts";
-/// Per-post analysis output.
-pub const ANALYSIS: &str = "posts.analysis";
-/// Trending hashtags output.
-pub const TRENDING: &str = "posts.trending";
-/// Key of every `posts.trending` record.
-pub const TRENDING_KEY: &str = "hashtags";
-/// Event times further than this ahead of the wall clock are clamped to it, so one post dated
-/// in the far future cannot push the trending window past every real post.
-pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
-
 pub mod config;
+pub mod names;
 pub mod processor;
 pub mod store;
 pub mod trending;
@@ -39,9 +26,10 @@ use std::sync::{Arc, Mutex};
 use actix::Actor;
 
 pub use self::config::PostsConfig;
-pub use self::processor::{decode_post, Analysis, Post, PostsProcessor, TagHit};
+pub use self::names::{ANALYSIS, INPUT, MAX_FUTURE_SKEW_MS, PIPELINE, TRENDING, TRENDING_KEY};
+pub use self::processor::{decode_post, Analysis, Post, PostsProcessor};
 pub use self::store::TagBuckets;
-pub use self::trending::{HashtagTrending, Trending, TrendingTag};
+pub use self::trending::{HashtagTrending, TagHit, Trending, TrendingTag};
 use super::{Built, Error, Pipeline, Wiring};
 use crate::engine::aggregate::merge_fn;
 use crate::engine::{AggregatorActor, PipelineSpec};

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::config::PostsConfig;
+use super::names::{ANALYSIS, MAX_FUTURE_SKEW_MS};
 use super::store::TagBuckets;
-use super::{ANALYSIS, MAX_FUTURE_SKEW_MS};
+use super::trending::TagHit;
 use crate::clock::{format_ms, Clock};
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
@@ -78,17 +79,6 @@ pub struct Analysis<'a> {
     pub mentions: Vec<String>,
     /// When pagepulse analysed the post (RFC 3339, UTC).
     pub analyzed_at: Cow<'a, str>,
-}
-
-/// Hashtag occurrences, handed to the trending aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagHit {
-    /// The hashtag (lower-cased, no `#`).
-    pub tag: String,
-    /// Event time in epoch milliseconds.
-    pub ts_ms: i64,
-    /// Occurrences (1 for a post; a bucket's count when a restored partition hands its share).
-    pub count: u64,
 }
 
 /// The per-partition posts processor.

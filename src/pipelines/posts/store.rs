@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::config::PostsConfig;
-use super::processor::TagHit;
+use super::trending::TagHit;
 use crate::engine::state::{Change, Entries};
 use crate::ops::codec::{self, Reader};
 

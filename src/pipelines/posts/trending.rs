@@ -4,13 +4,23 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::PostsConfig;
-use super::processor::TagHit;
-use super::{PIPELINE, TRENDING, TRENDING_KEY};
+use super::names::{PIPELINE, TRENDING, TRENDING_KEY};
 use crate::clock::format_ms;
 use crate::engine::{Aggregate, OutRecord};
 use crate::metrics::Metrics;
 use crate::ops::topn::top_n;
 use crate::ops::window::{AddOutcome, SlidingCounts};
+
+/// Hashtag occurrences, handed to the trending aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagHit {
+    /// The hashtag (lower-cased, no `#`).
+    pub tag: String,
+    /// Event time in epoch milliseconds.
+    pub ts_ms: i64,
+    /// Occurrences (1 for a post; a bucket's count when a restored partition hands its share).
+    pub count: u64,
+}
 
 /// A `posts.trending` value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
