@@ -8,31 +8,46 @@
 //!   ─> engine::Task actor per (pipeline, partition): Processor::decode ─ bad? ─> deadletter
 //!                                                    Processor::process ─> outputs, parts
 //!   ─> kafka::KafkaSink ─> broker ack ─> engine::offsets (store offset when the batch is done)
+//!   engine::flush: when a batch is done (acked; after the state flush that covers it; or
+//!                  at its transaction's commit)
 //!   parts ─> engine::aggregate (cross-partition state, ticked by an actor) ─> outputs
 //!
 //! pages ─> pipelines::pages (a poll::scheduler::Schedule per partition) ─ due pages ─>
 //!   poll::dispatch::Dispatcher per platform (limits, retries, pauses) ─> poll::platform::Platform
-//!   ─> fans.observations ─> pipelines::fans ─> fans.stats, fans.top
+//!   ─> fans.observations (poll::observation) ─> pipelines::fans ─> fans.stats, fans.top
 //! ```
 //!
 //! # Layout
 //!
-//! - [`app`]: `pagepulse run`: wiring and the ordered, lossless shutdown.
+//! Top down: each module uses only modules listed below it. The one exception is by design:
+//! [`config`] composes the pipelines' sections from `pipelines/<name>/config.rs`, leaf files
+//! that use only [`section`].
+//!
 //! - [`cli`]: the command line, one file per subcommand.
-//! - [`clock`]: injected wall-clock time.
-//! - [`config`]: typed configuration, validated once, every problem reported with its key.
-//! - [`engine`]: tasks, router, processor trait, offsets, dead letters, aggregates, sinks.
-//! - [`health`]: liveness and readiness flags.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and `/pages` (live fan figures).
-//! - [`ingest`]: hourly pageview dumps and blacklists: opening, parsing, records, a dump generator.
-//! - [`kafka`]: topic definitions and admin, consumer source, producer sink, client settings.
-//! - [`metrics`]: every Prometheus metric, defined once.
-//! - [`ops`]: plain building blocks: text analysis, top-N, sliding and hourly windows, rolling fan
-//!   series.
-//! - [`pipelines`]: the pipelines (posts, fans, pages, pageviews), each a processor made of ops.
+//! - [`app`]: `pagepulse run`: wiring (loops over [`pipelines::REGISTRY`]) and the ordered,
+//!   lossless shutdown.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and `/pages` (the fans pipeline's live view).
+//! - [`pipelines`]: the registry and one folder per pipeline (posts, fans, pages, pageviews), each
+//!   with `config.rs`, `processor.rs`, `store.rs` (durable state) and `live.rs` (what queries
+//!   read) where it has them, and a `mod.rs` whose `build` wires them.
+//! - [`kafka`]: topic definitions and admin, consumer source, producer sinks (at-least-once and
+//!   transactional), changelog backend, global tables, client settings.
+//! - [`config`]: typed configuration, validated once, every problem reported with its key;
+//!   composes the sections; its [`config::reference`] is generated from their doc comments.
 //! - [`poll`]: polling platforms for audience counts: schedules, limits, the dispatcher, the
-//!   platform trait and its Facebook and Mastodon clients over HTTP.
-//! - [`simulate`]: simulated platforms (trajectories, a Graph-API- and Mastodon-compatible server).
+//!   `fans.observations` record, the platform trait and its Facebook and Mastodon clients.
+//! - [`engine`]: what every pipeline runs on, one part per file: records, the processor trait,
+//!   offsets, sinks, the changelog protocol (`state`), the flush protocol (`flush`),
+//!   aggregates, the task actor, pipeline specs (`spec`) and the router.
+//! - [`ingest`]: hourly pageview dumps and blacklists: opening, parsing, records, a dump generator.
+//! - [`simulate`]: simulated platforms (trajectories, faults, a Graph-API- and
+//!   Mastodon-compatible server).
+//! - [`ops`]: plain building blocks: text analysis, top-N, sliding and hourly windows, rolling fan
+//!   series, a binary codec.
+//! - [`section`]: reading one section of the configuration file (typed keys, defaults, problems).
+//! - [`metrics`]: every Prometheus metric, defined once.
+//! - [`health`]: liveness and readiness flags.
+//! - [`clock`]: injected wall-clock time, and the one way timestamps are written.
 
 #![warn(missing_docs)]
 

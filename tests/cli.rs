@@ -104,6 +104,15 @@ fn topics_create_is_idempotent_and_list_marks_our_topics() {
 }
 
 #[test]
+fn config_docs_prints_the_reference_without_loading_a_config() {
+    // An invalid override: `config docs` must not need a valid configuration.
+    let (ok, out, err, _) = run(pagepulse().args(["config", "docs"]).env("PAGEPULSE__engine__workers", "0"));
+    assert!(ok, "{err}");
+    assert!(out.starts_with("| key | type | meaning |"), "{out}");
+    assert!(out.contains("| `pipelines.posts.trending_top_n` | integer |"), "{out}");
+}
+
+#[test]
 fn help_is_available_everywhere() {
     for args in [
         &["--help"][..],

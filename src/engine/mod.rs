@@ -3,11 +3,12 @@
 //! [`Sink`]; an input offset is stored for commit only once every output it caused is
 //! acknowledged ([`offsets`]).
 //!
-//! Each file can be read alone, lower ones first: [`record`], [`processor`], [`offsets`],
-//! [`sink`], [`state`] (the changelog protocol), [`flush`] (when outputs, changes and offsets
-//! become durable), [`aggregate`], [`task`] (the actor: a shell around a processor and a
-//! flusher), [`spec`] (what starts tasks, and restores their state), [`router`] (which task gets
-//! which partition's records).
+//! Each file can be read alone, and uses only those before it: [`offsets`] (batch acks, stored
+//! offsets), [`record`], [`state`] (the changelog protocol), [`processor`] (the trait every
+//! pipeline implements), [`deadletter`], [`sink`], [`flush`] (when a batch's outputs, state
+//! changes and offset become durable), [`aggregate`], [`task`] (the actor: a shell around a
+//! processor and a flusher), [`spec`] (what starts tasks, restoring their state first), [`router`]
+//! (which task gets which partition's records). [`shutdown`] stands apart.
 
 pub mod aggregate;
 pub mod deadletter;
