@@ -41,7 +41,7 @@ struct Struct {
 }
 
 /// The doc comments of every config section: `src/config.rs` and each pipeline's `config.rs`,
-/// as a Rust source defining `STRUCTS` (see `config::reference`).
+/// as a Rust source defining `STRUCTS` of `config::reference`'s `DocStruct`s.
 fn config_docs(manifest: &Path) -> String {
     let mut files = vec![manifest.join("src/config.rs")];
     let pipelines = manifest.join("src/pipelines");
@@ -53,19 +53,17 @@ fn config_docs(manifest: &Path) -> String {
         .collect();
     dirs.sort();
     files.extend(dirs);
-    let mut out = String::from(
-        "/// The documented `pub struct`s of the config files: (name, doc lines, fields as (name, type, doc lines)).\n\
-         pub static STRUCTS: &[(&str, &[&str], &[(&str, &str, &[&str])])] = &[\n",
-    );
+    let mut out =
+        String::from("/// The documented `pub struct`s of the config files.\nstatic STRUCTS: &[DocStruct] = &[\n");
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
         let text = std::fs::read_to_string(f).expect("readable config file");
         for s in structs(&text) {
-            write!(out, "    ({:?}, &{:?}, &[", s.name, s.doc).expect("write to String");
+            write!(out, "    DocStruct {{ name: {:?}, doc: &{:?}, fields: &[", s.name, s.doc).expect("write to String");
             for (name, ty, doc) in &s.fields {
-                write!(out, "({name:?}, {ty:?}, &{doc:?}), ").expect("write to String");
+                write!(out, "DocField {{ name: {name:?}, ty: {ty:?}, doc: &{doc:?} }}, ").expect("write to String");
             }
-            out.push_str("]),\n");
+            out.push_str("] },\n");
         }
     }
     out.push_str("];\n");

@@ -5,7 +5,7 @@
 //! time. The sections are composed here: the Kafka, HTTP, engine and platform sections are
 //! below, each pipeline's is in its folder (`pipelines/<name>/config.rs`), all read with
 //! [`crate::section::Fields`]. The doc comments on their fields are the configuration reference
-//! ([`reference`], `pagepulse config docs`, the README's table).
+//! ([`mod@reference`], `pagepulse config docs`, the README's table).
 //!
 //! Environment overrides, applied on top of the file:
 //! - `PAGEPULSE_BROKERS` → `kafka.brokers`

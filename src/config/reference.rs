@@ -9,6 +9,24 @@
 
 use std::fmt::Write as _;
 
+/// A documented `pub struct` of a config file, as the build script found it.
+struct DocStruct {
+    name: &'static str,
+    /// Its doc comment, line by line.
+    doc: &'static [&'static str],
+    /// Its `pub` fields, in order.
+    fields: &'static [DocField],
+}
+
+/// A `pub` field of a [`DocStruct`].
+struct DocField {
+    name: &'static str,
+    /// Its Rust type, as written.
+    ty: &'static str,
+    /// Its doc comment, line by line.
+    doc: &'static [&'static str],
+}
+
 include!(concat!(env!("OUT_DIR"), "/config_docs.rs"));
 
 /// One key of the configuration file.
@@ -22,11 +40,9 @@ pub struct Key {
     pub doc: String,
 }
 
-/// The struct named `name`: (doc lines, fields).
-fn find(
-    name: &str,
-) -> Option<(&'static [&'static str], &'static [(&'static str, &'static str, &'static [&'static str])])> {
-    STRUCTS.iter().find(|s| s.0 == name).map(|s| (s.1, s.2))
+/// The struct named `name`.
+fn find(name: &str) -> Option<&'static DocStruct> {
+    STRUCTS.iter().find(|s| s.name == name)
 }
 
 /// The section a struct's doc names: its first `` `[...]` ``.
@@ -68,18 +84,19 @@ fn one_line(doc: &[&str]) -> String {
 
 /// Every key of the configuration file, in the order of [`super::Config`]'s sections.
 pub fn keys() -> Vec<Key> {
-    let (_, sections) = find("Config").expect("config.rs defines Config");
+    let config = find("Config").expect("config.rs defines Config");
     let mut seen = Vec::new();
     let mut out = Vec::new();
-    for (_, ty, _) in sections {
-        if seen.contains(ty) {
+    for section in config.fields {
+        let ty = section.ty;
+        if seen.contains(&ty) {
             continue; // one section type for several sections ([platforms.<p>])
         }
-        seen.push(*ty);
-        let (doc, fields) = find(ty).unwrap_or_else(|| panic!("section type {ty} is not a documented pub struct"));
-        let section = section_of(doc).unwrap_or_else(|| panic!("{ty}'s doc does not name its section as `[...]`"));
-        for (name, field_ty, field_doc) in fields {
-            out.push(Key { key: format!("{section}.{name}"), kind: kind(field_ty), doc: one_line(field_doc) });
+        seen.push(ty);
+        let s = find(ty).unwrap_or_else(|| panic!("section type {ty} is not a documented pub struct"));
+        let name = section_of(s.doc).unwrap_or_else(|| panic!("{ty}'s doc does not name its section as `[...]`"));
+        for f in s.fields {
+            out.push(Key { key: format!("{name}.{}", f.name), kind: kind(f.ty), doc: one_line(f.doc) });
         }
     }
     out

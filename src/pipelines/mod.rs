@@ -115,8 +115,11 @@ pub struct GlobalTable {
     pub pipeline: &'static str,
     /// Its logical topic.
     pub topic: &'static str,
-    start: Box<dyn FnOnce(&Config, global::Wiring) -> Result<JoinHandle<()>, global::Error> + Send>,
+    start: StartTable,
 }
+
+/// Starts a global table's reader (see [`global::spawn`]).
+type StartTable = Box<dyn FnOnce(&Config, global::Wiring) -> Result<JoinHandle<()>, global::Error> + Send>;
 
 impl GlobalTable {
     /// Table `topic`, applied through `processor`, its dead letters attributed to `pipeline`.
@@ -141,7 +144,7 @@ mod tests {
     fn the_registry_names_each_pipeline_once_and_every_topic_is_defined() {
         let names: HashSet<&str> = REGISTRY.iter().map(|p| p.name).collect();
         assert_eq!(names.len(), REGISTRY.len());
-        let defined: HashSet<String> = crate::kafka::topics::all().into_iter().map(|d| d.name.clone()).collect();
+        let defined: HashSet<String> = crate::kafka::topics::all().iter().map(|d| d.name.clone()).collect();
         for p in REGISTRY {
             for t in p.inputs.iter().chain(p.outputs) {
                 assert!(defined.contains(*t), "{}: topic {t} has no topics/{t}.json", p.name);

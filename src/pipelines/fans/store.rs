@@ -96,7 +96,7 @@ impl FansStore {
     }
 
     /// Changelog entries the restore skipped because they did not decode (each logged, up to
-    /// [`CORRUPT_LOGGED`]): their pages start afresh.
+    /// `CORRUPT_LOGGED`): their pages start afresh.
     pub fn corrupt_entries(&self) -> u64 {
         self.corrupt
     }
@@ -111,7 +111,7 @@ impl FansStore {
             Some(p) => p,
             None => {
                 self.len += 1;
-                self.pages.entry(key.into()).or_insert_with(Page::new)
+                self.pages.entry(key.into()).or_default()
             }
         };
         if !page.series.observe(sample) {

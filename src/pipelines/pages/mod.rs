@@ -4,7 +4,7 @@
 //!   `{"platform": "facebook", "page_id": "cocacolacanada", "interval_s": 600}`; `platform`
 //!   defaults to `facebook`, `interval_s` to 600 (10 to 86400). A tombstone or
 //!   `{"tracked": false}` stops tracking; re-sending a page with another interval reschedules it.
-//! - Each partition's task keeps a [`Schedule`] of its pages and, every `tick`, hands the pages
+//! - Each partition's task keeps a [`Schedule`](crate::poll::scheduler::Schedule) of its pages and, every `tick`, hands the pages
 //!   that are due to their platform's dispatcher ([`crate::poll::dispatch`]), which polls them and
 //!   writes `fans.observations`.
 //!

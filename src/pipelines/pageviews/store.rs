@@ -62,7 +62,7 @@
 //! - Restore sums every live chunk into fresh maps, sized up front from the chunk headers; the
 //!   hourly window's title allocation is shared with the trending minute, as in processing.
 //! - A value that does not decode (or whose key disagrees with it) is logged (the first
-//!   [`MAX_LOGGED`]), counted in a summary warning and skipped: its views are lost, the rest of
+//!   `MAX_LOGGED`), counted in a summary warning and skipped: its views are lost, the rest of
 //!   the state is kept (a chunk whose header decodes is still deleted when its time is over). There
 //!   is no checksum: Kafka's record batches carry one. A corrupt `meta` restores the chunks with
 //!   no final hours and no watermark: hours already emitted could then be emitted again (with the
@@ -87,7 +87,7 @@ pub(super) const META_KEY: &[u8] = b"meta";
 const VERSION: u8 = 1;
 /// Largest chunk value: well under Kafka's default 1 MB message limit, big enough that a
 /// 6-million-line hour is a few hundred records.
-pub(super) const CHUNK_BYTES: usize = 256 * 1024;
+pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Kind byte (and key prefix) of chunks counted in the hourly window and in trending.
 const KIND_BOTH: u8 = b'm';
 /// Kind byte (and key prefix) of chunks counted in the hourly window only.
