@@ -327,7 +327,11 @@ impl Processor for PageviewsProcessor {
         self.inputs_since_tick += 1;
         let trend = match self.trends.get_mut(v.domain.as_ref()) {
             Some(t) => t,
-            None => self.trends.entry(v.domain.as_ref().into()).or_insert_with(|| Trend::new(self.trending_max_titles)),
+            None => {
+                let domain: Arc<str> = v.domain.as_ref().into();
+                let log = self.store.slot(&domain);
+                self.trends.entry(domain).or_insert_with(|| Trend::new(self.trending_max_titles, log))
+            }
         };
         match self.windows.add(&v.domain, &v.title, v.views, v.ts_ms, None) {
             Added::Counted { title, first } => {
@@ -339,7 +343,7 @@ impl Processor for PageviewsProcessor {
                         false
                     }
                 };
-                self.store.record(&v.domain, title, first, v.ts_ms, v.views, in_trending);
+                self.store.record(trend.log, title, first, v.ts_ms, v.views, in_trending);
             }
             Added::Late => self.late.inc(),
         }

@@ -229,26 +229,39 @@ pub struct PageviewsStore {
     last_meta: Vec<u8>,
     /// Entries the last restore could not decode.
     corrupt: u64,
-    /// Each domain's pending deltas and live chunks. Bounded by the domains of the open windows
-    /// and trending views: a domain's log is empty once its hours are final and its minutes left
-    /// trending (an empty log costs a map entry).
-    logs: HashMap<Arc<str>, DomainLog>,
+    /// Each domain's pending deltas and live chunks, by [`LogSlot`]. One per domain the processor
+    /// has a trending view for (it keeps those too), so bounded by the domains seen: a domain's
+    /// log is empty once its hours are final and its minutes left trending.
+    logs: Vec<(Arc<str>, DomainLog)>,
+    /// The slot of each domain in `logs`.
+    slots: HashMap<Arc<str>, LogSlot>,
 }
 
+/// A domain's log in a [`PageviewsStore`], handed out once per domain by
+/// [`PageviewsStore::slot`]: recording a view through it costs no lookup on the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSlot(usize);
+
 impl PageviewsStore {
-    /// Notes `views` of `title` in `domain` at `ts_ms`, counted in its hourly window (`first`: as
-    /// the title's first view there) and, if `in_trending`, in trending too. Nothing is kept
-    /// before the task restored its state.
-    #[inline]
-    pub fn record(&mut self, domain: &str, title: Arc<str>, first: bool, ts_ms: i64, views: u64, in_trending: bool) {
-        if !self.on {
-            return;
+    /// The slot of `domain`'s log, made on first use.
+    pub fn slot(&mut self, domain: &Arc<str>) -> LogSlot {
+        if let Some(slot) = self.slots.get(domain) {
+            return *slot;
         }
-        let log = match self.logs.get_mut(domain) {
-            Some(log) => log,
-            None => self.logs.entry(Arc::from(domain)).or_default(),
-        };
-        log.record(title, first, ts_ms, views, in_trending);
+        let slot = LogSlot(self.logs.len());
+        self.logs.push((domain.clone(), DomainLog::default()));
+        self.slots.insert(domain.clone(), slot);
+        slot
+    }
+
+    /// Notes `views` of `title` at `ts_ms` in the domain of `slot`, counted in its hourly window
+    /// (`first`: as the title's first view there) and, if `in_trending`, in trending too.
+    /// Nothing is kept before the task restored its state.
+    #[inline]
+    pub fn record(&mut self, slot: LogSlot, title: Arc<str>, first: bool, ts_ms: i64, views: u64, in_trending: bool) {
+        if self.on {
+            self.logs[slot.0].1.record(title, first, ts_ms, views, in_trending);
+        }
     }
 
     /// Changelog entries the last restore skipped because they did not decode.
@@ -259,7 +272,7 @@ impl PageviewsStore {
     /// Live chunks of every domain (for tests and figures).
     #[cfg(test)]
     pub fn live_chunks(&self) -> usize {
-        self.logs.values().map(DomainLog::live_chunks).sum()
+        self.logs.iter().map(|(_, log)| log.live_chunks()).sum()
     }
 }
 
@@ -547,10 +560,10 @@ impl PageviewsStore {
             }
         }
         let final_before = now.windows.final_before();
-        let mut domains: Vec<Arc<str>> = self.logs.keys().cloned().collect();
-        domains.sort_unstable();
-        for d in &domains {
-            let log = self.logs.get_mut(d).expect("a listed domain");
+        let mut order: Vec<usize> = (0..self.logs.len()).collect();
+        order.sort_unstable_by(|a, b| self.logs[*a].0.cmp(&self.logs[*b].0));
+        for i in order {
+            let (d, log) = &mut self.logs[i];
             // Without a head nothing was counted in trending: no minute is needed for it.
             let trend_start = now.trends.get(d).and_then(|t| t.counts.bounds()).map_or(i64::MAX, |(s, _)| s);
             log.flush(d, final_before, trend_start, &mut self.next_seq, out);
@@ -689,9 +702,12 @@ impl PageviewsStore {
             );
             // Only "changed since emitted" matters, not how often.
             let emitted_version = if changed { counts.version().wrapping_sub(1) } else { counts.version() };
-            trends.insert(domain, Trend { counts, emitted_version });
+            let log = self.slot(&domain);
+            if let Some(restored) = logs.remove(&domain) {
+                self.logs[log.0].1 = restored;
+            }
+            trends.insert(domain, Trend { counts, emitted_version, log });
         }
-        self.logs = logs;
         self.next_seq = meta.next_seq.max(max_seq.map_or(0, |s| s + 1));
         if self.corrupt > 0 {
             tracing::warn!(pipeline = PIPELINE, corrupt = self.corrupt, "state restored without its corrupt entries");

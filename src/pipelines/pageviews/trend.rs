@@ -1,9 +1,11 @@
 //! One domain's "trending now": its sliding 60-minute counts, and whether they changed since
 //! the domain's last `pageviews.trending` record. The processor keeps one per domain; the store
-//! writes their heads and flags and rebuilds them at restore.
+//! writes their heads and flags and rebuilds them at restore, and keeps the domain's log in the
+//! slot the trend names.
 
 use std::sync::Arc;
 
+use super::store::LogSlot;
 use crate::ops::hourly::HOUR_MS;
 use crate::ops::window::SlidingCounts;
 
@@ -18,12 +20,14 @@ pub struct Trend {
     pub counts: SlidingCounts<Arc<str>>,
     /// `counts.version()` when the domain's last trending record was emitted.
     pub emitted_version: u64,
+    /// The domain's log in the store.
+    pub log: LogSlot,
 }
 
 impl Trend {
-    /// An empty view tracking at most `max_titles` titles.
-    pub fn new(max_titles: usize) -> Self {
-        Self { counts: SlidingCounts::new(TRENDING_WINDOW_MS, TRENDING_BUCKET_MS, max_titles), emitted_version: 0 }
+    /// An empty view tracking at most `max_titles` titles, whose views the store logs in `log`.
+    pub fn new(max_titles: usize, log: LogSlot) -> Self {
+        Self { counts: SlidingCounts::new(TRENDING_WINDOW_MS, TRENDING_BUCKET_MS, max_titles), emitted_version: 0, log }
     }
 
     /// True when the counts changed since the last emission.

@@ -39,6 +39,7 @@ impl TagBuckets {
     }
 
     /// Counts one occurrence of `tag` at event time `ts_ms`.
+    #[inline] // per hashtag of every post, called from the processor's module
     pub fn add(&mut self, tag: &str, ts_ms: i64) {
         let start = ts_ms.div_euclid(self.bucket_ms) * self.bucket_ms;
         let newest = self.buckets.last_key_value().map_or(start, |(k, _)| (*k).max(start));
