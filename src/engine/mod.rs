@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod deadletter;
+pub mod flow;
 pub mod offsets;
 pub mod processor;
 pub mod record;

@@ -5,9 +5,11 @@ pub mod admin;
 pub mod changelog;
 pub mod client;
 pub mod global;
+pub mod instances;
 pub mod sink;
 pub mod source;
 pub mod topics;
 pub mod txn;
+pub mod watchdog;
 
 pub use sink::KafkaSink;

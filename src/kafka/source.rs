@@ -11,13 +11,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::client;
 use crate::config::{Config, ProcessingGuarantee};
+use crate::engine::flow::FlowChange;
 use crate::engine::router::TaskGone;
 use crate::engine::{RawRecord, Router, Shutdown};
 use crate::health::Health;
@@ -54,6 +55,7 @@ pub struct SourceContext {
     health: Arc<Health>,
     changes: Mutex<Vec<Change>>,
     rebalanced: AtomicBool,
+    rejoin: AtomicBool,
 }
 
 impl SourceContext {
@@ -65,7 +67,14 @@ impl SourceContext {
             health,
             changes: Mutex::new(Vec::new()),
             rebalanced: AtomicBool::new(false),
+            rejoin: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the polling thread to leave the group and join it again (see
+    /// [`crate::kafka::watchdog`]): the coordinator then computes a fresh assignment.
+    pub fn request_rejoin(&self) {
+        self.rejoin.store(true, Ordering::Release);
     }
 
     fn take_changes(&self) -> Vec<Change> {
@@ -121,7 +130,15 @@ impl ConsumerContext for SourceContext {
                 Change::Assigned(pairs(tpl))
             }
             Rebalance::Revoke(tpl) => {
-                tracing::info!(revoked = ?pairs(tpl), "rebalance");
+                if consumer.assignment_lost() {
+                    // The coordinator no longer knew this member (its session expired, e.g. while
+                    // the broker was paused): librdkafka rejoins by itself; the watchdog makes
+                    // sure the new assignment is not left empty on a coordinator that does that.
+                    self.metrics.group_rejoins.with_label_values(&["session_lost"]).inc();
+                    tracing::warn!(lost = ?pairs(tpl), "the consumer group session was lost: rejoining");
+                } else {
+                    tracing::info!(revoked = ?pairs(tpl), "rebalance");
+                }
                 Change::Revoked(pairs(tpl))
             }
             Rebalance::Error(e) => {
@@ -177,7 +194,9 @@ fn apply_rebalance(
         }
         Change::Revoked(pairs) => {
             for (topic, partition) in pairs {
-                router.revoke(&topic, partition);
+                if let Some(resume) = router.revoke(&topic, partition) {
+                    apply_flow(consumer, resume);
+                }
                 if rebuilding.remove(&(topic.clone(), partition)).is_some() {
                     health.set_restoring(false);
                 }
@@ -187,6 +206,27 @@ fn apply_rebalance(
                     consumer.context().metrics.consumer_lag.remove_label_values(&[&logical, &partition.to_string()]);
             }
         }
+    }
+}
+
+/// Pauses or resumes fetching one partition (see [`crate::engine::flow`]).
+fn apply_flow(consumer: &Source, change: FlowChange) {
+    let (topic, partition, pause) = match &change {
+        FlowChange::Pause(t, p) => (t, *p, true),
+        FlowChange::Resume(t, p) => (t, *p, false),
+    };
+    let mut tpl = TopicPartitionList::with_capacity(1);
+    tpl.add_partition(topic, partition);
+    let done = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    let metrics = &consumer.context().metrics;
+    match done {
+        Ok(()) if pause => {
+            metrics.partition_pauses.inc();
+            tracing::debug!(topic = &**topic, partition, "partition paused: its task is behind");
+        }
+        Ok(()) => tracing::debug!(topic = &**topic, partition, "partition resumed"),
+        // The partition is no longer assigned: nothing to pause or resume.
+        Err(e) => tracing::debug!(topic = &**topic, partition, pause, error = %e, "pause/resume not applied"),
     }
 }
 
@@ -234,10 +274,11 @@ pub type PartitionRun = (usize, i32, Vec<RawRecord>);
 /// per-message cost of polling through an async stream made one thread the bottleneck of the
 /// whole engine), copies records out and groups them per partition into chunks of at most
 /// `engine.batch_max_records`, cut early after `engine.batch_max_wait` or when the queue runs
-/// dry. Chunks go through a bounded channel: when the router is behind, `blocking_send` waits and
-/// this thread stops polling, so backpressure reaches the broker. The thread ends when `stop` is
-/// set or the receiver is gone; chunks still in the channel are never dispatched, so their
-/// offsets are never stored.
+/// dry. Chunks go through a bounded channel to the routing loop, which never waits for a task
+/// (it parks batches and pauses partitions instead, see [`crate::engine::flow`]), so this thread
+/// keeps polling and the group keeps this member. It also carries out the watchdog's rejoins. The
+/// thread ends when `stop` is set or the receiver is gone; chunks still in the channel are never
+/// dispatched, so their offsets are never stored.
 pub fn spawn_poller(
     consumer: Arc<Source>,
     topics: Vec<String>,
@@ -250,7 +291,16 @@ pub fn spawn_poller(
     let handle = std::thread::Builder::new().name("pp-consumer".into()).spawn(move || {
         let mut groups: Vec<PartitionRun> = Vec::new();
         let mut last_topic: Option<(String, Option<usize>)> = None;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         while !stop.load(Ordering::Acquire) {
+            if consumer.context().rejoin.swap(false, Ordering::AcqRel) {
+                // Leaving (the revocation arrives through a later poll, in order) and subscribing
+                // again joins as a new member, which makes the coordinator rebalance the group.
+                consumer.unsubscribe();
+                if let Err(e) = consumer.subscribe(&names) {
+                    tracing::error!(error = %e, "cannot subscribe again after leaving the group");
+                }
+            }
             let mut n = 0;
             let mut first_at: Option<Instant> = None;
             while n < max && !stop.load(Ordering::Acquire) {
@@ -316,8 +366,9 @@ pub fn spawn_poller(
 
 /// The routing loop: takes chunks from the polling thread as a tokio stream, applies rebalance
 /// events, and dispatches each partition's records to its task. Runs until `shutdown` triggers
-/// (then returns at once) or a task dies. Dispatch waits while a task's inbox is full, which
-/// fills the chunk channel and so pauses polling.
+/// (then returns at once) or a task dies. It never waits for a task: a full inbox parks the batch
+/// and, past the partition's budget, pauses the partition; parked batches are offered again every
+/// few milliseconds (see [`crate::engine::flow`]).
 pub async fn run(
     consumer: &Source,
     chunks: mpsc::Receiver<Polled>,
@@ -331,21 +382,35 @@ pub async fn run(
     // read up to the end they had when assigned: the instance is not ready until they are.
     let mut rebuilding: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
     let health = consumer.context().health.clone();
+    let paused = consumer.context().metrics.partitions_paused.clone();
+    let mut retry = tokio::time::interval(UNPARK_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let polled = tokio::select! {
             biased;
             _ = &mut stop => return Ok(()),
+            _ = retry.tick(), if router.has_parked() => None,
             polled = chunks.next() => match polled {
-                Some(p) => p,
+                Some(p) => Some(p),
                 None => return Ok(()),
             },
         };
+        if router.has_parked() {
+            for change in router.unpark()? {
+                apply_flow(consumer, change);
+            }
+        }
         let chunk = match polled {
-            Polled::Records(chunk) => chunk,
-            Polled::Rebalance(changes) => {
+            None => {
+                paused.set(router.paused() as i64);
+                continue;
+            }
+            Some(Polled::Records(chunk)) => chunk,
+            Some(Polled::Rebalance(changes)) => {
                 for change in changes {
                     apply_rebalance(consumer, router, change, &mut rebuilding, &health);
                 }
+                paused.set(router.paused() as i64);
                 continue;
             }
         };
@@ -358,7 +423,13 @@ pub async fn run(
                     health.set_restoring(false);
                 }
             }
-            router.dispatch(input, partition, records).await?;
+            if let Some(pause) = router.dispatch(input, partition, records)? {
+                apply_flow(consumer, pause);
+            }
         }
+        paused.set(router.paused() as i64);
     }
 }
+
+/// How often parked batches are offered to their inboxes again.
+const UNPARK_EVERY: Duration = Duration::from_millis(2);
