@@ -340,6 +340,9 @@ struct Process {
     fans_state: FansState,
     /// Where the HTTP endpoint listens (instances tell each other).
     http: String,
+    /// Member ids this process had in the group, across engine incarnations (the watchdog
+    /// releases its predecessors').
+    members: crate::kafka::watchdog::MemberHistory,
 }
 
 /// How an engine incarnation ended, when not by an operator's stop.
@@ -374,7 +377,8 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
         http::start(cfg.http.listen, metrics.clone(), health.clone(), cfg.fans.enabled.then(|| fans_state.clone()))?;
     tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz, /pages)");
     watch_signals(signals.clone());
-    let process = Process { metrics, health, signals, fans_state, http: server.addr().to_string() };
+    let process =
+        Process { metrics, health, signals, fans_state, http: server.addr().to_string(), members: Default::default() };
 
     let mut delay = RESTART_DELAY.0;
     let mut first = true;
@@ -515,6 +519,7 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), 
             metrics: metrics.clone(),
             stop: stop_watchdog.clone(),
             shutdown: shutdown.clone(),
+            members: process.members.clone(),
         },
     )
     .map_err(|e| setup_failed(Error::Fatal(format!("cannot start the membership watchdog: {e}"))))?;
@@ -546,7 +551,10 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), 
     if watchdog.join().is_err() {
         tracing::error!("the membership watchdog panicked");
     }
-    let deadline = Instant::now() + cfg.engine.shutdown_timeout;
+    // After the broker lost its data nothing of this incarnation can be saved: do not wait for
+    // acknowledgements of topics that are gone.
+    let drain = if commit { cfg.engine.shutdown_timeout } else { Duration::from_secs(1) };
+    let deadline = Instant::now() + drain;
     tracing::info!(?reason, "stopping: draining tasks");
     let trackers = router.trackers();
     drop(router); // closes every inbox: tasks finish what they hold, then stop

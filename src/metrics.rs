@@ -84,6 +84,9 @@ pub struct Metrics {
     pub partition_pauses: prometheus::IntCounter,
     /// Times the engine was restarted in-process after a failure, by reason.
     pub engine_restarts: IntCounterVec,
+    /// Times a partition was fetched again from further back because the broker skipped records
+    /// after the consumer was positioned (see `kafka::guard`).
+    pub consumer_rewinds: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -248,6 +251,12 @@ impl Metrics {
             "Times the engine restarted in-process after a failure (from the last committed offsets and state).",
             &["reason"],
         );
+        let consumer_rewinds = prometheus::IntCounter::new(
+            "pagepulse_consumer_rewinds_total",
+            "Times a partition was fetched again from further back because the broker skipped records after a positioning.",
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(consumer_rewinds.clone())).expect("metric names are unique");
         Self {
             registry,
             consumed,
@@ -282,6 +291,7 @@ impl Metrics {
             partitions_paused,
             partition_pauses,
             engine_restarts,
+            consumer_rewinds,
         }
     }
 

@@ -34,6 +34,8 @@ const MAX_POLL_INTERVAL: Duration = Duration::from_secs(8);
 /// How long partition 0's task is held: well past the poll interval.
 const HOLD: Duration = Duration::from_secs(20);
 
+static OFFSETS: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
 /// A gate the held task waits at.
 #[derive(Default)]
 struct Gate {
@@ -79,6 +81,9 @@ impl Processor for HoldingEcho {
             self.gate.wait();
         }
         self.seen[self.partition as usize].fetch_add(1, Ordering::SeqCst);
+        if self.partition == 0 {
+            OFFSETS.lock().expect("offsets").push(_meta.offset);
+        }
         out.record(OutRecord::new(
             "posts.analysis",
             rec.key.clone().unwrap_or_default(),
@@ -117,6 +122,7 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
     let topic = env.topic("posts");
     let producer = env.producer();
 
+    let env = &env;
     actix_rt::System::new().block_on(async move {
         let metrics = Metrics::new();
         let shutdown = Shutdown::new();
@@ -213,7 +219,21 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
                 if !writing.load(Ordering::Acquire) && total >= want && want > 0 {
                     break;
                 }
-                assert!(Instant::now() < deadline + HOLD, "processed {total} of {want} after the release");
+                if Instant::now() >= deadline + HOLD {
+                    let mut o = OFFSETS.lock().expect("offsets").clone();
+                    let n = o.len();
+                    o.sort();
+                    o.dedup();
+                    let gaps: Vec<(i64, i64)> = o.windows(2).filter(|w| w[1] != w[0] + 1).map(|w| (w[0], w[1])).collect();
+                    eprintln!("p0: {n} processed, {} distinct, first {:?} last {:?}, gaps {gaps:?}", o.len(), o.first(), o.last());
+                }
+                assert!(
+                    Instant::now() < deadline + HOLD,
+                    "processed {total} of {want} after the release: per partition {:?} of {:?}; paused now {}",
+                    (0..4).map(|p| seen[p].load(Ordering::SeqCst)).collect::<Vec<_>>(),
+                    (0..4).map(|p| sent[p].load(Ordering::SeqCst)).collect::<Vec<_>>(),
+                    metrics.partitions_paused.get()
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             sd.trigger(Reason::Requested);
@@ -235,9 +255,11 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
         let rejoins = support::metric_sum(&m, "pagepulse_group_rejoins_total", "");
         eprintln!(
             "stall: held {:?}; partition 0 paused: {paused_seen}; partitions 1-3 records/s before {early_rate:?}, during {late_rate:?}; \
-             partition 0 processed {held_count} before the hold; rejoins {rejoins}; pauses {}",
+             partition 0 processed {held_count} before the hold; rejoins {}; pauses {}, rewinds {}",
             held_at.elapsed(),
-            metrics.partition_pauses.get()
+            rejoins.abs(),
+            metrics.partition_pauses.get(),
+            metrics.consumer_rewinds.get()
         );
         assert!(paused_seen, "partition 0 was never paused in the consumer");
         assert_eq!(rejoins, 0.0, "the member lost its session or rejoined:\n{m}");

@@ -32,6 +32,10 @@ pub struct Claim {
     pub instance: String,
     /// The address of its HTTP endpoint, as it listens.
     pub http: String,
+    /// Its member id in the consumer group, when it has one: what the watchdog releases when
+    /// the instance died (see `kafka::coordinator`).
+    #[serde(default)]
+    pub member: Option<String>,
     /// The input partitions it holds, by full topic name.
     pub partitions: BTreeMap<String, Vec<i32>>,
     /// Its clock when it sent the claim, in ms since the epoch (used only for claims read while
@@ -97,6 +101,11 @@ impl InstanceMap {
     /// Instances whose claim was seen within `timeout_ms` of `now_ms`.
     pub fn live(&self, now_ms: i64, timeout_ms: i64) -> impl Iterator<Item = &Claim> {
         self.claims.values().filter(move |(_, seen)| now_ms - seen <= timeout_ms).map(|(c, _)| c)
+    }
+
+    /// Instances whose claim is older than `timeout_ms`: presumed dead.
+    pub fn dead(&self, now_ms: i64, timeout_ms: i64) -> impl Iterator<Item = &Claim> {
+        self.claims.values().filter(move |(_, seen)| now_ms - seen > timeout_ms).map(|(c, _)| c)
     }
 
     /// Forgets claims older than `keep_ms`: the map's bound (a dead instance's entry goes).
@@ -223,7 +232,13 @@ mod tests {
 
     fn claim(id: &str, parts: &[i32], at: i64) -> Claim {
         let pairs: Vec<TopicPartition> = parts.iter().map(|p| ("in".to_string(), *p)).collect();
-        Claim { instance: id.into(), http: "127.0.0.1:1".into(), partitions: by_topic(&pairs), sent_at_ms: at }
+        Claim {
+            instance: id.into(),
+            http: "127.0.0.1:1".into(),
+            member: Some(format!("{id}-member")),
+            partitions: by_topic(&pairs),
+            sent_at_ms: at,
+        }
     }
 
     fn all(n: i32) -> BTreeSet<TopicPartition> {
@@ -322,6 +337,11 @@ mod tests {
         map.apply(claim("B", &[1], 2_000), 2_000);
         map.remove("B");
         assert_eq!(map.len(), 1);
+        assert_eq!(map.dead(3_000 + TIMEOUT, TIMEOUT).count(), 0);
+        assert_eq!(
+            map.dead(3_001 + TIMEOUT, TIMEOUT).filter_map(|c| c.member.clone()).collect::<Vec<_>>(),
+            ["A-member"]
+        );
         map.expire(100_000, 60_000);
         assert!(map.is_empty());
     }

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod changelog;
 pub mod client;
+pub mod coordinator;
 pub mod global;
+pub mod guard;
 pub mod instances;
 pub mod sink;
 pub mod source;

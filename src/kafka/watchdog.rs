@@ -18,6 +18,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::client;
+use super::coordinator;
 use super::instances::{by_topic, Claim, InstanceMap, TopicPartition, Verdict, Watchdog};
 use super::source::Source;
 use crate::config::Config;
@@ -91,6 +92,8 @@ pub struct Setup {
     pub stop: Arc<AtomicBool>,
     /// Triggered with a restart when the broker lost its data.
     pub shutdown: crate::engine::Shutdown,
+    /// This process's member ids, across engine incarnations.
+    pub members: MemberHistory,
 }
 
 fn now_ms() -> i64 {
@@ -116,9 +119,21 @@ pub fn spawn(cfg: &Config, setup: Setup) -> Result<JoinHandle<()>, client::Error
         .set("fetch.wait.max.ms", "100");
     let reader: BaseConsumer = cc.create().map_err(client::Error::Client)?;
     let connect = cfg.kafka.connect_timeout;
+    let plaintext = cfg.kafka.consumer.get("security.protocol").is_none_or(|p| p.eq_ignore_ascii_case("plaintext"));
+    let target = plaintext.then(|| coordinator::Target {
+        brokers: cfg.kafka.brokers.clone(),
+        group: cfg.kafka.group_id.clone(),
+        client_id: cfg.kafka.client_id.clone(),
+        session_timeout: cfg.kafka.session_timeout,
+        timeout: connect.min(Duration::from_secs(5)),
+    });
     let handle = std::thread::Builder::new()
         .name("pp-watchdog".into())
-        .spawn(move || Runner::new(instance, topic, timing, connect, producer, reader, setup).run())
+        .spawn(move || {
+            let mut runner = Runner::new(instance, topic, timing, connect, producer, reader, setup);
+            runner.coordinator = target;
+            runner.run()
+        })
         .map_err(|e| client::Error::Client(rdkafka::error::KafkaError::ClientCreation(e.to_string())))?;
     Ok(handle)
 }
@@ -140,7 +155,57 @@ struct Runner {
     lost_checks: u32,
     /// Input topics reported missing (logged once each until they come back).
     missing_inputs: BTreeSet<String>,
+    /// This process's member ids in the group, newest last (at most [`MEMBER_HISTORY`]); kept
+    /// by the process, so that an engine restart can release its predecessor's ids.
+    members: MemberHistory,
+    /// Where dead members are released (see `kafka::coordinator`); `None` when the cluster
+    /// needs TLS or SASL, which that minimal client does not speak.
+    coordinator: Option<coordinator::Target>,
 }
+
+/// Member ids of this process remembered for release.
+const MEMBER_HISTORY: usize = 8;
+
+/// The member ids this process had in its group, newest last, shared by the watchdogs of
+/// successive engine incarnations.
+#[derive(Debug, Clone, Default)]
+pub struct MemberHistory(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl MemberHistory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        // Plain data: a panic while holding the lock leaves nothing half-done.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes `id` as the current member id.
+    pub fn note(&self, id: String) {
+        let mut m = self.lock();
+        if m.last() != Some(&id) {
+            m.retain(|x| *x != id);
+            m.push(id);
+            if m.len() > MEMBER_HISTORY {
+                m.remove(0);
+            }
+        }
+    }
+
+    /// The newest id.
+    pub fn current(&self) -> Option<String> {
+        self.lock().last().cloned()
+    }
+
+    /// Every id, newest first.
+    pub fn all(&self) -> Vec<String> {
+        self.lock().iter().rev().cloned().collect()
+    }
+
+    /// Forgets `id` (released).
+    pub fn forget(&self, id: &str) {
+        self.lock().retain(|x| x != id);
+    }
+}
+/// Most member ids released before one rejoin.
+const MAX_RELEASES: usize = 16;
 
 impl Runner {
     fn new(
@@ -153,6 +218,7 @@ impl Runner {
         setup: Setup,
     ) -> Self {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let members = setup.members.clone();
         Self {
             instance,
             topic,
@@ -167,6 +233,8 @@ impl Runner {
             assigned_reader: false,
             lost_checks: 0,
             missing_inputs: BTreeSet::new(),
+            members,
+            coordinator: None,
         }
     }
 
@@ -212,8 +280,37 @@ impl Runner {
         Claim {
             instance: self.instance.clone(),
             http: self.setup.http.clone(),
+            member: self.members.current(),
             partitions: by_topic(&pairs),
             sent_at_ms: now_ms(),
+        }
+    }
+
+    /// Notes this process's current member id, remembering earlier ones.
+    fn note_member(&mut self) {
+        if let Some(id) = coordinator::member_id(&self.setup.consumer) {
+            self.members.note(id);
+        }
+    }
+
+    /// Releases member ids that may hold the group up: this process's earlier ones, and those of
+    /// instances whose claims went stale (see `kafka::coordinator`).
+    fn release_dead_members(&mut self, now: i64, timeout: i64) {
+        let Some(target) = &self.coordinator else { return };
+        let current = coordinator::member_id(&self.setup.consumer);
+        let mut ids: Vec<String> = self.members.all();
+        ids.extend(self.map.dead(now, timeout).filter_map(|c| c.member.clone()));
+        ids.retain(|id| Some(id) != current.as_ref());
+        ids.dedup();
+        for id in ids.into_iter().take(MAX_RELEASES) {
+            match coordinator::release(target, &id, &self.setup.inputs) {
+                Ok(coordinator::Released::Unknown) => {
+                    tracing::debug!(member = id, "a dead member id the coordinator does not know")
+                }
+                Ok(outcome) => tracing::warn!(member = id, ?outcome, "released a dead member of the group"),
+                Err(e) => tracing::debug!(member = id, error = %e, "could not release a dead member id"),
+            }
+            self.members.forget(&id);
         }
     }
 
@@ -340,6 +437,7 @@ impl Runner {
                 "input partitions have had no live owner while this instance holds fewer than its share: \
                  rejoining the consumer group so that the coordinator assigns them again"
             );
+            self.release_dead_members(now, timeout);
             self.setup.consumer.context().request_rejoin();
         }
     }
@@ -356,6 +454,7 @@ impl Runner {
             } else {
                 self.read();
             }
+            self.note_member();
             let own = self.own_claim();
             let due = match &last_claim {
                 None => true,
