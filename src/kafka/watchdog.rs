@@ -56,7 +56,7 @@ pub struct Timing {
     /// How long orphans must persist before a rejoin: half the timeout, longer than a broker
     /// that reassigns by itself takes to do so.
     pub grace: Duration,
-    /// Least time between two rejoins: two timeouts.
+    /// Least time between two rejoins: one timeout (a rejoin settles within it).
     pub backoff: Duration,
     /// How often the group is checked.
     pub check: Duration,
@@ -69,7 +69,7 @@ impl Timing {
             timeout: session,
             heartbeat: (session / 4).max(Duration::from_millis(250)),
             grace: (session / 2).max(Duration::from_secs(1)),
-            backoff: session * 2,
+            backoff: session,
             check: (session / 8).clamp(Duration::from_millis(250), Duration::from_secs(2)),
         }
     }

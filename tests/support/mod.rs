@@ -686,46 +686,6 @@ impl TestEnv {
     }
 }
 
-/// Notes every rebalance a consumer goes through.
-struct RebalanceLog(std::sync::Mutex<usize>);
-
-impl rdkafka::ClientContext for RebalanceLog {}
-
-impl rdkafka::consumer::ConsumerContext for RebalanceLog {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        }
-    }
-}
-
-impl TestEnv {
-    /// Makes the broker rebalance this environment's group: a member that reads only
-    /// `deadletter` (no pagepulse input, so it gets no partition of theirs) joins, then leaves.
-    ///
-    /// A workaround for tansu 0.6.0: when a member misses its heartbeats, the heartbeat of a
-    /// survivor drops it but leaves the group formed with the old assignment (its SyncGroup then
-    /// ignores the leader's new assignment), so the dead member's partitions stay orphaned until
-    /// a member joins or leaves. Kafka reassigns them on the session timeout by itself.
-    pub fn nudge_group(&self) {
-        let consumer: BaseConsumer<RebalanceLog> = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group)
-            .set("session.timeout.ms", "6000")
-            .set("enable.auto.commit", "false")
-            .create_with_context(RebalanceLog(std::sync::Mutex::new(0)))
-            .expect("nudging consumer");
-        consumer.subscribe(&[&self.topic("deadletter")]).expect("subscribe");
-        wait_for("the nudging member to join the group", Duration::from_secs(60), || {
-            let _ = consumer.poll(Duration::from_millis(100));
-            (*consumer.context().0.lock().unwrap_or_else(|p| p.into_inner()) > 0).then_some(())
-        });
-        // Leaving (LeaveGroup) is the second change of membership.
-        consumer.unsubscribe();
-        drop(consumer);
-    }
-}
-
 impl Pagepulse {
     /// Rebalances that left this instance without partitions, as its log reports them.
     pub fn empty_assignments(&self) -> usize {
@@ -735,43 +695,5 @@ impl Pagepulse {
     /// Assignments (rebalances) its log reports.
     pub fn assignments(&self) -> usize {
         strip_ansi(&self.log_text()).lines().filter(|l| l.contains("rebalance assigned=")).count()
-    }
-}
-
-impl TestEnv {
-    /// Waits until `pp` owns at least `partitions` partitions, working around tansu 0.6.0's group
-    /// coordinator (see [`TestEnv::nudge_group`]): a member that joins while a killed leader is
-    /// still in the group follows that dead leader and is handed nothing, and partitions handed
-    /// to a member that then dies stay orphaned. The group is nudged when `pp` reports an empty
-    /// assignment, or holds too few partitions with no rebalance for longer than a session
-    /// timeout. Returns how many nudges it took.
-    pub fn wait_assigned(&self, pp: &mut Pagepulse, partitions: f64, timeout: Duration) -> usize {
-        const STALL: Duration = Duration::from_secs(8);
-        let deadline = Instant::now() + timeout;
-        let (mut nudges, mut empty_seen, mut rebalances) = (0, 0, pp.assignments());
-        let mut changed = Instant::now();
-        loop {
-            let owned = metric_value(&pp.metrics(), "pagepulse_assigned_partitions", "");
-            if owned >= partitions {
-                return nudges;
-            }
-            assert!(pp.running(), "pagepulse exited; log:\n{}", pp.log_text());
-            assert!(
-                Instant::now() < deadline,
-                "pagepulse owns {owned} partitions, not {partitions}, after {timeout:?}; log:\n{}",
-                pp.log_text()
-            );
-            let (empty, now) = (pp.empty_assignments(), pp.assignments());
-            if now != rebalances {
-                (rebalances, changed) = (now, Instant::now());
-            }
-            if empty > empty_seen || (rebalances > 0 && changed.elapsed() > STALL) {
-                empty_seen = empty;
-                self.nudge_group();
-                nudges += 1;
-                changed = Instant::now();
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
     }
 }
