@@ -337,7 +337,7 @@ mod tests {
         map.apply(claim("B", &[1], 2_000), 2_000);
         map.remove("B");
         assert_eq!(map.len(), 1);
-        assert_eq!(map.dead(3_000 + TIMEOUT, TIMEOUT).count(), 0);
+        assert_eq!(map.dead(2_000 + TIMEOUT, TIMEOUT).count(), 0);
         assert_eq!(
             map.dead(3_001 + TIMEOUT, TIMEOUT).filter_map(|c| c.member.clone()).collect::<Vec<_>>(),
             ["A-member"]

@@ -331,6 +331,7 @@ pub fn spawn_poller(
                 if consumer.context().rebalanced.swap(false, Ordering::AcqRel) {
                     let changes = consumer.context().take_changes();
                     poller.rebalanced(&changes);
+                    poller.taken(&groups);
                     if !groups.is_empty() && tx.blocking_send(Polled::Records(std::mem::take(&mut groups))).is_err() {
                         return;
                     }
@@ -377,6 +378,7 @@ pub fn spawn_poller(
                 }
                 n += 1;
             }
+            poller.taken(&groups);
             if !groups.is_empty() && tx.blocking_send(Polled::Records(std::mem::take(&mut groups))).is_err() {
                 return;
             }
@@ -402,6 +404,15 @@ impl<'a> Poller<'a> {
 
     fn key(&self, topic: &str, partition: i32) -> Option<(usize, i32)> {
         self.topics.iter().position(|t| t == topic).map(|i| (i, partition))
+    }
+
+    /// Notes the last offset of each run about to be shipped (what a resume continues after).
+    fn taken(&mut self, groups: &[PartitionRun]) {
+        for (input, partition, recs) in groups {
+            if let Some(last) = recs.last() {
+                self.guard.taken((*input, *partition), last.offset);
+            }
+        }
     }
 
     /// Applies the pauses and resumes the routing loop asked for (see [`crate::engine::flow`]).
