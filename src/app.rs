@@ -184,22 +184,128 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     actix_rt::System::new().block_on(run_async(cfg))
 }
 
+/// What outlives an engine restart: the HTTP endpoint and what it reads, metrics, health, and
+/// the operator's stop signal.
+struct Process {
+    metrics: Metrics,
+    health: Arc<Health>,
+    /// Triggered by SIGINT/SIGTERM only.
+    signals: Shutdown,
+    /// The pipelines' live views (what HTTP queries read), filled by each incarnation's tasks.
+    live: LiveViews,
+    /// Where the HTTP endpoint listens (instances tell each other).
+    http: String,
+    /// Member ids this process had in the group, across engine incarnations (the watchdog
+    /// releases its predecessors').
+    members: crate::kafka::watchdog::MemberHistory,
+}
+
+/// How an engine incarnation ended, when not by an operator's stop.
+enum EngineStop {
+    /// Unrecoverable (configuration, or a broker without a needed feature): pagepulse exits.
+    Fatal(Error),
+    /// Recoverable: the engine starts again from the last committed offsets and durable state.
+    Restart {
+        /// A metric label: `broker_data_lost`, `delivery_failed`, `task_failed`, `startup_failed`.
+        kind: &'static str,
+        /// What happened, for the log.
+        why: String,
+    },
+}
+
+/// Shortest and longest wait before an engine restart (doubling in between; back to the
+/// shortest after an incarnation that ran for [`HEALTHY_RUN`]).
+const RESTART_DELAY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// An incarnation that ran this long resets the restart delay.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
 async fn run_async(cfg: Config) -> Result<(), Error> {
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
-    let shutdown = Shutdown::new();
+    let signals = Shutdown::new();
+    // A fresh start fails fast, with a clear message, when the broker or topics are missing; an
+    // engine restart waits for them instead (the broker may be coming back).
     admin::require(&cfg, &required_topics(&cfg))?;
     health.set_broker_up(true);
     let live = LiveViews::new(&cfg);
     let server =
         http::start(cfg.http.listen, metrics.clone(), health.clone(), cfg.fans.enabled.then(|| live.fans.clone()))?;
     tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz, /pages)");
+    watch_signals(signals.clone());
+    let process =
+        Process { metrics, health, signals, live, http: server.addr().to_string(), members: Default::default() };
 
-    let backend = Arc::new(KafkaBackend::new(&cfg).map_err(|e| Error::Admin(e.into()))?);
-    let stores = Stores::new(&cfg, backend, health.clone());
+    let mut delay = RESTART_DELAY.0;
+    let mut first = true;
+    let result = loop {
+        let started = Instant::now();
+        let ended = run_engine(&cfg, &process, first).await;
+        first = false;
+        match ended {
+            Ok(()) => break Ok(()),
+            Err(EngineStop::Fatal(e)) => break Err(e),
+            Err(EngineStop::Restart { kind, why }) => {
+                if process.signals.reason().is_some() {
+                    break Ok(());
+                }
+                if started.elapsed() >= HEALTHY_RUN {
+                    delay = RESTART_DELAY.0;
+                }
+                process.metrics.engine_restarts.with_label_values(&[kind]).inc();
+                tracing::error!(
+                    reason = kind,
+                    %why,
+                    retry_in = ?delay,
+                    "the engine stopped after a failure and restarts in-process from the last committed offsets and durable state"
+                );
+                process.health.reset_engine();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = process.signals.wait() => break Ok(()),
+                }
+                delay = (delay * 2).min(RESTART_DELAY.1);
+            }
+        }
+    };
+    server.stop().await;
+    if result.is_ok() {
+        tracing::info!("stopped cleanly");
+    }
+    result
+}
+
+/// Runs one incarnation of the engine: topics, sinks, pipelines, consumer, router, watchdog.
+/// Returns `Ok` once the operator's stop was carried out. `first` is the process's first
+/// incarnation, whose set-up errors are fatal (later ones are retried).
+async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), EngineStop> {
+    let setup_failed = |e: Error| match first {
+        true => EngineStop::Fatal(e),
+        false => EngineStop::Restart { kind: "startup_failed", why: e.to_string() },
+    };
+    let (metrics, health) = (&process.metrics, &process.health);
+    // This incarnation's stop: the operator's, or a failure inside it.
+    let shutdown = Shutdown::new();
+    {
+        let (signals, shutdown) = (process.signals.clone(), shutdown.clone());
+        actix_rt::spawn(async move {
+            signals.wait().await;
+            shutdown.trigger(Reason::Requested);
+        });
+    }
+    if !first {
+        admin::require(cfg, &required_topics(cfg)).map_err(|e| setup_failed(e.into()))?;
+        health.set_broker_up(true);
+    }
+    let backend = Arc::new(
+        KafkaBackend::new(cfg).map_err(|e| setup_failed(Error::Admin(e.into())))?.with_cancel(shutdown.clone()),
+    );
+    let stores = Stores::new(cfg, backend, health.clone());
     let pairs: Vec<(&str, &str)> = stores.changelogs.iter().map(|c| (c.1, c.2)).collect();
-    crate::kafka::changelog::ensure(&cfg, &pairs).await?;
-    let shared = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone(), &stores.topics())?);
+    crate::kafka::changelog::ensure(cfg, &pairs).await.map_err(|e| setup_failed(e.into()))?;
+    crate::kafka::watchdog::ensure_topic(cfg).await.map_err(|e| setup_failed(e.into()))?;
+    let shared = Arc::new(
+        KafkaSink::new(cfg, metrics.clone(), shutdown.clone(), &stores.topics()).map_err(|e| setup_failed(e.into()))?,
+    );
     let exactly_once = cfg.engine.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
     let group = ConsumerGroup::new();
     let sink: Arc<dyn Sink> = if exactly_once {
@@ -209,21 +315,22 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
                 "exactly_once with engine.durable_state = false: outputs commit once, but state restarts empty"
             );
         }
-        Arc::new(EosSink::new(&cfg, metrics.clone(), shutdown.clone(), &stores.topics(), shared.clone(), group.clone()))
+        Arc::new(EosSink::new(cfg, metrics.clone(), shutdown.clone(), &stores.topics(), shared.clone(), group.clone()))
     } else {
         shared.clone()
     };
     let Pipelines { factories, globals, aggregators, dispatchers } =
-        pipelines(&cfg, sink.clone(), &metrics, Arc::new(SystemClock), &live, &stores)?;
+        pipelines(cfg, sink.clone(), metrics, Arc::new(SystemClock), &process.live, &stores)
+            .map_err(EngineStop::Fatal)?;
     if factories.is_empty() {
-        return Err(Error::NothingToRun);
+        return Err(EngineStop::Fatal(Error::NothingToRun));
     }
     let stop_globals = Arc::new(AtomicBool::new(false));
     let mut global_readers = Vec::new();
     for g in globals {
         let reader = g
             .spawn(
-                &cfg,
+                cfg,
                 crate::kafka::global::Wiring {
                     sink: sink.clone(),
                     metrics: metrics.clone(),
@@ -231,13 +338,14 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
                     stop: stop_globals.clone(),
                 },
             )
-            .map_err(|e| Error::Fatal(e.to_string()))?;
+            .map_err(|e| setup_failed(Error::Fatal(e.to_string())))?;
         global_readers.push(reader);
     }
     let arbiters: Vec<Arbiter> = (0..cfg.engine.workers.get()).map(|_| Arbiter::new()).collect();
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let topics: Vec<String> = factories.iter().flat_map(|f| f.inputs().iter().map(|l| cfg.topic(l))).collect();
-    let consumer = source::subscribe(&cfg, SourceContext::new(&cfg, metrics.clone(), health.clone()), &topics)?;
+    let consumer = source::subscribe(cfg, SourceContext::new(cfg, metrics.clone(), health.clone()), &topics)
+        .map_err(|e| setup_failed(e.into()))?;
     group.set(&consumer);
     let offsets: Arc<dyn OffsetStore> = match exactly_once {
         true => Arc::new(TransactionalOffsets),
@@ -251,15 +359,30 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
         metrics.clone(),
         cfg.engine.inbox_capacity.get(),
         done_tx,
+        cfg.engine.partition_buffer_bytes.get(),
     );
-    watch_signals(shutdown.clone());
+    let stop_watchdog = Arc::new(AtomicBool::new(false));
+    let watchdog = crate::kafka::watchdog::spawn(
+        cfg,
+        crate::kafka::watchdog::Setup {
+            consumer: consumer.clone(),
+            inputs: topics.clone(),
+            internal: stores.topics().iter().map(|t| cfg.topic(t)).collect(),
+            http: process.http.clone(),
+            metrics: metrics.clone(),
+            stop: stop_watchdog.clone(),
+            shutdown: shutdown.clone(),
+            members: process.members.clone(),
+        },
+    )
+    .map_err(|e| setup_failed(Error::Fatal(format!("cannot start the membership watchdog: {e}"))))?;
     let stop_polling = Arc::new(AtomicBool::new(false));
-    let (poller, chunks) = source::spawn_poller(consumer.clone(), router.topics(), &cfg, stop_polling.clone())
-        .map_err(|e| Error::Fatal(format!("cannot start the polling thread: {e}")))?;
+    let (poller, chunks) = source::spawn_poller(consumer.clone(), router.topics(), cfg, stop_polling.clone())
+        .map_err(|e| EngineStop::Fatal(Error::Fatal(format!("cannot start the polling thread: {e}"))))?;
     tracing::info!(?topics, group = %cfg.kafka.group_id, workers = arbiters.len(), "pagepulse running");
 
     if let Err(e) = source::run(&consumer, chunks, &mut router, &shutdown).await {
-        shutdown.trigger(Reason::Fatal(e.to_string()));
+        shutdown.trigger(Reason::Restart { kind: "task_failed", why: e.to_string() });
     }
     // The poller notices within one poll (at most 100 ms); its channel is already closed.
     stop_polling.store(true, Ordering::Release);
@@ -267,10 +390,25 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
         tracing::error!("the polling thread panicked");
     }
 
-    // --- Shutdown: drain, flush, commit. ---
-    health.set_stopping();
-    let deadline = Instant::now() + cfg.engine.shutdown_timeout;
-    tracing::info!(reason = ?shutdown.reason(), "stopping: draining tasks");
+    // --- Stopping: drain, flush, commit. ---
+    let reason = shutdown.reason();
+    let restarting = matches!(reason, Some(Reason::Restart { .. }));
+    // Whether stored offsets may be committed: not when the broker lost its data, where an old
+    // offset would skip records of a recreated topic.
+    let commit = !matches!(&reason, Some(Reason::Restart { kind: "broker_data_lost", .. }));
+    if !restarting {
+        health.set_stopping();
+    }
+    // No rejoins while stopping; its tombstone tells the others this instance is gone.
+    stop_watchdog.store(true, Ordering::Release);
+    if watchdog.join().is_err() {
+        tracing::error!("the membership watchdog panicked");
+    }
+    // After the broker lost its data nothing of this incarnation can be saved: do not wait for
+    // acknowledgements of topics that are gone.
+    let drain = if commit { cfg.engine.shutdown_timeout } else { Duration::from_secs(1) };
+    let deadline = Instant::now() + drain;
+    tracing::info!(?reason, "stopping: draining tasks");
     let trackers = router.trackers();
     drop(router); // closes every inbox: tasks finish what they hold, then stop
     if timeout_at(deadline, done_rx.recv()).await.is_err() {
@@ -301,24 +439,21 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
     }
     if exactly_once {
         // The tasks' last transactions committed their offsets.
-    } else {
+    } else if commit {
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::info!("offsets committed"),
             // NoOffset: nothing new was stored since the last commit.
             Err(e) => tracing::info!(error = %e, "final commit had nothing to do or failed"),
         }
     }
-    server.stop().await;
     for a in &arbiters {
         a.stop();
     }
     drop(consumer);
-    match shutdown.reason() {
-        Some(Reason::Fatal(why)) => Err(Error::Fatal(why)),
-        _ => {
-            tracing::info!("stopped cleanly");
-            Ok(())
-        }
+    match reason {
+        Some(Reason::Fatal(why)) => Err(EngineStop::Fatal(Error::Fatal(why))),
+        Some(Reason::Restart { kind, why }) => Err(EngineStop::Restart { kind, why }),
+        _ => Ok(()),
     }
 }
 

@@ -95,8 +95,9 @@ pub struct KafkaConfig {
     /// Prepended to every topic name, so several deployments can share a cluster (default empty;
     /// env `PAGEPULSE_TOPIC_PREFIX`). Letters, digits, `.`, `_` and `-` only.
     pub topic_prefix: String,
-    /// Consumer group id; instances with the same id split the input partitions (default
-    /// `pagepulse`; env `PAGEPULSE_GROUP_ID`).
+    /// Consumer group id and application id; instances with the same id split the input
+    /// partitions (default `pagepulse`; env `PAGEPULSE_GROUP_ID`). Names pagepulse's own topics:
+    /// changelogs `<group_id>-<store>-changelog` and the instance map `<group_id>-instances`.
     pub group_id: String,
     /// Client id reported to the broker (default `pagepulse`).
     pub client_id: String,
@@ -106,10 +107,13 @@ pub struct KafkaConfig {
     /// How long start-up and admin commands wait for the broker to answer before failing with a
     /// clear error (default `10s`).
     pub connect_timeout: Duration,
-    /// Consumer group session timeout (default `10s`: short enough that a crashed instance's
-    /// partitions move quickly; librdkafka's own default is 45 s).
+    /// Consumer group session timeout, 1s..1h (default `10s`: short enough that a crashed
+    /// instance's partitions move quickly; librdkafka's own default is 45 s). Also the
+    /// membership watchdog's clock: an instance silent this long is dead, and partitions without
+    /// a live owner for half of it make an instance holding less than its share rejoin.
     pub session_timeout: Duration,
-    /// How often stored (fully processed) offsets are committed (default `1s`).
+    /// How often tasks flush their state changes to the changelogs and fully processed offsets
+    /// are committed (default `1s`).
     pub commit_interval: Duration,
     /// How often librdkafka reports statistics (consumer lag, broker state) (default `2s`).
     pub statistics_interval: Duration,
@@ -130,16 +134,23 @@ pub struct HttpConfig {
 /// `[engine]`
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Threads that run partition tasks (default: the number of CPU cores).
+    /// Threads that run partition tasks, 1..256 (default: the number of CPU cores).
     pub workers: NonZeroUsize,
     /// Most records moved from the consumer to a task in one batch (default 2000).
     pub batch_max_records: NonZeroUsize,
     /// Longest a partial batch waits for more records before it is dispatched (default `5ms`).
     pub batch_max_wait: Duration,
-    /// Batches a task's inbox holds before the consumer waits: the backpressure bound (default 16;
-    /// brokers hand out records a partition at a time, so a shallow inbox lets one busy partition
-    /// stall the others).
+    /// Batches a task's inbox holds (default 16). Batches that do not fit wait in the router,
+    /// up to `partition_buffer_bytes` per partition, after which that partition alone is paused
+    /// in the consumer until its task catches up; the consumer keeps polling and every other
+    /// partition keeps flowing.
     pub inbox_capacity: NonZeroUsize,
+    /// Bytes of records (keys, values and 48 bytes of bookkeeping each) one input partition may
+    /// hold beyond its task's inbox before it is paused in the consumer (default 8388608, 8 MiB).
+    /// Larger values pause and resume a partition that is always behind less often (each resume
+    /// fetches again what the consumer had prefetched for it); the memory bound is this times the
+    /// number of input partitions an instance owns.
+    pub partition_buffer_bytes: NonZeroUsize,
     /// Most output bytes queued in the producer before tasks wait for acknowledgements
     /// (default 67108864, 64 MiB). In exactly-once mode each task has a producer of its own, each
     /// with this bound; its queue empties at every commit.
@@ -324,6 +335,7 @@ impl Config {
             batch_max_records: e.take("batch_max_records", NonZeroUsize::new(2000).expect("2000 > 0")),
             batch_max_wait: e.duration("batch_max_wait", Duration::from_millis(5)),
             inbox_capacity: e.take("inbox_capacity", NonZeroUsize::new(16).expect("16 > 0")),
+            partition_buffer_bytes: e.take("partition_buffer_bytes", NonZeroUsize::new(8 << 20).expect("> 0")),
             producer_queue_bytes: e.take("producer_queue_bytes", NonZeroUsize::new(64 << 20).expect("> 0")),
             shutdown_timeout: e.duration("shutdown_timeout", Duration::from_secs(8)),
             durable_state: e.take("durable_state", true),
@@ -333,6 +345,11 @@ impl Config {
         e.check(engine.batch_max_records.get() > 1_000_000, "batch_max_records", "must be at most 1000000");
         e.check(engine.batch_max_wait > Duration::from_secs(10), "batch_max_wait", "must be at most 10s");
         e.check(engine.inbox_capacity.get() > 10_000, "inbox_capacity", "must be at most 10000");
+        e.check(
+            engine.partition_buffer_bytes.get() > 1 << 30,
+            "partition_buffer_bytes",
+            "must be at most 1073741824 (1 GiB)",
+        );
         e.check(
             engine.producer_queue_bytes.get() < 1 << 20,
             "producer_queue_bytes",

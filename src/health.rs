@@ -38,8 +38,17 @@ impl Health {
         if started {
             self.restoring.fetch_add(1, Ordering::AcqRel);
         } else {
-            self.restoring.fetch_sub(1, Ordering::AcqRel);
+            // Saturating: a straggler of a stopped engine incarnation (see `reset_engine`) must
+            // not wrap the count around.
+            let _ = self.restoring.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
         }
+    }
+
+    /// The engine stopped and will start again: no partitions, nothing restoring (whatever its
+    /// last incarnation left counted), broker state unknown until it answers again.
+    pub fn reset_engine(&self) {
+        self.assigned.store(0, Ordering::Release);
+        self.restoring.store(0, Ordering::Release);
     }
 
     /// Tasks restoring their state right now.

@@ -70,6 +70,23 @@ pub struct Metrics {
     pub state_restoring: IntGaugeVec,
     /// Input records skipped because the restored state already covered them, by pipeline.
     pub state_skipped: IntCounterVec,
+    /// Times this instance rejoined its consumer group, by reason: `orphaned_partitions` (the
+    /// watchdog found partitions without a live owner) or `session_lost` (the coordinator had
+    /// dropped this member, e.g. while the broker was paused).
+    pub group_rejoins: IntCounterVec,
+    /// Instances of this consumer group alive as the instances topic tells (this one included).
+    pub group_live_instances: IntGauge,
+    /// Input partitions that no live instance holds, as the watchdog last saw them.
+    pub group_orphaned_partitions: IntGauge,
+    /// Input partitions paused because their task is too far behind.
+    pub partitions_paused: IntGauge,
+    /// Times an input partition was paused because its task was too far behind.
+    pub partition_pauses: prometheus::IntCounter,
+    /// Times the engine was restarted in-process after a failure, by reason.
+    pub engine_restarts: IntCounterVec,
+    /// Times a partition was fetched again from further back because the broker skipped records
+    /// after the consumer was positioned (see `kafka::guard`).
+    pub consumer_rewinds: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -205,6 +222,41 @@ impl Metrics {
             "Input records skipped because the restored state already covered them.",
             &["pipeline"],
         );
+        let group_rejoins = counter(
+            "pagepulse_group_rejoins_total",
+            "Times this instance rejoined its consumer group: orphaned_partitions (no live owner) or session_lost.",
+            &["reason"],
+        );
+        let plain_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric definition is valid");
+            registry.register(Box::new(g.clone())).expect("metric names are unique");
+            g
+        };
+        let group_live_instances = plain_gauge(
+            "pagepulse_group_live_instances",
+            "Instances of this consumer group alive according to the instances topic, this one included.",
+        );
+        let group_orphaned_partitions =
+            plain_gauge("pagepulse_group_orphaned_partitions", "Input partitions that no live instance holds.");
+        let partitions_paused =
+            plain_gauge("pagepulse_partitions_paused", "Input partitions paused because their task is too far behind.");
+        let partition_pauses = prometheus::IntCounter::new(
+            "pagepulse_partition_pauses_total",
+            "Times an input partition was paused because its task was too far behind.",
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(partition_pauses.clone())).expect("metric names are unique");
+        let engine_restarts = counter(
+            "pagepulse_engine_restarts_total",
+            "Times the engine restarted in-process after a failure (from the last committed offsets and state).",
+            &["reason"],
+        );
+        let consumer_rewinds = prometheus::IntCounter::new(
+            "pagepulse_consumer_rewinds_total",
+            "Times a partition was fetched again from further back because the broker skipped records after a positioning.",
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(consumer_rewinds.clone())).expect("metric names are unique");
         Self {
             registry,
             consumed,
@@ -233,6 +285,13 @@ impl Metrics {
             state_restored_bytes,
             state_restoring,
             state_skipped,
+            group_rejoins,
+            group_live_instances,
+            group_orphaned_partitions,
+            partitions_paused,
+            partition_pauses,
+            engine_restarts,
+            consumer_rewinds,
         }
     }
 

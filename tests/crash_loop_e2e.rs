@@ -1,8 +1,12 @@
-//! Crash equivalence (issue 5, item 3), through the real broker: a four-hour, six-domain page-view
-//! stream and three simulated days of fan observations for 300 pages are written by the test
-//! **while** pagepulse runs, and pagepulse is SIGKILLed at random points ten times (before it
-//! joins the group, while it restores, while it processes) and restarted each time. A final run
-//! then finishes the input (the last hour closes by a short idle timeout).
+//! Crash equivalence (issue 5, item 3) and self-healing restarts (issue 10), through the real
+//! broker: a four-hour, six-domain page-view stream and three simulated days of fan observations
+//! for 300 pages are written by the test **while** pagepulse runs, and pagepulse is SIGKILLed and
+//! restarted twenty times at random moments after it started processing, plus seven more times
+//! early (before it joins the group or while it restores). No help is given to the broker's group
+//! coordinator (tansu 0.6.0 leaves a dead member's partitions orphaned and hands a member that
+//! joins meanwhile nothing): every measured restart must process input within the session
+//! timeout plus 10 s on its own. A final run then finishes the input (the last hour closes by a
+//! short idle timeout).
 //!
 //! A clean run of the same input, in another prefix and group on the same broker, is never killed.
 //! The killed run must end with exactly the clean run's results: every `pageviews.top` record
@@ -19,7 +23,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,9 +47,15 @@ const TOP_N: usize = 25;
 /// Pages observed, each about once per simulated hour.
 const PAGES: usize = 300;
 const FAN_HOURS: i64 = 72;
-/// Wall-clock time over which the input is written.
-const STREAM: Duration = Duration::from_secs(60);
-const KILLS: usize = 10;
+/// Wall-clock time over which the input is written at most (the rest is written at once when the
+/// kill loop ends): input keeps arriving during the whole loop.
+const STREAM: Duration = Duration::from_secs(400);
+/// Restarts measured and killed after they processed input.
+const KILLS: usize = 20;
+/// The session timeout the tests run with (`TestEnv::cli`).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// Longest a restart may take to process input: the session timeout plus 10 s.
+const FIRST_RECORD_LIMIT: Duration = Duration::from_secs(SESSION_TIMEOUT.as_secs() + 10);
 const IDLE_TIMEOUT: &str = "\"8s\"";
 
 /// The expected `pageviews.top` of every window: key -> (total views, top articles).
@@ -275,20 +285,25 @@ fn stats_by_observation(recs: &[support::Rec]) -> HashMap<(String, String), Vec<
 }
 
 /// Writes `records` to logical topics under every prefix in `prefixes`, evenly over `over`
-/// (pacing the input, not waiting for results), then flushes.
+/// (pacing the input, not waiting for results), or the rest at once after `hurry` is set, then
+/// flushes.
 fn stream(
     producer: Arc<TestProducer>,
     input: Arc<Input>,
     prefixes: Vec<String>,
     over: Duration,
     sent: Arc<AtomicUsize>,
+    hurry: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = Instant::now();
         let total = input.records.len();
         let mut i = 0;
         while i < total {
-            let due = ((started.elapsed().as_secs_f64() / over.as_secs_f64()) * total as f64).ceil() as usize;
+            let due = match hurry.load(Ordering::Acquire) {
+                true => total,
+                false => ((started.elapsed().as_secs_f64() / over.as_secs_f64()) * total as f64).ceil() as usize,
+            };
             while i < due.min(total) {
                 let (topic, key, value) = &input.records[i];
                 for p in &prefixes {
@@ -306,6 +321,11 @@ fn stream(
 
 /// What one killed incarnation did.
 struct Kill {
+    /// `early` (killed at a random moment after its start) or `processing` (killed at a random
+    /// moment after its first processed record).
+    phase: &'static str,
+    /// From its start to its first processed record (`processing` kills only).
+    first_record: Option<Duration>,
     after: Duration,
     assigned: f64,
     stream_done: f64,
@@ -348,8 +368,15 @@ fn outputs(env: &TestEnv, tops: &Tops, observations: usize) -> (Vec<support::Rec
     (top, stats)
 }
 
+/// Outputs acknowledged of this incarnation: it processed input.
+fn produced(pp: &support::Pagepulse) -> f64 {
+    let m = pp.metrics();
+    metric_value(&m, "pagepulse_records_produced_total", r#"topic="fans.stats""#)
+        + metric_value(&m, "pagepulse_records_produced_total", r#"topic="pageviews.top""#)
+}
+
 #[test]
-fn results_after_ten_sigkills_equal_an_uninterrupted_run() {
+fn restarts_after_sigkills_heal_on_their_own_and_end_equal_to_an_uninterrupted_run() {
     let test_started = Instant::now();
     let seed: u64 = std::env::var("PAGEPULSE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("crash loop: seed {seed} (PAGEPULSE_TEST_SEED={seed} repeats the input and the kill points)");
@@ -371,48 +398,47 @@ fn results_after_ten_sigkills_equal_an_uninterrupted_run() {
     producer.flush();
 
     let sent = Arc::new(AtomicUsize::new(0));
+    let hurry = Arc::new(AtomicBool::new(false));
     let writer = stream(
         producer.clone(),
         input.clone(),
         vec![killed.prefix.clone(), clean.prefix.clone()],
         STREAM,
         sent.clone(),
+        hurry.clone(),
     );
     let stream_done = || sent.load(Ordering::Acquire) as f64 / input.records.len() as f64;
     let vars = run_vars();
 
-    // The kill loop.
+    // The kill loop: every restart is left to heal on its own.
     let mut kills: Vec<Kill> = Vec::new();
-    let mut nudges = 0;
-    for i in 0..KILLS {
+    let mut measured = 0;
+    while measured < KILLS {
+        // Every third round starts with an extra early kill: before the incarnation joined the
+        // group, or while it restores (its partitions are then orphaned on tansu).
+        let phase = if kills.len() % 3 == 1 { "early" } else { "processing" };
         let mut pp = killed.start_with(&vars);
         let started = Instant::now();
-        // The kill points cycle through three phases, each at a random delay: from the start
-        // (the incarnation may not have joined the group yet), from its assignment (it is likely
-        // restoring), and from its first acknowledged output (it is processing).
-        let phase = ["processing", "starting", "assigned"][i % 3];
-        if phase != "starting" {
-            nudges += killed.wait_assigned(&mut pp, 1.0, Duration::from_secs(60));
-        }
+        let mut first_record = None;
         if phase == "processing" {
-            wait_for("outputs of this incarnation", Duration::from_secs(60), || {
-                (metric_value(&pp.metrics(), "pagepulse_records_produced_total", r#"topic="fans.stats""#) > 0.0)
-                    .then_some(())
-            });
+            let t = wait_for_first_record(&mut pp, started);
+            first_record = Some(t);
+            measured += 1;
         }
         // A random kill point: this is the point of the test, not a wait for a result.
-        std::thread::sleep(Duration::from_millis(rng.gen_range(if phase == "starting" { 200 } else { 0 }..3000)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(if phase == "early" { 200 } else { 0 }..3000)));
         let metrics = pp.metrics();
         let owned = metric_value(&metrics, "pagepulse_assigned_partitions", "");
         let consumed = metric_value(&metrics, "pagepulse_records_consumed_total", r#"topic="pageviews""#)
             + metric_value(&metrics, "pagepulse_records_consumed_total", r#"topic="fans.observations""#);
         // Outputs this incarnation got acknowledged: it was processing when it died.
-        let produced = metric_value(&metrics, "pagepulse_records_produced_total", r#"topic="fans.stats""#)
-            + metric_value(&metrics, "pagepulse_records_produced_total", r#"topic="pageviews.top""#);
+        let produced = produced(&pp);
         pp.signal(libc::SIGKILL);
         pp.wait_exit(Duration::from_secs(10));
         let restores = restores_in_log(&pp.log_text());
         let k = Kill {
+            phase,
+            first_record,
             after: started.elapsed(),
             assigned: owned,
             stream_done: stream_done(),
@@ -421,8 +447,9 @@ fn results_after_ten_sigkills_equal_an_uninterrupted_run() {
             restores,
         };
         eprintln!(
-            "kill {:2} ({phase:10}): after {:5.1} s, {} partitions, consumed {:6}, produced {:6}, {} restores ({} changelog records), input written {:3.0}%",
-            i + 1,
+            "kill {:2} ({phase:10}): first record {}, killed after {:5.1} s, {} partitions, consumed {:6}, produced {:6}, {} restores ({} changelog records), input written {:3.0}%",
+            kills.len() + 1,
+            k.first_record.map_or("-".to_string(), |t| format!("{:5.2} s", t.as_secs_f64())),
             k.after.as_secs_f64(),
             k.assigned,
             k.consumed,
@@ -434,22 +461,30 @@ fn results_after_ten_sigkills_equal_an_uninterrupted_run() {
         kills.push(k);
     }
     let loop_done = test_started.elapsed();
+    hurry.store(true, Ordering::Release);
     writer.join().expect("the input writer finished");
 
     // The final run of the killed deployment, and the clean run, side by side.
     let mut last = killed.start_with(&vars);
+    let last_started = Instant::now();
     let mut reference = clean.start_with(&vars);
-    nudges += killed.wait_assigned(&mut last, 8.0, Duration::from_secs(90));
+    let last_first = wait_for_first_record(&mut last, last_started);
+    wait_for("the final run to own all 8 partitions", Duration::from_secs(60), || {
+        (metric_value(&last.metrics(), "pagepulse_assigned_partitions", "") >= 8.0).then_some(())
+    });
     last.wait_ready(Duration::from_secs(90));
     reference.wait_ready(Duration::from_secs(90));
     let (killed_top, killed_stats) = outputs(&killed, &tops, observations);
     let (clean_top, clean_stats) = outputs(&clean, &tops, observations);
     let last_metrics = last.metrics();
     let last_restores = restores_in_log(&last.log_text());
+    let rejoins = support::metric_sum(&last_metrics, "pagepulse_group_rejoins_total", "");
     for pp in [&mut last, &mut reference] {
         pp.signal(libc::SIGTERM);
         assert!(pp.wait_exit(Duration::from_secs(15)).success(), "graceful stop; log:\n{}", pp.log_text());
     }
+    let mut firsts: Vec<Duration> = kills.iter().filter_map(|k| k.first_record).chain([last_first]).collect();
+    firsts.sort();
 
     // pageviews.top: the clean run has exactly one final record per window, equal to the
     // independent computation; the killed run has that same value for every window, possibly
@@ -534,17 +569,21 @@ fn results_after_ten_sigkills_equal_an_uninterrupted_run() {
     }
     let processing_kills = kills.iter().filter(|k| k.assigned > 0.0 && k.produced > 0.0).count();
     let mid_stream = kills.iter().filter(|k| k.stream_done < 1.0).count();
-    assert!(processing_kills >= KILLS.div_ceil(3), "only {processing_kills} kills landed while records were processed");
-    let restoring_kills = kills.iter().filter(|k| k.assigned > 0.0 && k.produced == 0.0).count();
+    assert!(processing_kills >= KILLS, "only {processing_kills} kills landed while records were processed");
+    let early_kills = kills.iter().filter(|k| k.phase == "early").count();
     let slowest_restore = all_restores.iter().map(|r| r.took_ms).fold(0.0, f64::max);
     eprintln!(
-        "crash loop: {} kills in {:.0} s ({processing_kills} while processing, {restoring_kills} owning partitions before any output, {mid_stream} while input was still being written; \
-         {nudges} group nudges for tansu), \
+        "crash loop: {} kills in {:.0} s ({processing_kills} while processing, {early_kills} early, {mid_stream} while input was still being written; \
+         no help to the group coordinator); restart to first processed record over {} restarts: median {:.2} s, worst {:.2} s \
+         (limit {FIRST_RECORD_LIMIT:?}); final run rejoins {rejoins}; \
          {} restores ({} torn keys repaired, slowest {slowest_restore:.0} ms) before the final run and {} in it; live changelog entries {live:?}; {} windows and {observations} observations \
          ({} duplicate observations in the input) equal the clean run; repeated identical outputs: {top_duplicates} \
          pageviews.top, {stats_duplicates} fans.stats; test took {:.0} s",
         kills.len(),
         loop_done.as_secs_f64(),
+        firsts.len(),
+        firsts[firsts.len() / 2].as_secs_f64(),
+        firsts[firsts.len() - 1].as_secs_f64(),
         kills.iter().map(|k| k.restores.len()).sum::<usize>(),
         all_restores.iter().map(|r| r.torn).sum::<u64>(),
         last_restores.len(),
@@ -552,4 +591,21 @@ fn results_after_ten_sigkills_equal_an_uninterrupted_run() {
         input.duplicates,
         test_started.elapsed().as_secs_f64()
     );
+}
+
+/// Waits for the first output of `pp`, which started at `started`, failing the test if it takes
+/// longer than [`FIRST_RECORD_LIMIT`]; returns the time from the start.
+fn wait_for_first_record(pp: &mut support::Pagepulse, started: Instant) -> Duration {
+    loop {
+        if produced(pp) > 0.0 {
+            return started.elapsed();
+        }
+        assert!(pp.running(), "pagepulse exited; log:\n{}", pp.log_text());
+        assert!(
+            started.elapsed() < FIRST_RECORD_LIMIT,
+            "a restart processed nothing within {FIRST_RECORD_LIMIT:?} (session timeout + 10 s); log:\n{}",
+            pp.log_text()
+        );
+        std::thread::sleep(support::POLL_INTERVAL);
+    }
 }

@@ -11,6 +11,7 @@ use actix::Arbiter;
 use pagepulse::clock::SystemClock;
 use pagepulse::config::Config;
 use pagepulse::engine::aggregate::merge_fn;
+use pagepulse::engine::flow::{record_bytes, FlowChange};
 use pagepulse::engine::offsets::RecordingStore;
 use pagepulse::engine::state::MARKER_KEY;
 use pagepulse::engine::Store;
@@ -68,7 +69,8 @@ fn router(
     ));
     let arbiter = Arbiter::new();
     let (done_tx, done_rx) = mpsc::channel(1);
-    let router = Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, inbox, done_tx);
+    let router =
+        Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, inbox, done_tx, budget());
     (router, done_rx, arbiter)
 }
 
@@ -82,9 +84,9 @@ fn offsets_wait_for_acknowledgements_and_bad_records_are_dead_lettered() {
         let (mut router, mut done, _arb) = router(sink.clone(), store.clone(), 4, Some(trending.clone()));
         let input = router.input_index("x.posts").expect("subscribed to the prefixed input");
 
-        router.dispatch(input, 0, vec![post(0), rec(1, "{oops"), post(2)]).await.expect("dispatch");
-        router.dispatch(input, 1, vec![post(10), post(11)]).await.expect("dispatch");
-        router.dispatch(input, 0, vec![post(3)]).await.expect("dispatch");
+        router.dispatch(input, 0, vec![post(0), rec(1, "{oops"), post(2)]).expect("dispatch");
+        router.dispatch(input, 1, vec![post(10), post(11)]).expect("dispatch");
+        router.dispatch(input, 0, vec![post(3)]).expect("dispatch");
         until("6 outputs", || sink.records().len() == 6).await;
         assert!(store.stored().is_empty(), "no offset may be stored before the outputs are acknowledged");
 
@@ -119,6 +121,8 @@ struct GateSink {
     open: Mutex<bool>,
     cv: Condvar,
     sent: Mutex<usize>,
+    /// Sends blocked at the gate right now.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl GateSink {
@@ -132,40 +136,67 @@ impl Sink for GateSink {
     fn send(&self, _rec: OutRecord, ack: &Arc<BatchAck>) {
         ack.add_output();
         let mut open = self.open.lock().expect("lock");
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         while !*open {
             open = self.cv.wait(open).expect("wait");
         }
+        self.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         *self.sent.lock().expect("lock") += 1;
         ack.output_done(true);
     }
 }
 
 #[test]
-fn a_stalled_sink_stops_the_dispatcher() {
+fn a_stalled_sink_parks_and_pauses_its_partition_without_blocking_dispatch() {
     actix_rt::System::new().block_on(async {
         let sink = Arc::new(GateSink::default());
         let store = Arc::new(RecordingStore::default());
         let (mut router, mut done, _arb) = router(sink.clone(), store.clone(), 1, None);
         let input = router.input_index("x.posts").expect("input");
-        // Batch 1 is taken by the task, which blocks in the sink; batch 2 fills the one-slot inbox.
-        router.dispatch(input, 0, vec![post(0)]).await.expect("dispatch");
-        router.dispatch(input, 0, vec![post(1)]).await.expect("dispatch");
-        // Batch 3 cannot be handed over while the sink is stalled.
-        let blocked = tokio::time::timeout(Duration::from_millis(300), router.dispatch(input, 0, vec![post(2)])).await;
-        assert!(blocked.is_err(), "dispatch must wait while the task's inbox is full");
+        // Batch 0 is taken by the task, which blocks in the sink; batch 1 fills the one-slot inbox.
+        assert_eq!(router.dispatch(input, 0, vec![post(0)]).expect("dispatch"), None);
+        until("the task to take batch 0", || sink.waiting.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+        assert_eq!(router.dispatch(input, 0, vec![post(1)]).expect("dispatch"), None);
+        // Batches 2 and 3 do not fit: they are parked, and returning at once is the point (the
+        // consumer must keep polling). Past the budget the partition is paused.
+        let started = std::time::Instant::now();
+        let mut pauses = Vec::new();
+        for o in 2..2 + PARK_TO_PAUSE {
+            pauses.extend(router.dispatch(input, 0, vec![post(o)]).expect("dispatch"));
+        }
+        assert!(started.elapsed() < Duration::from_millis(200), "dispatch must not wait for a full inbox");
+        assert_eq!(pauses, vec![FlowChange::Pause("x.posts".into(), 0)]);
+        assert_eq!(router.paused(), 1);
+        // Another partition is not held up by it.
+        assert_eq!(router.dispatch(input, 1, vec![post(100)]).expect("dispatch"), None);
         assert!(store.stored().is_empty());
+        assert!(router.unpark().expect("task alive").is_empty(), "still no room while the sink is stalled");
 
         sink.open();
-        tokio::time::timeout(Duration::from_secs(10), router.dispatch(input, 0, vec![post(3)]))
-            .await
-            .expect("dispatch resumes once the sink drains")
-            .expect("task alive");
-        until("offsets up to 2 stored", || store.stored().iter().any(|(_, p, o)| *p == 0 && *o >= 2)).await;
+        // Parked batches go to the inbox as room appears, in order; then the partition resumes.
+        let mut resumed = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while router.has_parked() {
+            assert!(tokio::time::Instant::now() < deadline, "parked batches never drained");
+            resumed.extend(router.unpark().expect("task alive"));
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        assert_eq!(resumed, vec![FlowChange::Resume("x.posts".into(), 0)]);
+        let last = 2 + PARK_TO_PAUSE;
+        until("every offset stored", || store.stored().iter().any(|(_, p, o)| *p == 0 && *o == last)).await;
         drop(router);
         tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
-        assert_eq!(*sink.sent.lock().expect("lock"), 3, "batches 1, 2 and 4 were produced; 3 was never handed over");
+        assert_eq!(*sink.sent.lock().expect("lock"), last as usize + 1, "every batch was produced, none twice");
     });
 }
+
+/// Parking budget of the routers in these tests: two and a half one-post batches, so the third
+/// parked batch goes over it.
+fn budget() -> usize {
+    record_bytes(&post(2)) * 5 / 2
+}
+/// Batches parked before the partition goes over [`budget`].
+const PARK_TO_PAUSE: i64 = 3;
 
 fn observation(offset: i64, page: &str, fans: u64) -> RawRecord {
     rec(
@@ -196,11 +227,11 @@ fn fans_pages_are_queryable_while_their_partition_task_runs() {
         let (done_tx, mut done) = mpsc::channel(1);
         let store = Arc::new(RecordingStore::default());
         let mut router =
-            Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, 4, done_tx);
+            Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, 4, done_tx, budget());
         let input = router.input_index("x.fans.observations").expect("subscribed");
 
-        router.dispatch(input, 0, vec![observation(0, "a", 10), observation(1, "a", 12)]).await.expect("dispatch");
-        router.dispatch(input, 1, vec![observation(0, "b", 20)]).await.expect("dispatch");
+        router.dispatch(input, 0, vec![observation(0, "a", 10), observation(1, "a", 12)]).expect("dispatch");
+        router.dispatch(input, 1, vec![observation(0, "b", 20)]).expect("dispatch");
         let fans_of = |key: &str| state.page(key, Detail::Stats).map(|v| v.stats.fans);
         until("both partitions' pages queryable", || {
             fans_of("facebook:a") == Some(12) && fans_of("facebook:b") == Some(20)
@@ -215,7 +246,7 @@ fn fans_pages_are_queryable_while_their_partition_task_runs() {
         assert_eq!(fans_of("facebook:b"), Some(20));
 
         // Assigned again: a new task starts from nothing and registers again.
-        router.dispatch(input, 0, vec![observation(2, "a", 15)]).await.expect("dispatch");
+        router.dispatch(input, 0, vec![observation(2, "a", 15)]).expect("dispatch");
         until("partition 0 back", || fans_of("facebook:a") == Some(15)).await;
 
         drop(router);
@@ -270,7 +301,8 @@ fn durable_router(
     );
     let arbiter = Arbiter::new();
     let (done_tx, done_rx) = mpsc::channel(1);
-    let router = Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, 4, done_tx);
+    let router =
+        Router::new(vec![spec], |l| format!("x.{l}"), vec![arbiter.handle()], store, metrics, 4, done_tx, budget());
     (router, done_rx, arbiter)
 }
 
@@ -290,7 +322,7 @@ fn durable_state_is_flushed_before_offsets_and_restored_before_input() {
         let (mut router, mut done, _arb) =
             durable_router(out.clone(), store.clone(), backend.clone(), health.clone(), trending, Metrics::new());
         let input = router.input_index("x.posts").expect("input");
-        router.dispatch(input, 0, (0..5).map(post).collect()).await.expect("dispatch");
+        router.dispatch(input, 0, (0..5).map(post).collect()).expect("dispatch");
         until("the analyses and the state's changes", || {
             sink.records_for(posts::ANALYSIS).len() == 5 && !sink.records_for(CHANGELOG).is_empty()
         })
@@ -332,7 +364,7 @@ fn durable_state_is_flushed_before_offsets_and_restored_before_input() {
             metrics.clone(),
         );
         router.assign("x.posts", 0);
-        router.dispatch(input, 0, (3..8).map(post).collect()).await.expect("dispatch");
+        router.dispatch(input, 0, (3..8).map(post).collect()).expect("dispatch");
         until("restored and processed", || sink2.records_for(posts::ANALYSIS).len() == 3).await;
         assert_eq!(health.restoring(), 0, "restore finished");
         let top = trending.lock().expect("lock").current().expect("tags");

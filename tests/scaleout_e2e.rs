@@ -204,11 +204,6 @@ fn table_times(view: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Assignments an instance's log reports.
-fn rebalances(pp: &Pagepulse) -> usize {
-    pp.assignments()
-}
-
 /// Restores an instance's log reports per store: (restores, changelog records read).
 fn restore_totals(pp: &Pagepulse) -> BTreeMap<String, (usize, u64)> {
     let mut out: BTreeMap<String, (usize, u64)> = BTreeMap::new();
@@ -289,7 +284,6 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     // A random kill point, mid-stream: the point of the test, not a wait for a result.
     std::thread::sleep(Duration::from_millis(rng.gen_range(0..2000)));
     let b_consumed = b.metric("pagepulse_records_consumed_total", r#"topic="pageviews""#);
-    let rebalances_before = rebalances(&a);
     b.signal(libc::SIGKILL);
     b.wait_exit(Duration::from_secs(10));
     let killed_at = Instant::now();
@@ -300,15 +294,8 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
 
     // The survivor takes every partition, restores, and polls every page (round 2, at T2).
     // The group notices B's death after its session timeout: on Kafka A then owns everything;
-    // tansu 0.6 only has A rejoin with its old assignment, and needs a nudge (see
-    // `TestEnv::nudge_group`).
-    wait_for("the group to notice the kill", Duration::from_secs(60), || {
-        (assigned(&a) == PARTITIONS || rebalances(&a) > rebalances_before).then_some(())
-    });
-    let nudged = assigned(&a) != PARTITIONS;
-    if nudged {
-        env.nudge_group();
-    }
+    // tansu 0.6 only has A keep its old assignment, and pagepulse's membership watchdog makes A
+    // rejoin (no help from the test).
     let deadline = Instant::now() + Duration::from_secs(60);
     while assigned(&a) != PARTITIONS {
         assert!(
@@ -321,10 +308,10 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     }
     a.wait_ready(Duration::from_secs(60));
     let takeover = killed_at.elapsed();
+    let watchdog_rejoins = a.metric("pagepulse_group_rejoins_total", r#"reason="orphaned_partitions""#);
     eprintln!(
-        "A owns all {PARTITIONS} partitions {:.1} s after the kill{}",
+        "A owns all {PARTITIONS} partitions {:.1} s after the kill ({watchdog_rejoins} watchdog rejoins)",
         takeover.as_secs_f64(),
-        if nudged { " (group nudged)" } else { "" }
     );
     latest_stats(&env, |last| all_at(last, T2));
     let settled_ms = chrono::Utc::now().timestamp_millis();
@@ -475,12 +462,11 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     );
     let a_final = restore_totals(&a);
     eprintln!(
-        "scale-out: B killed after counting {b_consumed} page views; {}A owned all {PARTITIONS} partitions {:.1} s later and \
+        "scale-out: B killed after counting {b_consumed} page views; A owned all {PARTITIONS} partitions {:.1} s later and \
          had re-polled every page {:.1} s after the kill; restores (count, changelog records) in A before the kill {a_restores_before:?}, \
          after it {a_before_c:?}, at the end {a_final:?}; C took {} partitions {:.1} s after starting, restores {c_restores:?}; \
          {} pages moved to A, {} served by C; closest two polls of a page after the handover {closest} ms; {} windows exact, \
          {duplicates} repeated final records; test took {:.0} s",
-        if nudged { "the group nudged (tansu), " } else { "" },
         takeover.as_secs_f64(),
         repolled.as_secs_f64(),
         assigned(&c),

@@ -73,7 +73,7 @@ impl<A: Aggregate + Unpin> Actor for AggregatorActor<A> {
     }
 }
 
-/// Asks for one last emission (at shutdown, after every task has finished).
+/// Asks for one last emission (at shutdown, after every task has finished); the actor then stops.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
@@ -81,7 +81,9 @@ pub struct Flush;
 impl<A: Aggregate + Unpin> Handler<Flush> for AggregatorActor<A> {
     type Result = ();
 
-    fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
         self.tick();
+        // Sent once, when the engine stops: its ticks must not outlive the engine's sink.
+        actix::ActorContext::stop(ctx);
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod deadletter;
+pub mod flow;
 pub mod flush;
 pub mod offsets;
 pub mod processor;

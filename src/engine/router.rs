@@ -1,9 +1,10 @@
 //! Routes consumed records to tasks: one task per (pipeline, partition), created when its
 //! partition first delivers records and stopped when the partition is revoked.
 //!
-//! The router runs on the consumer's thread. Each task's inbox is a bounded channel, so a slow
-//! task (or a slow sink behind it) makes [`Router::dispatch`] wait, which stops the consumer from
-//! polling: backpressure reaches the broker instead of memory growing.
+//! The router runs on the routing loop and never waits: each task's inbox is a bounded channel,
+//! and a batch that does not fit is parked ([`super::flow`]); a partition that falls too far
+//! behind is paused in the consumer. Backpressure reaches the broker per partition, the consumer
+//! keeps polling, and the other partitions keep flowing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use actix::ArbiterHandle;
 use prometheus::IntGauge;
 use tokio::sync::mpsc;
 
+use super::flow::{FlowChange, Parking};
 use super::offsets::{OffsetStore, OffsetTracker};
 use super::record::{Batch, RawRecord};
 use super::spec::TaskFactory;
@@ -45,6 +47,7 @@ pub struct Router {
     metrics: Metrics,
     inbox_capacity: usize,
     done: mpsc::Sender<()>,
+    parking: Parking,
 }
 
 /// The task behind a partition is gone (it panicked or its arbiter stopped).
@@ -59,7 +62,9 @@ pub struct TaskGone {
 
 impl Router {
     /// A router for `pipelines`; `full_name` maps a logical topic name to its name on the broker.
-    /// Tasks are spread over `arbiters` round-robin.
+    /// Tasks are spread over `arbiters` round-robin. A partition whose batches wait for more than
+    /// `partition_budget` bytes beyond its task's inbox is paused (see [`super::flow`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         pipelines: Vec<Arc<dyn TaskFactory>>,
         full_name: impl Fn(&str) -> String,
@@ -68,6 +73,7 @@ impl Router {
         metrics: Metrics,
         inbox_capacity: usize,
         done: mpsc::Sender<()>,
+        partition_budget: usize,
     ) -> Self {
         assert!(!arbiters.is_empty(), "at least one worker arbiter");
         let mut inputs = Vec::new();
@@ -87,6 +93,7 @@ impl Router {
             metrics,
             inbox_capacity,
             done,
+            parking: Parking::new(partition_budget),
         }
     }
 
@@ -100,10 +107,16 @@ impl Router {
         self.inputs.iter().position(|i| &*i.full == full)
     }
 
-    /// Hands `records` (consecutive, of one partition of input `input`) to their task, waiting
-    /// while its inbox is full.
-    pub async fn dispatch(&mut self, input: usize, partition: i32, records: Vec<RawRecord>) -> Result<(), TaskGone> {
-        let Some(last) = records.last() else { return Ok(()) };
+    /// Hands `records` (consecutive, of one partition of input `input`) to their task, or parks
+    /// them when its inbox is full or earlier batches of the partition are parked. Returns a
+    /// pause when the partition went over its budget: the consumer must stop fetching it.
+    pub fn dispatch(
+        &mut self,
+        input: usize,
+        partition: i32,
+        records: Vec<RawRecord>,
+    ) -> Result<Option<FlowChange>, TaskGone> {
+        let Some(last) = records.last() else { return Ok(None) };
         let inp = self.inputs[input].clone();
         let tracker = self
             .trackers
@@ -127,12 +140,51 @@ impl Router {
         self.metrics.consumed.with_label_values(&[inp.logical]).inc_by(records.len() as u64);
         let batch = Batch { topic: inp.logical, full_topic: inp.full.clone(), partition, records, ack };
         let (tx, depth) = self.task(inp.pipeline, partition);
+        if self.parking.is_parked((input, partition)) {
+            // Behind earlier batches of its partition: order within a partition is the contract.
+            return Ok(self.parking.park((input, partition), batch));
+        }
         // The task decrements the same gauge when it takes the batch out of its inbox.
         depth.inc();
-        tx.send(batch).await.map_err(|_| {
-            depth.dec();
-            TaskGone { topic: inp.full.to_string(), partition }
-        })
+        match tx.try_send(batch) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                depth.dec();
+                Ok(self.parking.park((input, partition), batch))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                depth.dec();
+                Err(TaskGone { topic: inp.full.to_string(), partition })
+            }
+        }
+    }
+
+    /// True when batches wait for room in an inbox: call [`unpark`](Router::unpark) soon.
+    pub fn has_parked(&self) -> bool {
+        self.parking.any()
+    }
+
+    /// Partitions paused for lack of room right now.
+    pub fn paused(&self) -> usize {
+        self.parking.paused()
+    }
+
+    /// Moves parked batches into inboxes that have room, oldest first per partition. Returns the
+    /// partitions to resume (their queue emptied).
+    pub fn unpark(&mut self) -> Result<Vec<FlowChange>, TaskGone> {
+        let (tasks, inputs) = (&self.tasks, &self.inputs);
+        self.parking.drain(
+            |(input, partition), batch| match tasks.get(&(inputs[input].pipeline, partition)) {
+                Some((tx, depth)) => {
+                    depth.inc();
+                    tx.try_send(batch).inspect_err(|_| depth.dec())
+                }
+                // Its task was stopped (revoked) after the batch was parked: drop it, like every
+                // batch of a revoked partition; its offsets are never stored.
+                None => Ok(()),
+            },
+            |(input, partition), _| TaskGone { topic: inputs[input].full.to_string(), partition },
+        )
     }
 
     fn task(&mut self, pipeline: usize, partition: i32) -> (mpsc::Sender<Batch>, IntGauge) {
@@ -166,10 +218,13 @@ impl Router {
         self.task(self.inputs[input].pipeline, partition);
     }
 
-    /// The partition was revoked: stop its task once its inbox drains, and stop storing its
-    /// offsets (its next owner starts from the last committed offset).
-    pub fn revoke(&mut self, full_topic: &str, partition: i32) {
-        let Some(input) = self.input_index(full_topic) else { return };
+    /// The partition was revoked: stop its task once its inbox drains, drop what was parked for
+    /// it, and stop storing its offsets (its next owner starts from the last committed offset).
+    /// Returns a resume when the partition was paused (so that it is not still paused should it
+    /// be assigned again).
+    pub fn revoke(&mut self, full_topic: &str, partition: i32) -> Option<FlowChange> {
+        let input = self.input_index(full_topic)?;
+        let resume = self.parking.forget((input, partition));
         if let Some(tracker) = self.trackers.remove(&(input, partition)) {
             tracker.revoke();
         }
@@ -177,6 +232,7 @@ impl Router {
         // Dropping the sender closes the inbox; the task drains it (bringing its depth gauge back
         // to 0) and stops. The gauge stays: partitions are few and may come back.
         self.tasks.remove(&(pipeline, partition));
+        resume
     }
 
     /// Every live offset tracker.

@@ -138,7 +138,12 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
             // First: opening a transactional sink fences the previous incarnation and aborts its
             // open transaction, whose changelog records a read_committed restore would wait for.
             let sink = task_sink(sink);
-            let (owner, restored) = read_changelog(&store, partition);
+            let Some((owner, restored)) = read_changelog(&store, partition) else {
+                // The engine is stopping: the task never starts; its inbox and `done` go.
+                restoring.dec();
+                store.health.set_restoring(false);
+                return;
+            };
             let flusher = Flusher::with_store(&*sink, partition, store.changelog, owner, &restored, store.flush_every);
             let (records, bytes, torn, position) =
                 (restored.records, restored.bytes, restored.torn.len(), restored.position);
@@ -166,13 +171,15 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
 }
 
 /// Fences and reads `partition` of `store`'s changelog under a new owner id, retrying until it
-/// can be read: processing without the state would produce wrong results.
-pub fn read_changelog(store: &Store, partition: i32) -> (u64, state::Restored) {
+/// can be read (processing without the state would produce wrong results) or the engine stops
+/// (`None`).
+pub fn read_changelog(store: &Store, partition: i32) -> Option<(u64, state::Restored)> {
     let owner = state::new_owner();
     let mut wait = Duration::from_millis(200);
     loop {
         match store.backend.restore(store.changelog, partition, owner) {
-            Ok(r) => return (owner, r),
+            Ok(r) => return Some((owner, r)),
+            Err(_) if store.backend.cancelled() => return None,
             Err(e) => {
                 tracing::warn!(store = store.name, partition, error = %e, retry_in = ?wait, "state restore failed");
                 std::thread::sleep(wait);

@@ -179,6 +179,12 @@ pub trait StateBackend: Send + Sync + 'static {
     /// Fences partition `partition` of changelog `topic` (logical name) for `owner`, then
     /// replays it up to the fence.
     fn restore(&self, topic: &'static str, partition: i32, owner: u64) -> Result<Restored, Error>;
+
+    /// True once the engine that uses this backend is stopping: a restore that keeps failing
+    /// stops retrying then (default: never).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Changelog records as a store's writer sends them: `changes` then a marker for `position`,

@@ -21,6 +21,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct KafkaBackend {
     cfg: Config,
     producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    cancel: Option<crate::engine::Shutdown>,
 }
 
 impl KafkaBackend {
@@ -29,7 +30,13 @@ impl KafkaBackend {
         let mut pc = client::base(&cfg.kafka);
         pc.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "0");
         let producer = pc.create().map_err(client::Error::Client)?;
-        Ok(Self { cfg: cfg.clone(), producer })
+        Ok(Self { cfg: cfg.clone(), producer, cancel: None })
+    }
+
+    /// Restores stop retrying once `cancel` triggers (the engine is stopping).
+    pub fn with_cancel(mut self, cancel: crate::engine::Shutdown) -> Self {
+        self.cancel = Some(cancel);
+        self
     }
 
     fn err(&self, topic: &str, partition: i32, reason: impl ToString) -> Error {
@@ -75,6 +82,10 @@ impl KafkaBackend {
 }
 
 impl StateBackend for KafkaBackend {
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.reason().is_some())
+    }
+
     fn restore(&self, topic: &'static str, partition: i32, owner: u64) -> Result<Restored, Error> {
         let full = self.cfg.topic(topic);
         self.fence(&full, partition, owner)?;

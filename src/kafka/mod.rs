@@ -4,10 +4,14 @@
 pub mod admin;
 pub mod changelog;
 pub mod client;
+pub mod coordinator;
 pub mod global;
+pub mod guard;
+pub mod instances;
 pub mod sink;
 pub mod source;
 pub mod topics;
 pub mod txn;
+pub mod watchdog;
 
 pub use sink::KafkaSink;

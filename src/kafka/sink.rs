@@ -66,8 +66,11 @@ impl ProducerContext for SinkContext {
             Err((err, msg)) => {
                 let topic = msg.topic();
                 self.metrics.produce_errors.with_label_values(&[self.logical(topic)]).inc();
-                tracing::error!(topic, error = %err, "the broker refused an output record; stopping without committing past it");
-                self.shutdown.trigger(Reason::Fatal(format!("delivery to {topic} failed: {err}")));
+                tracing::error!(topic, error = %err, "the broker refused an output record; restarting the engine without committing past it");
+                self.shutdown.trigger(Reason::Restart {
+                    kind: "delivery_failed",
+                    why: format!("delivery to {topic} failed: {err}"),
+                });
                 ack.output_done(false);
             }
         }
@@ -89,7 +92,7 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// A sink for `cfg`'s cluster; a refused delivery triggers `shutdown` as fatal. It writes the
+    /// A sink for `cfg`'s cluster; a refused delivery triggers an engine restart. It writes the
     /// topics of `topics/` and the `changelogs` (logical names).
     pub fn new(cfg: &Config, metrics: Metrics, shutdown: Shutdown, changelogs: &[&'static str]) -> Result<Self, Error> {
         let ctx = SinkContext {
@@ -178,7 +181,8 @@ impl Sink for KafkaSink {
         if let Err(err) = client::send_waiting(&self.producer, record, || full_waits.inc()) {
             self.metrics.produce_errors.with_label_values(&[rec.topic]).inc();
             tracing::error!(topic = full, error = %err, "cannot enqueue an output record");
-            self.shutdown.trigger(Reason::Fatal(format!("cannot send to {full}: {err}")));
+            self.shutdown
+                .trigger(Reason::Restart { kind: "delivery_failed", why: format!("cannot send to {full}: {err}") });
             ack.output_done(false);
         }
     }

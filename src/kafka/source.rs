@@ -11,13 +11,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::client;
+use super::guard::{PositionGuard, Verdict};
 use crate::config::{Config, ProcessingGuarantee};
+use crate::engine::flow::FlowChange;
 use crate::engine::router::TaskGone;
 use crate::engine::{RawRecord, Router, Shutdown};
 use crate::health::Health;
@@ -54,6 +56,8 @@ pub struct SourceContext {
     health: Arc<Health>,
     changes: Mutex<Vec<Change>>,
     rebalanced: AtomicBool,
+    rejoin: AtomicBool,
+    flow: Mutex<Vec<FlowChange>>,
 }
 
 impl SourceContext {
@@ -65,7 +69,25 @@ impl SourceContext {
             health,
             changes: Mutex::new(Vec::new()),
             rebalanced: AtomicBool::new(false),
+            rejoin: AtomicBool::new(false),
+            flow: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Asks the polling thread to pause or resume a partition (it owns the position guard that
+    /// must see every resume, see [`super::guard`]).
+    pub fn queue_flow(&self, change: FlowChange) {
+        self.flow.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+    }
+
+    fn take_flow(&self) -> Vec<FlowChange> {
+        std::mem::take(&mut *self.flow.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Asks the polling thread to leave the group and join it again (see
+    /// [`crate::kafka::watchdog`]): the coordinator then computes a fresh assignment.
+    pub fn request_rejoin(&self) {
+        self.rejoin.store(true, Ordering::Release);
     }
 
     fn take_changes(&self) -> Vec<Change> {
@@ -109,6 +131,30 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Asked here: by the time of `post_rebalance` the unassignment has cleared the flag.
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        if consumer.assignment_lost() {
+            // The coordinator no longer knew this member (its session expired, e.g. while the
+            // broker was paused): librdkafka rejoins by itself; the watchdog makes sure the new
+            // assignment is not left empty on a coordinator that does that.
+            self.metrics.group_rejoins.with_label_values(&["session_lost"]).inc();
+            tracing::warn!("the consumer group session was lost: its partitions are revoked and the group rejoined");
+            // librdkafka commits the stored offsets of revoked partitions, even of a lost
+            // assignment, to whichever coordinator answers next. After a broker restart that
+            // lost its data that is a new, empty log, where an old offset would skip records.
+            // Their next owner redoes the uncommitted work instead.
+            let mut forget = TopicPartitionList::with_capacity(tpl.count());
+            for e in tpl.elements() {
+                // Err only for an invalid partition number, which the broker just gave us.
+                let _ = forget.add_partition_offset(e.topic(), e.partition(), rdkafka::Offset::Invalid);
+            }
+            if let Err(e) = consumer.store_offsets(&forget) {
+                tracing::debug!(error = %e, "stored offsets of a lost assignment not cleared");
+            }
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let pairs = |tpl: &rdkafka::TopicPartitionList| {
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect::<Vec<_>>()
@@ -177,7 +223,9 @@ fn apply_rebalance(
         }
         Change::Revoked(pairs) => {
             for (topic, partition) in pairs {
-                router.revoke(&topic, partition);
+                // The polling thread clears the partition's pause flag itself (it saw the revocation
+                // first); the router only drops what it had parked.
+                let _resume = router.revoke(&topic, partition);
                 if rebuilding.remove(&(topic.clone(), partition)).is_some() {
                     health.set_restoring(false);
                 }
@@ -234,10 +282,11 @@ pub type PartitionRun = (usize, i32, Vec<RawRecord>);
 /// per-message cost of polling through an async stream made one thread the bottleneck of the
 /// whole engine), copies records out and groups them per partition into chunks of at most
 /// `engine.batch_max_records`, cut early after `engine.batch_max_wait` or when the queue runs
-/// dry. Chunks go through a bounded channel: when the router is behind, `blocking_send` waits and
-/// this thread stops polling, so backpressure reaches the broker. The thread ends when `stop` is
-/// set or the receiver is gone; chunks still in the channel are never dispatched, so their
-/// offsets are never stored.
+/// dry. Chunks go through a bounded channel to the routing loop, which never waits for a task
+/// (it parks batches and pauses partitions instead, see [`crate::engine::flow`]), so this thread
+/// keeps polling and the group keeps this member. It also carries out the watchdog's rejoins. The
+/// thread ends when `stop` is set or the receiver is gone; chunks still in the channel are never
+/// dispatched, so their offsets are never stored.
 pub fn spawn_poller(
     consumer: Arc<Source>,
     topics: Vec<String>,
@@ -248,16 +297,29 @@ pub fn spawn_poller(
     let max = cfg.engine.batch_max_records.get();
     let wait = cfg.engine.batch_max_wait;
     let handle = std::thread::Builder::new().name("pp-consumer".into()).spawn(move || {
+        let mut poller = Poller::new(&consumer, &topics);
         let mut groups: Vec<PartitionRun> = Vec::new();
         let mut last_topic: Option<(String, Option<usize>)> = None;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         while !stop.load(Ordering::Acquire) {
+            if consumer.context().rejoin.swap(false, Ordering::AcqRel) {
+                // Leaving (the revocation arrives through a later poll, in order) and subscribing
+                // again joins as a new member, which makes the coordinator rebalance the group.
+                consumer.unsubscribe();
+                if let Err(e) = consumer.subscribe(&names) {
+                    tracing::error!(error = %e, "cannot subscribe again after leaving the group");
+                }
+            }
+            poller.apply_flow();
             let mut n = 0;
             let mut first_at: Option<Instant> = None;
             while n < max && !stop.load(Ordering::Acquire) {
                 // Block (briefly) only while the chunk is empty or young; otherwise drain what is
-                // already queued and ship.
+                // already queued and ship. While a partition is paused, wake often enough to
+                // resume it promptly.
+                let idle = if poller.paused.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(5) };
                 let timeout = match first_at {
-                    None => Duration::from_millis(100),
+                    None => idle,
                     Some(t) => match wait.checked_sub(t.elapsed()) {
                         Some(left) => left.min(Duration::from_millis(1)),
                         None => break,
@@ -268,6 +330,8 @@ pub fn spawn_poller(
                 // before it, whatever `poll` returned now after it. Ship them in that order.
                 if consumer.context().rebalanced.swap(false, Ordering::AcqRel) {
                     let changes = consumer.context().take_changes();
+                    poller.rebalanced(&changes);
+                    poller.taken(&groups);
                     if !groups.is_empty() && tx.blocking_send(Polled::Records(std::mem::take(&mut groups))).is_err() {
                         return;
                     }
@@ -279,7 +343,12 @@ pub fn spawn_poller(
                 }
                 let msg = match polled {
                     None if first_at.is_some() => break,
-                    None => continue,
+                    None => {
+                        if !poller.paused.is_empty() {
+                            poller.apply_flow();
+                        }
+                        continue;
+                    }
                     Some(Err(e)) => {
                         consumer.context().metrics.kafka_errors.with_label_values(&["consume"]).inc();
                         tracing::warn!(error = %e, "consume error");
@@ -287,7 +356,6 @@ pub fn spawn_poller(
                     }
                     Some(Ok(m)) => m,
                 };
-                first_at.get_or_insert_with(Instant::now);
                 let topic = msg.topic();
                 let input = match &last_topic {
                     Some((name, idx)) if name == topic => *idx,
@@ -298,14 +366,19 @@ pub fn spawn_poller(
                     }
                 };
                 let Some(input) = input else { continue };
-                let rec = raw_record(&msg);
                 let partition = msg.partition();
+                if !poller.admit(input, partition, msg.offset()) {
+                    continue;
+                }
+                first_at.get_or_insert_with(Instant::now);
+                let rec = raw_record(&msg);
                 match groups.iter_mut().find(|(i, p, _)| *i == input && *p == partition) {
                     Some((_, _, recs)) => recs.push(rec),
                     None => groups.push((input, partition, vec![rec])),
                 }
                 n += 1;
             }
+            poller.taken(&groups);
             if !groups.is_empty() && tx.blocking_send(Polled::Records(std::mem::take(&mut groups))).is_err() {
                 return;
             }
@@ -314,10 +387,157 @@ pub fn spawn_poller(
     Ok((handle, rx))
 }
 
+/// The polling thread's own bookkeeping: which partitions it paused, and the position guard
+/// ([`guard`](super::guard)) that checks every partition continues where it should after an
+/// assignment or a resume.
+struct Poller<'a> {
+    consumer: &'a Source,
+    topics: &'a [String],
+    guard: PositionGuard,
+    paused: std::collections::HashSet<(usize, i32)>,
+}
+
+impl<'a> Poller<'a> {
+    fn new(consumer: &'a Source, topics: &'a [String]) -> Self {
+        Self { consumer, topics, guard: PositionGuard::new(), paused: std::collections::HashSet::new() }
+    }
+
+    fn key(&self, topic: &str, partition: i32) -> Option<(usize, i32)> {
+        self.topics.iter().position(|t| t == topic).map(|i| (i, partition))
+    }
+
+    /// Notes the last offset of each run about to be shipped (what a resume continues after).
+    fn taken(&mut self, groups: &[PartitionRun]) {
+        for (input, partition, recs) in groups {
+            if let Some(last) = recs.last() {
+                self.guard.taken((*input, *partition), last.offset);
+            }
+        }
+    }
+
+    /// Applies the pauses and resumes the routing loop asked for (see [`crate::engine::flow`]).
+    fn apply_flow(&mut self) {
+        for change in self.consumer.context().take_flow() {
+            let (topic, partition, pause) = match &change {
+                FlowChange::Pause(t, p) => (t, *p, true),
+                FlowChange::Resume(t, p) => (t, *p, false),
+            };
+            let Some(key) = self.key(topic, partition) else { continue };
+            let mut tpl = TopicPartitionList::with_capacity(1);
+            tpl.add_partition(topic, partition);
+            let metrics = &self.consumer.context().metrics;
+            if pause {
+                match self.consumer.pause(&tpl) {
+                    Ok(()) => {
+                        self.paused.insert(key);
+                        metrics.partition_pauses.inc();
+                        tracing::debug!(topic = &**topic, partition, "partition paused: its task is behind");
+                    }
+                    // No longer assigned: nothing to pause.
+                    Err(e) => tracing::debug!(topic = &**topic, partition, error = %e, "pause not applied"),
+                }
+            } else if self.paused.remove(&key) {
+                match self.consumer.resume(&tpl) {
+                    Ok(()) => {
+                        self.guard.resumed(key);
+                        tracing::debug!(topic = &**topic, partition, "partition resumed");
+                    }
+                    Err(e) => tracing::debug!(topic = &**topic, partition, error = %e, "resume not applied"),
+                }
+            }
+        }
+        metrics_paused(self.consumer, self.paused.len());
+    }
+
+    /// Guards the partitions just assigned from their committed offsets, forgets revoked ones.
+    fn rebalanced(&mut self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::Assigned(pairs) => {
+                    let mut tpl = TopicPartitionList::new();
+                    for (t, p) in pairs {
+                        tpl.add_partition(t, *p);
+                    }
+                    let committed = match self.consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the committed offsets of an assignment: not guarded");
+                            continue;
+                        }
+                    };
+                    for e in committed.elements() {
+                        if let (Some(key), rdkafka::Offset::Offset(at)) =
+                            (self.key(e.topic(), e.partition()), e.offset())
+                        {
+                            self.guard.assigned(key, at);
+                        }
+                    }
+                }
+                Change::Revoked(pairs) => {
+                    for (t, p) in pairs {
+                        if let Some(key) = self.key(t, *p) {
+                            self.guard.revoked(key);
+                            if self.paused.remove(&key) {
+                                // Clear the consumer's pause flag, should the partition come back.
+                                let mut tpl = TopicPartitionList::with_capacity(1);
+                                tpl.add_partition(t, *p);
+                                // Err: already unassigned, nothing paused any more.
+                                let _ = self.consumer.resume(&tpl);
+                            }
+                        }
+                    }
+                    metrics_paused(self.consumer, self.paused.len());
+                }
+            }
+        }
+    }
+
+    /// Whether the record at `offset` of (`input`, `partition`) goes to its task; a record the
+    /// guard refuses is dropped, and a skip by the broker is repaired by fetching again.
+    fn admit(&mut self, input: usize, partition: i32, offset: i64) -> bool {
+        match self.guard.check((input, partition), offset) {
+            Verdict::Deliver => true,
+            Verdict::Duplicate => false,
+            Verdict::Rewind(to) => {
+                let topic = &self.topics[input];
+                self.consumer.context().metrics.consumer_rewinds.inc();
+                tracing::info!(
+                    topic,
+                    partition,
+                    got = offset,
+                    fetch_from = to,
+                    "the broker skipped records after the consumer was positioned: fetching again from further back"
+                );
+                if let Err(e) =
+                    self.consumer.seek(topic, partition, rdkafka::Offset::Offset(to), Duration::from_secs(10))
+                {
+                    tracing::warn!(topic, partition, error = %e, "cannot fetch again from an earlier offset");
+                }
+                false
+            }
+            Verdict::GapAccepted { expected } => {
+                tracing::warn!(
+                    topic = &self.topics[input],
+                    partition,
+                    expected,
+                    got = offset,
+                    "records between the expected offset and this one cannot be fetched: carrying on from here"
+                );
+                true
+            }
+        }
+    }
+}
+
+fn metrics_paused(consumer: &Source, n: usize) {
+    consumer.context().metrics.partitions_paused.set(n as i64);
+}
+
 /// The routing loop: takes chunks from the polling thread as a tokio stream, applies rebalance
 /// events, and dispatches each partition's records to its task. Runs until `shutdown` triggers
-/// (then returns at once) or a task dies. Dispatch waits while a task's inbox is full, which
-/// fills the chunk channel and so pauses polling.
+/// (then returns at once) or a task dies. It never waits for a task: a full inbox parks the batch
+/// and, past the partition's budget, pauses the partition; parked batches are offered again every
+/// few milliseconds (see [`crate::engine::flow`]).
 pub async fn run(
     consumer: &Source,
     chunks: mpsc::Receiver<Polled>,
@@ -331,18 +551,27 @@ pub async fn run(
     // read up to the end they had when assigned: the instance is not ready until they are.
     let mut rebuilding: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
     let health = consumer.context().health.clone();
+    let mut retry = tokio::time::interval(UNPARK_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let polled = tokio::select! {
             biased;
             _ = &mut stop => return Ok(()),
+            _ = retry.tick(), if router.has_parked() => None,
             polled = chunks.next() => match polled {
-                Some(p) => p,
+                Some(p) => Some(p),
                 None => return Ok(()),
             },
         };
+        if router.has_parked() {
+            for change in router.unpark()? {
+                consumer.context().queue_flow(change);
+            }
+        }
         let chunk = match polled {
-            Polled::Records(chunk) => chunk,
-            Polled::Rebalance(changes) => {
+            None => continue,
+            Some(Polled::Records(chunk)) => chunk,
+            Some(Polled::Rebalance(changes)) => {
                 for change in changes {
                     apply_rebalance(consumer, router, change, &mut rebuilding, &health);
                 }
@@ -358,7 +587,12 @@ pub async fn run(
                     health.set_restoring(false);
                 }
             }
-            router.dispatch(input, partition, records).await?;
+            if let Some(pause) = router.dispatch(input, partition, records)? {
+                consumer.context().queue_flow(pause);
+            }
         }
     }
 }
+
+/// How often parked batches are offered to their inboxes again.
+const UNPARK_EVERY: Duration = Duration::from_millis(2);

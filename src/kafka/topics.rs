@@ -59,6 +59,19 @@ impl TopicDef {
     }
 }
 
+impl TopicDef {
+    /// The definition of a consumer group's instances topic `name` (see
+    /// [`crate::kafka::instances`]): internal, compacted, one partition, claims kept an hour.
+    pub fn instances(name: &str) -> Self {
+        let mut def = Self::changelog(name, 1);
+        def.description = "Which instance of the group holds which input partitions (pagepulse's own)".into();
+        def.config.insert("cleanup.policy".into(), "compact,delete".into());
+        def.config.insert("retention.ms".into(), "3600000".into());
+        def.key = "instance id".into();
+        def
+    }
+}
+
 /// A valid example record.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -473,6 +473,7 @@ pub async fn run_engine(
         metrics.clone(),
         cfg.engine.inbox_capacity.get(),
         done_tx,
+        cfg.engine.partition_buffer_bytes.get(),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let (poller, chunks) = source::spawn_poller(consumer.clone(), router.topics(), cfg, stop.clone()).expect("poller");

@@ -50,6 +50,36 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
 }
 
+/// The tansu command for a broker on 127.0.0.1:`port`, run in `dir` (it reads `.env` from its
+/// working directory), logging to `dir/tansu.log`, killed when the spawning thread ends.
+fn tansu_command(port: u16, dir: &std::path::Path) -> Command {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).expect("log file");
+    let mut cmd = Command::new(tansu_bin());
+    cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .current_dir(dir)
+        .stdout(Stdio::from(log.try_clone().expect("dup log")))
+        .stderr(Stdio::from(log));
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Waits until something listens on `addr`.
+fn wait_listening(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {addr} within 20 s");
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
 /// Starts tansu on a free port from a thread that lives as long as the test process: the child
 /// gets PR_SET_PDEATHSIG, which fires when the *spawning thread* exits, so that thread must not
 /// be a test thread.
@@ -60,30 +90,11 @@ fn start_tansu() -> String {
         .spawn(move || {
             let port = free_port();
             let dir = tempfile::tempdir().expect("temp dir for tansu (it reads .env from its cwd)");
-            let url = format!("tcp://127.0.0.1:{port}");
-            let log = std::fs::File::create(dir.path().join("tansu.log")).expect("log file");
-            let mut cmd = Command::new(tansu_bin());
-            cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://tansu/"])
-                .current_dir(dir.path())
-                .stdout(Stdio::from(log.try_clone().expect("dup log")))
-                .stderr(Stdio::from(log));
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().unwrap_or_else(|e| {
+            let child = tansu_command(port, dir.path()).spawn().unwrap_or_else(|e| {
                 panic!("cannot start tansu ({e}); run scripts/install-tansu.sh or set PAGEPULSE_TEST_BROKERS")
             });
             let addr = format!("127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while TcpStream::connect(&addr).is_err() {
-                assert!(Instant::now() < deadline, "tansu did not listen on {addr} within 20 s");
-                std::thread::sleep(POLL_INTERVAL);
-            }
+            wait_listening(&addr);
             tx.send(addr).expect("test thread waits for the address");
             let _keep = (child, dir);
             loop {
@@ -92,6 +103,74 @@ fn start_tansu() -> String {
         })
         .expect("spawn tansu keeper");
     rx.recv().expect("tansu keeper sends its address")
+}
+
+/// A broker of one test's own, which the test may pause, resume and restart (the shared broker
+/// of [`brokers`] must never be). Start and restart it from the test's thread (the broker dies
+/// with the thread that spawned it). Killed when dropped.
+pub struct Broker {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a tansu broker with in-memory storage on a free port.
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir for tansu");
+        let child = tansu_command(port, dir.path()).spawn().expect("start tansu (scripts/install-tansu.sh)");
+        let addr = format!("127.0.0.1:{port}");
+        wait_listening(&addr);
+        Self { addr, port, child, dir }
+    }
+
+    /// Freezes the broker process (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
+    /// Kills the broker and starts a new one on the same port: with in-memory storage every
+    /// topic, offset and group is gone.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill(); // Err only if it already exited
+        let _ = self.child.wait();
+        // The port is free again once the process is gone; a new broker may take a moment.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match tansu_command(self.port, self.dir.path()).spawn() {
+                Ok(child) => {
+                    self.child = child;
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "cannot restart tansu: {e}"),
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        wait_listening(&self.addr);
+    }
+
+    /// The broker's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Best effort: it may be stopped; SIGKILL works on a stopped process.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, failing the test with `what` at the deadline.
@@ -131,11 +210,21 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh prefix and group, with every pagepulse topic created under the prefix.
     pub fn new() -> Self {
+        Self::on(brokers())
+    }
+
+    /// Like [`TestEnv::new`], on the broker at `brokers` (e.g. a test's own [`Broker`]).
+    pub fn on(brokers: String) -> Self {
         let tag: u32 = rand::thread_rng().gen();
-        let env = Self { brokers: brokers(), prefix: format!("t{tag:08x}."), group: format!("g{tag:08x}") };
-        let out = env.cli(&["topics", "create"]).output().expect("run pagepulse topics create");
-        assert!(out.status.success(), "topics create failed: {}", String::from_utf8_lossy(&out.stderr));
+        let env = Self { brokers, prefix: format!("t{tag:08x}."), group: format!("g{tag:08x}") };
+        env.create_topics();
         env
+    }
+
+    /// Creates every pagepulse topic under the prefix (idempotent).
+    pub fn create_topics(&self) {
+        let out = self.cli(&["topics", "create"]).output().expect("run pagepulse topics create");
+        assert!(out.status.success(), "topics create failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Full name of logical topic `t`.
@@ -421,8 +510,20 @@ pub struct TestProducer {
 impl TestProducer {
     /// Queues one record to full topic `topic`, waiting while the local queue is full.
     pub fn send(&self, topic: &str, key: &[u8], value: Option<&[u8]>) {
+        self.send_record(topic, None, key, value);
+    }
+
+    /// Like [`send`](TestProducer::send), to a chosen partition.
+    pub fn send_to(&self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) {
+        self.send_record(topic, Some(partition), key, value);
+    }
+
+    fn send_record(&self, topic: &str, partition: Option<i32>, key: &[u8], value: Option<&[u8]>) {
         use rdkafka::producer::BaseRecord;
         let mut rec = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
         if let Some(v) = value {
             rec = rec.payload(v);
         }
@@ -585,46 +686,6 @@ impl TestEnv {
     }
 }
 
-/// Notes every rebalance a consumer goes through.
-struct RebalanceLog(std::sync::Mutex<usize>);
-
-impl rdkafka::ClientContext for RebalanceLog {}
-
-impl rdkafka::consumer::ConsumerContext for RebalanceLog {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        }
-    }
-}
-
-impl TestEnv {
-    /// Makes the broker rebalance this environment's group: a member that reads only
-    /// `deadletter` (no pagepulse input, so it gets no partition of theirs) joins, then leaves.
-    ///
-    /// A workaround for tansu 0.6.0: when a member misses its heartbeats, the heartbeat of a
-    /// survivor drops it but leaves the group formed with the old assignment (its SyncGroup then
-    /// ignores the leader's new assignment), so the dead member's partitions stay orphaned until
-    /// a member joins or leaves. Kafka reassigns them on the session timeout by itself.
-    pub fn nudge_group(&self) {
-        let consumer: BaseConsumer<RebalanceLog> = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group)
-            .set("session.timeout.ms", "6000")
-            .set("enable.auto.commit", "false")
-            .create_with_context(RebalanceLog(std::sync::Mutex::new(0)))
-            .expect("nudging consumer");
-        consumer.subscribe(&[&self.topic("deadletter")]).expect("subscribe");
-        wait_for("the nudging member to join the group", Duration::from_secs(60), || {
-            let _ = consumer.poll(Duration::from_millis(100));
-            (*consumer.context().0.lock().unwrap_or_else(|p| p.into_inner()) > 0).then_some(())
-        });
-        // Leaving (LeaveGroup) is the second change of membership.
-        consumer.unsubscribe();
-        drop(consumer);
-    }
-}
-
 impl Pagepulse {
     /// Rebalances that left this instance without partitions, as its log reports them.
     pub fn empty_assignments(&self) -> usize {
@@ -634,43 +695,5 @@ impl Pagepulse {
     /// Assignments (rebalances) its log reports.
     pub fn assignments(&self) -> usize {
         strip_ansi(&self.log_text()).lines().filter(|l| l.contains("rebalance assigned=")).count()
-    }
-}
-
-impl TestEnv {
-    /// Waits until `pp` owns at least `partitions` partitions, working around tansu 0.6.0's group
-    /// coordinator (see [`TestEnv::nudge_group`]): a member that joins while a killed leader is
-    /// still in the group follows that dead leader and is handed nothing, and partitions handed
-    /// to a member that then dies stay orphaned. The group is nudged when `pp` reports an empty
-    /// assignment, or holds too few partitions with no rebalance for longer than a session
-    /// timeout. Returns how many nudges it took.
-    pub fn wait_assigned(&self, pp: &mut Pagepulse, partitions: f64, timeout: Duration) -> usize {
-        const STALL: Duration = Duration::from_secs(8);
-        let deadline = Instant::now() + timeout;
-        let (mut nudges, mut empty_seen, mut rebalances) = (0, 0, pp.assignments());
-        let mut changed = Instant::now();
-        loop {
-            let owned = metric_value(&pp.metrics(), "pagepulse_assigned_partitions", "");
-            if owned >= partitions {
-                return nudges;
-            }
-            assert!(pp.running(), "pagepulse exited; log:\n{}", pp.log_text());
-            assert!(
-                Instant::now() < deadline,
-                "pagepulse owns {owned} partitions, not {partitions}, after {timeout:?}; log:\n{}",
-                pp.log_text()
-            );
-            let (empty, now) = (pp.empty_assignments(), pp.assignments());
-            if now != rebalances {
-                (rebalances, changed) = (now, Instant::now());
-            }
-            if empty > empty_seen || (rebalances > 0 && changed.elapsed() > STALL) {
-                empty_seen = empty;
-                self.nudge_group();
-                nudges += 1;
-                changed = Instant::now();
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
     }
 }

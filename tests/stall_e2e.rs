@@ -1,0 +1,286 @@
+//! Stalls stay local (issue 10, item 3), through the real broker: the engine's own consumer
+//! source, router and tasks run in this process against tansu, with a test pipeline whose task
+//! for partition 0 holds its batch (a stand-in for a slow sink or a stuck processor) for longer
+//! than `max.poll.interval.ms`. The consumer must keep polling (so the group keeps this member:
+//! no revocation, no lost session), partition 0 must be paused rather than the whole consumer,
+//! and the other three partitions must keep flowing at their rate. Once released, partition 0
+//! catches up with nothing lost or repeated.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use pagepulse::engine::shutdown::Reason;
+use pagepulse::engine::{Emit, OffsetStore, PipelineSpec, Processor, RawRecord, RecordMeta, Rejection, Router};
+use pagepulse::engine::{OutRecord, Shutdown, TaskFactory};
+use pagepulse::health::Health;
+use pagepulse::kafka::source::{self, Source, SourceContext};
+use pagepulse::kafka::KafkaSink;
+use pagepulse::metrics::Metrics;
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use support::{TestEnv, TestProducer};
+use tokio::sync::mpsc;
+
+/// Partitions of `posts`.
+const PARTITIONS: i32 = 4;
+/// `max.poll.interval.ms` of the consumer under test.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(8);
+/// How long partition 0's task is held: well past the poll interval.
+const HOLD: Duration = Duration::from_secs(20);
+
+static OFFSETS: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+/// A gate the held task waits at.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+    /// Set once the task is waiting at the gate.
+    holding: AtomicBool,
+}
+
+impl Gate {
+    fn wait(&self) {
+        self.holding.store(true, Ordering::SeqCst);
+        let mut open = self.open.lock().expect("gate lock");
+        while !*open {
+            open = self.cv.wait(open).expect("gate wait");
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().expect("gate lock") = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Writes every record to `posts.analysis` unchanged, counting per partition; the task of
+/// partition 0 waits at the gate on the record whose value is `hold`.
+struct HoldingEcho {
+    partition: i32,
+    gate: Arc<Gate>,
+    seen: Arc<[AtomicU64; PARTITIONS as usize]>,
+}
+
+impl Processor for HoldingEcho {
+    type Input<'a> = &'a RawRecord;
+    type Part = ();
+
+    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<Self::Input<'a>, Rejection> {
+        Ok(rec)
+    }
+
+    fn process(&mut self, rec: &RawRecord, _meta: &RecordMeta, out: &mut Emit<()>) {
+        if self.partition == 0 && rec.value.as_deref() == Some(b"hold") {
+            self.gate.wait();
+        }
+        self.seen[self.partition as usize].fetch_add(1, Ordering::SeqCst);
+        if self.partition == 0 {
+            OFFSETS.lock().expect("offsets").push(_meta.offset);
+        }
+        out.record(OutRecord::new(
+            "posts.analysis",
+            rec.key.clone().unwrap_or_default(),
+            rec.value.clone().unwrap_or_default(),
+        ));
+    }
+}
+
+/// Stores offsets in the consumer, as `pagepulse run` does.
+struct ConsumerOffsets(Arc<Source>);
+
+impl OffsetStore for ConsumerOffsets {
+    fn store(&self, topic: &str, partition: i32, next_offset: i64) {
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)).expect("valid offset");
+        // Err only after a revocation, which this test asserts never happens.
+        let _ = self.0.store_offsets(&tpl);
+    }
+}
+
+fn send(producer: &TestProducer, topic: &str, partition: i32, i: u64, value: &[u8]) {
+    producer.send_to(topic, partition, format!("k{partition}-{i}").as_bytes(), Some(value));
+}
+
+#[test]
+fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays() {
+    let env = TestEnv::new();
+    let mut cfg = env.config();
+    cfg.kafka.session_timeout = Duration::from_secs(6);
+    cfg.kafka.consumer.insert("max.poll.interval.ms".into(), MAX_POLL_INTERVAL.as_millis().to_string());
+    // One worker thread per partition, so that holding partition 0's thread holds nothing else.
+    cfg.engine.workers = NonZeroUsize::new(PARTITIONS as usize).expect("> 0");
+    cfg.engine.inbox_capacity = NonZeroUsize::new(4).expect("> 0");
+    cfg.engine.batch_max_records = NonZeroUsize::new(100).expect("> 0");
+    cfg.engine.partition_buffer_bytes = NonZeroUsize::new(64 << 10).expect("> 0");
+    let topic = env.topic("posts");
+    let producer = env.producer();
+
+    let env = &env;
+    actix_rt::System::new().block_on(async move {
+        let metrics = Metrics::new();
+        let shutdown = Shutdown::new();
+        let health = Arc::new(Health::default());
+        let sink = Arc::new(KafkaSink::new(&cfg, metrics.clone(), shutdown.clone(), &[]).expect("sink"));
+        let gate = Arc::new(Gate::default());
+        let seen: Arc<[AtomicU64; PARTITIONS as usize]> = Arc::new(Default::default());
+        let (g, s) = (gate.clone(), seen.clone());
+        let spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
+            "echo",
+            vec!["posts"],
+            move |partition| HoldingEcho { partition, gate: g.clone(), seen: s.clone() },
+            sink.clone(),
+            None,
+            metrics.clone(),
+        ));
+        let arbiters: Vec<Arbiter> = (0..cfg.engine.workers.get()).map(|_| Arbiter::new()).collect();
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let consumer = source::subscribe(&cfg, SourceContext::new(&cfg, metrics.clone(), health.clone()), std::slice::from_ref(&topic))
+            .expect("consumer");
+        let mut router = Router::new(
+            vec![spec],
+            |l| cfg.topic(l),
+            arbiters.iter().map(|a| a.handle()).collect(),
+            Arc::new(ConsumerOffsets(consumer.clone())),
+            metrics.clone(),
+            cfg.engine.inbox_capacity.get(),
+            done_tx,
+            cfg.engine.partition_buffer_bytes.get(),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let (poller, chunks) =
+            source::spawn_poller(consumer.clone(), router.topics(), &cfg, stop.clone()).expect("poller");
+
+        // The input: a steady stream to all four partitions, with the hold record early in
+        // partition 0. Written from a thread, paced, while the engine runs.
+        let sent: Arc<[AtomicU64; PARTITIONS as usize]> = Arc::new(Default::default());
+        let writing = Arc::new(AtomicBool::new(true));
+        let writer = {
+            let (sent, writing, topic) = (sent.clone(), writing.clone(), topic.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while writing.load(Ordering::Acquire) {
+                    for p in 0..PARTITIONS {
+                        let value = if p == 0 && i == 50 { b"hold".to_vec() } else { vec![b'x'; 200] };
+                        send(&producer, &topic, p, i, &value);
+                        sent[p as usize].fetch_add(1, Ordering::SeqCst);
+                    }
+                    i += 1;
+                    // Pacing the input at about 4 x 500 records/s: not a wait for a result.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                producer.flush();
+            })
+        };
+
+        let sd = shutdown.clone();
+        let observed = async {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let rate = |from: &[u64; 4], to: &[u64; 4], secs: f64| -> Vec<f64> {
+                (1..4).map(|p| (to[p] - from[p]) as f64 / secs).collect()
+            };
+            let snapshot = || -> [u64; 4] { std::array::from_fn(|p| seen[p].load(Ordering::SeqCst)) };
+            // Before the hold: every partition flows.
+            while !gate.holding.load(Ordering::SeqCst) {
+                assert!(Instant::now() < deadline, "the hold record never reached partition 0's task");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let held_at = Instant::now();
+            let before = snapshot();
+            tokio::time::sleep(Duration::from_secs(2)).await; // a measuring window, not a wait for a result
+            let early = snapshot();
+            let early_rate = rate(&before, &early, 2.0);
+            // Through the hold, well past max.poll.interval.ms.
+            let mut paused_seen = false;
+            while held_at.elapsed() < HOLD {
+                paused_seen |= metrics.partitions_paused.get() == 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let late = snapshot();
+            let late_rate = rate(&early, &late, (HOLD - Duration::from_secs(2)).as_secs_f64());
+            let held_count = late[0];
+            gate.open();
+            writing.store(false, Ordering::Release);
+            (paused_seen, early_rate, late_rate, held_count, held_at, deadline)
+        };
+        let run = source::run(&consumer, chunks, &mut router, &sd);
+        let watch = async {
+            let (paused_seen, early_rate, late_rate, held_count, held_at, deadline) = observed.await;
+            // After the release: everything written reaches the echo output exactly once.
+            loop {
+                let total: u64 = (0..4).map(|p| seen[p].load(Ordering::SeqCst)).sum();
+                let want: u64 = (0..4).map(|p| sent[p].load(Ordering::SeqCst)).sum();
+                if !writing.load(Ordering::Acquire) && total >= want && want > 0 {
+                    break;
+                }
+                if Instant::now() >= deadline + HOLD {
+                    let mut o = OFFSETS.lock().expect("offsets").clone();
+                    let n = o.len();
+                    o.sort();
+                    o.dedup();
+                    let gaps: Vec<(i64, i64)> = o.windows(2).filter(|w| w[1] != w[0] + 1).map(|w| (w[0], w[1])).collect();
+                    eprintln!("p0: {n} processed, {} distinct, first {:?} last {:?}, gaps {gaps:?}", o.len(), o.first(), o.last());
+                }
+                assert!(
+                    Instant::now() < deadline + HOLD,
+                    "processed {total} of {want} after the release: per partition {:?} of {:?}; paused now {}",
+                    (0..4).map(|p| seen[p].load(Ordering::SeqCst)).collect::<Vec<_>>(),
+                    (0..4).map(|p| sent[p].load(Ordering::SeqCst)).collect::<Vec<_>>(),
+                    metrics.partitions_paused.get()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sd.trigger(Reason::Requested);
+            (paused_seen, early_rate, late_rate, held_count, held_at)
+        };
+        let (ran, (paused_seen, early_rate, late_rate, held_count, held_at)) = tokio::join!(run, watch);
+        ran.expect("the routing loop ends without error");
+        stop.store(true, Ordering::Release);
+        poller.join().expect("poller thread");
+        writer.join().expect("writer thread");
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(30), done_rx.recv()).await.expect("every task stops");
+        sink.flush(Duration::from_secs(10)).expect("outputs acknowledged");
+        for a in &arbiters {
+            a.stop();
+        }
+
+        let m = metrics.render();
+        let rejoins = support::metric_sum(&m, "pagepulse_group_rejoins_total", "");
+        eprintln!(
+            "stall: held {:?}; partition 0 paused: {paused_seen}; partitions 1-3 records/s before {early_rate:?}, during {late_rate:?}; \
+             partition 0 processed {held_count} before the hold; rejoins {}; pauses {}, rewinds {}",
+            held_at.elapsed(),
+            rejoins.abs(),
+            metrics.partition_pauses.get(),
+            metrics.consumer_rewinds.get()
+        );
+        assert!(paused_seen, "partition 0 was never paused in the consumer");
+        assert_eq!(rejoins, 0.0, "the member lost its session or rejoined:\n{m}");
+        assert_eq!(metrics.assigned_partitions.get(), PARTITIONS as i64, "the member kept its partitions");
+        for (p, (e, l)) in early_rate.iter().zip(&late_rate).enumerate() {
+            assert!(*e > 100.0, "partition {} flowed at only {e}/s before", p + 1);
+            assert!(*l > 0.7 * e, "partition {} slowed from {e}/s to {l}/s while partition 0 was held", p + 1);
+        }
+        // Exactly once per input record in this uninterrupted run (no revocation, no replay).
+        let per_partition: BTreeMap<i32, (u64, u64)> = (0..PARTITIONS)
+            .map(|p| (p, (seen[p as usize].load(Ordering::SeqCst), sent[p as usize].load(Ordering::SeqCst))))
+            .collect();
+        for (p, (got, want)) in &per_partition {
+            assert_eq!(got, want, "partition {p}: processed {got} of {want}");
+        }
+        let outputs = env.read_until("posts.analysis", Duration::from_secs(30), |recs| {
+            recs.len() as u64 >= per_partition.values().map(|v| v.1).sum::<u64>()
+        });
+        let mut keys: Vec<_> = outputs.iter().map(|r| r.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), outputs.len(), "no output repeated");
+    });
+}
