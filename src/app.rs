@@ -1,15 +1,24 @@
-//! `pagepulse run`: wires config, Kafka, pipelines, tasks and HTTP together, and shuts them down
-//! in the order that loses nothing.
+//! `pagepulse run`: wires config, Kafka, pipelines, tasks and HTTP together, keeps the engine
+//! running through recoverable failures, and stops it in the order that loses nothing.
 //!
-//! Shutdown (SIGINT, SIGTERM, or a fatal error): stop polling; close every task inbox so tasks
-//! finish the batches they hold; flush the aggregates; flush the producer so every output is
-//! acknowledged and its offsets stored; commit synchronously; leave the group. Whatever is not
-//! done within `engine.shutdown_timeout` is not committed, and is redone by the next owner.
+//! [`start`] returns a [`Running`] handle: the HTTP endpoint, and a supervisor that runs engine
+//! incarnations ([`run_engine`]); [`Running::shutdown`] (or SIGINT/SIGTERM, in [`run`]) is the
+//! one way to stop. An incarnation ends by an operator's stop, a fatal failure (pagepulse exits
+//! non-zero) or a recoverable one (the supervisor starts a new incarnation from the last
+//! committed offsets and durable state; see README, Self-healing consumption).
+//!
+//! However it ends, an incarnation stops through one ordered list of parts
+//! ([`crate::engine::stop::Parts`]): the membership watchdog; the polling thread; the tasks
+//! (every inbox closed, each task finishes its batches and flushes its state; drop-to-join); the
+//! global table readers; the poll dispatchers; the aggregates (last emission); the producer
+//! (every output acknowledged, so its offsets are stored); the consumer (stored offsets
+//! committed, the group left); the task threads. Whatever is not done within
+//! `engine.shutdown_timeout` is not committed, and is redone by the next owner.
 //!
 //! In exactly-once mode (`engine.processing_guarantee`, see [`crate::kafka::txn`]) the tasks'
 //! last flushes commit their transactions, input offsets included; the consumer commits nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +33,7 @@ use crate::config::{Config, ProcessingGuarantee};
 use crate::engine::aggregate::Flush;
 use crate::engine::shutdown::Reason;
 use crate::engine::state;
+use crate::engine::stop::{Parts, Step, Worker};
 use crate::engine::{OffsetStore, Router, Shutdown, Sink, StateBackend, Store, TaskFactory};
 use crate::health::Health;
 use crate::kafka::changelog::KafkaBackend;
@@ -181,7 +191,55 @@ pub fn required_topics(cfg: &Config) -> Vec<&'static str> {
 }
 /// Runs pagepulse until SIGINT/SIGTERM (then returns `Ok`) or a fatal error.
 pub fn run(cfg: Config) -> Result<(), Error> {
-    actix_rt::System::new().block_on(run_async(cfg))
+    actix_rt::System::new().block_on(async move {
+        let running = start(cfg).await?;
+        watch_signals(running.signals.clone());
+        running.stopped().await
+    })
+}
+
+/// A running pagepulse: its HTTP endpoint and its engine, which restarts in-process after
+/// recoverable failures. [`Running::shutdown`] is the one way to stop it; SIGINT/SIGTERM take it
+/// too (see [`run`]).
+pub struct Running {
+    server: http::Server,
+    signals: Shutdown,
+    engine: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    /// Where the HTTP endpoint listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
+    }
+
+    /// Stops the engine (its parts in order, see [`crate::engine::stop`]: polling, tasks,
+    /// global tables, dispatchers, aggregates, producer, commit), waiting for it until
+    /// `deadline` at most, then the HTTP endpoint. Returns how the engine ended.
+    pub async fn shutdown(self, deadline: Instant) -> Result<(), Error> {
+        self.signals.trigger(Reason::Requested);
+        let ended = match timeout_at(deadline, self.engine).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Error::Fatal(format!("the engine task failed: {e}"))),
+            Err(_) => Err(Error::Fatal("the engine did not stop before the shutdown deadline".into())),
+        };
+        self.server.stop().await;
+        ended
+    }
+
+    /// Waits until the engine stops by itself (a signal was handled, or a fatal failure), then
+    /// stops the HTTP endpoint. Returns how the engine ended.
+    pub async fn stopped(self) -> Result<(), Error> {
+        let ended = match self.engine.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Fatal(format!("the engine task failed: {e}"))),
+        };
+        self.server.stop().await;
+        if ended.is_ok() {
+            tracing::info!("stopped cleanly");
+        }
+        ended
+    }
 }
 
 /// What outlives an engine restart: the HTTP endpoint and what it reads, metrics, health, and
@@ -219,34 +277,46 @@ const RESTART_DELAY: (Duration, Duration) = (Duration::from_millis(500), Duratio
 /// An incarnation that ran this long resets the restart delay.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-async fn run_async(cfg: Config) -> Result<(), Error> {
+/// Starts pagepulse: checks the broker and topics (failing fast, with a clear message, when
+/// they are missing), starts the HTTP endpoint, and runs the engine on the current actix system.
+pub async fn start(cfg: Config) -> Result<Running, Error> {
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     let signals = Shutdown::new();
-    // A fresh start fails fast, with a clear message, when the broker or topics are missing; an
-    // engine restart waits for them instead (the broker may be coming back).
     admin::require(&cfg, &required_topics(&cfg))?;
     health.set_broker_up(true);
     let live = LiveViews::new(&cfg);
     let server =
         http::start(cfg.http.listen, metrics.clone(), health.clone(), cfg.fans.enabled.then(|| live.fans.clone()))?;
     tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz, /pages)");
-    watch_signals(signals.clone());
-    let process =
-        Process { metrics, health, signals, live, http: server.addr().to_string(), members: Default::default() };
+    let process = Process {
+        metrics,
+        health,
+        signals: signals.clone(),
+        live,
+        http: server.addr().to_string(),
+        members: Default::default(),
+    };
+    let engine = actix_rt::spawn(supervise(cfg, process));
+    Ok(Running { server, signals, engine })
+}
 
+/// Runs engine incarnations until the operator stops pagepulse (`Ok`) or one fails fatally; a
+/// recoverable failure starts a new incarnation after a growing delay. An engine restart waits
+/// for missing topics or an absent broker instead of failing (the broker may be coming back).
+async fn supervise(cfg: Config, process: Process) -> Result<(), Error> {
     let mut delay = RESTART_DELAY.0;
     let mut first = true;
-    let result = loop {
+    loop {
         let started = Instant::now();
         let ended = run_engine(&cfg, &process, first).await;
         first = false;
         match ended {
-            Ok(()) => break Ok(()),
-            Err(EngineStop::Fatal(e)) => break Err(e),
+            Ok(()) => return Ok(()),
+            Err(EngineStop::Fatal(e)) => return Err(e),
             Err(EngineStop::Restart { kind, why }) => {
                 if process.signals.reason().is_some() {
-                    break Ok(());
+                    return Ok(());
                 }
                 if started.elapsed() >= HEALTHY_RUN {
                     delay = RESTART_DELAY.0;
@@ -261,17 +331,12 @@ async fn run_async(cfg: Config) -> Result<(), Error> {
                 process.health.reset_engine();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = process.signals.wait() => break Ok(()),
+                    _ = process.signals.wait() => return Ok(()),
                 }
                 delay = (delay * 2).min(RESTART_DELAY.1);
             }
         }
-    };
-    server.stop().await;
-    if result.is_ok() {
-        tracing::info!("stopped cleanly");
     }
-    result
 }
 
 /// Runs one incarnation of the engine: topics, sinks, pipelines, consumer, router, watchdog.
@@ -384,13 +449,8 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), 
     if let Err(e) = source::run(&consumer, chunks, &mut router, &shutdown).await {
         shutdown.trigger(Reason::Restart { kind: "task_failed", why: e.to_string() });
     }
-    // The poller notices within one poll (at most 100 ms); its channel is already closed.
-    stop_polling.store(true, Ordering::Release);
-    if poller.join().is_err() {
-        tracing::error!("the polling thread panicked");
-    }
 
-    // --- Stopping: drain, flush, commit. ---
+    // --- Stopping: the parts of this incarnation, in the one order that loses nothing. ---
     let reason = shutdown.reason();
     let restarting = matches!(reason, Some(Reason::Restart { .. }));
     // Whether stored offsets may be committed: not when the broker lost its data, where an old
@@ -399,57 +459,72 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), 
     if !restarting {
         health.set_stopping();
     }
-    // No rejoins while stopping; its tombstone tells the others this instance is gone.
-    stop_watchdog.store(true, Ordering::Release);
-    if watchdog.join().is_err() {
-        tracing::error!("the membership watchdog panicked");
-    }
     // After the broker lost its data nothing of this incarnation can be saved: do not wait for
     // acknowledgements of topics that are gone.
     let drain = if commit { cfg.engine.shutdown_timeout } else { Duration::from_secs(1) };
-    let deadline = Instant::now() + drain;
-    tracing::info!(?reason, "stopping: draining tasks");
+    tracing::info!(?reason, "stopping");
     let trackers = router.trackers();
-    drop(router); // closes every inbox: tasks finish what they hold, then stop
-    if timeout_at(deadline, done_rx.recv()).await.is_err() {
-        tracing::warn!("tasks did not finish before the shutdown deadline; unfinished work will be redone");
-    }
-    stop_globals.store(true, Ordering::Release);
+    let mut parts = Parts::new();
+    // 1. No rejoins while stopping; its tombstone tells the others this instance is gone.
+    parts.push(Worker::new("membership watchdog", stop_watchdog, watchdog));
+    // 2. No new records: the polling thread notices within one poll (at most 100 ms).
+    parts.push(Worker::new("polling thread", stop_polling, poller));
+    // 3. Tasks finish the batches they hold, flush their state, and stop (drop-to-join).
+    parts.push(Step::new("tasks", move |deadline: Instant| async move {
+        drop(router); // closes every inbox
+        if timeout_at(deadline, done_rx.recv()).await.is_err() {
+            tracing::warn!("tasks did not finish before the shutdown deadline; unfinished work will be redone");
+        }
+    }));
+    // 4. Global tables: nothing reads them any more.
     for r in global_readers {
-        if r.join().is_err() {
-            tracing::error!("a global table reader panicked");
+        parts.push(Worker::new("global table reader", stop_globals.clone(), r));
+    }
+    // 5. Poll dispatchers: polls still in flight are abandoned; their pages are polled at their
+    //    next slot by the partition's next owner.
+    parts.push(Step::new("poll dispatchers", move |_| async move {
+        for d in &dispatchers {
+            d.stop();
         }
-    }
-    // Polls still in flight are abandoned: their pages are polled at their next slot.
-    for d in &dispatchers {
-        d.stop();
-    }
-    for agg in &aggregators {
-        if timeout_at(deadline, agg.send(Flush)).await.is_err() {
-            tracing::warn!("an aggregate did not flush before the shutdown deadline");
+    }));
+    // 6. Aggregates emit their last result (every task has merged its parts) and stop.
+    parts.push(Step::new("aggregates", move |deadline: Instant| async move {
+        for agg in &aggregators {
+            if timeout_at(deadline, agg.send(Flush)).await.is_err() {
+                tracing::warn!("an aggregate did not flush before the shutdown deadline");
+            }
         }
-    }
-    let left = deadline.saturating_duration_since(Instant::now());
-    if let Err(e) = shared.flush(left) {
-        tracing::warn!(error = %e, in_flight = shared.in_flight(), "producer not fully flushed; unacknowledged work will be redone");
-    }
-    // Delivery callbacks run on the producer's thread: give them until the deadline to settle.
-    while trackers.iter().any(|t| t.in_flight() > 0 && !t.is_poisoned()) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if exactly_once {
-        // The tasks' last transactions committed their offsets.
-    } else if commit {
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!("offsets committed"),
-            // NoOffset: nothing new was stored since the last commit.
-            Err(e) => tracing::info!(error = %e, "final commit had nothing to do or failed"),
+    }));
+    // 7. Every output acknowledged, so that the offsets of what it came from are stored.
+    parts.push(Step::new("producer", move |deadline: Instant| async move {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = shared.flush(left) {
+            tracing::warn!(error = %e, in_flight = shared.in_flight(), "producer not fully flushed; unacknowledged work will be redone");
         }
-    }
-    for a in &arbiters {
-        a.stop();
-    }
-    drop(consumer);
+        // Delivery callbacks run on the producer's thread: give them until the deadline.
+        while trackers.iter().any(|t| t.in_flight() > 0 && !t.is_poisoned()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }));
+    // 8. Stored offsets committed (in exactly-once mode the tasks' last transactions did it),
+    //    then the consumer leaves the group.
+    parts.push(Step::new("consumer", move |_| async move {
+        if !exactly_once && commit {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!("offsets committed"),
+                // NoOffset: nothing new was stored since the last commit.
+                Err(e) => tracing::info!(error = %e, "final commit had nothing to do or failed"),
+            }
+        }
+        drop(consumer);
+    }));
+    // 9. The task threads.
+    parts.push(Step::new("worker threads", move |_| async move {
+        for a in &arbiters {
+            a.stop();
+        }
+    }));
+    parts.stop(Instant::now() + drain).await;
     match reason {
         Some(Reason::Fatal(why)) => Err(EngineStop::Fatal(Error::Fatal(why))),
         Some(Reason::Restart { kind, why }) => Err(EngineStop::Restart { kind, why }),

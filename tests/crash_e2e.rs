@@ -69,3 +69,43 @@ fn sigterm_and_sigkill_mid_stream_lose_nothing() {
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(10)).success());
 }
+
+/// The library's handle: `app::start` runs pagepulse in this process, and
+/// `Running::shutdown(deadline)` stops it through the same ordered path as a signal: every
+/// post produced before the stop is analysed, acknowledged and committed, within the deadline.
+#[test]
+fn the_running_handle_shuts_down_in_order_within_its_deadline() {
+    let env = TestEnv::new();
+    let mut cfg = env.config();
+    cfg.kafka.session_timeout = Duration::from_secs(6);
+    cfg.http.listen = "127.0.0.1:0".parse().expect("address");
+    cfg.pages.enabled = false;
+    let out = env
+        .cli(&["demo", "posts", "--rate", "0", "--count", "3000", "--id-prefix", "h"])
+        .output()
+        .expect("demo producer");
+    assert!(out.status.success());
+    actix_rt::System::new().block_on(async {
+        let running = pagepulse::app::start(cfg).await.expect("pagepulse starts");
+        let addr = running.addr().to_string();
+        let analysed = || {
+            support::http_get(&addr, "/metrics")
+                .map(|(_, body)| {
+                    support::metric_value(&body, "pagepulse_records_produced_total", "topic=\"posts.analysis\"")
+                })
+                .unwrap_or(0.0)
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while analysed() < 3000.0 {
+            assert!(tokio::time::Instant::now() < deadline, "3000 analyses within 90 s");
+            tokio::time::sleep(support::POLL_INTERVAL).await;
+        }
+        let asked = Instant::now();
+        let stopped = running.shutdown(tokio::time::Instant::now() + Duration::from_secs(15)).await;
+        assert!(stopped.is_ok(), "a clean stop: {stopped:?}");
+        assert!(asked.elapsed() < Duration::from_secs(15));
+        assert!(support::http_get(&addr, "/metrics").is_none(), "the HTTP endpoint is stopped too");
+    });
+    let committed: i64 = env.committed("posts", 4).iter().sum();
+    assert_eq!(committed, 3000, "every analysed post's offset is committed");
+}

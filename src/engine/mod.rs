@@ -8,7 +8,8 @@
 //! pipeline implements), [`deadletter`], [`sink`], [`flush`] (when a batch's outputs, state
 //! changes and offset become durable), [`aggregate`], [`task`] (the actor: a shell around a
 //! processor and a flusher), [`spec`] (what starts tasks, restoring their state first), [`router`]
-//! (which task gets which partition's records). [`shutdown`] stands apart.
+//! (which task gets which partition's records). [`shutdown`] (why the engine stops) and [`stop`] (how:
+//! one ordered list of parts) stand apart.
 
 pub mod aggregate;
 pub mod deadletter;
@@ -22,6 +23,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod spec;
 pub mod state;
+pub mod stop;
 pub mod task;
 
 pub use aggregate::{Aggregate, AggregatorActor};
