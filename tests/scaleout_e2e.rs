@@ -329,10 +329,20 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     // B's pages now live in A, with the history B held: every sample B showed, and the 24 h
     // delta still measured from the first sample (taken at T1, before the kill).
     for (i, before) in &b_pages {
-        let now = wait_for(&format!("A to serve {} at T2", key(*i)), Duration::from_secs(30), || {
-            get_json(&a.addr, &format!("/pages/{}", key(*i)))
-                .filter(|v| v["stats"]["fans"].as_u64() == Some(fans(*i, T2)))
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let now = loop {
+            let got = get_json(&a.addr, &format!("/pages/{}", key(*i)));
+            if let Some(v) = got.as_ref().filter(|v| v["stats"]["fans"].as_u64() == Some(fans(*i, T2))) {
+                break v.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "A does not serve {} at T2 after 30 s: {got:?}; A's log:\n{}",
+                key(*i),
+                a.log_text()
+            );
+            std::thread::sleep(support::POLL_INTERVAL);
+        };
         let rows: HashSet<String> = table_times(&now).into_iter().collect();
         for t in table_times(before) {
             assert!(rows.contains(&t), "{}: the sample of {t} B held is gone after the handover: {now}", key(*i));
