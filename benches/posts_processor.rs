@@ -21,7 +21,7 @@ fn main() {
     let records: Vec<RawRecord> = (0..n as u64)
         .map(|i| RawRecord {
             key: Some(format!("b-{i}").into_bytes()),
-            value: Some(post(&mut rng, i, "b", 100, &created).into_bytes()),
+            value: Some(post(&mut rng, i, "b", 100, &created, 8).into_bytes()),
             offset: i as i64,
             timestamp_ms: Some(0),
         })

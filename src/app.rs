@@ -408,7 +408,13 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), 
     }
     let arbiters: Vec<Arbiter> = (0..cfg.engine.workers.get()).map(|_| Arbiter::new()).collect();
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let topics: Vec<String> = factories.iter().flat_map(|f| f.inputs().iter().map(|l| cfg.topic(l))).collect();
+    // Each topic once, however many pipelines read it (the router hands its records to each).
+    let mut topics: Vec<String> = Vec::new();
+    for t in factories.iter().flat_map(|f| f.inputs().iter().map(|l| cfg.topic(l))) {
+        if !topics.contains(&t) {
+            topics.push(t);
+        }
+    }
     let consumer = source::subscribe(cfg, SourceContext::new(cfg, metrics.clone(), health.clone()), &topics)
         .map_err(|e| setup_failed(e.into()))?;
     group.set(&consumer);

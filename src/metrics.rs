@@ -87,6 +87,13 @@ pub struct Metrics {
     /// Times a partition was fetched again from further back because the broker skipped records
     /// after the consumer was positioned (see `kafka::guard`).
     pub consumer_rewinds: prometheus::IntCounter,
+    /// Records of an input several pipelines read that a later reader refused and left to the
+    /// input's first pipeline, which dead-letters them once, by pipeline, topic and reason class.
+    pub shared_refused: IntCounterVec,
+    /// App mentions counted in posts (one per app per post).
+    pub app_mentions: prometheus::IntCounter,
+    /// Apps in this instance's catalogue.
+    pub catalogue_apps: IntGauge,
 }
 
 impl Metrics {
@@ -257,6 +264,18 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         registry.register(Box::new(consumer_rewinds.clone())).expect("metric names are unique");
+        let shared_refused = counter(
+            "pagepulse_shared_input_refused_total",
+            "Records of an input several pipelines read that this pipeline refused and left to the input's first pipeline, which dead-letters them.",
+            &["pipeline", "topic", "reason"],
+        );
+        let app_mentions = prometheus::IntCounter::new(
+            "pagepulse_app_mentions_total",
+            "App mentions counted in posts (one per app per post).",
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(app_mentions.clone())).expect("metric names are unique");
+        let catalogue_apps = plain_gauge("pagepulse_catalogue_apps", "Apps in this instance's app catalogue.");
         Self {
             registry,
             consumed,
@@ -292,6 +311,9 @@ impl Metrics {
             partition_pauses,
             engine_restarts,
             consumer_rewinds,
+            shared_refused,
+            app_mentions,
+            catalogue_apps,
         }
     }
 

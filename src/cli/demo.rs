@@ -1,6 +1,7 @@
 //! `pagepulse demo posts` and `demo pages`: demo producers of social posts and of tracked pages,
 //! for the quickstart and benchmarks; `demo pageviews-dump`: realistic hourly pageview dump files
-//! (for `pagepulse ingest pageviews`).
+//! (for `pagepulse ingest pageviews`); `demo apps-csv`: an app catalogue in the form of Kaggle's
+//! `AppleStore.csv` (for `pagepulse ingest apps`).
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,23 @@ pub enum DemoCommand {
     Pages(PagesArgs),
     /// Write realistic hourly pageview dumps (`pageviews-YYYYMMDD-HH0000[.gz]`) into a directory.
     PageviewsDump(PageviewsDumpArgs),
+    /// Write an app catalogue in the CSV form of Kaggle's `AppleStore.csv` (17 columns), with
+    /// well-known apps first (Pandora, Spotify Music, Shazam, ...).
+    AppsCsv(AppsCsvArgs),
+}
+
+/// Arguments of `demo apps-csv`.
+#[derive(Debug, Args)]
+pub struct AppsCsvArgs {
+    /// The file to write.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Apps in the catalogue (the real data set has 7,197).
+    #[arg(long, default_value_t = 7197, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub apps: u64,
+    /// Random seed (the same seed gives the same file).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Arguments of `demo pageviews-dump`.
@@ -101,6 +119,10 @@ pub struct PostsArgs {
     /// Random seed (the same seed gives the same posts).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Make about every Nth post mention a well-known app by name (Pandora, Spotify Music, ...:
+    /// `demo apps-csv` and the real `AppleStore.csv` both list them); 0 for never.
+    #[arg(long, default_value_t = 8)]
+    pub mention_every: u64,
 }
 
 const WORDS: &[&str] = &[
@@ -166,9 +188,19 @@ const TAGS: &[&str] = &[
 ];
 const MENTIONS: &[&str] = &["ana", "bob", "ferris", "Zoë", "kafka_team", "data_eng"];
 
-/// Builds the `n`th demo record value.
-pub fn post(rng: &mut StdRng, n: u64, prefix: &str, size: usize, created_at: &str) -> String {
+/// Builds the `n`th demo record value; about one post in `mention_every` names a well-known app
+/// (popular ones more often).
+pub fn post(rng: &mut StdRng, n: u64, prefix: &str, size: usize, created_at: &str, mention_every: u64) -> String {
     let mut content = String::new();
+    if mention_every > 0 && rng.gen_range(0..mention_every) == 0 {
+        let names = crate::ingest::apps_generate::FAMOUS_NAMES;
+        let i = ((names.len() as f64) * rng.gen::<f64>().powi(2)) as usize;
+        let name = names[i.min(names.len() - 1)];
+        let phrase = ["listening on", "just tried", "loving", "anyone else on", "switched to"][rng.gen_range(0..5)];
+        content.push_str(phrase);
+        content.push(' ');
+        content.push_str(name);
+    }
     // Roughly: 55 bytes of JSON around the content.
     let target = size.saturating_sub(55 + prefix.len()).max(8);
     while content.len() < target {
@@ -223,7 +255,23 @@ pub fn run(cmd: &DemoCommand, cfg: &Config) -> anyhow::Result<()> {
         DemoCommand::Posts(args) => posts(args, cfg),
         DemoCommand::Pages(args) => pages(args, cfg),
         DemoCommand::PageviewsDump(args) => pageviews_dump(args),
+        DemoCommand::AppsCsv(args) => apps_csv(args),
     }
+}
+
+fn apps_csv(args: &AppsCsvArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let file = std::fs::File::create(&args.out).map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    crate::ingest::apps_generate::write_catalogue(&mut out, args.apps as usize, args.seed)
+        .and_then(|()| out.flush())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
+    eprintln!(
+        "wrote {} apps to {}",
+        args.apps.max(crate::ingest::apps_generate::FAMOUS.len() as u64),
+        args.out.display()
+    );
+    Ok(())
 }
 
 fn pageviews_dump(args: &PageviewsDumpArgs) -> anyhow::Result<()> {
@@ -291,7 +339,7 @@ fn posts(args: &PostsArgs, cfg: &Config) -> anyhow::Result<()> {
             bad += 1;
             malformed(bad, sent)
         } else {
-            post(&mut rng, sent, &args.id_prefix, args.size, &created_at).into_bytes()
+            post(&mut rng, sent, &args.id_prefix, args.size, &created_at, args.mention_every).into_bytes()
         };
         let rec = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_slice());
         client::send_waiting(&producer, rec, || {})?;

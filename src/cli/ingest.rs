@@ -1,10 +1,11 @@
-//! `pagepulse ingest pageviews FILE...` and `ingest blacklist FILE`: load hourly pageview dumps and
-//! blacklist files into Kafka at full speed.
+//! `pagepulse ingest pageviews FILE...`, `ingest blacklist FILE` and `ingest apps FILE.csv`: load
+//! hourly pageview dumps, blacklist files and app catalogues into Kafka at full speed.
 //!
 //! Parsing, hours and records live in [`crate::ingest`]; this layer reads files, sends records
 //! through a throughput-tuned producer (large lz4 batches, a bounded queue that makes reading
-//! wait), shows progress and prints a summary. Malformed lines are counted and the first
-//! [`MAX_REPORTED`] are printed with file name, line number and reason; they never stop a run.
+//! wait), shows progress and prints a summary. Malformed lines (catalogue rows) are counted and
+//! the first [`MAX_REPORTED`] are printed with file name, line number and reason; they never stop
+//! a run.
 //! The exit status is non-zero only if a file cannot be read or nothing could be produced.
 //!
 //! # Measuring ingestion speed
@@ -45,8 +46,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::Config;
+use crate::ingest::apps::{self, Layout, Rows};
 use crate::ingest::dump::{self, LineError};
-use crate::ingest::{record, BLACKLIST_TOPIC, PAGEVIEWS_TOPIC};
+use crate::ingest::{record, APPS_TOPIC, BLACKLIST_TOPIC, PAGEVIEWS_TOPIC};
 use crate::kafka::client;
 
 /// How many malformed lines are printed (all are counted).
@@ -73,6 +75,24 @@ pub enum IngestCommand {
     Pageviews(PageviewsArgs),
     /// Produce a blacklist file (`domain title` lines) to the `pageviews.blacklist` topic.
     Blacklist(BlacklistArgs),
+    /// Produce an App Store catalogue (Kaggle's `AppleStore.csv`, 17 or 16 columns) to the `apps`
+    /// topic, one typed JSON record per app keyed by its id.
+    Apps(AppsArgs),
+}
+
+/// Arguments of `ingest apps`.
+#[derive(Debug, Args)]
+pub struct AppsArgs {
+    /// The catalogue, CSV with a header row: `AppleStore.csv` as Kaggle publishes it (a leading
+    /// unnamed index column) or without the index column; gzip-compressed or plain.
+    #[arg(value_name = "FILE.csv")]
+    pub file: PathBuf,
+    /// Remove the file's apps from the catalogue instead (tombstones).
+    #[arg(long)]
+    pub remove: bool,
+    /// No progress display (the summary is still printed).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Arguments of `ingest pageviews`.
@@ -115,6 +135,7 @@ pub fn run(cmd: &IngestCommand, cfg: &Config) -> anyhow::Result<()> {
     match cmd {
         IngestCommand::Pageviews(args) => pageviews(args, cfg),
         IngestCommand::Blacklist(args) => blacklist(args, cfg),
+        IngestCommand::Apps(args) => apps(args, cfg),
     }
 }
 
@@ -242,11 +263,17 @@ impl Session {
 
     /// Counts a malformed line, printing the first [`MAX_REPORTED`].
     fn malformed(&mut self, path: &Path, line_no: u64, err: &LineError) {
+        self.malformed_what(path, line_no, "line", err);
+    }
+
+    /// Counts a malformed `what` (a line, a row) starting at `line_no`, printing the first
+    /// [`MAX_REPORTED`].
+    fn malformed_what(&mut self, path: &Path, line_no: u64, what: &str, err: &dyn std::fmt::Display) {
         self.stats.malformed += 1;
         if self.stats.malformed <= MAX_REPORTED {
-            self.bar.suspend(|| eprintln!("{}:{line_no}: malformed line: {err}", path.display()));
+            self.bar.suspend(|| eprintln!("{}:{line_no}: malformed {what}: {err}", path.display()));
             if self.stats.malformed == MAX_REPORTED {
-                self.bar.suspend(|| eprintln!("(further malformed lines are counted, not shown)"));
+                self.bar.suspend(|| eprintln!("(further malformed {what}s are counted, not shown)"));
             }
         }
     }
@@ -415,5 +442,64 @@ fn blacklist(args: &BlacklistArgs, cfg: &Config) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+    session.finish()
+}
+
+/// The state of one catalogue load: rows being joined, the header's layout once read.
+struct CatalogueLoad<'a> {
+    path: &'a Path,
+    remove: bool,
+    rows: Rows,
+    layout: Option<Layout>,
+    value: Vec<u8>,
+}
+
+impl CatalogueLoad<'_> {
+    /// Takes one line of the file.
+    fn line(&mut self, s: &mut Session, line_no: u64, line: &[u8]) -> anyhow::Result<()> {
+        match self.rows.push(line_no, line) {
+            Some((start, row)) => self.row(s, start, row),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes one row (starting on line `start`): the header first, which must be the data set's
+    /// (nothing could be read right otherwise), then apps, each sent or reported.
+    fn row(&mut self, s: &mut Session, start: u64, row: Result<Vec<String>, apps::RowError>) -> anyhow::Result<()> {
+        let Some(layout) = &self.layout else {
+            let layout = row
+                .map_err(|e| apps::HeaderError::Malformed(e.to_string()))
+                .and_then(|fields| Layout::from_header(&fields))
+                .map_err(|e| {
+                    anyhow::anyhow!("{}:{start}: {e}: not an App Store catalogue, nothing loaded", self.path.display())
+                })?;
+            self.layout = Some(layout);
+            return Ok(());
+        };
+        match row.and_then(|fields| layout.app(&fields)) {
+            Ok(app) => {
+                apps::encode(&app, &mut self.value);
+                s.send(app.id.as_bytes(), (!self.remove).then_some(self.value.as_slice()))?;
+            }
+            Err(e) => s.malformed_what(self.path, start, "row", &e),
+        }
+        Ok(())
+    }
+}
+
+fn apps(args: &AppsArgs, cfg: &Config) -> anyhow::Result<()> {
+    let size = std::fs::metadata(&args.file)
+        .map_err(|source| crate::ingest::Error::Io { path: args.file.display().to_string(), source })?
+        .len();
+    let mut session = Session::new(cfg, APPS_TOPIC, size, args.quiet)?;
+    let mut load =
+        CatalogueLoad { path: &args.file, remove: args.remove, rows: Rows::new(), layout: None, value: Vec::new() };
+    session.read_file(&args.file, |s, line_no, line| load.line(s, line_no, line))?;
+    if let Some((start, e)) = load.rows.finish() {
+        load.row(&mut session, start, Err(e))?;
+    }
+    if load.layout.is_none() && session.unreadable.is_empty() {
+        anyhow::bail!("{}: {}", args.file.display(), apps::HeaderError::Empty);
+    }
     session.finish()
 }

@@ -65,6 +65,7 @@ fn kind(ty: &str) -> &'static str {
         "SocketAddr" => "`\"host:port\"`",
         "BTreeMap<String, String>" => "table of strings",
         "ProcessingGuarantee" => "`\"at_least_once\"` or `\"exactly_once\"`",
+        "Vec<RankingConfig>" => "list of tables",
         other => panic!("config type `{other}` has no entry in config::reference::kind"),
     }
 }

@@ -44,17 +44,35 @@ pub enum FlowChange {
 /// Key of a parked queue: (input index, partition), as the router numbers inputs.
 pub type Key = (usize, i32);
 
-/// The parked batches of one partition.
+/// The parked batches of one partition for one of its readers (the pipelines reading its topic).
+#[derive(Debug, Default)]
+struct Lane {
+    batches: VecDeque<Batch>,
+    bytes: usize,
+}
+
+/// The parked batches of one partition, a lane per reader, and whether it is paused.
 #[derive(Debug)]
 struct Queue {
     full_topic: Arc<str>,
-    batches: VecDeque<Batch>,
-    bytes: usize,
+    lanes: Vec<Lane>,
     paused: bool,
 }
 
-/// Batches waiting for room in their task's inbox, per partition, and which partitions are
-/// paused. Plain bookkeeping: the router sends, the consumer pauses.
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.lanes.iter().all(|l| l.batches.is_empty())
+    }
+}
+
+/// Batches waiting for room in their task's inbox, per partition and reader, and which partitions
+/// are paused. Plain bookkeeping: the router sends, the consumer pauses.
+///
+/// With several pipelines reading one topic (fan-out), each reader's copies of a partition's
+/// batches queue in a lane of their own, so a slow reader holds up only itself until the
+/// partition is paused: the partition is paused when any lane exceeds the budget, and resumed
+/// when every lane is empty (the records of the copies are shared, so the budget bounds the
+/// bytes one lane holds, not their sum).
 #[derive(Debug)]
 pub struct Parking {
     queues: HashMap<Key, Queue>,
@@ -62,14 +80,14 @@ pub struct Parking {
 }
 
 impl Parking {
-    /// Parking that pauses a partition once its parked batches exceed `budget` bytes.
+    /// Parking that pauses a partition once one reader's parked batches exceed `budget` bytes.
     pub fn new(budget: usize) -> Self {
         Self { queues: HashMap::new(), budget }
     }
 
-    /// True when `key` has batches waiting: a new batch of it must queue behind them.
-    pub fn is_parked(&self, key: Key) -> bool {
-        self.queues.contains_key(&key)
+    /// True when `key` has batches of `reader` waiting: a new batch of it must queue behind them.
+    pub fn is_parked(&self, key: Key, reader: usize) -> bool {
+        self.queues.get(&key).and_then(|q| q.lanes.get(reader)).is_some_and(|l| !l.batches.is_empty())
     }
 
     /// True when any partition has batches waiting.
@@ -82,53 +100,58 @@ impl Parking {
         self.queues.values().filter(|q| q.paused).count()
     }
 
-    /// Bytes parked in all.
+    /// Bytes parked in all (a batch parked for two readers counts twice).
     pub fn bytes(&self) -> usize {
-        self.queues.values().map(|q| q.bytes).sum()
+        self.queues.values().flat_map(|q| &q.lanes).map(|l| l.bytes).sum()
     }
 
-    /// Queues `batch` behind the other parked batches of `key`; returns a pause when this takes
-    /// the partition over its budget.
-    pub fn park(&mut self, key: Key, batch: Batch) -> Option<FlowChange> {
+    /// Queues `batch` behind the other parked batches of `key` for `reader`; returns a pause
+    /// when this takes the reader's lane over the budget and the partition is not paused yet.
+    pub fn park(&mut self, key: Key, reader: usize, batch: Batch) -> Option<FlowChange> {
         let bytes = batch_bytes(&batch);
         let q = self.queues.entry(key).or_insert_with(|| Queue {
             full_topic: batch.full_topic.clone(),
-            batches: VecDeque::new(),
-            bytes: 0,
+            lanes: Vec::new(),
             paused: false,
         });
-        q.bytes += bytes;
-        q.batches.push_back(batch);
-        if !q.paused && q.bytes > self.budget {
+        if q.lanes.len() <= reader {
+            q.lanes.resize_with(reader + 1, Lane::default);
+        }
+        let lane = &mut q.lanes[reader];
+        lane.bytes += bytes;
+        lane.batches.push_back(batch);
+        if !q.paused && lane.bytes > self.budget {
             q.paused = true;
             return Some(FlowChange::Pause(q.full_topic.clone(), key.1));
         }
         None
     }
 
-    /// Offers every partition's parked batches, oldest first, to `send` until it refuses one
-    /// (full: the batch stays first in line) or fails (closed: the error is returned, the batch
-    /// dropped). Returns the resumes of partitions whose queue emptied while paused.
+    /// Offers every partition's parked batches, oldest first per reader, to `send` until it
+    /// refuses one (full: the batch stays first in line) or fails (closed: the error is returned,
+    /// the batch dropped). Returns the resumes of paused partitions whose every lane emptied.
     pub fn drain<E>(
         &mut self,
-        mut send: impl FnMut(Key, Batch) -> Result<(), TrySendError<Batch>>,
+        mut send: impl FnMut(Key, usize, Batch) -> Result<(), TrySendError<Batch>>,
         gone: impl Fn(Key, &Batch) -> E,
     ) -> Result<Vec<FlowChange>, E> {
         let mut changes = Vec::new();
         let mut emptied = Vec::new();
         for (&key, q) in self.queues.iter_mut() {
-            while let Some(batch) = q.batches.pop_front() {
-                let bytes = batch_bytes(&batch);
-                match send(key, batch) {
-                    Ok(()) => q.bytes -= bytes,
-                    Err(TrySendError::Full(batch)) => {
-                        q.batches.push_front(batch);
-                        break;
+            for (reader, lane) in q.lanes.iter_mut().enumerate() {
+                while let Some(batch) = lane.batches.pop_front() {
+                    let bytes = batch_bytes(&batch);
+                    match send(key, reader, batch) {
+                        Ok(()) => lane.bytes -= bytes,
+                        Err(TrySendError::Full(batch)) => {
+                            lane.batches.push_front(batch);
+                            break;
+                        }
+                        Err(TrySendError::Closed(batch)) => return Err(gone(key, &batch)),
                     }
-                    Err(TrySendError::Closed(batch)) => return Err(gone(key, &batch)),
                 }
             }
-            if q.batches.is_empty() {
+            if q.is_empty() {
                 emptied.push(key);
             }
         }
@@ -161,10 +184,13 @@ mod tests {
             topic: "in",
             full_topic: "p.in".into(),
             partition: 0,
-            records: offsets
-                .map(|o| RawRecord { key: None, value: Some(vec![b'x'; value_len]), offset: o, timestamp_ms: None })
-                .collect(),
+            records: Arc::new(
+                offsets
+                    .map(|o| RawRecord { key: None, value: Some(vec![b'x'; value_len]), offset: o, timestamp_ms: None })
+                    .collect(),
+            ),
             ack: BatchAck::untracked(),
+            fanout: None,
         }
     }
 
@@ -172,17 +198,17 @@ mod tests {
     fn a_partition_is_paused_past_its_budget_and_resumed_once_its_queue_empties() {
         // Budget 300 bytes; each batch is 2 records of 52 + 48 bytes = 200 bytes.
         let mut parking = Parking::new(300);
-        assert_eq!(parking.park((0, 3), batch(0..2, 52)), None);
-        assert_eq!(parking.park((0, 3), batch(2..4, 52)), Some(FlowChange::Pause("p.in".into(), 3)));
+        assert_eq!(parking.park((0, 3), 0, batch(0..2, 52)), None);
+        assert_eq!(parking.park((0, 3), 0, batch(2..4, 52)), Some(FlowChange::Pause("p.in".into(), 3)));
         // Already paused: no second pause.
-        assert_eq!(parking.park((0, 3), batch(4..6, 52)), None);
+        assert_eq!(parking.park((0, 3), 0, batch(4..6, 52)), None);
         assert_eq!((parking.paused(), parking.bytes()), (1, 600));
         // Room for one batch: it leaves in order, the partition stays paused.
         let mut sent = Vec::new();
         let mut room = 1;
         let changes = parking
             .drain(
-                |_, b| {
+                |_, _, b| {
                     if room == 0 {
                         return Err(TrySendError::Full(b));
                     }
@@ -194,11 +220,11 @@ mod tests {
             )
             .expect("no task gone");
         assert!(changes.is_empty());
-        assert_eq!((sent.clone(), parking.bytes(), parking.is_parked((0, 3))), (vec![0], 400, true));
+        assert_eq!((sent.clone(), parking.bytes(), parking.is_parked((0, 3), 0)), (vec![0], 400, true));
         // Room for everything: the rest leaves in order and the partition resumes.
         let changes = parking
             .drain(
-                |_, b| {
+                |_, _, b| {
                     sent.push(b.records[0].offset);
                     Ok(())
                 },
@@ -213,32 +239,74 @@ mod tests {
     #[test]
     fn a_queue_that_empties_before_its_budget_was_never_paused_and_needs_no_resume() {
         let mut parking = Parking::new(10_000);
-        assert_eq!(parking.park((1, 0), batch(0..2, 10)), None);
-        let changes = parking.drain(|_, _| Ok(()), |_, _| ()).expect("no task gone");
+        assert_eq!(parking.park((1, 0), 0, batch(0..2, 10)), None);
+        let changes = parking.drain(|_, _, _| Ok(()), |_, _| ()).expect("no task gone");
         assert!(changes.is_empty() && !parking.any());
     }
 
     #[test]
     fn partitions_drain_independently() {
         let mut parking = Parking::new(0);
-        parking.park((0, 0), batch(0..1, 1));
-        parking.park((0, 1), batch(0..1, 1));
+        parking.park((0, 0), 0, batch(0..1, 1));
+        parking.park((0, 1), 0, batch(0..1, 1));
         // Partition 0's inbox is full, partition 1's is not.
         let changes = parking
-            .drain(|key, b| if key.1 == 0 { Err(TrySendError::Full(b)) } else { Ok(()) }, |_, _| ())
+            .drain(|key, _, b| if key.1 == 0 { Err(TrySendError::Full(b)) } else { Ok(()) }, |_, _| ())
             .expect("no task gone");
         assert_eq!(changes, vec![FlowChange::Resume("p.in".into(), 1)]);
-        assert!(parking.is_parked((0, 0)) && !parking.is_parked((0, 1)));
+        assert!(parking.is_parked((0, 0), 0) && !parking.is_parked((0, 1), 0));
+    }
+
+    #[test]
+    fn readers_of_one_partition_park_in_lanes_and_the_partition_resumes_when_all_are_empty() {
+        // Budget 300 bytes, batches of 200: reader 1 is stuck, reader 0 flows.
+        let mut parking = Parking::new(300);
+        assert_eq!(parking.park((0, 2), 1, batch(0..2, 52)), None);
+        assert!(parking.is_parked((0, 2), 1) && !parking.is_parked((0, 2), 0), "lanes are separate");
+        assert_eq!(parking.park((0, 2), 0, batch(2..4, 52)), None, "reader 0's lane is within budget");
+        assert_eq!(parking.park((0, 2), 1, batch(2..4, 52)), Some(FlowChange::Pause("p.in".into(), 2)));
+        assert_eq!(parking.park((0, 2), 0, batch(4..6, 52)), None, "one pause per partition");
+        // Reader 0 has room, reader 1 not: reader 0's lane drains, the partition stays paused.
+        let mut sent = Vec::new();
+        let changes = parking
+            .drain(
+                |_, reader, b| {
+                    if reader == 1 {
+                        return Err(TrySendError::Full(b));
+                    }
+                    sent.push(b.records[0].offset);
+                    Ok(())
+                },
+                |_, _| (),
+            )
+            .expect("no task gone");
+        assert!(changes.is_empty(), "reader 1 still has parked batches");
+        assert_eq!(sent, vec![2, 4]);
+        assert_eq!(parking.paused(), 1);
+        // Reader 1 catches up: its batches leave in order and the partition resumes.
+        let mut sent = Vec::new();
+        let changes = parking
+            .drain(
+                |_, reader, b| {
+                    sent.push((reader, b.records[0].offset));
+                    Ok(())
+                },
+                |_, _| (),
+            )
+            .expect("no task gone");
+        assert_eq!(sent, vec![(1, 0), (1, 2)]);
+        assert_eq!(changes, vec![FlowChange::Resume("p.in".into(), 2)]);
+        assert!(!parking.any());
     }
 
     #[test]
     fn a_closed_inbox_is_an_error_and_a_revoked_partition_is_forgotten() {
         let mut parking = Parking::new(0);
-        parking.park((0, 0), batch(0..1, 1));
-        let gone = parking.drain(|_, b| Err(TrySendError::Closed(b)), |key, _| key);
+        parking.park((0, 0), 0, batch(0..1, 1));
+        let gone = parking.drain(|_, _, b| Err(TrySendError::Closed(b)), |key, _| key);
         assert_eq!(gone, Err((0, 0)));
         let mut parking = Parking::new(0);
-        parking.park((0, 5), batch(0..1, 1));
+        parking.park((0, 5), 0, batch(0..1, 1));
         assert_eq!(parking.forget((0, 5)), Some(FlowChange::Resume("p.in".into(), 5)));
         assert_eq!(parking.forget((0, 5)), None);
         assert!(!parking.any());

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::offsets::BatchAck;
+use super::record::FanOut;
 use super::sink::{CommitError, InputPosition, Sink};
 use super::state::{change_records, flush_records, marker_record, Change, Restored};
 
@@ -90,6 +91,9 @@ pub struct Flusher {
     pending: Option<PendingMarker>,
     /// How long a closing flush waits for outputs: [`CLOSING_WAIT`] (tests shorten it).
     closing_wait: Duration,
+    /// Set when other pipelines read the same input: a transaction then commits the readers'
+    /// common floor, not this task's own position (see [`crate::engine::offsets::SharedPositions`]).
+    fanout: Option<FanOut>,
 }
 
 impl Flusher {
@@ -141,6 +145,7 @@ impl Flusher {
             barrier: None,
             pending: None,
             closing_wait: CLOSING_WAIT,
+            fanout: None,
         }
     }
 
@@ -194,13 +199,14 @@ impl Flusher {
     /// outputs: takes over the batch's `ack`. Without flushes it is released at once; otherwise
     /// it is held until a flush covers it. Returns true when the caller must flush now (the
     /// bound of held batches is reached). With markers, sends the last flush's marker if its
-    /// outputs are acknowledged by now.
+    /// outputs are acknowledged by now. `fanout` is the batch's (other pipelines read the input).
     pub fn batch_processed(
         &mut self,
         sink: &dyn Sink,
         input: Arc<str>,
         next_offset: Option<i64>,
         ack: Arc<BatchAck>,
+        fanout: Option<FanOut>,
     ) -> bool {
         if self.mode == Mode::None {
             ack.processed();
@@ -208,6 +214,9 @@ impl Flusher {
         }
         if self.input.is_none() {
             self.input = Some(input);
+        }
+        if self.fanout.is_none() {
+            self.fanout = fanout;
         }
         if let Some(next) = next_offset {
             self.next_offset = Some(self.next_offset.unwrap_or(i64::MIN).max(next));
@@ -320,12 +329,19 @@ impl Flusher {
             flush.processed();
         }
         // Even with nothing new to flush: timer outputs may be waiting in the transaction.
-        let position = self.input.as_deref().zip(self.next_offset).map(|(topic, next_offset)| InputPosition {
-            topic,
-            partition: self.partition,
-            next_offset,
-        });
-        sink.commit(position, closing)
+        let (input, partition) = (self.input.as_deref(), self.partition);
+        let at = |next: Option<i64>| {
+            input.zip(next).map(|(topic, next_offset)| InputPosition { topic, partition, next_offset })
+        };
+        match &self.fanout {
+            None => sink.commit(at(self.next_offset), closing),
+            // Other pipelines read this input: commit no further than every reader's durable
+            // position. This task's own position is durable in its changelog's marker, if it has
+            // a store.
+            Some(f) => f
+                .positions
+                .commit(f.reader, self.next_offset, self.changelog.is_some(), |floor| sink.commit(at(floor), closing)),
+        }
     }
 }
 
@@ -335,6 +351,7 @@ mod tests {
 
     use super::*;
     use crate::engine::offsets::{OffsetTracker, RecordingStore};
+    use crate::engine::record::FanOut;
     use crate::engine::state::{MemoryBackend, Replay, StateBackend, MARKER_KEY};
     use crate::engine::{MemorySink, OutRecord};
 
@@ -361,7 +378,7 @@ mod tests {
         let out = f.output_ack(Some(&ack));
         sink.send(output(next_offset), &out);
         out.processed();
-        f.batch_processed(sink, INPUT.into(), Some(next_offset), ack)
+        f.batch_processed(sink, INPUT.into(), Some(next_offset), ack, None)
     }
 
     fn is_marker(r: &OutRecord) -> bool {
@@ -610,6 +627,41 @@ mod tests {
         let st = sink.lock();
         assert_eq!(st.positions, [10]);
         assert_eq!(st.visible.iter().map(|r| r.topic).collect::<Vec<_>>(), ["out"], "no changelog without a store");
+    }
+
+    /// Two pipelines read one input in exactly-once mode, each committing in its own
+    /// transaction: the group's offset never passes the position either has made durable, and a
+    /// reader ahead of it keeps its own position in its marker (its restore skips up to there).
+    #[test]
+    fn exactly_once_readers_of_one_input_commit_no_further_than_either() {
+        use crate::engine::offsets::SharedPositions;
+        let positions = SharedPositions::new(2);
+        let (t, _) = tracker();
+        let (sa, sb) = (TxnMemory::default(), TxnMemory::default());
+        let mut a = with_store(&sa, &Restored::default());
+        let mut b = with_store(&sb, &Restored::default());
+        let hand = |f: &mut Flusher, sink: &dyn Sink, reader: usize, next: i64| {
+            let shared = t.begin(next, vec![]);
+            let ack = BatchAck::reader(&shared, None, vec![]);
+            shared.processed();
+            let fanout = FanOut { reader, positions: positions.clone() };
+            f.batch_processed(sink, INPUT.into(), Some(next), ack, Some(fanout));
+        };
+        hand(&mut a, &sa, 0, 100);
+        a.flush(&sa, |c| c.push(change("a", "1")), false).expect("commits");
+        assert!(sa.lock().positions.is_empty(), "reader b has made nothing durable: no offset moves");
+        hand(&mut b, &sb, 1, 40);
+        b.flush(&sb, |c| c.push(change("b", "1")), false).expect("commits");
+        assert_eq!(sb.lock().positions, [40]);
+        hand(&mut a, &sa, 0, 150);
+        a.flush(&sa, |_| {}, false).expect("commits");
+        assert_eq!(sa.lock().positions, [40], "capped at reader b's durable position");
+        // Reader a's own position is in its marker: a restore of a skips up to 150.
+        let marker = sa.lock().visible.iter().rev().find(|r| is_marker(r)).cloned().expect("a marker");
+        assert_eq!(marker.value, Some(150i64.to_le_bytes().to_vec()));
+        hand(&mut b, &sb, 1, 200);
+        b.flush(&sb, |_| {}, false).expect("commits");
+        assert_eq!(sb.lock().positions, [40, 150], "capped at reader a's durable position");
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //!
 //! A failed output poisons the tracker: nothing at or after that batch is stored again, so a
 //! restart reprocesses it.
+//!
+//! **Several pipelines reading one topic** (fan-out, see [`super::router`]) share the partition's
+//! one tracker: the router registers each batch once and hands every reading pipeline a copy with
+//! a [`BatchAck::reader`] ack of its own, chained to the shared one. The offset is stored only
+//! when every reader's ack is done. In exactly-once mode, where each task commits its input
+//! position in its own transaction, [`SharedPositions`] keeps one reader's commit from moving the
+//! group's offset past another reader's durable position.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -82,6 +89,7 @@ impl OffsetTracker {
             failed: AtomicBool::new(false),
             timestamps_ms,
             chain: Vec::new(),
+            latency: None,
         })
     }
 
@@ -159,8 +167,12 @@ pub struct BatchAck {
     pending: AtomicUsize,
     failed: AtomicBool,
     timestamps_ms: Vec<i64>,
-    /// Acks completed when this one completes: the batches a state flush covers.
+    /// Acks completed when this one completes: the batches a state flush covers, or the shared
+    /// ack of a batch several pipelines read.
     chain: Vec<Arc<BatchAck>>,
+    /// Observes the latency of every record of `timestamps_ms` when this ack completes (a
+    /// reader's ack: each pipeline's own latency).
+    latency: Option<Histogram>,
 }
 
 impl BatchAck {
@@ -175,6 +187,25 @@ impl BatchAck {
             failed: AtomicBool::new(false),
             timestamps_ms: Vec::new(),
             chain: covered,
+            latency: None,
+        })
+    }
+
+    /// One reading pipeline's ack of a batch whose offsets `shared` tracks (see the module docs):
+    /// `shared` waits for it (one more pending output), and completes only when every reader's
+    /// ack and its own processing guard are done. A failed reader fails `shared`. `latency`, when
+    /// given, observes the reader's end-to-end latency of every record of `timestamps_ms` when
+    /// this ack completes.
+    pub fn reader(shared: &Arc<BatchAck>, latency: Option<Histogram>, timestamps_ms: Vec<i64>) -> Arc<Self> {
+        shared.add_output();
+        Arc::new(Self {
+            tracker: None,
+            seq: 0,
+            pending: AtomicUsize::new(1),
+            failed: AtomicBool::new(false),
+            timestamps_ms,
+            chain: vec![shared.clone()],
+            latency,
         })
     }
 
@@ -188,6 +219,7 @@ impl BatchAck {
             failed: AtomicBool::new(false),
             timestamps_ms: Vec::new(),
             chain: Vec::new(),
+            latency: None,
         })
     }
 
@@ -215,6 +247,12 @@ impl BatchAck {
             if let Some(t) = &self.tracker {
                 t.complete(self.seq, failed, &self.timestamps_ms);
             }
+            if let (Some(h), false) = (&self.latency, failed) {
+                let now = now_ms();
+                for ts in &self.timestamps_ms {
+                    h.observe((now - ts).max(0) as f64 / 1000.0);
+                }
+            }
             for covered in &self.chain {
                 covered.output_done(!failed);
             }
@@ -224,6 +262,58 @@ impl BatchAck {
     /// True once every output is acknowledged and processing is finished.
     pub fn is_done(&self) -> bool {
         self.pending.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Exactly-once fan-out: where each reader of one shared input partition has committed its
+/// position, so that no reader's transaction moves the group's committed offset past another
+/// reader's durable position (the offset a restart consumes from must not skip input a reader has
+/// not made durable).
+///
+/// Each reader commits, in its transaction, the **floor**: its own position capped at every other
+/// reader's committed position, or no offset at all while another reader has committed none yet.
+/// Readers commit one at a time ([`commit`](SharedPositions::commit) holds a lock across the
+/// commit), so the group's offset never moves backwards. A reader ahead of the floor keeps its own
+/// position in its state store's position marker (committed in the same transaction), and on
+/// restart skips the input below it; a reader without a store records the floor as its position
+/// (a restart may then repeat its outputs between the floor and where it was).
+#[derive(Debug)]
+pub struct SharedPositions {
+    committed: Mutex<Vec<Option<i64>>>,
+}
+
+impl SharedPositions {
+    /// Positions of `readers` readers, none committed yet.
+    pub fn new(readers: usize) -> Arc<Self> {
+        Arc::new(Self { committed: Mutex::new(vec![None; readers]) })
+    }
+
+    /// Commits reader `me`'s position: calls `commit` with the floor (see the type's docs) for
+    /// reader `me` at `own` (`None`: it has no position yet), holding the lock so no other reader
+    /// commits meanwhile. When `commit` succeeds, records `me`'s committed position: `own` if
+    /// `durable_own` (its store's marker holds it), else the floor. Returns what `commit` returned.
+    pub fn commit<E>(
+        &self,
+        me: usize,
+        own: Option<i64>,
+        durable_own: bool,
+        commit: impl FnOnce(Option<i64>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let floor = own.and_then(|own| {
+            committed.iter().enumerate().filter(|(i, _)| *i != me).try_fold(own, |floor, (_, c)| Some(floor.min((*c)?)))
+        });
+        commit(floor)?;
+        let mine = if durable_own { own } else { floor };
+        if let Some(slot) = committed.get_mut(me) {
+            *slot = (*slot).max(mine);
+        }
+        Ok(())
+    }
+
+    /// The position reader `me` last committed (as recorded by [`commit`](Self::commit)).
+    pub fn committed(&self, me: usize) -> Option<i64> {
+        self.committed.lock().unwrap_or_else(|p| p.into_inner()).get(me).copied().flatten()
     }
 }
 
@@ -338,6 +428,73 @@ mod tests {
         flush.output_done(false);
         assert!(store.stored().is_empty());
         assert!(t.is_poisoned());
+    }
+
+    #[test]
+    fn a_shared_batch_is_stored_only_when_every_reader_is_done() {
+        let (t, store) = tracker();
+        let shared = t.begin(10, vec![]);
+        let a = BatchAck::reader(&shared, None, vec![]);
+        let b = BatchAck::reader(&shared, None, vec![]);
+        shared.processed();
+        a.add_output();
+        a.processed();
+        b.processed();
+        assert!(store.stored().is_empty(), "reader a's output is not acknowledged");
+        a.output_done(true);
+        assert_eq!(store.stored(), vec![("t".into(), 0, 10)]);
+        // A failed reader poisons the partition for both.
+        let shared = t.begin(20, vec![]);
+        let (a, b) = (BatchAck::reader(&shared, None, vec![]), BatchAck::reader(&shared, None, vec![]));
+        shared.processed();
+        a.processed();
+        b.add_output();
+        b.processed();
+        b.output_done(false);
+        assert!(t.is_poisoned());
+        assert_eq!(store.stored().len(), 1);
+    }
+
+    #[test]
+    fn a_reader_ack_observes_its_own_latency() {
+        let h = Histogram::with_opts(prometheus::HistogramOpts::new("l", "l")).expect("histogram");
+        let (t, _) = tracker();
+        let shared = t.begin(3, vec![]);
+        let a = BatchAck::reader(&shared, Some(h.clone()), vec![now_ms() - 50, now_ms() - 10]);
+        a.processed();
+        assert_eq!(h.get_sample_count(), 2);
+        shared.processed();
+    }
+
+    #[test]
+    fn shared_positions_commit_the_floor_and_never_move_back() {
+        let p = SharedPositions::new(2);
+        let mut commits = Vec::new();
+        let mut commit = |me, own, durable| {
+            p.commit::<()>(me, own, durable, |floor| {
+                commits.push(floor);
+                Ok(())
+            })
+        };
+        // Reader 1 has committed nothing: reader 0 commits no offset, but its own position (in its
+        // store) counts for reader 1's floor.
+        commit(0, Some(100), true).expect("ok");
+        commit(1, Some(40), true).expect("ok");
+        commit(0, Some(150), true).expect("ok");
+        commit(1, Some(120), true).expect("ok");
+        assert_eq!(commits, vec![None, Some(40), Some(40), Some(120)]);
+        // A reader without a store records the floor it committed, not its own position.
+        let q = SharedPositions::new(2);
+        q.commit::<()>(0, Some(100), true, |_| Ok(())).expect("ok");
+        q.commit::<()>(1, Some(300), false, |f| {
+            assert_eq!(f, Some(100));
+            Ok(())
+        })
+        .expect("ok");
+        assert_eq!(q.committed(1), Some(100));
+        // A failed commit records nothing.
+        assert!(q.commit(0, Some(500), true, |_| Err("aborted")).is_err());
+        assert_eq!(q.committed(0), Some(100));
     }
 
     #[test]

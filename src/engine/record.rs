@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::offsets::BatchAck;
+use super::offsets::{BatchAck, SharedPositions};
 
 /// One consumed Kafka record, copied out of librdkafka's buffers so it can cross threads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,11 +26,24 @@ pub struct Batch {
     pub full_topic: Arc<str>,
     /// Input partition.
     pub partition: i32,
-    /// The records, in offset order.
-    pub records: Vec<RawRecord>,
+    /// The records, in offset order; shared by the copies of a batch several pipelines read.
+    pub records: Arc<Vec<RawRecord>>,
     /// Completes when every output of this batch is acknowledged; then the batch's offsets may be
     /// committed.
     pub ack: Arc<BatchAck>,
+    /// Set when several pipelines read the input: which reader this copy is for.
+    pub fanout: Option<FanOut>,
+}
+
+/// A copy of a batch for one of the pipelines that read the same input (see
+/// [`super::router`]): the reader's number, and the positions the readers of this partition have
+/// committed (exactly-once mode, [`SharedPositions`]).
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    /// This reader's number among the input's readers.
+    pub reader: usize,
+    /// The committed positions of every reader of the partition.
+    pub positions: Arc<SharedPositions>,
 }
 
 /// One output record, addressed by logical topic name.

@@ -83,10 +83,10 @@ impl<P: Processor> Task<P> {
     /// Decodes and processes every record of `batch`, sends the outputs, then hands the batch to
     /// the flusher.
     pub fn handle_batch(&mut self, batch: Batch) {
-        let Batch { topic, full_topic, partition, records, ack } = batch;
+        let Batch { topic, full_topic, partition, records, ack, fanout } = batch;
         let skip_below = self.flusher.skip_below();
         let mut skipped = 0;
-        for rec in &records {
+        for rec in records.iter() {
             if rec.offset < skip_below {
                 // Its effect is in the restored state already (committed offsets lag flushes).
                 skipped += 1;
@@ -111,7 +111,7 @@ impl<P: Processor> Task<P> {
         self.send(&out);
         out.processed();
         let next_offset = records.last().map(|r| r.offset + 1);
-        if self.flusher.batch_processed(&*self.sink, full_topic, next_offset, ack) {
+        if self.flusher.batch_processed(&*self.sink, full_topic, next_offset, ack, fanout) {
             self.flush_state();
         }
     }

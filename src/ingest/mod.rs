@@ -7,7 +7,13 @@
 //!   topics.
 //! - [`generate`]: a deterministic generator of realistic dumps (Zipf-distributed domains and
 //!   titles), for tests and benchmarks.
+//! - [`apps`]: App Store catalogue files (Kaggle's `AppleStore.csv`, both published forms): CSV
+//!   rows, the header, typed `apps` records.
+//! - [`apps_generate`]: a deterministic generator of catalogues in the same CSV form, for the
+//!   quickstart (the Kaggle file is not shipped) and tests.
 
+pub mod apps;
+pub mod apps_generate;
 pub mod dump;
 pub mod generate;
 pub mod record;
@@ -16,6 +22,8 @@ pub mod record;
 pub const PAGEVIEWS_TOPIC: &str = "pageviews";
 /// Logical name of the compacted topic of blacklisted `(domain, title)` pairs.
 pub const BLACKLIST_TOPIC: &str = "pageviews.blacklist";
+/// Logical name of the compacted topic of the app catalogue (one record per app, key = app id).
+pub const APPS_TOPIC: &str = "apps";
 
 /// Errors of reading dumps.
 #[derive(Debug, thiserror::Error)]

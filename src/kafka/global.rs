@@ -47,13 +47,16 @@ pub struct Wiring {
 }
 
 /// Starts reading logical topic `topic` whole into `processor`, until `wiring.stop` is set.
-/// Records it refuses go to the dead-letter topic, attributed to `pipeline`.
+/// Records it refuses go to the dead-letter topic, attributed to `pipeline`. `caught_up` is set
+/// once the reader has applied every record the topic held when it started (at once for an
+/// empty topic): what pipelines that must not work on a partial table wait for.
 pub fn spawn<P>(
     cfg: &Config,
     pipeline: &'static str,
     topic: &'static str,
     mut processor: P,
     wiring: Wiring,
+    caught_up: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, Error>
 where
     P: Processor<Part = ()> + Send,
@@ -86,6 +89,8 @@ where
     let restoring = !ends.is_empty();
     if restoring {
         health.set_restoring(true);
+    } else {
+        caught_up.store(true, Ordering::Release);
     }
     let full_topic: Arc<str> = full.clone().into();
     std::thread::Builder::new()
@@ -127,6 +132,7 @@ where
                     ends.retain(|&(p, end)| !(p == partition && rec.offset + 1 >= end));
                     if ends.is_empty() {
                         restoring = false;
+                        caught_up.store(true, Ordering::Release);
                         health.set_restoring(false);
                         tracing::info!(topic, "global table caught up");
                     }

@@ -12,9 +12,13 @@
 //! - `live.rs`, where it has one: the view HTTP queries read while the tasks write it;
 //! - `mod.rs`: its topics and its line in the registry, whose `build` wires the parts together.
 //!
+//! Several pipelines may read the same topic (`apps` counts mentions in the `posts` the posts
+//! pipeline analyses): the engine reads it once and hands its records to each.
+//!
 //! Adding a pipeline: a new folder, its `topics/*.json` files, one line in [`REGISTRY`], and its
 //! section in [`crate::config::Config`].
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -27,6 +31,7 @@ use crate::engine::{Processor, Sink, Store, TaskFactory};
 use crate::kafka::global;
 use crate::metrics::Metrics;
 
+pub mod apps;
 pub mod decode;
 pub mod fans;
 pub mod pages;
@@ -34,7 +39,11 @@ pub mod pageviews;
 pub mod posts;
 
 /// Every pipeline, in the order the app starts them.
-pub const REGISTRY: &[Pipeline] = &[posts::ENTRY, fans::ENTRY, pages::ENTRY, pageviews::ENTRY];
+///
+/// Pipelines reading the same topic get its records in this order (see [`crate::engine::router`]):
+/// the first of them dead-letters what it refuses; `posts` comes before `apps`, which counts
+/// mentions in the same posts.
+pub const REGISTRY: &[Pipeline] = &[posts::ENTRY, fans::ENTRY, pages::ENTRY, pageviews::ENTRY, apps::ENTRY];
 
 /// One line of the [`REGISTRY`]: a pipeline as the app sees it before anything runs (to check its
 /// topics and create its changelog), and how to build it.
@@ -115,22 +124,33 @@ pub struct GlobalTable {
     pub pipeline: &'static str,
     /// Its logical topic.
     pub topic: &'static str,
+    caught_up: Arc<AtomicBool>,
     start: StartTable,
 }
 
 /// Starts a global table's reader (see [`global::spawn`]).
-type StartTable = Box<dyn FnOnce(&Config, global::Wiring) -> Result<JoinHandle<()>, global::Error> + Send>;
+type StartTable =
+    Box<dyn FnOnce(&Config, global::Wiring, Arc<AtomicBool>) -> Result<JoinHandle<()>, global::Error> + Send>;
 
 impl GlobalTable {
     /// Table `topic`, applied through `processor`, its dead letters attributed to `pipeline`.
     pub fn new<P: Processor<Part = ()> + Send>(pipeline: &'static str, topic: &'static str, processor: P) -> Self {
-        let start = move |cfg: &Config, wiring| global::spawn(cfg, pipeline, topic, processor, wiring);
-        Self { pipeline, topic, start: Box::new(start) }
+        let start =
+            move |cfg: &Config, wiring, caught_up| global::spawn(cfg, pipeline, topic, processor, wiring, caught_up);
+        Self { pipeline, topic, caught_up: Arc::new(AtomicBool::new(false)), start: Box::new(start) }
+    }
+
+    /// Sets `flag` (instead of a flag of its own) once the reader has read the whole table as it
+    /// was when it started (see [`global::spawn`]): a pipeline that must not work on a partial
+    /// table waits for it.
+    pub fn with_caught_up(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.caught_up = flag;
+        self
     }
 
     /// Starts reading the table on a thread of its own (see [`global::spawn`]).
     pub fn spawn(self, cfg: &Config, wiring: global::Wiring) -> Result<JoinHandle<()>, global::Error> {
-        (self.start)(cfg, wiring)
+        (self.start)(cfg, wiring, self.caught_up)
     }
 }
 
