@@ -377,3 +377,321 @@ fn durable_state_is_flushed_before_offsets_and_restored_before_input() {
         tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
     });
 }
+
+// --- Fan-out: several pipelines reading one topic. ---
+
+/// A second reader of `posts` for the fan-out tests: one output per record, keyed by its offset.
+struct Echo;
+
+impl pagepulse::engine::Processor for Echo {
+    type Input<'a> = i64;
+    type Part = ();
+
+    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<i64, pagepulse::engine::Rejection> {
+        Ok(rec.offset)
+    }
+
+    fn process(&mut self, offset: i64, _meta: &pagepulse::engine::RecordMeta, out: &mut pagepulse::engine::Emit<()>) {
+        out.record(OutRecord::new("echo", offset.to_string(), Vec::new()));
+    }
+}
+
+/// Offsets of the `echo` outputs of partition-independent keys, sorted.
+fn echoed(sink: &MemorySink) -> Vec<i64> {
+    let mut v: Vec<i64> = sink
+        .records_for("echo")
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.key.as_deref().expect("keyed")).parse().expect("an offset"))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn two_pipelines_reading_one_topic_each_see_every_record_once_and_the_offset_waits_for_both() {
+    actix_rt::System::new().block_on(async {
+        let cfg = Config::default();
+        let metrics = Metrics::new();
+        let (posts_sink, echo_sink) = (MemorySink::holding(), MemorySink::holding());
+        let pc = cfg.posts.clone();
+        let posts_spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
+            posts::PIPELINE,
+            vec![posts::INPUT],
+            move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+            posts_sink.clone(),
+            None,
+            metrics.clone(),
+        ));
+        let echo_spec: Arc<dyn TaskFactory> =
+            Arc::new(PipelineSpec::new("echo", vec![posts::INPUT], |_| Echo, echo_sink.clone(), None, metrics.clone()));
+        let arbiters = [Arbiter::new(), Arbiter::new()];
+        let (done_tx, mut done) = mpsc::channel(1);
+        let store = Arc::new(RecordingStore::default());
+        let mut router = Router::new(
+            vec![posts_spec, echo_spec],
+            |l| format!("x.{l}"),
+            arbiters.iter().map(|a| a.handle()).collect(),
+            store.clone(),
+            metrics.clone(),
+            4,
+            done_tx,
+            budget(),
+        );
+        assert_eq!(router.topics(), vec!["x.posts".to_string()], "the topic is read once");
+        assert_eq!(router.readers("x.posts"), vec![posts::PIPELINE, "echo"]);
+        let input = router.input_index("x.posts").expect("input");
+        router.dispatch(input, 0, (0..3).map(post).collect()).expect("dispatch");
+        router.dispatch(input, 1, (10..12).map(post).collect()).expect("dispatch");
+        router.dispatch(input, 0, (3..5).map(post).collect()).expect("dispatch");
+        until("both pipelines' outputs", || {
+            posts_sink.records_for(posts::ANALYSIS).len() == 7 && echo_sink.records_for("echo").len() == 7
+        })
+        .await;
+        assert_eq!(echoed(&echo_sink), vec![0, 1, 2, 3, 4, 10, 11], "every record once");
+        let mut analysed: Vec<String> = posts_sink
+            .records_for(posts::ANALYSIS)
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.key.as_deref().expect("keyed")).into_owned())
+            .collect();
+        analysed.sort();
+        assert_eq!(analysed, ["p0", "p1", "p10", "p11", "p2", "p3", "p4"]);
+        assert!(store.stored().is_empty(), "nothing acknowledged: no offset");
+        posts_sink.release();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(store.stored().is_empty(), "the posts pipeline is done, the echo pipeline is not: no offset");
+        echo_sink.release();
+        until("offsets stored once both are done", || {
+            let s = store.stored();
+            s.contains(&("x.posts".into(), 0, 5)) && s.contains(&("x.posts".into(), 1, 12))
+        })
+        .await;
+        // One tracker per partition: each batch's offset is stored once, not once per reader.
+        assert_eq!(store.stored().len(), 3, "{:?}", store.stored());
+        let m = metrics.render();
+        assert!(m.contains("pagepulse_records_consumed_total{topic=\"posts\"} 7"), "consumed once: {m}");
+        assert!(m.contains("pagepulse_end_to_end_latency_seconds_count{pipeline=\"echo\"} 7"), "{m}");
+        assert!(m.contains("pagepulse_end_to_end_latency_seconds_count{pipeline=\"posts\"} 7"), "{m}");
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
+    });
+}
+
+/// Outputs go to a [`MemorySink`]; records of the listed changelogs are kept in a
+/// [`MemoryBackend`] too, like a broker holding outputs and changelogs.
+struct Changelogs {
+    sink: Arc<MemorySink>,
+    backend: MemoryBackend,
+    changelogs: Vec<&'static str>,
+}
+
+impl Sink for Changelogs {
+    fn send(&self, rec: OutRecord, ack: &Arc<BatchAck>) {
+        if self.changelogs.contains(&rec.topic) {
+            self.backend.append([rec.clone()]);
+        }
+        self.sink.send(rec, ack);
+    }
+}
+
+/// A post that mentions Pandora.
+fn pandora_post(offset: i64) -> RawRecord {
+    rec(offset, &format!(r#"{{"id":"p{offset}","content":"listening to Pandora #radio"}}"#))
+}
+
+#[test]
+fn a_restored_reader_skips_only_the_input_its_own_state_covers() {
+    use pagepulse::engine::state::flush_records;
+    use pagepulse::engine::{Emit, Processor, RecordMeta};
+    use pagepulse::pipelines::apps::{self, App, AppsAggregate, Catalogue, MentionsProcessor, MentionsSetup};
+
+    const POSTS_LOG: &str = "app-posts-changelog";
+    const APPS_LOG: &str = "app-apps-changelog";
+    actix_rt::System::new().block_on(async {
+        let cfg = Config::default();
+        let metrics = Metrics::new();
+        let backend = MemoryBackend::new();
+        let catalogue = Catalogue::new(10, Arc::new(std::sync::atomic::AtomicBool::new(true)));
+        catalogue
+            .upsert(App {
+                id: "1".into(),
+                track_name: "Pandora - Music & Radio".into(),
+                name: "Pandora".into(),
+                prime_genre: "Music".into(),
+                rating_count_tot: 5,
+                rating_count_ver: 0,
+                user_rating: 4.0,
+                price: 0.0,
+            })
+            .expect("room");
+        let setup = MentionsSetup {
+            catalogue: catalogue.clone(),
+            max_content_bytes: cfg.posts.max_content_bytes,
+            dead_letters: false,
+            bucket_ms: 300_000,
+            clock: Arc::new(SystemClock),
+            metrics: metrics.clone(),
+        };
+        // What an earlier incarnation left: the posts store flushed up to offset 3, the apps
+        // store up to offset 6 (each task flushes on its own schedule).
+        let mut earlier_posts = PostsProcessor::new(&cfg.posts, Arc::new(SystemClock));
+        let mut earlier_apps = MentionsProcessor::new(0, setup.clone());
+        for o in 0..6 {
+            let r = pandora_post(o);
+            let meta = RecordMeta { topic: posts::INPUT, partition: 0, offset: o, timestamp_ms: r.timestamp_ms };
+            if o < 3 {
+                let p = earlier_posts.decode(posts::INPUT, &r).expect("valid");
+                earlier_posts.process(p, &meta, &mut Emit::default());
+            }
+            let p = earlier_apps.decode(posts::INPUT, &r).expect("valid");
+            earlier_apps.process(p, &meta, &mut Emit::default());
+        }
+        let mut changes = Vec::new();
+        earlier_posts.take_changes(&mut changes);
+        backend.append(flush_records(POSTS_LOG, 0, 1, changes, Some(3)));
+        let mut changes = Vec::new();
+        earlier_apps.take_changes(&mut changes);
+        backend.append(flush_records(APPS_LOG, 0, 2, changes, Some(6)));
+
+        // The new incarnation: the committed offset is 2 (behind both flushes).
+        let sink = MemorySink::new();
+        let out: Arc<dyn Sink> = Arc::new(Changelogs {
+            sink: sink.clone(),
+            backend: backend.clone(),
+            changelogs: vec![POSTS_LOG, APPS_LOG],
+        });
+        let health = Arc::new(Health::default());
+        let store = |name, changelog| Store {
+            name,
+            changelog,
+            backend: Arc::new(backend.clone()),
+            flush_every: Duration::from_millis(50),
+            health: health.clone(),
+        };
+        let trending = Arc::new(Mutex::new(HashtagTrending::new(&cfg.posts, Metrics::new())));
+        let pc = cfg.posts.clone();
+        let posts_spec: Arc<dyn TaskFactory> = Arc::new(
+            PipelineSpec::new(
+                posts::PIPELINE,
+                vec![posts::INPUT],
+                move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+                out.clone(),
+                Some(merge_fn(trending.clone())),
+                metrics.clone(),
+            )
+            .with_store(Some(store("posts", POSTS_LOG))),
+        );
+        let aggregate = Arc::new(Mutex::new(AppsAggregate::new(catalogue.clone(), &cfg.apps)));
+        let apps_spec: Arc<dyn TaskFactory> = Arc::new(
+            PipelineSpec::new(
+                apps::PIPELINE,
+                vec![apps::POSTS],
+                move |p| MentionsProcessor::new(p, setup.clone()),
+                out,
+                Some(merge_fn(aggregate.clone())),
+                metrics.clone(),
+            )
+            .with_store(Some(store("apps", APPS_LOG))),
+        );
+        let arbiter = Arbiter::new();
+        let (done_tx, mut done) = mpsc::channel(1);
+        let offsets = Arc::new(RecordingStore::default());
+        let mut router = Router::new(
+            vec![posts_spec, apps_spec],
+            |l| format!("x.{l}"),
+            vec![arbiter.handle()],
+            offsets.clone(),
+            metrics.clone(),
+            4,
+            done_tx,
+            budget(),
+        );
+        router.assign("x.posts", 0);
+        let input = router.input_index("x.posts").expect("input");
+        router.dispatch(input, 0, (2..8).map(pandora_post).collect()).expect("dispatch");
+        until("offsets stored up to 8", || offsets.stored().contains(&("x.posts".into(), 0, 8))).await;
+        // Posts: 0..3 restored, 3..8 processed (2 skipped): one analysis per post it had not done.
+        let mut analysed: Vec<String> = sink
+            .records_for(posts::ANALYSIS)
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.key.as_deref().expect("keyed")).into_owned())
+            .collect();
+        analysed.sort();
+        assert_eq!(analysed, ["p3", "p4", "p5", "p6", "p7"]);
+        assert_eq!(trending.lock().expect("lock").current().expect("tags").tags[0].count, 8, "posts 0..8 once");
+        // Apps: 0..6 restored, 6..8 processed (2..6 skipped): every post's mention once.
+        assert_eq!(aggregate.lock().expect("lock").counts("1"), (8, 8));
+        let m = metrics.render();
+        assert!(m.contains("pagepulse_state_skipped_records_total{pipeline=\"posts\"} 1"), "{m}");
+        assert!(m.contains("pagepulse_state_skipped_records_total{pipeline=\"apps\"} 4"), "{m}");
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
+    });
+}
+
+#[test]
+fn a_stalled_reader_parks_its_own_copies_while_the_other_reader_keeps_going() {
+    actix_rt::System::new().block_on(async {
+        let cfg = Config::default();
+        let metrics = Metrics::new();
+        let posts_sink = MemorySink::new();
+        let gate = Arc::new(GateSink::default());
+        let pc = cfg.posts.clone();
+        let posts_spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
+            posts::PIPELINE,
+            vec![posts::INPUT],
+            move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+            posts_sink.clone(),
+            None,
+            metrics.clone(),
+        ));
+        let echo_spec: Arc<dyn TaskFactory> =
+            Arc::new(PipelineSpec::new("echo", vec![posts::INPUT], |_| Echo, gate.clone(), None, metrics.clone()));
+        let arbiters = [Arbiter::new(), Arbiter::new()];
+        let (done_tx, mut done) = mpsc::channel(1);
+        let store = Arc::new(RecordingStore::default());
+        let mut router = Router::new(
+            vec![posts_spec, echo_spec],
+            |l| format!("x.{l}"),
+            arbiters.iter().map(|a| a.handle()).collect(),
+            store.clone(),
+            metrics,
+            1,
+            done_tx,
+            budget(),
+        );
+        let input = router.input_index("x.posts").expect("input");
+        // The echo task takes batch 0 and blocks in its sink; batch 1 fills its one-slot inbox.
+        router.dispatch(input, 0, vec![post(0)]).expect("dispatch");
+        until("the echo task to block", || gate.waiting.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+        router.dispatch(input, 0, vec![post(1)]).expect("dispatch");
+        let mut pauses = Vec::new();
+        for o in 2..2 + PARK_TO_PAUSE {
+            pauses.extend(router.dispatch(input, 0, vec![post(o)]).expect("dispatch"));
+            // The posts task keeps taking its copies (retried as the routing loop does, should
+            // its one-slot inbox be full for a moment): the stalled reader does not hold it up.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while posts_sink.records_for(posts::ANALYSIS).len() as i64 != o + 1 {
+                assert!(tokio::time::Instant::now() < deadline, "the posts pipeline is held up by the echo reader");
+                pauses.extend(router.unpark().expect("tasks alive"));
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        }
+        assert_eq!(pauses, vec![FlowChange::Pause("x.posts".into(), 0)], "the stalled reader pauses the partition");
+        assert!(store.stored().is_empty(), "no offset while the echo reader is stuck");
+        gate.open();
+        let mut resumed = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while router.has_parked() {
+            assert!(tokio::time::Instant::now() < deadline, "parked copies never drained");
+            resumed.extend(router.unpark().expect("tasks alive"));
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        assert_eq!(resumed, vec![FlowChange::Resume("x.posts".into(), 0)]);
+        let last = 2 + PARK_TO_PAUSE;
+        until("every offset stored", || store.stored().iter().any(|(_, p, o)| *p == 0 && *o == last)).await;
+        assert_eq!(*gate.sent.lock().expect("lock"), last as usize, "every record echoed once, in order");
+        assert_eq!(posts_sink.records_for(posts::ANALYSIS).len(), last as usize);
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
+    });
+}

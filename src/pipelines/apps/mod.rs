@@ -150,3 +150,78 @@ impl TaskFactory for AfterTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::RawRecord;
+    use crate::ingest::apps::{encode, Layout, Rows};
+
+    /// The real data set, next to the repository (`../shared/data/AppleStore.csv`), if present.
+    fn apple_store_csv() -> Option<PathBuf> {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/AppleStore.csv");
+        if p.exists() {
+            Some(p)
+        } else {
+            eprintln!("SKIPPED: {} is absent (the Kaggle data set is not shipped with pagepulse)", p.display());
+            None
+        }
+    }
+
+    /// The real file, read as `ingest apps` reads it, decoded as the catalogue decodes its records,
+    /// ranks as the issue says.
+    #[test]
+    fn the_real_catalogue_loads_whole_and_ranks_book_and_music_as_the_issue_says() {
+        let Some(path) = apple_store_csv() else { return };
+        let file = std::io::BufReader::new(std::fs::File::open(&path).expect("readable"));
+        let catalogue = Catalogue::new(1_000_000, Arc::new(AtomicBool::new(true)));
+        let (mut rows, mut layout, mut value) = (Rows::new(), None::<Layout>, Vec::new());
+        for (i, line) in file.split(b'\n').enumerate() {
+            let mut line = line.expect("readable");
+            line.push(b'\n');
+            let Some((start, row)) = rows.push(i as u64 + 1, &line) else { continue };
+            let fields = row.unwrap_or_else(|e| panic!("line {start}: {e}"));
+            let Some(l) = &layout else {
+                layout = Some(Layout::from_header(&fields).expect("the data set's header"));
+                continue;
+            };
+            let app = l.app(&fields).unwrap_or_else(|e| panic!("line {start}: {e}"));
+            encode(&app, &mut value);
+            let rec = RawRecord {
+                key: Some(app.id.clone().into_bytes()),
+                value: Some(value.clone()),
+                offset: 0,
+                timestamp_ms: None,
+            };
+            match decode_app(&rec).unwrap_or_else(|e| panic!("line {start}: {e}")) {
+                CatalogueChange::Upsert(app) => catalogue.upsert(app).expect("room"),
+                CatalogueChange::Remove(_) => panic!("no tombstones in the file"),
+            }
+        }
+        assert!(rows.finish().is_none());
+        assert_eq!(catalogue.len(), 7197);
+        let ranking = &Config::default().apps.rankings[0];
+        let top = rankings::rank(ranking, catalogue.in_genres(&ranking.genres), |_| (0, 0));
+        let names: Vec<&str> = top.iter().map(|a| app_name(&a.track_name)).collect();
+        assert_eq!(
+            names,
+            [
+                "Pandora",
+                "Spotify Music",
+                "Shazam",
+                "iHeartRadio",
+                "Kindle",
+                "SoundCloud",
+                "Magic Piano by Smule",
+                "Smule Sing!",
+                "TuneIn Radio",
+                "Amazon Music"
+            ]
+        );
+        assert_eq!(top[0].rating_count_tot, 1_126_879);
+    }
+}
