@@ -317,3 +317,174 @@ fn unreachable_broker_and_missing_topic_fail_fast_and_clearly() {
     assert!(!out.status.success());
     assert!(err.contains(&format!("topic {prefix}pageviews.blacklist does not exist")), "{err}");
 }
+
+/// The real data set next to the repository (`../shared/data/AppleStore.csv`), if present.
+fn apple_store_csv() -> Option<std::path::PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/AppleStore.csv");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: {} is absent (the Kaggle data set is not shipped with pagepulse)", p.display());
+        None
+    }
+}
+
+/// Python's csv module reads a catalogue file independently of pagepulse: `expect` prints, per
+/// app, the typed JSON value its record must hold; `plain` writes the 16-column form other copies
+/// publish (no index column, numbers as decimals: `0.0`, `4.0`).
+const CATALOGUE_PY: &str = r#"
+import csv, json, sys
+INTS = {"size_bytes", "rating_count_tot", "rating_count_ver", "sup_devices.num", "ipadSc_urls.num", "lang.num", "vpp_lic"}
+FLOATS = {"price", "user_rating", "user_rating_ver"}
+mode, path = sys.argv[1], sys.argv[2]
+with open(path, newline="", encoding="utf-8") as f:
+    rows = list(csv.reader(f))
+header, rows = rows[0], rows[1:]
+named = [i for i, h in enumerate(header) if h != ""]
+if mode == "expect":
+    for r in rows:
+        v = {}
+        for i in named:
+            h, x = header[i], r[i]
+            v[h] = int(float(x)) if h in INTS else float(x) if h in FLOATS else x
+        print(json.dumps(v))
+else:
+    w = csv.writer(open(sys.argv[3], "w", newline="", encoding="utf-8"))
+    w.writerow([header[i] for i in named])
+    for r in rows:
+        w.writerow([repr(float(r[i])) if header[i] in FLOATS else r[i] for i in named])
+"#;
+
+fn python(args: &[&str]) -> String {
+    let out = std::process::Command::new("python3").arg("-c").arg(CATALOGUE_PY).args(args).output().expect("python3");
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// (key, value) of every `apps` record.
+fn catalogue_records(env: &TestEnv) -> Vec<(String, Option<Value>)> {
+    read_all(env, "apps")
+        .iter()
+        .map(|r| (as_text(&r.key), r.value.as_deref().map(|v| serde_json::from_slice(v).expect("JSON"))))
+        .collect()
+}
+
+#[test]
+fn the_real_app_catalogue_in_both_published_forms_becomes_typed_records() {
+    let Some(csv) = apple_store_csv() else { return };
+    let csv = csv.to_str().expect("path");
+    let expected: Vec<(String, Option<Value>)> = python(&["expect", csv])
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON");
+            (v["id"].as_str().expect("id").to_string(), Some(v))
+        })
+        .collect();
+    assert_eq!(expected.len(), 7197);
+
+    // The original, 17 columns with the unnamed index column.
+    let env = TestEnv::new();
+    let (out, err) = run(&env, &["ingest", "apps", csv]);
+    assert!(out.status.success(), "ingest failed:\n{err}");
+    let summary = format!("1 files, 7198 lines read, 7197 records produced to {}, 0 malformed", env.topic("apps"));
+    assert!(err.contains(&summary), "summary {summary:?} not in:\n{err}");
+    let got = catalogue_records(&env);
+    assert_eq!(got, expected, "one partition: every app once, in file order, typed");
+    let pandora = &got.iter().find(|(k, _)| k == "284035177").expect("Pandora").1;
+    let pandora = pandora.as_ref().expect("a value");
+    assert_eq!(pandora["track_name"], "Pandora - Music & Radio");
+    assert!(pandora["rating_count_tot"].is_u64() && pandora["price"].is_f64() && pandora["ver"].is_string());
+
+    // The 16-column form with decimals for every number.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("apps16.csv");
+    python(&["plain", csv, plain.to_str().expect("path")]);
+    let first = std::fs::read_to_string(&plain).expect("written");
+    assert!(first.starts_with("id,track_name,") && first.contains(",0.0,"), "the other form: {:.200}", first);
+    let env16 = TestEnv::new();
+    let (out, err) = run(&env16, &["ingest", "apps", "--quiet", plain.to_str().expect("path")]);
+    assert!(out.status.success() && err.contains("7197 records produced"), "{err}");
+    assert_eq!(catalogue_records(&env16), expected, "both forms give the same records");
+}
+
+#[test]
+fn malformed_catalogue_rows_are_reported_and_counted_and_removal_writes_tombstones() {
+    let env = TestEnv::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header = pagepulse::ingest::apps_generate::HEADER;
+    let good = |i: u32, name: &str| {
+        format!(r#""{i}","{}","{name}",100,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,1,1"#, 1000 + i)
+    };
+    let mut lines = vec![header.to_string(), good(1, "Quoted, with a comma")];
+    // Fifteen bad rows, each a different way of being wrong (lines 3 to 17).
+    for (i, bad) in [
+        r#""2","1002","Short",100"#,
+        r#""3","1003","Bad ratings",100,"USD",0,many,1,4.5,4,"1.0","4+","Music",37,5,1,1"#,
+        r#""4","1004","Bad price",100,"USD",-1,10,1,4.5,4,"1.0","4+","Music",37,5,1,1"#,
+        r#""5","1005","Too many stars",100,"USD",0,10,1,7,4,"1.0","4+","Music",37,5,1,1"#,
+        r#""6","","No id",100,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,1,1"#,
+        r#""7","1007","",100,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,1,1"#,
+        r#""8","1008","Junk"x,100,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,1,1"#,
+        r#""9","1009","Half ratings",100,"USD",0,10.5,1,4.5,4,"1.0","4+","Music",37,5,1,1"#,
+        r#""10","1010","No genre",100,"USD",0,10,1,4.5,4,"1.0","4+","",37,5,1,1"#,
+        r#""11","1011","Bad size",1e9,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,1,1"#,
+        r#""12","1012","Extra",100,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,1,1,9"#,
+        r#""13","1013","Bad langs",100,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,x,1"#,
+        r#""14","1014","Bad vpp",100,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,1,yes"#,
+        r#""15","1015","Bad devices",100,"USD",0,10,1,4.5,4,"1.0","4+","Music",-3,5,1,1"#,
+        r#""16","1016","Bad rating ver",100,"USD",0,10,1,4.5,NaN,"1.0","4+","Music",37,5,1,1"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(i < 15);
+        lines.push(bad.to_string());
+    }
+    // A quoted field with a line break (lines 18-19), then a good row and one never closed.
+    lines.push(r#""17","1017","Two"#.to_string());
+    lines.push(r#"lines",100,"USD",0,10,1,4.5,4,"1.0","4+","Music",37,5,1,1"#.to_string());
+    lines.push(good(18, "Last good"));
+    lines.push(r#""19","1019","Never closed,100"#.to_string());
+    let file = dir.path().join("apps.csv");
+    std::fs::write(&file, lines.join("\r\n") + "\r\n").expect("write");
+    let path = file.to_str().expect("path");
+
+    let (out, err) = run(&env, &["ingest", "apps", path]);
+    assert!(out.status.success(), "malformed rows never stop a load:\n{err}");
+    assert!(err.contains("1 files, 21 lines read, 3 records produced") && err.contains("16 malformed"), "{err}");
+    for report in [
+        format!("{path}:3: malformed row: expected 17 fields, found 4"),
+        format!("{path}:4: malformed row: field `rating_count_tot`: \"many\" is not a non-negative integer"),
+        format!("{path}:5: malformed row: field `price`: \"-1\" is not a non-negative number"),
+        format!("{path}:6: malformed row: field `user_rating`: \"7\" is out of range (0 to 5)"),
+        format!("{path}:7: malformed row: field `id`: is empty"),
+        format!("{path}:8: malformed row: field `track_name`: is empty"),
+        format!("{path}:9: malformed row: a closing quote is followed by something other than a comma"),
+        format!("{path}:10: malformed row: field `rating_count_tot`: \"10.5\" is not a non-negative integer"),
+        format!("{path}:11: malformed row: field `prime_genre`: is empty"),
+        format!("{path}:12: malformed row: field `size_bytes`: \"1e9\" is not a non-negative integer"),
+    ] {
+        assert!(err.contains(&report), "{report:?} not in:\n{err}");
+    }
+    assert!(err.contains("(further malformed rows are counted, not shown)"), "{err}");
+    assert!(!err.contains(&format!("{path}:13:")), "only the first 10 are shown:\n{err}");
+    let got = catalogue_records(&env);
+    let ids: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(ids, ["1001", "1017", "1018"]);
+    assert_eq!(got[0].1.as_ref().expect("value")["track_name"], "Quoted, with a comma");
+    assert_eq!(got[1].1.as_ref().expect("value")["track_name"], "Two\r\nlines", "a quoted line break is kept");
+
+    let (out, err) = run(&env, &["ingest", "apps", "--remove", "--quiet", path]);
+    assert!(out.status.success(), "{err}");
+    let got = catalogue_records(&env);
+    assert_eq!(got.len(), 6);
+    assert!(got[3..].iter().all(|(_, v)| v.is_none()), "tombstones: {got:?}");
+    assert_eq!(got[3..].iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["1001", "1017", "1018"]);
+
+    // A file that is not a catalogue stops before producing anything, naming the problem.
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "name,price\nx,1\n").expect("write");
+    let (out, err) = run(&env, &["ingest", "apps", other.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(err.contains("unknown column `name`") && err.contains("not an App Store catalogue"), "{err}");
+}

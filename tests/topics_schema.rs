@@ -67,6 +67,9 @@ fn every_topic_the_pipelines_use_is_defined() {
         pageviews::BLACKLIST,
         pageviews::TOP,
         pageviews::TRENDING,
+        pagepulse::pipelines::apps::CATALOGUE,
+        pagepulse::pipelines::apps::TOP,
+        pagepulse::pipelines::apps::MENTIONS,
         pagepulse::engine::deadletter::TOPIC,
     ] {
         def(t);
@@ -312,4 +315,82 @@ fn readme_topic_reference_is_generated_from_the_definitions() {
         readme.contains(&generated),
         "README's topic reference is stale: paste the output of `pagepulse topics docs` between the markers"
     );
+}
+
+#[test]
+fn apps_examples_match_the_real_decoder_and_outputs_match_their_schemas() {
+    use pagepulse::pipelines::apps::{
+        self, decode_app, App, AppsAggregate, Catalogue, CatalogueChange, MentionPart, MentionsValue, TopValue,
+    };
+    let d = def(apps::CATALOGUE);
+    let v = validator(d);
+    let catalogue = Catalogue::new(100, Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    for ex in &d.examples {
+        let value = (!ex.value.is_null()).then(|| ex.value.to_string().into_bytes());
+        let rec = RawRecord { key: ex.key.clone().map(String::into_bytes), value, offset: 0, timestamp_ms: None };
+        match decode_app(&rec).unwrap_or_else(|e| panic!("apps example {} refused: {e}", ex.value)) {
+            CatalogueChange::Upsert(app) => catalogue.upsert(app).expect("room"),
+            CatalogueChange::Remove(_) => {}
+        }
+    }
+    assert!(d.invalid_examples.len() >= 5);
+    for bad in &d.invalid_examples {
+        let rec = RawRecord {
+            key: bad.key.clone().map(String::into_bytes),
+            value: Some(bad.value.clone().into_bytes()),
+            offset: 0,
+            timestamp_ms: None,
+        };
+        let why = decode_app(&rec).err().unwrap_or_else(|| panic!("apps: decoder accepted {}", bad.value));
+        assert_eq!(why.class.as_str(), bad.reason, "apps: reason for {}", bad.value);
+        // The schema cannot see the key; it refuses the rest.
+        if let (false, Ok(json)) = (
+            bad.value.contains("\"id\": \"1\"") && bad.key.as_deref() == Some("2"),
+            serde_json::from_str::<Value>(&bad.value),
+        ) {
+            assert!(!v.is_valid(&json), "apps: schema accepts invalid example {}", bad.value);
+        }
+    }
+    // Real outputs, from the examples' catalogue plus a Kindle, against the output schemas.
+    catalogue
+        .upsert(App {
+            id: "302584613".into(),
+            track_name: "Kindle – Read eBooks, Magazines & Textbooks".into(),
+            name: "Kindle".into(),
+            prime_genre: "Book".into(),
+            rating_count_tot: 252076,
+            rating_count_ver: 1,
+            user_rating: 3.5,
+            price: 0.0,
+        })
+        .expect("room");
+    let cfg = Config::default();
+    let mut agg = AppsAggregate::new(catalogue, &cfg.apps);
+    let ts = 1_795_428_000_000;
+    agg.merge(&mut vec![
+        MentionPart::Hit { partition: 0, app: "284035177".into(), ts_ms: ts },
+        MentionPart::Hit { partition: 1, app: "302584613".into(), ts_ms: ts + 1 },
+    ]);
+    let mut out = Vec::new();
+    agg.on_tick(chrono::Utc::now(), &mut out);
+    let (top, mentions) = (validator(def(apps::TOP)), validator(def(apps::MENTIONS)));
+    let mut seen = (0, 0);
+    for r in &out {
+        let json: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
+        let (validator, count) = match r.topic {
+            t if t == apps::TOP => (&top, &mut seen.0),
+            t if t == apps::MENTIONS => (&mentions, &mut seen.1),
+            other => panic!("unexpected output topic {other}"),
+        };
+        let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "real {} {json} violates its schema: {errors:?}", r.topic);
+        *count += 1;
+    }
+    assert_eq!(seen, (1, 2), "one ranking, two apps' mentions");
+    for ex in &def(apps::TOP).examples {
+        let _: TopValue = serde_json::from_value(ex.value.clone()).expect("example decodes as TopValue");
+    }
+    for ex in def(apps::MENTIONS).examples.iter().filter(|e| !e.value.is_null()) {
+        let _: MentionsValue = serde_json::from_value(ex.value.clone()).expect("example decodes as MentionsValue");
+    }
 }
