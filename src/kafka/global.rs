@@ -6,7 +6,8 @@
 //! The table's reader runs on its own thread and applies each record through a [`Processor`]
 //! (decode, then process), so validation and dead letters are the same as for any pipeline. The
 //! instance reports "restoring" on `/readyz` until the reader has caught up with the end offsets
-//! it saw at start-up. Trade-off: a bad record is dead-lettered by every instance, at every start.
+//! it saw at start-up and a fetch came back empty. Trade-off: a bad record is dead-lettered by
+//! every instance, at every start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -48,8 +49,10 @@ pub struct Wiring {
 
 /// Starts reading logical topic `topic` whole into `processor`, until `wiring.stop` is set.
 /// Records it refuses go to the dead-letter topic, attributed to `pipeline`. `caught_up` is set
-/// once the reader has applied every record the topic held when it started (at once for an
-/// empty topic): what pipelines that must not work on a partial table wait for.
+/// once the reader has applied every record the topic held when it started: past the end offsets
+/// it saw then, and a fetch came back empty (on brokers whose high watermark lags the last
+/// records, such as tansu 0.6.0, the end offsets alone come too early). What pipelines that must
+/// not work on a partial table wait for.
 pub fn spawn<P>(
     cfg: &Config,
     pipeline: &'static str,
@@ -89,17 +92,28 @@ where
     let restoring = !ends.is_empty();
     if restoring {
         health.set_restoring(true);
-    } else {
-        caught_up.store(true, Ordering::Release);
     }
     let full_topic: Arc<str> = full.clone().into();
     std::thread::Builder::new()
         .name(format!("pp-global-{topic}"))
         .spawn(move || {
             let mut restoring = restoring;
+            let mut loaded = false;
             let mut emit = Emit::default();
             while !stop.load(Ordering::Acquire) {
-                let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+                let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+                    // Past the end offsets seen at start, and nothing more to fetch: loaded.
+                    if !loaded && ends.is_empty() {
+                        loaded = true;
+                        caught_up.store(true, Ordering::Release);
+                        if restoring {
+                            restoring = false;
+                            health.set_restoring(false);
+                        }
+                        tracing::info!(topic, "global table caught up");
+                    }
+                    continue;
+                };
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
@@ -128,14 +142,8 @@ where
                     }
                     ack.processed();
                 }
-                if restoring {
+                if !ends.is_empty() {
                     ends.retain(|&(p, end)| !(p == partition && rec.offset + 1 >= end));
-                    if ends.is_empty() {
-                        restoring = false;
-                        caught_up.store(true, Ordering::Release);
-                        health.set_restoring(false);
-                        tracing::info!(topic, "global table caught up");
-                    }
                 }
             }
             if restoring {

@@ -1,0 +1,412 @@
+//! The app-catalogue pipeline through the real broker, on the real `AppleStore.csv`
+//! (`../shared/data/`; the tests are skipped, saying so, when it is absent): `pagepulse ingest
+//! apps` loads it, posts mentioning apps stream into `posts`, and the latest `apps.mentions` of
+//! every app and the latest `apps.top` must equal counts this test computes on its own (Python's
+//! csv module reads the catalogue, `unicode_words()` and a brute-force scan match the posts). Also
+//! after a SIGKILL mid-stream and a restart: durable counts, no post counted twice or lost.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use support::{Pagepulse, TestEnv};
+use unicode_segmentation::UnicodeSegmentation;
+
+/// The real data set next to the repository, if present.
+fn apple_store_csv() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/AppleStore.csv");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: {} is absent (the Kaggle data set is not shipped with pagepulse)", p.display());
+        None
+    }
+}
+
+/// What this test needs of an app, as Python's csv module reads the file.
+#[derive(Debug, Clone)]
+struct AppInfo {
+    id: String,
+    track_name: String,
+    genre: String,
+    ratings: u64,
+    stars: f64,
+    price: f64,
+}
+
+fn read_catalogue(csv: &std::path::Path) -> Vec<AppInfo> {
+    let script = r#"
+import csv, json, sys
+for r in csv.DictReader(open(sys.argv[1], newline="", encoding="utf-8")):
+    print(json.dumps([r["id"], r["track_name"], r["prime_genre"], int(r["rating_count_tot"]), float(r["user_rating"]), float(r["price"])]))
+"#;
+    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(csv).output().expect("python3");
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON");
+            AppInfo {
+                id: v[0].as_str().expect("id").into(),
+                track_name: v[1].as_str().expect("name").into(),
+                genre: v[2].as_str().expect("genre").into(),
+                ratings: v[3].as_u64().expect("ratings"),
+                stars: v[4].as_f64().expect("stars"),
+                price: v[5].as_f64().expect("price"),
+            }
+        })
+        .collect()
+}
+
+/// The issue's rule, written out again: the track name up to the first separator, trimmed.
+fn name_of(track_name: &str) -> &str {
+    let cut = [" - ", " – ", " — ", ": ", " | "].iter().filter_map(|s| track_name.find(s)).min();
+    track_name[..cut.unwrap_or(track_name.len())].trim()
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.unicode_words().map(str::to_lowercase).collect()
+}
+
+const MIN: i64 = 60_000;
+const DAY: i64 = 24 * 60 * MIN;
+/// `pipelines.apps.mentions_bucket`'s default.
+const BUCKET: i64 = 5 * MIN;
+
+/// One generated post: (id, JSON value, event time).
+type Post = (String, Vec<u8>, i64);
+
+/// `n` posts mentioning apps of `apps` (often the ranked ones, often any), in the ways people
+/// write names (case, hashtags, punctuation, inside longer words that must not count); every
+/// 200th post is malformed. Event times: most in the last hour before `base_ms`, some 20 hours
+/// and some two days before it (in the total only).
+fn generate_posts(apps: &[AppInfo], n: usize, seed: u64, base_ms: i64) -> Vec<Post> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let hot: Vec<&AppInfo> =
+        ["284035177", "324684580", "284993459", "302584613", "421254504", "509993510", "389801252"]
+            .iter()
+            .filter_map(|id| apps.iter().find(|a| a.id == *id))
+            .collect();
+    const FILLER: &[&str] = &["the", "new", "is", "great", "today", "love", "my", "on", "radio", "café", "東京", "🎉"];
+    (0..n)
+        .map(|i| {
+            let id = format!("m{seed}-{i}");
+            if i % 200 == 199 {
+                return (id.clone(), format!("{{\"id\": \"{id}\", \"content\": ").into_bytes(), base_ms);
+            }
+            let mut parts: Vec<String> =
+                (0..rng.gen_range(1..5)).map(|_| FILLER[rng.gen_range(0..FILLER.len())].to_string()).collect();
+            for _ in 0..rng.gen_range(0..4) {
+                let app = if rng.gen_bool(0.6) {
+                    hot[rng.gen_range(0..hot.len())]
+                } else {
+                    &apps[rng.gen_range(0..apps.len())]
+                };
+                let name = name_of(&app.track_name);
+                let written = match rng.gen_range(0..7) {
+                    0 => name.to_lowercase(),
+                    1 => name.to_uppercase(),
+                    2 => format!("#{}", name.replace(' ', "")),
+                    3 => format!("{name}!"),
+                    4 => format!("{name}ish"),
+                    5 => app.track_name.clone(),
+                    _ => name.to_string(),
+                };
+                parts.insert(rng.gen_range(0..=parts.len()), written);
+            }
+            let ts = match rng.gen_range(0..10) {
+                0 => base_ms - 2 * DAY - rng.gen_range(0..60 * MIN),
+                1 => base_ms - 20 * 60 * MIN - rng.gen_range(0..60 * MIN),
+                _ => base_ms - 60 * MIN + (i as i64 * 997) % (60 * MIN),
+            };
+            let created = chrono::DateTime::from_timestamp_millis(ts).expect("valid time").to_rfc3339();
+            let value = serde_json::json!({"id": id, "content": parts.join(" "), "created_at": created});
+            (id, value.to_string().into_bytes(), ts)
+        })
+        .collect()
+}
+
+/// Per app id, `(mentions_total, mentions_24h)` of `posts`: every post's words against the name
+/// words of every app whose first word the post has, counted once per post.
+fn expected_counts(apps: &[AppInfo], posts: &[Post]) -> BTreeMap<String, (u64, u64)> {
+    let names: Vec<Vec<String>> = apps.iter().map(|a| words(name_of(&a.track_name))).collect();
+    let mut by_first: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (a, name) in names.iter().enumerate() {
+        if let Some(first) = name.first() {
+            by_first.entry(first.as_str()).or_default().push(a);
+        }
+    }
+    let mut newest = i64::MIN;
+    let mut hits: Vec<(usize, i64)> = Vec::new();
+    for (_, value, ts) in posts {
+        let Ok(v) = serde_json::from_slice::<Value>(value) else { continue };
+        let content = v["content"].as_str().expect("content");
+        newest = newest.max(*ts);
+        let post = words(content);
+        let present: BTreeSet<&str> = post.iter().map(String::as_str).collect();
+        let mut found = BTreeSet::new();
+        for w in present {
+            for &a in by_first.get(w).map(Vec::as_slice).unwrap_or_default() {
+                if post.windows(names[a].len()).any(|win| win == names[a].as_slice()) {
+                    found.insert(a);
+                }
+            }
+        }
+        hits.extend(found.into_iter().map(|a| (a, *ts)));
+    }
+    let head = newest.div_euclid(BUCKET) * BUCKET;
+    let start = head - DAY + BUCKET;
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (a, ts) in hits {
+        let c = counts.entry(apps[a].id.clone()).or_default();
+        c.0 += 1;
+        if ts.div_euclid(BUCKET) * BUCKET >= start {
+            c.1 += 1;
+        }
+    }
+    counts
+}
+
+/// The default ranking, with `counts`: (id, track_name, mentions_total, mentions_24h), best first.
+fn expected_top(apps: &[AppInfo], counts: &BTreeMap<String, (u64, u64)>) -> Vec<(String, String, u64, u64)> {
+    let mut ranked: Vec<&AppInfo> = apps.iter().filter(|a| a.genre == "Book" || a.genre == "Music").collect();
+    ranked.sort_by(|a, b| {
+        b.ratings.cmp(&a.ratings).then(a.id.parse::<u64>().expect("id").cmp(&b.id.parse::<u64>().expect("id")))
+    });
+    ranked
+        .iter()
+        .take(10)
+        .map(|a| {
+            let (t, d) = counts.get(&a.id).copied().unwrap_or((0, 0));
+            (a.id.clone(), a.track_name.clone(), t, d)
+        })
+        .collect()
+}
+
+/// Loads the real catalogue with `pagepulse ingest apps`.
+fn ingest(env: &TestEnv, csv: &std::path::Path) {
+    let out = env.cli(&["ingest", "apps", "--quiet", csv.to_str().expect("path")]).output().expect("run ingest");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("7197 records produced") && err.contains("0 malformed"), "{err}");
+}
+
+/// The latest value of every key of `records`, tombstones removing the key.
+fn latest(records: &[support::Rec], into: &mut HashMap<String, Value>) {
+    for r in records {
+        let key = String::from_utf8_lossy(r.key.as_deref().expect("keyed")).into_owned();
+        match r.value.as_deref() {
+            Some(v) => into.insert(key, serde_json::from_slice(v).expect("JSON")),
+            None => into.remove(&key),
+        };
+    }
+}
+
+/// Waits until the latest `apps.mentions` of every app equals `counts` (and no other app has
+/// one), and the latest `apps.top` is `top`.
+fn wait_for_results(
+    apps: &[AppInfo],
+    env: &TestEnv,
+    counts: &BTreeMap<String, (u64, u64)>,
+    top: &[(String, String, u64, u64)],
+    pp: &Pagepulse,
+) {
+    let mut mentions = HashMap::new();
+    let mut seen = 0;
+    let mut last_diff = String::new();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        env.read_until("apps.mentions", Duration::from_secs(120), |recs| {
+            latest(&recs[seen..], &mut mentions);
+            seen = recs.len();
+            let got: BTreeMap<String, (u64, u64)> = mentions
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        (v["mentions_total"].as_u64().expect("total"), v["mentions_24h"].as_u64().expect("24h")),
+                    )
+                })
+                .collect();
+            let same = &got == counts;
+            if !same {
+                let wrong: Vec<_> =
+                    counts.iter().filter(|(k, v)| got.get(*k) != Some(v)).map(|(k, v)| (k, v, got.get(k))).collect();
+                let (more, less) = (
+                    wrong.iter().filter(|(_, v, g)| g.is_some_and(|g| g.0 > v.0 || g.1 > v.1)).count(),
+                    wrong.iter().filter(|(_, v, g)| g.is_none_or(|g| g.0 < v.0 || g.1 < v.1)).count(),
+                );
+                let wrong = format!(
+                    "{} apps ({more} with more, {less} with fewer), e.g. {:?}",
+                    wrong.len(),
+                    &wrong[..wrong.len().min(5)]
+                );
+                let extra: Vec<_> = got.keys().filter(|k| !counts.contains_key(*k)).take(5).collect();
+                last_diff = format!(
+                    "{} apps expected, {} seen; differing {wrong:?}; unexpected {extra:?}",
+                    counts.len(),
+                    got.len()
+                );
+            }
+            same
+        });
+    }));
+    if let Err(e) = outcome {
+        panic!("{last_diff}\n{e:?}\npagepulse log:\n{}", pp.log_text());
+    }
+    for (id, v) in &mentions {
+        assert_eq!(&v["id"], id.as_str());
+        chrono::DateTime::parse_from_rfc3339(v["as_of"].as_str().expect("as_of")).expect("RFC 3339");
+    }
+    let mut tops = HashMap::new();
+    let mut seen = 0;
+    env.read_until("apps.top", Duration::from_secs(60), |recs| {
+        latest(&recs[seen..], &mut tops);
+        seen = recs.len();
+        tops.get("Book+Music").is_some_and(|v| {
+            let apps: Vec<(String, String, u64, u64)> = v["apps"]
+                .as_array()
+                .expect("apps")
+                .iter()
+                .map(|a| {
+                    (
+                        a["id"].as_str().expect("id").into(),
+                        a["track_name"].as_str().expect("name").into(),
+                        a["mentions_total"].as_u64().expect("total"),
+                        a["mentions_24h"].as_u64().expect("24h"),
+                    )
+                })
+                .collect();
+            apps == top
+        })
+    });
+    let v = &tops["Book+Music"];
+    assert_eq!(v["genres"], serde_json::json!(["Book", "Music"]));
+    assert_eq!(v["by"], "rating_count_tot");
+    let ranks: Vec<u64> =
+        v["apps"].as_array().expect("apps").iter().map(|a| a["rank"].as_u64().expect("rank")).collect();
+    assert_eq!(ranks, (1..=10).collect::<Vec<_>>());
+    for a in v["apps"].as_array().expect("apps") {
+        let info = apps.iter().find(|i| a["id"] == i.id.as_str()).expect("a catalogue app");
+        assert_eq!(a["rating_count_tot"].as_u64(), Some(info.ratings));
+        assert_eq!(a["user_rating"].as_f64(), Some(info.stars));
+        assert_eq!(a["price"].as_f64(), Some(info.price));
+        assert_eq!(a["prime_genre"], info.genre.as_str());
+    }
+}
+
+/// The config these tests run with: an `apps.mentions` record may follow every second.
+const FAST: &[(&str, &str)] = &[("PAGEPULSE__pipelines__apps__mentions_interval", "\"1s\"")];
+
+#[test]
+fn posts_mentioning_apps_of_the_real_catalogue_give_the_independent_counts() {
+    let Some(csv) = apple_store_csv() else { return };
+    let apps = read_catalogue(&csv);
+    assert_eq!(apps.len(), 7197);
+    let env = TestEnv::new();
+    ingest(&env, &csv);
+    let base = chrono::Utc::now().timestamp_millis() - 10 * MIN;
+    let posts = generate_posts(&apps, 4000, 1, base);
+    let counts = expected_counts(&apps, &posts);
+    let top = expected_top(&apps, &counts);
+    assert!(counts.len() > 500, "the posts mention many apps: {}", counts.len());
+    let both = top.iter().filter(|(_, _, t, d)| t > d && *d > 0).count();
+    assert!(both >= 4, "ranked apps with mentions old and new: {top:?}");
+    let names: Vec<&str> = top.iter().map(|(_, n, _, _)| name_of(n)).collect();
+    assert_eq!(
+        names,
+        [
+            "Pandora",
+            "Spotify Music",
+            "Shazam",
+            "iHeartRadio",
+            "Kindle",
+            "SoundCloud",
+            "Magic Piano by Smule",
+            "Smule Sing!",
+            "TuneIn Radio",
+            "Amazon Music"
+        ]
+    );
+    let records: Vec<(Option<String>, Option<Vec<u8>>)> =
+        posts.iter().map(|(id, v, _)| (Some(id.clone()), Some(v.clone()))).collect();
+    env.produce_python("posts", &records);
+
+    let mut pp = env.start_with(FAST);
+    pp.wait_ready(Duration::from_secs(60));
+    wait_for_results(&apps, &env, &counts, &top, &pp);
+
+    // Both pipelines read every post once; a malformed one is dead-lettered once, by the posts
+    // pipeline, and only counted by the apps pipeline.
+    let m = pp.metrics();
+    assert_eq!(support::metric_value(&m, "pagepulse_records_consumed_total", "topic=\"posts\""), 4000.0);
+    assert_eq!(support::metric_value(&m, "pagepulse_records_produced_total", "topic=\"posts.analysis\""), 3980.0);
+    assert_eq!(support::metric_sum(&m, "pagepulse_records_deadlettered_total", "topic=\"posts\""), 20.0);
+    assert_eq!(support::metric_sum(&m, "pagepulse_shared_input_refused_total", "pipeline=\"apps\""), 20.0);
+    let mentions: u64 = counts.values().map(|c| c.0).sum();
+    assert_eq!(support::metric_value(&m, "pagepulse_app_mentions_total", ""), mentions as f64);
+    assert_eq!(support::metric_value(&m, "pagepulse_catalogue_apps", ""), 7197.0);
+    let letters = env.read_until("deadletter", Duration::from_secs(30), |r| r.len() >= 20);
+    assert_eq!(letters.len(), 20);
+    assert!(letters.iter().all(|r| r.headers.get("pagepulse.pipeline").map(String::as_str) == Some("posts")));
+    // Every input offset is committed: both pipelines were done with every post.
+    support::wait_for("every posts offset committed", Duration::from_secs(30), || {
+        (env.committed("posts", 4).iter().sum::<i64>() == 4000).then_some(())
+    });
+    pp.signal(libc::SIGTERM);
+    assert!(pp.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_crash_mid_stream_loses_and_repeats_no_mention() {
+    let Some(csv) = apple_store_csv() else { return };
+    let apps = read_catalogue(&csv);
+    let env = TestEnv::new();
+    ingest(&env, &csv);
+    let base = chrono::Utc::now().timestamp_millis() - 10 * MIN;
+    let posts = generate_posts(&apps, 24_000, 2, base);
+    let counts = expected_counts(&apps, &posts);
+    let top = expected_top(&apps, &counts);
+
+    let mut pp = env.start_with(FAST);
+    pp.wait_ready(Duration::from_secs(60));
+    // A steady stream (~4,000 posts/s) so the kill lands mid-stream.
+    let producer = env.producer();
+    let topic = env.topic("posts");
+    std::thread::scope(|s| {
+        let feeder = s.spawn(|| {
+            for chunk in posts.chunks(400) {
+                for (id, value, _) in chunk {
+                    producer.send(&topic, id.as_bytes(), Some(value));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            producer.flush();
+        });
+        support::wait_for("mentions being counted", Duration::from_secs(60), || {
+            (pp.metric("pagepulse_app_mentions_total", "") >= 2000.0).then_some(())
+        });
+        // Past a state flush (1 s), so the restart restores counts and skips what they cover.
+        std::thread::sleep(Duration::from_millis(1500));
+        pp.signal(libc::SIGKILL);
+        pp.wait_exit(Duration::from_secs(5));
+        feeder.join().expect("feeder");
+    });
+    let mut pp = env.start_with(FAST);
+    pp.wait_ready(Duration::from_secs(60));
+    wait_for_results(&apps, &env, &counts, &top, &pp);
+    let restored: HashSet<i32> = support::restores_in_log(&pp.log_text())
+        .iter()
+        .filter(|r| r.store == "apps" && r.records > 0)
+        .map(|r| r.partition)
+        .collect();
+    assert!(!restored.is_empty(), "the restart restored counts from the changelog");
+    let skipped = support::metric_sum(&pp.metrics(), "pagepulse_state_skipped_records_total", "pipeline=\"apps\"");
+    eprintln!("restored apps partitions {restored:?}; {skipped} posts skipped as already counted");
+    pp.signal(libc::SIGTERM);
+    assert!(pp.wait_exit(Duration::from_secs(10)).success());
+}
