@@ -695,3 +695,138 @@ fn a_stalled_reader_parks_its_own_copies_while_the_other_reader_keeps_going() {
         tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
     });
 }
+
+/// A changelog backend whose first restore of a partition fences and reads at once but returns
+/// only when the test opens the gate: a restore still reading when its partition is revoked and
+/// assigned again.
+struct SlowFirstRestore {
+    inner: MemoryBackend,
+    calls: std::sync::atomic::AtomicUsize,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl pagepulse::engine::state::StateBackend for SlowFirstRestore {
+    fn restore(
+        &self,
+        topic: &'static str,
+        partition: i32,
+        owner: u64,
+    ) -> Result<pagepulse::engine::state::Restored, pagepulse::engine::state::Error> {
+        let restored = self.inner.restore(topic, partition, owner)?;
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            let (open, cv) = &*self.gate;
+            let mut open = open.lock().expect("lock");
+            while !*open {
+                open = cv.wait(open).expect("lock");
+            }
+        }
+        Ok(restored)
+    }
+}
+
+#[test]
+fn a_task_revoked_while_restoring_never_overwrites_its_successors_counts() {
+    use pagepulse::engine::state::flush_records;
+    use pagepulse::engine::{Emit, Processor, RecordMeta};
+    use pagepulse::pipelines::apps::{self, App, AppsAggregate, Catalogue, MentionsProcessor, MentionsSetup};
+
+    const APPS_LOG: &str = "app-apps-changelog";
+    actix_rt::System::new().block_on(async {
+        let cfg = Config::default();
+        let metrics = Metrics::new();
+        let backend = MemoryBackend::new();
+        let catalogue = Catalogue::new(10, Arc::new(std::sync::atomic::AtomicBool::new(true)));
+        catalogue
+            .upsert(App {
+                id: "1".into(),
+                track_name: "Pandora - Music & Radio".into(),
+                name: "Pandora".into(),
+                prime_genre: "Music".into(),
+                rating_count_tot: 5,
+                rating_count_ver: 0,
+                user_rating: 4.0,
+                price: 0.0,
+            })
+            .expect("room");
+        let setup = MentionsSetup {
+            catalogue: catalogue.clone(),
+            max_content_bytes: cfg.posts.max_content_bytes,
+            dead_letters: false,
+            bucket_ms: 300_000,
+            clock: Arc::new(SystemClock),
+            metrics: metrics.clone(),
+        };
+        // An earlier incarnation counted posts 0..4 and flushed them.
+        let mut earlier = MentionsProcessor::new(0, setup.clone());
+        for o in 0..4 {
+            let r = pandora_post(o);
+            let meta = RecordMeta { topic: posts::INPUT, partition: 0, offset: o, timestamp_ms: r.timestamp_ms };
+            let p = earlier.decode(posts::INPUT, &r).expect("valid");
+            earlier.process(p, &meta, &mut Emit::default());
+        }
+        let mut changes = Vec::new();
+        earlier.take_changes(&mut changes);
+        backend.append(flush_records(APPS_LOG, 0, 1, changes, Some(4)));
+
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let slow = SlowFirstRestore { inner: backend.clone(), calls: Default::default(), gate: gate.clone() };
+        let sink = MemorySink::new();
+        let out: Arc<dyn Sink> =
+            Arc::new(Changelogs { sink: sink.clone(), backend: backend.clone(), changelogs: vec![APPS_LOG] });
+        let health = Arc::new(Health::default());
+        let aggregate = Arc::new(Mutex::new(AppsAggregate::new(catalogue.clone(), &cfg.apps)));
+        let apps_spec: Arc<dyn TaskFactory> = Arc::new(
+            PipelineSpec::new(
+                apps::PIPELINE,
+                vec![apps::POSTS],
+                move |p| MentionsProcessor::new(p, setup.clone()),
+                out,
+                Some(merge_fn(aggregate.clone())),
+                metrics.clone(),
+            )
+            .with_store(Some(Store {
+                name: "apps",
+                changelog: APPS_LOG,
+                backend: Arc::new(slow),
+                flush_every: Duration::from_millis(50),
+                health: health.clone(),
+            })),
+        );
+        let arbiter = Arbiter::new();
+        let (done_tx, mut done) = mpsc::channel(1);
+        let offsets = Arc::new(RecordingStore::default());
+        let mut router = Router::new(
+            vec![apps_spec],
+            |l| format!("x.{l}"),
+            vec![arbiter.handle()],
+            offsets.clone(),
+            metrics.clone(),
+            4,
+            done_tx,
+            budget(),
+        );
+        let input = router.input_index("x.posts").expect("input");
+        // The first task's restore hangs; the partition is revoked and assigned again (a
+        // rebalance that gives it back), and the second task counts posts 4..10 on top of the
+        // restored 0..4.
+        router.assign("x.posts", 0);
+        router.revoke("x.posts", 0);
+        router.assign("x.posts", 0);
+        router.dispatch(input, 0, (4..10).map(pandora_post).collect()).expect("dispatch");
+        until("posts 0..10 counted", || aggregate.lock().expect("lock").counts("1") == (10, 10)).await;
+        // The first task's restore completes late: its share of posts 0..4 must not replace the
+        // second task's, nor may it start counting.
+        {
+            let (open, cv) = &*gate;
+            *open.lock().expect("lock") = true;
+            cv.notify_all();
+        }
+        until("the late restore done", || health.restoring() == 0).await;
+        // One more post through the same arbiter: anything the late task had queued ran first.
+        router.dispatch(input, 0, vec![pandora_post(10)]).expect("dispatch");
+        until("offsets stored up to 11", || offsets.stored().contains(&("x.posts".into(), 0, 11))).await;
+        assert_eq!(aggregate.lock().expect("lock").counts("1"), (11, 11), "every post once, nothing replaced");
+        drop(router);
+        tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
+    });
+}

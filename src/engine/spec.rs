@@ -3,7 +3,8 @@
 //! lives in). Spawning a task of a stateful pipeline restores its partition's state first
 //! ([`read_changelog`]), off the worker threads.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::{Actor, ArbiterHandle, StreamHandler};
@@ -50,6 +51,9 @@ pub struct PipelineSpec<P: Processor> {
     metrics: Metrics,
     commits: bool,
     store: Option<Store>,
+    /// Partition -> how many tasks of it this instance has started: a task's merges count only
+    /// while it is its partition's newest (see [`current_only`]).
+    generations: Arc<RwLock<HashMap<i32, u64>>>,
 }
 
 /// Where a pipeline keeps its durable state (see [`state`]).
@@ -77,7 +81,17 @@ impl<P: Processor> PipelineSpec<P> {
         merge: Option<MergeFn<P::Part>>,
         metrics: Metrics,
     ) -> Self {
-        Self { name, inputs, make: Arc::new(make), sink, merge, metrics, commits: true, store: None }
+        Self {
+            name,
+            inputs,
+            make: Arc::new(make),
+            sink,
+            merge,
+            metrics,
+            commits: true,
+            store: None,
+            generations: Arc::default(),
+        }
     }
 
     /// Keeps the tasks' state in `store`: each task restores its partition before its first
@@ -110,8 +124,14 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
     }
 
     fn spawn(&self, partition: i32, arbiter: &ArbiterHandle, inbox: mpsc::Receiver<Batch>, done: mpsc::Sender<()>) {
-        let (name, make, sink, merge, metrics) =
-            (self.name, self.make.clone(), self.sink.clone(), self.merge.clone(), self.metrics.clone());
+        let (name, make, sink, metrics) = (self.name, self.make.clone(), self.sink.clone(), self.metrics.clone());
+        let generation = {
+            let mut generations = self.generations.write().unwrap_or_else(|p| p.into_inner());
+            let g = generations.entry(partition).or_insert(0);
+            *g += 1;
+            *g
+        };
+        let merge = self.merge.clone().map(|m| current_only(m, self.generations.clone(), partition, generation));
         // A task of its own sink (exactly-once: its transactional producer), unless the pipeline
         // re-reads its input on assignment: it commits nothing, so it has nothing to transact.
         let commits = self.commits;
@@ -144,6 +164,14 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
                 store.health.set_restoring(false);
                 return;
             };
+            if inbox.is_closed() {
+                // Revoked while restoring: the task would only redo batches its partition's next
+                // owner redoes too. It never starts; its inbox and `done` go.
+                tracing::info!(store = store.name, partition, "revoked while restoring: the task does not start");
+                restoring.dec();
+                store.health.set_restoring(false);
+                return;
+            }
             let flusher = Flusher::with_store(&*sink, partition, store.changelog, owner, &restored, store.flush_every);
             let (records, bytes, torn, position) =
                 (restored.records, restored.bytes, restored.torn.len(), restored.position);
@@ -168,6 +196,30 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
             tracing::error!(pipeline = name, partition, error = %e, "cannot start the restore thread");
         }
     }
+}
+
+/// `merge`, for the task of `partition` started as its `generation`th: once a newer task of the
+/// partition has started on this instance (the partition was revoked and assigned again), the
+/// older one's parts are dropped. They are superseded: the newer task restores the partition's
+/// durable state and redoes its uncommitted input, and an aggregate that replaces a partition's
+/// share on restore would otherwise take a late restore or late batches of the old task on top of
+/// (or instead of) the new one's. The check and the merge happen under one read lock that
+/// [`PipelineSpec::spawn`] takes for writing, so no old part lands after a newer task started.
+fn current_only<T: 'static>(
+    merge: MergeFn<T>,
+    generations: Arc<RwLock<HashMap<i32, u64>>>,
+    partition: i32,
+    generation: u64,
+) -> MergeFn<T> {
+    Arc::new(move |parts: &mut Vec<T>| {
+        let generations = generations.read().unwrap_or_else(|p| p.into_inner());
+        if generations.get(&partition) == Some(&generation) {
+            merge(parts);
+        } else {
+            tracing::debug!(partition, dropped = parts.len(), "parts of a superseded task dropped");
+            parts.clear();
+        }
+    })
 }
 
 /// Fences and reads `partition` of `store`'s changelog under a new owner id, retrying until it
