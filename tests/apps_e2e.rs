@@ -215,6 +215,7 @@ fn wait_for_results(
     counts: &BTreeMap<String, (u64, u64)>,
     top: &[(String, String, u64, u64)],
     pp: &Pagepulse,
+    posts: &[Post],
 ) {
     let mut mentions = HashMap::new();
     let mut seen = 0;
@@ -256,7 +257,54 @@ fn wait_for_results(
         });
     }));
     if let Err(e) = outcome {
-        panic!("{last_diff}\n{e:?}\npagepulse log:\n{}", pp.log_text());
+        let figures: Vec<String> = pp
+            .metrics()
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && ["records_consumed", "app_mentions", "skipped", "shared_input", "catalogue", "lag"]
+                        .iter()
+                        .any(|m| l.contains(m))
+            })
+            .map(str::to_owned)
+            .collect();
+        // Where the posts of the first differing apps are: (partition, offset) of each.
+        let wrong: Vec<&String> = counts
+            .iter()
+            .filter(|(k, v)| {
+                mentions.get(*k).map(|m| (m["mentions_total"].as_u64(), m["mentions_24h"].as_u64()))
+                    != Some((Some(v.0), Some(v.1)))
+            })
+            .map(|(k, _)| k)
+            .take(8)
+            .collect();
+        let read = env.read_until("posts", Duration::from_secs(30), |r| r.len() >= posts.len());
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        let place: HashMap<String, (i32, i64)> = read
+            .iter()
+            .map(|r| {
+                let o = next.entry(r.partition).or_insert(0);
+                *o += 1;
+                (String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(), (r.partition, *o - 1))
+            })
+            .collect();
+        let mut whereabouts = String::new();
+        for id in wrong {
+            let app = apps.iter().find(|a| &a.id == id).expect("app");
+            let name = words(name_of(&app.track_name));
+            let at: Vec<(i32, i64)> = posts
+                .iter()
+                .filter(|(_, v, _)| {
+                    serde_json::from_slice::<Value>(v).is_ok_and(|v| {
+                        let w = words(v["content"].as_str().unwrap_or_default());
+                        w.windows(name.len()).any(|x| x == name.as_slice())
+                    })
+                })
+                .filter_map(|(pid, _, _)| place.get(pid).copied())
+                .collect();
+            whereabouts += &format!("{id} {:?} {:?} at {at:?}\n", counts[id], mentions.get(id).map(|m| (&m["mentions_total"], &m["mentions_24h"])));
+        }
+        panic!("{last_diff}\n{whereabouts}\n{e:?}\nmetrics:\n{}\npagepulse log:\n{}", figures.join("\n"), pp.log_text());
     }
     for (id, v) in &mentions {
         assert_eq!(&v["id"], id.as_str());
@@ -338,7 +386,7 @@ fn posts_mentioning_apps_of_the_real_catalogue_give_the_independent_counts() {
 
     let mut pp = env.start_with(FAST);
     pp.wait_ready(Duration::from_secs(60));
-    wait_for_results(&apps, &env, &counts, &top, &pp);
+    wait_for_results(&apps, &env, &counts, &top, &pp, &posts);
 
     // Both pipelines read every post once; a malformed one is dead-lettered once, by the posts
     // pipeline, and only counted by the apps pipeline.
@@ -374,6 +422,7 @@ fn a_crash_mid_stream_loses_and_repeats_no_mention() {
 
     let mut pp = env.start_with(FAST);
     pp.wait_ready(Duration::from_secs(60));
+    assert_eq!(pp.metric("pagepulse_catalogue_apps", ""), 7197.0, "ready once the catalogue has loaded whole");
     // A steady stream (~4,000 posts/s) so the kill lands mid-stream.
     let producer = env.producer();
     let topic = env.topic("posts");
@@ -398,7 +447,7 @@ fn a_crash_mid_stream_loses_and_repeats_no_mention() {
     });
     let mut pp = env.start_with(FAST);
     pp.wait_ready(Duration::from_secs(60));
-    wait_for_results(&apps, &env, &counts, &top, &pp);
+    wait_for_results(&apps, &env, &counts, &top, &pp, &posts);
     let restored: HashSet<i32> = support::restores_in_log(&pp.log_text())
         .iter()
         .filter(|r| r.store == "apps" && r.records > 0)
