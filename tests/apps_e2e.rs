@@ -288,11 +288,17 @@ fn wait_for_results(
                 (String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(), (r.partition, *o - 1))
             })
             .collect();
-        let mut whereabouts = String::new();
+        // Whether the posts pipeline (the other reader of the same records) analysed them.
+        let analysed: HashSet<String> = env
+            .read_until("posts.analysis", Duration::from_secs(30), |r| r.len() >= posts.len() - posts.len() / 200)
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        let mut whereabouts = format!("posts.analysis holds {} distinct posts\n", analysed.len());
         for id in wrong {
             let app = apps.iter().find(|a| &a.id == id).expect("app");
             let name = words(name_of(&app.track_name));
-            let at: Vec<(i32, i64)> = posts
+            let at: Vec<(i32, i64, bool)> = posts
                 .iter()
                 .filter(|(_, v, _)| {
                     serde_json::from_slice::<Value>(v).is_ok_and(|v| {
@@ -300,7 +306,7 @@ fn wait_for_results(
                         w.windows(name.len()).any(|x| x == name.as_slice())
                     })
                 })
-                .filter_map(|(pid, _, _)| place.get(pid).copied())
+                .filter_map(|(pid, _, _)| place.get(pid).map(|&(p, o)| (p, o, analysed.contains(pid))))
                 .collect();
             whereabouts += &format!("{id} {:?} {:?} at {at:?}\n", counts[id], mentions.get(id).map(|m| (&m["mentions_total"], &m["mentions_24h"])));
         }

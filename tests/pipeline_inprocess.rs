@@ -387,7 +387,7 @@ impl pagepulse::engine::Processor for Echo {
     type Input<'a> = i64;
     type Part = ();
 
-    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<i64, pagepulse::engine::Rejection> {
+    fn decode(&self, _topic: &'static str, rec: &RawRecord) -> Result<i64, pagepulse::engine::Rejection> {
         Ok(rec.offset)
     }
 
