@@ -302,7 +302,9 @@ impl TestEnv {
     /// fetch again from further back and drop what it already had; a gap that is in the log
     /// itself (transaction markers, aborted records) is accepted once records before it were seen.
     pub fn read_until(&self, topic: &str, timeout: Duration, mut done: impl FnMut(&[Rec]) -> bool) -> Vec<Rec> {
-        use pagepulse::kafka::guard::{PositionGuard, Verdict};
+        use pagepulse::kafka::guard::{PositionGuard, Verdict, REWINDS};
+        /// How long a partition behind its high watermark may deliver nothing.
+        const STALL_CHECK: Duration = Duration::from_secs(2);
         let full = self.topic(topic);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
@@ -324,8 +326,36 @@ impl TestEnv {
         let mut guard = PositionGuard::new();
         // (partition, expected, got) of every skip noticed.
         let mut skips: Vec<(i32, i64, i64)> = Vec::new();
+        // When each partition last delivered a record (or was last fetched again), and when the
+        // partitions were last checked for a stall.
+        let mut progress: std::collections::HashMap<i32, Instant> =
+            (0..parts as i32).map(|p| (p, Instant::now())).collect();
+        let mut checked = Instant::now();
+        let mut refetches = 0;
         let deadline = Instant::now() + timeout;
         while !done(&recs) {
+            // A partition whose records stop coming before its high watermark: tansu can leave a
+            // fetch from inside a batch unanswered for good (seen: a reader stuck at offset 164
+            // of 2635 for 120 s). Fetch it again from further back, dropping what was had.
+            if checked.elapsed() >= STALL_CHECK {
+                checked = Instant::now();
+                for p in 0..parts as i32 {
+                    if progress[&p].elapsed() < STALL_CHECK {
+                        continue;
+                    }
+                    let Ok((low, high)) = consumer.fetch_watermarks(&full, p, Duration::from_secs(10)) else { continue };
+                    let want = next.get(&p).copied().unwrap_or(low);
+                    if want >= high {
+                        continue;
+                    }
+                    guard.taken((0, p), want - 1);
+                    guard.resumed((0, p));
+                    guarding.insert(p);
+                    consumer.seek(&full, p, Offset::Offset((want - REWINDS[0]).max(low)), Duration::from_secs(10)).expect("seek back");
+                    progress.insert(p, Instant::now());
+                    refetches += 1;
+                }
+            }
             if Instant::now() >= deadline {
                 let ends: Vec<(i32, Option<i64>, i64)> = (0..parts as i32)
                     .map(|p| {
@@ -334,7 +364,7 @@ impl TestEnv {
                     })
                     .collect();
                 panic!(
-                    "timed out after {timeout:?} reading {full}: have {} records; (partition, next offset, high watermark) {ends:?}; skips (partition, expected, got) {:?}",
+                    "timed out after {timeout:?} reading {full}: have {} records; (partition, next offset, high watermark) {ends:?}; {refetches} stalls fetched again; skips (partition, expected, got) {:?}",
                     recs.len(),
                     &skips[..skips.len().min(10)]
                 );
@@ -358,6 +388,7 @@ impl TestEnv {
                     Verdict::Deliver | Verdict::GapAccepted { .. } => {
                         guarding.remove(&p);
                         next.insert(p, offset + 1);
+                        progress.insert(p, Instant::now());
                     }
                     Verdict::Duplicate => continue,
                     Verdict::Rewind(to) => {
@@ -383,9 +414,12 @@ impl TestEnv {
                 });
             }
         }
-        if !skips.is_empty() {
+        if !skips.is_empty() || refetches > 0 {
             let first = &skips[..skips.len().min(5)];
-            eprintln!("reading {full}: the broker skipped ahead {} times, fetched again (partition, expected, got): {first:?}", skips.len());
+            eprintln!(
+                "reading {full}: the broker skipped ahead {} times (partition, expected, got: {first:?}); {refetches} stalled fetches fetched again",
+                skips.len()
+            );
         }
         recs
     }
