@@ -701,7 +701,7 @@ fn a_stalled_reader_parks_its_own_copies_while_the_other_reader_keeps_going() {
 /// assigned again.
 struct SlowFirstRestore {
     inner: MemoryBackend,
-    calls: std::sync::atomic::AtomicUsize,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
     gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -769,7 +769,8 @@ fn a_task_revoked_while_restoring_never_overwrites_its_successors_counts() {
         backend.append(flush_records(APPS_LOG, 0, 1, changes, Some(4)));
 
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let slow = SlowFirstRestore { inner: backend.clone(), calls: Default::default(), gate: gate.clone() };
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow = SlowFirstRestore { inner: backend.clone(), calls: calls.clone(), gate: gate.clone() };
         let sink = MemorySink::new();
         let out: Arc<dyn Sink> =
             Arc::new(Changelogs { sink: sink.clone(), backend: backend.clone(), changelogs: vec![APPS_LOG] });
@@ -810,6 +811,10 @@ fn a_task_revoked_while_restoring_never_overwrites_its_successors_counts() {
         // rebalance that gives it back), and the second task counts posts 4..10 on top of the
         // restored 0..4.
         router.assign("x.posts", 0);
+        // Each task restores on a thread of its own: the revoke waits for the first task's
+        // restore to be under way, so it is that one (the first call) the gate holds, not the
+        // second task's.
+        until("the first task's restore under way", || calls.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
         router.revoke("x.posts", 0);
         router.assign("x.posts", 0);
         router.dispatch(input, 0, (4..10).map(pandora_post).collect()).expect("dispatch");
