@@ -244,10 +244,10 @@ fn wait_for_results(
                     return None;
                 }
             };
-            let lag0 = (0..4).all(|p| m.lines().any(|l| l == format!("pagepulse_consumer_lag{{partition=\"{p}\",topic=\"posts\"}} 0")));
-            (since.elapsed() >= QUIET
-                && lag0
-                && env.committed("posts", 4).iter().sum::<i64>() == posts.len() as i64)
+            let lag0 = (0..4).all(|p| {
+                m.lines().any(|l| l == format!("pagepulse_consumer_lag{{partition=\"{p}\",topic=\"posts\"}} 0"))
+            });
+            (since.elapsed() >= QUIET && lag0 && env.committed("posts", 4).iter().sum::<i64>() == posts.len() as i64)
                 .then_some(())
         })
     }));
@@ -299,9 +299,18 @@ fn wait_for_results(
             .lines()
             .filter(|l| {
                 !l.starts_with('#')
-                    && ["records_consumed", "records_produced", "produce_errors", "app_mentions", "skipped", "shared_input", "catalogue", "lag"]
-                        .iter()
-                        .any(|m| l.contains(m))
+                    && [
+                        "records_consumed",
+                        "records_produced",
+                        "produce_errors",
+                        "app_mentions",
+                        "skipped",
+                        "shared_input",
+                        "catalogue",
+                        "lag",
+                    ]
+                    .iter()
+                    .any(|m| l.contains(m))
             })
             .map(str::to_owned)
             .collect();
@@ -491,7 +500,10 @@ fn a_crash_mid_stream_loses_and_repeats_no_mention() {
         let consumed = pp.metric("pagepulse_records_consumed_total", "topic=\"posts\"");
         assert!(consumed < posts.len() as f64, "the kill lands mid-stream: {consumed} posts consumed");
         before_kill = pp.metric("pagepulse_records_produced_total", "topic=\"apps.mentions\"");
-        eprintln!("killing pagepulse with {consumed} of {} posts consumed, {before_kill} apps.mentions records produced", posts.len());
+        eprintln!(
+            "killing pagepulse with {consumed} of {} posts consumed, {before_kill} apps.mentions records produced",
+            posts.len()
+        );
         pp.signal(libc::SIGKILL);
         pp.wait_exit(Duration::from_secs(5));
         feeder.join().expect("feeder");
@@ -529,9 +541,9 @@ fn diag_matcher_vs_independent_seed2() {
     for a in &apps {
         cat.upsert(App {
             id: a.id.clone().into(),
-            track_name: a.track_name.clone().into(),
+            track_name: a.track_name.clone(),
             name: app_name(&a.track_name).into(),
-            prime_genre: a.genre.clone().into(),
+            prime_genre: a.genre.clone(),
             rating_count_tot: a.ratings,
             rating_count_ver: 0,
             user_rating: a.stars,
