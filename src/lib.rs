@@ -45,6 +45,7 @@
 //! - [`ops`]: plain building blocks: text analysis, top-N, sliding and hourly windows, rolling fan
 //!   series, a binary codec.
 //! - [`section`]: reading one section of the configuration file (typed keys, defaults, problems).
+//! - [`secret`]: secrets (tokens) that never print and compare in constant time.
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`health`]: liveness and readiness flags.
 //! - [`clock`]: injected wall-clock time, and the one way timestamps are written.
@@ -64,5 +65,6 @@ pub mod metrics;
 pub mod ops;
 pub mod pipelines;
 pub mod poll;
+pub mod secret;
 pub mod section;
 pub mod simulate;

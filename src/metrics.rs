@@ -87,6 +87,14 @@ pub struct Metrics {
     /// Times a partition was fetched again from further back because the broker skipped records
     /// after the consumer was positioned (see `kafka::guard`).
     pub consumer_rewinds: prometheus::IntCounter,
+    /// HTTP requests answered, by route template (`/api/v1/pages/{key}`, `unmatched`), method and
+    /// status.
+    pub http_requests: IntCounterVec,
+    /// Time to answer an HTTP request, by route template.
+    pub http_latency: HistogramVec,
+    /// API requests refused before their handler ran, by reason: `unauthorized`, `forbidden`,
+    /// `rate_limited`.
+    pub http_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -257,6 +265,23 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         registry.register(Box::new(consumer_rewinds.clone())).expect("metric names are unique");
+        let http_requests = counter(
+            "pagepulse_http_requests_total",
+            "HTTP requests answered, by route template, method and status.",
+            &["route", "method", "status"],
+        );
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new("pagepulse_http_request_duration_seconds", "Time to answer an HTTP request.")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            &["route"],
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(http_latency.clone())).expect("metric names are unique");
+        let http_refused = counter(
+            "pagepulse_http_refused_total",
+            "API requests refused before their handler ran: unauthorized, forbidden, rate_limited.",
+            &["reason"],
+        );
         Self {
             registry,
             consumed,
@@ -292,6 +317,9 @@ impl Metrics {
             partition_pauses,
             engine_restarts,
             consumer_rewinds,
+            http_requests,
+            http_latency,
+            http_refused,
         }
     }
 

@@ -97,14 +97,16 @@ pub enum Error {
 /// state in their own view. Clones share the views.
 #[derive(Clone)]
 pub struct LiveViews {
-    /// The fans pipeline's pages and ranking (`/pages`).
+    /// The fans pipeline's pages and ranking (`/api/v1/pages`).
     pub fans: fans::FansLive,
+    /// The posts pipeline's trending hashtags (`/api/v1/posts/trending`).
+    pub posts: posts::PostsLive,
 }
 
 impl LiveViews {
     /// Empty views for `cfg`.
     pub fn new(cfg: &Config) -> Self {
-        Self { fans: fans::FansLive::new(cfg.fans.top_n) }
+        Self { fans: fans::FansLive::new(cfg.fans.top_n), posts: posts::PostsLive::new() }
     }
 }
 

@@ -240,7 +240,9 @@ impl TestEnv {
             .env("PAGEPULSE_TOPIC_PREFIX", &self.prefix)
             .env("PAGEPULSE_GROUP_ID", &self.group)
             .env("PAGEPULSE__kafka__session_timeout", "\"6s\"")
-            .env("PAGEPULSE_LOG", "info,librdkafka=warn");
+            .env("PAGEPULSE_LOG", "info,librdkafka=warn")
+            // The tests read the API without tokens unless they test tokens (they set it false).
+            .env("PAGEPULSE__http__public_reads", "true");
         c
     }
 

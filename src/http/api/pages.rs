@@ -1,0 +1,225 @@
+//! `/api/v1/pages`: track pages (writes to the compacted `pages` topic) and read their live fan
+//! figures (the fans pipeline's live view, [`crate::pipelines::fans::live`]).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /api/v1/pages` `{"platform", "page_id", "interval_s"}` | 202: tracked (re-sending changes the interval) |
+//! | `DELETE /api/v1/pages/{platform}:{page_id}` | 202: no longer tracked (a tombstone) |
+//! | `GET /api/v1/pages/{platform}:{page_id}` | 200: `{"platform", "page_id", "stats", "series", "table"}`; 404 when this instance holds no state for it |
+//! | `GET /api/v1/pages?keys=k1,k2,...` | 200: `{"pages": [...], "missing": [...]}`, several pages side by side |
+//! | `GET /api/v1/pages/top` | 200: the current top pages by 24 h growth and by delta |
+//!
+//! These are the `/pages` routes of earlier versions, moved under `/api/v1`. Keys are
+//! `<platform>:<page_id>`, percent-encoded where a URL cannot carry them (a `,` inside a page id
+//! in `keys` is `%2C`). `series=false` leaves the chart and table out.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::{query, Api};
+use crate::http::cache::{self, Freshness};
+use crate::http::limit::Class;
+use crate::http::problem::Problem;
+use crate::pipelines::fans::live::{Detail, FansLive, PageView};
+use crate::pipelines::pages::processor::decode_page;
+
+/// Most keys of one multi-page request: each page with its chart is up to ~60 KB of JSON.
+pub const MAX_KEYS: usize = 100;
+
+/// The body of `POST /api/v1/pages`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body; the pipeline's own decoder reads it
+struct TrackPage {
+    /// `facebook` (default) or `mastodon`.
+    platform: Option<String>,
+    /// The page's id on the platform.
+    page_id: String,
+    /// Seconds between two polls, 10..86400 (default 600).
+    interval_s: Option<u64>,
+}
+
+/// The answer to a multi-page request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Comparison {
+    /// The pages held, in the order asked.
+    #[schema(value_type = Vec<Object>)]
+    pages: Vec<PageView>,
+    /// Keys asked for that this instance holds no state for.
+    missing: Vec<String>,
+}
+
+fn live(api: &Api) -> Result<&FansLive, Problem> {
+    match api.cfg.fans.enabled {
+        true => Ok(&api.live.fans),
+        false => Err(Problem::not_found("the fans pipeline is disabled on this instance (pipelines.fans.enabled = false)")),
+    }
+}
+
+/// Checks that `key` is `<platform>:<page_id>`.
+fn check_key(key: &str) -> Result<(), Problem> {
+    match key.split_once(':') {
+        Some((p, id)) if !p.is_empty() && !id.is_empty() => Ok(()),
+        _ => Err(Problem::bad_request(format!(
+            "`{key}` is not a page key: expected `<platform>:<page_id>`, e.g. `facebook:cocacola`"
+        ))
+        .with_field("key")),
+    }
+}
+
+fn detail(params: &[(String, String)]) -> Result<Detail, Problem> {
+    match params.iter().find(|(n, _)| n == "series").map(|(_, v)| v.as_str()) {
+        None | Some("true") => Ok(Detail::Full),
+        Some("false") => Ok(Detail::Stats),
+        Some(other) => Err(Problem::bad_request(format!("`series` must be `true` or `false`, got `{other}`"))
+            .with_field("series")),
+    }
+}
+
+/// The enabled platforms, as the pages pipeline accepts them.
+fn platforms(api: &Api) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if api.cfg.facebook.enabled {
+        v.push("facebook");
+    }
+    if api.cfg.mastodon.enabled {
+        v.push("mastodon");
+    }
+    v
+}
+
+/// Track a page, or change how often it is polled.
+#[utoipa::path(post, path = "/api/v1/pages", tag = "pages", request_body = TrackPage,
+    responses((status = 202, body = super::Accepted), (status = 422, description = "refused by the pipeline's decoder"),
+        (status = 400), (status = 401), (status = 403), (status = 413), (status = 415), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+async fn track(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Write)?;
+    query(&req, &[])?;
+    let body = api.json_body(&req, payload).await?;
+    let parsed: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Problem::invalid(format!("the body is not valid JSON: {e}")))?;
+    let platform = parsed.get("platform").and_then(|p| p.as_str()).unwrap_or("facebook");
+    let page_id = parsed
+        .get("page_id")
+        .and_then(|p| p.as_str())
+        .ok_or_else(|| Problem::invalid("field `page_id` is missing or not a string").with_field("page_id"))?;
+    let key = format!("{platform}:{page_id}");
+    let names = platforms(&api);
+    let accepted = api
+        .produce(crate::pipelines::pages::INPUT, key.as_bytes(), Some(&body), |r| decode_page(r, &names).map(|_| ()))
+        .await?;
+    let location = format!("/api/v1/pages/{}", utf8_percent(&key));
+    Ok(gated.answer(accepted.answer(Some(&location))))
+}
+
+/// Stop tracking a page.
+#[utoipa::path(delete, path = "/api/v1/pages/{key}", tag = "pages",
+    params(("key" = String, Path, description = "`<platform>:<page_id>`")),
+    responses((status = 202, body = super::Accepted), (status = 400), (status = 401), (status = 403), (status = 422), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+async fn untrack(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Write)?;
+    query(&req, &[])?;
+    let key = super::decode(req.match_info().get("key").unwrap_or_default(), false, "the page key")?;
+    check_key(&key)?;
+    let names = platforms(&api);
+    let accepted =
+        api.produce(crate::pipelines::pages::INPUT, key.as_bytes(), None, |r| decode_page(r, &names).map(|_| ())).await?;
+    Ok(gated.answer(accepted.answer(None)))
+}
+
+/// One page's figures, chart and table.
+#[utoipa::path(get, path = "/api/v1/pages/{key}", tag = "pages",
+    params(("key" = String, Path, description = "`<platform>:<page_id>`"),
+        ("series" = Option<bool>, Query, description = "include the chart and table (default true)")),
+    responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
+    security(("bearer" = [])))]
+async fn one(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    let params = query(&req, &["series"])?;
+    let detail = detail(&params)?;
+    let key = super::decode(req.match_info().get("key").unwrap_or_default(), false, "the page key")?;
+    check_key(&key)?;
+    let view = live(&api)?.page(&key, detail).ok_or_else(|| {
+        Problem::not_found(format!(
+            "no fan state for page `{key}` on this instance: no observation of it has been processed here; \
+             another instance may own its fans.observations partition"
+        ))
+        .with_field("key")
+    })?;
+    Ok(gated.answer(cache::json(&req, &view, Freshness::Live)))
+}
+
+/// Several pages side by side.
+#[utoipa::path(get, path = "/api/v1/pages", tag = "pages",
+    params(("keys" = String, Query, description = "comma-separated `<platform>:<page_id>` keys, 1 to 100"),
+        ("series" = Option<bool>, Query, description = "include the charts and tables (default true)")),
+    responses((status = 200, body = Comparison), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
+    security(("bearer" = [])))]
+async fn many(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    let detail = detail(&query(&req, &["keys", "series"])?)?;
+    // Keys are split on literal commas before decoding, so `%2C` stays inside a page id.
+    let raw = req
+        .query_string()
+        .split('&')
+        .find_map(|p| p.strip_prefix("keys="))
+        .ok_or_else(|| Problem::bad_request("query parameter `keys` is required (1 to 100 keys)").with_field("keys"))?;
+    let mut keys: Vec<String> = Vec::new();
+    for k in raw.split(',').filter(|k| !k.is_empty()) {
+        let k = super::decode(k, true, "a key in `keys`")?;
+        check_key(&k)?;
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+        if keys.len() > MAX_KEYS {
+            return Err(Problem::bad_request(format!("more than {MAX_KEYS} distinct keys; at most {MAX_KEYS} per request"))
+                .with_field("keys"));
+        }
+    }
+    if keys.is_empty() {
+        return Err(Problem::bad_request("query parameter `keys` lists no key").with_field("keys"));
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut out = Comparison { pages: Vec::new(), missing: Vec::new() };
+    for (key, view) in refs.iter().zip(live(&api)?.pages(&refs, detail)) {
+        match view {
+            Some(v) => out.pages.push(v),
+            None => out.missing.push(key.to_string()),
+        }
+    }
+    Ok(gated.answer(cache::json(&req, &out, Freshness::Live)))
+}
+
+/// The current top pages by 24 h growth and by 24 h delta.
+#[utoipa::path(get, path = "/api/v1/pages/top", tag = "pages",
+    responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
+    security(("bearer" = [])))]
+async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    query(&req, &[])?;
+    let top = live(&api)?
+        .top()
+        .ok_or_else(|| Problem::not_found("no ranking yet: fans.top is computed every 10 s once observations arrive"))?;
+    Ok(gated.answer(cache::json(&req, &top, Freshness::Live)))
+}
+
+/// `key` percent-encoded for a path segment.
+fn utf8_percent(key: &str) -> String {
+    percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Mounts the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/pages", web::get().to(many))
+        .route("/api/v1/pages", web::post().to(track))
+        // Before `{key}`, which would match it too; a key always has a `:`, so none is `top`.
+        .route("/api/v1/pages/top", web::get().to(top))
+        .route("/api/v1/pages/{key}", web::get().to(one))
+        .route("/api/v1/pages/{key}", web::delete().to(untrack));
+}
+
+/// The OpenAPI operations of this file.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(track, untrack, one, many, top), components(schemas(TrackPage, Comparison)))]
+pub struct Doc;

@@ -1,0 +1,77 @@
+//! `/api/v1/posts`: post a text for analysis (a write to `posts`), and read the trending
+//! hashtags (the posts pipeline's live view).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /api/v1/posts` `{"id", "content", "author"?, "created_at"?}` | 202, `Location: /api/v1/posts/{id}/analysis` |
+//! | `GET /api/v1/posts/trending` | 200: `{"window_start", "window_end", "tags": [{"rank", "tag", "count"}]}`; 404 before the first hashtag |
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{query, Api};
+use crate::http::cache::{self, Freshness};
+use crate::http::limit::Class;
+use crate::http::problem::Problem;
+use crate::pipelines::posts::{decode_post, INPUT};
+
+/// The body of `POST /api/v1/posts`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body; the pipeline's own decoder reads it
+struct NewPost {
+    /// The post's id (its key).
+    id: String,
+    /// Its text, at most `pipelines.posts.max_content_bytes`.
+    content: String,
+    /// Who wrote it.
+    author: Option<String>,
+    /// When, RFC 3339 (default: when it is processed).
+    created_at: Option<String>,
+}
+
+/// Analyse a post.
+#[utoipa::path(post, path = "/api/v1/posts", tag = "posts", request_body = NewPost,
+    responses((status = 202, body = super::Accepted, headers(("Location" = String, description = "where its analysis will be"))),
+        (status = 400), (status = 401), (status = 403), (status = 413), (status = 415), (status = 422), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+async fn create(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Write)?;
+    query(&req, &[])?;
+    let body = api.json_body(&req, payload).await?;
+    let max = api.cfg.posts.max_content_bytes;
+    // The key is the id; the pipeline's decoder checks the whole value.
+    let probe = crate::engine::RawRecord { key: None, value: Some(body.to_vec()), offset: 0, timestamp_ms: None };
+    let id = decode_post(&probe, max)
+        .map_err(|why| Problem::invalid(why.message).with_field(why.class.as_str()))?
+        .id
+        .to_string();
+    let accepted = api.produce(INPUT, id.as_bytes(), Some(&body), |r| decode_post(r, max).map(|_| ())).await?;
+    let location = format!(
+        "/api/v1/posts/{}/analysis",
+        percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+    );
+    Ok(gated.answer(accepted.answer(Some(&location))))
+}
+
+/// The trending hashtags over the last hour of event time.
+#[utoipa::path(get, path = "/api/v1/posts/trending", tag = "posts",
+    responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
+    security(("bearer" = [])))]
+async fn trending(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    query(&req, &[])?;
+    if !api.cfg.posts.enabled {
+        return Err(Problem::not_found("the posts pipeline is disabled on this instance (pipelines.posts.enabled = false)"));
+    }
+    let t = api.live.posts.trending().ok_or_else(|| Problem::not_found("no trending hashtags yet: no post with a hashtag was counted"))?;
+    Ok(gated.answer(cache::json(&req, &t, Freshness::Live)))
+}
+
+/// Mounts the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/posts", web::post().to(create)).route("/api/v1/posts/trending", web::get().to(trending));
+}
+
+/// The OpenAPI operations of this file.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, trending), components(schemas(NewPost)))]
+pub struct Doc;
