@@ -424,22 +424,30 @@ impl Config {
         for t in &http.tokens {
             h.check(t.name.trim().is_empty(), "tokens", "every token needs a name");
             h.check(!names.insert(t.name.clone()), "tokens", &format!("token name `{}` is used twice", t.name));
-            h.check(
-                t.token.len() < 16,
-                "tokens",
-                &format!("token `{}` is shorter than 16 characters", t.name),
-            );
+            h.check(t.token.len() < 16, "tokens", &format!("token `{}` is shorter than 16 characters", t.name));
             h.check(t.scopes.is_empty(), "tokens", &format!("token `{}` has no scopes", t.name));
         }
         for (key, t) in [("write_token", &http.write_token), ("read_token", &http.read_token)] {
             h.check(t.as_ref().is_some_and(|t| t.len() < 16), key, "must be at least 16 characters");
         }
-        h.check(!(0.0..=1e6).contains(&http.read_rate) || http.read_rate == 0.0, "read_rate", "must be above 0 and at most 1000000");
-        h.check(!(0.0..=1e6).contains(&http.write_rate) || http.write_rate == 0.0, "write_rate", "must be above 0 and at most 1000000");
+        h.check(
+            !(0.0..=1e6).contains(&http.read_rate) || http.read_rate == 0.0,
+            "read_rate",
+            "must be above 0 and at most 1000000",
+        );
+        h.check(
+            !(0.0..=1e6).contains(&http.write_rate) || http.write_rate == 0.0,
+            "write_rate",
+            "must be above 0 and at most 1000000",
+        );
         h.check(http.read_burst == 0, "read_burst", "must be positive");
         h.check(http.write_burst == 0, "write_burst", "must be positive");
         h.check(!(1..=10_000_000).contains(&http.max_clients), "max_clients", "must be between 1 and 10000000");
-        h.check(!(1024..=16 << 20).contains(&http.max_body_bytes), "max_body_bytes", "must be between 1024 and 16777216");
+        h.check(
+            !(1024..=16 << 20).contains(&http.max_body_bytes),
+            "max_body_bytes",
+            "must be between 1024 and 16777216",
+        );
         h.check(
             !(1024..=1 << 30).contains(&http.max_upload_bytes),
             "max_upload_bytes",

@@ -151,7 +151,10 @@ fn observations_become_exact_rolling_stats_and_rankings() {
     assert_eq!(cmp["missing"], serde_json::json!(["facebook:page-999"]));
     let (status, err) = get_json(&pp.addr, "/api/v1/pages/facebook:page-999").expect("JSON answer");
     assert_eq!((status, &err["status"], &err["field"]), (404, &404.into(), &"key".into()), "{err}");
-    assert!(err["detail"].as_str().is_some_and(|d| d.contains("facebook:page-999")), "the problem names the page: {err}");
+    assert!(
+        err["detail"].as_str().is_some_and(|d| d.contains("facebook:page-999")),
+        "the problem names the page: {err}"
+    );
     let (status, v) = wait_for("the mastodon page over HTTP", Duration::from_secs(30), || {
         get_json(&pp.addr, "/api/v1/pages/mastodon:%40ana%40example.social").filter(|(s, _)| *s == 200)
     });

@@ -81,9 +81,6 @@ mod tests {
         let req = TestRequest::default().insert_header((header::IF_NONE_MATCH, "\"other\"")).to_http_request();
         let resp = answer(&req, "application/json", body, Freshness::Live);
         assert_eq!(resp.status(), 200);
-        assert_eq!(
-            resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()),
-            Some("private, max-age=1")
-        );
+        assert_eq!(resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("private, max-age=1"));
     }
 }

@@ -29,6 +29,10 @@ pub struct Problem {
     /// The field, parameter or key at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The class of refused content, as in the `pagepulse.reason` header of a dead letter
+    /// (`missing_field`, `wrong_type`, `invalid_value`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     /// Seconds to wait before retrying (429, 503).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
@@ -46,6 +50,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            reason: None,
             retry_after: None,
             headers: Vec::new(),
         }
@@ -70,10 +75,8 @@ impl Problem {
     /// 401: no usable credentials.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut p = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
-        p.headers.push((
-            actix_web::http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"pagepulse\""),
-        ));
+        p.headers
+            .push((actix_web::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"pagepulse\"")));
         p
     }
 
@@ -120,6 +123,12 @@ impl Problem {
         let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail);
         p.retry_after = Some(retry_after);
         p
+    }
+
+    /// Names the class of refused content.
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     /// Names the field or parameter at fault.

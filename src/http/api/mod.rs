@@ -125,8 +125,9 @@ impl Api {
         value: Option<&[u8]>,
         check: impl FnOnce(&RawRecord) -> Result<(), crate::engine::Rejection>,
     ) -> Result<Accepted, Problem> {
-        let rec = RawRecord { key: Some(key.to_vec()), value: value.map(<[u8]>::to_vec), offset: 0, timestamp_ms: None };
-        check(&rec).map_err(|why| Problem::invalid(why.message).with_field(why.class.as_str()))?;
+        let rec =
+            RawRecord { key: Some(key.to_vec()), value: value.map(<[u8]>::to_vec), offset: 0, timestamp_ms: None };
+        check(&rec).map_err(|why| Problem::invalid(why.message).with_reason(why.class.as_str()))?;
         let (partition, offset) = self.writer.send(topic, key, value).await?;
         Ok(Accepted { topic, key: String::from_utf8_lossy(key).into_owned(), partition, offset })
     }
@@ -214,12 +215,23 @@ pub fn wants_csv(req: &HttpRequest, format: Option<&str>) -> Result<bool, Proble
         Some("csv") => return Ok(true),
         Some("json") => return Ok(false),
         Some(other) => {
-            return Err(Problem::bad_request(format!("`format` must be `json` or `csv`, got `{other}`")).with_field("format"))
+            return Err(
+                Problem::bad_request(format!("`format` must be `json` or `csv`, got `{other}`")).with_field("format")
+            )
         }
         None => {}
     }
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     Ok(accept.split(',').next().is_some_and(|first| first.trim().starts_with("text/csv")))
+}
+
+/// What a path segment may carry unencoded: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `s` percent-encoded as one path segment.
+pub fn segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Percent-decodes a path segment or query value (`+` is a space only in a query).

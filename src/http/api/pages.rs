@@ -51,7 +51,9 @@ struct Comparison {
 fn live(api: &Api) -> Result<&FansLive, Problem> {
     match api.cfg.fans.enabled {
         true => Ok(&api.live.fans),
-        false => Err(Problem::not_found("the fans pipeline is disabled on this instance (pipelines.fans.enabled = false)")),
+        false => {
+            Err(Problem::not_found("the fans pipeline is disabled on this instance (pipelines.fans.enabled = false)"))
+        }
     }
 }
 
@@ -70,8 +72,9 @@ fn detail(params: &[(String, String)]) -> Result<Detail, Problem> {
     match params.iter().find(|(n, _)| n == "series").map(|(_, v)| v.as_str()) {
         None | Some("true") => Ok(Detail::Full),
         Some("false") => Ok(Detail::Stats),
-        Some(other) => Err(Problem::bad_request(format!("`series` must be `true` or `false`, got `{other}`"))
-            .with_field("series")),
+        Some(other) => {
+            Err(Problem::bad_request(format!("`series` must be `true` or `false`, got `{other}`")).with_field("series"))
+        }
     }
 }
 
@@ -96,8 +99,8 @@ async fn track(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> 
     let gated = api.gate(&req, Class::Write)?;
     query(&req, &[])?;
     let body = api.json_body(&req, payload).await?;
-    let parsed: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| Problem::invalid(format!("the body is not valid JSON: {e}")))?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("the body is not valid JSON: {e}")))?;
     let platform = parsed.get("platform").and_then(|p| p.as_str()).unwrap_or("facebook");
     let page_id = parsed
         .get("page_id")
@@ -108,7 +111,7 @@ async fn track(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> 
     let accepted = api
         .produce(crate::pipelines::pages::INPUT, key.as_bytes(), Some(&body), |r| decode_page(r, &names).map(|_| ()))
         .await?;
-    let location = format!("/api/v1/pages/{}", utf8_percent(&key));
+    let location = format!("/api/v1/pages/{}", super::segment(&key));
     Ok(gated.answer(accepted.answer(Some(&location))))
 }
 
@@ -123,8 +126,9 @@ async fn untrack(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, 
     let key = super::decode(req.match_info().get("key").unwrap_or_default(), false, "the page key")?;
     check_key(&key)?;
     let names = platforms(&api);
-    let accepted =
-        api.produce(crate::pipelines::pages::INPUT, key.as_bytes(), None, |r| decode_page(r, &names).map(|_| ())).await?;
+    let accepted = api
+        .produce(crate::pipelines::pages::INPUT, key.as_bytes(), None, |r| decode_page(r, &names).map(|_| ()))
+        .await?;
     Ok(gated.answer(accepted.answer(None)))
 }
 
@@ -160,11 +164,10 @@ async fn many(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pro
     let gated = api.gate(&req, Class::Read)?;
     let detail = detail(&query(&req, &["keys", "series"])?)?;
     // Keys are split on literal commas before decoding, so `%2C` stays inside a page id.
-    let raw = req
-        .query_string()
-        .split('&')
-        .find_map(|p| p.strip_prefix("keys="))
-        .ok_or_else(|| Problem::bad_request("query parameter `keys` is required (1 to 100 keys)").with_field("keys"))?;
+    let raw =
+        req.query_string().split('&').find_map(|p| p.strip_prefix("keys=")).ok_or_else(|| {
+            Problem::bad_request("query parameter `keys` is required (1 to 100 keys)").with_field("keys")
+        })?;
     let mut keys: Vec<String> = Vec::new();
     for k in raw.split(',').filter(|k| !k.is_empty()) {
         let k = super::decode(k, true, "a key in `keys`")?;
@@ -173,8 +176,10 @@ async fn many(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pro
             keys.push(k);
         }
         if keys.len() > MAX_KEYS {
-            return Err(Problem::bad_request(format!("more than {MAX_KEYS} distinct keys; at most {MAX_KEYS} per request"))
-                .with_field("keys"));
+            return Err(Problem::bad_request(format!(
+                "more than {MAX_KEYS} distinct keys; at most {MAX_KEYS} per request"
+            ))
+            .with_field("keys"));
         }
     }
     if keys.is_empty() {
@@ -198,15 +203,10 @@ async fn many(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pro
 async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let gated = api.gate(&req, Class::Read)?;
     query(&req, &[])?;
-    let top = live(&api)?
-        .top()
-        .ok_or_else(|| Problem::not_found("no ranking yet: fans.top is computed every 10 s once observations arrive"))?;
+    let top = live(&api)?.top().ok_or_else(|| {
+        Problem::not_found("no ranking yet: fans.top is computed every 10 s once observations arrive")
+    })?;
     Ok(gated.answer(cache::json(&req, &top, Freshness::Live)))
-}
-
-/// `key` percent-encoded for a path segment.
-fn utf8_percent(key: &str) -> String {
-    percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Mounts the routes.

@@ -32,7 +32,8 @@ async fn add(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> Re
     let gated = api.gate(&req, Class::Write)?;
     query(&req, &[])?;
     let body = api.json_body(&req, payload).await?;
-    let entry: Entry = serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("the body is not a blacklist entry: {e}")))?;
+    let entry: Entry = serde_json::from_slice(&body)
+        .map_err(|e| Problem::invalid(format!("the body is not a blacklist entry: {e}")))?;
     let key = format!("{} {}", entry.domain, entry.title);
     let accepted = api.produce(BLACKLIST, key.as_bytes(), Some(&body), |r| decode_blacklist(r).map(|_| ())).await?;
     Ok(gated.answer(accepted.answer(None)))

@@ -41,14 +41,11 @@ async fn create(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) ->
     // The key is the id; the pipeline's decoder checks the whole value.
     let probe = crate::engine::RawRecord { key: None, value: Some(body.to_vec()), offset: 0, timestamp_ms: None };
     let id = decode_post(&probe, max)
-        .map_err(|why| Problem::invalid(why.message).with_field(why.class.as_str()))?
+        .map_err(|why| Problem::invalid(why.message).with_reason(why.class.as_str()))?
         .id
         .to_string();
     let accepted = api.produce(INPUT, id.as_bytes(), Some(&body), |r| decode_post(r, max).map(|_| ())).await?;
-    let location = format!(
-        "/api/v1/posts/{}/analysis",
-        percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
-    );
+    let location = format!("/api/v1/posts/{}/analysis", super::segment(&id));
     Ok(gated.answer(accepted.answer(Some(&location))))
 }
 
@@ -60,9 +57,15 @@ async fn trending(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse,
     let gated = api.gate(&req, Class::Read)?;
     query(&req, &[])?;
     if !api.cfg.posts.enabled {
-        return Err(Problem::not_found("the posts pipeline is disabled on this instance (pipelines.posts.enabled = false)"));
+        return Err(Problem::not_found(
+            "the posts pipeline is disabled on this instance (pipelines.posts.enabled = false)",
+        ));
     }
-    let t = api.live.posts.trending().ok_or_else(|| Problem::not_found("no trending hashtags yet: no post with a hashtag was counted"))?;
+    let t = api
+        .live
+        .posts
+        .trending()
+        .ok_or_else(|| Problem::not_found("no trending hashtags yet: no post with a hashtag was counted"))?;
     Ok(gated.answer(cache::json(&req, &t, Freshness::Live)))
 }
 
