@@ -269,6 +269,16 @@ pub fn query(req: &HttpRequest, takes: &[&str]) -> Result<Vec<(String, String)>,
     Ok(out)
 }
 
+/// The answer to a method a resource does not take: 405 with `Allow`.
+pub fn not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move |req: HttpRequest| async move {
+        let mut p =
+            Problem::method_not_allowed(format!("{} {} is not supported: use {allow}", req.method(), req.path()));
+        p.headers.push((header::ALLOW, HeaderValue::from_static(allow)));
+        Err::<HttpResponse, Problem>(p)
+    })
+}
+
 /// Mounts every resource of `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     pages::configure(cfg);

@@ -30,12 +30,17 @@ pub const MAX_KEYS: usize = 100;
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[allow(dead_code)] // documents the body; the pipeline's own decoder reads it
 struct TrackPage {
-    /// `facebook` (default) or `mastodon`.
+    /// `facebook` (default) or `mastodon` (a platform that is enabled: `platforms.<p>.enabled`).
+    #[schema(pattern = "^(facebook|mastodon)$")]
     platform: Option<String>,
-    /// The page's id on the platform.
+    /// The page's id on the platform, 1 to 256 bytes.
+    #[schema(min_length = 1, max_length = 64)]
     page_id: String,
     /// Seconds between two polls, 10..86400 (default 600).
+    #[schema(minimum = 10, maximum = 86400)]
     interval_s: Option<u64>,
+    /// `false` stops tracking the page (like `DELETE`).
+    tracked: Option<bool>,
 }
 
 /// The answer to a multi-page request.
@@ -117,7 +122,7 @@ async fn track(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> 
 
 /// Stop tracking a page.
 #[utoipa::path(delete, path = "/api/v1/pages/{key}", tag = "pages",
-    params(("key" = String, Path, description = "`<platform>:<page_id>`")),
+    params(("key" = String, Path, description = "`<platform>:<page_id>`", pattern = "^[^:]+:.+$")),
     responses((status = 202, body = super::Accepted), (status = 400), (status = 401), (status = 403), (status = 422), (status = 429), (status = 503)),
     security(("bearer" = [])))]
 async fn untrack(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
@@ -134,7 +139,7 @@ async fn untrack(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, 
 
 /// One page's figures, chart and table.
 #[utoipa::path(get, path = "/api/v1/pages/{key}", tag = "pages",
-    params(("key" = String, Path, description = "`<platform>:<page_id>`"),
+    params(("key" = String, Path, description = "`<platform>:<page_id>`", pattern = "^[^:]+:.+$"),
         ("series" = Option<bool>, Query, description = "include the chart and table (default true)")),
     responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
     security(("bearer" = [])))]
@@ -156,7 +161,7 @@ async fn one(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
 
 /// Several pages side by side.
 #[utoipa::path(get, path = "/api/v1/pages", tag = "pages",
-    params(("keys" = String, Query, description = "comma-separated `<platform>:<page_id>` keys, 1 to 100"),
+    params(("keys" = String, Query, description = "comma-separated `<platform>:<page_id>` keys, 1 to 100", pattern = "^[^:,]+:[^,]+(,[^:,]+:[^,]+){0,99}$"),
         ("series" = Option<bool>, Query, description = "include the charts and tables (default true)")),
     responses((status = 200, body = Comparison), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
     security(("bearer" = [])))]
@@ -211,12 +216,20 @@ async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
 
 /// Mounts the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/pages", web::get().to(many))
-        .route("/api/v1/pages", web::post().to(track))
-        // Before `{key}`, which would match it too; a key always has a `:`, so none is `top`.
-        .route("/api/v1/pages/top", web::get().to(top))
-        .route("/api/v1/pages/{key}", web::get().to(one))
-        .route("/api/v1/pages/{key}", web::delete().to(untrack));
+    cfg.service(
+        web::resource("/api/v1/pages")
+            .route(web::get().to(many))
+            .route(web::post().to(track))
+            .default_service(super::not_allowed("GET, POST")),
+    )
+    // Before `{key}`, which would match it too; a key always has a `:`, so none is `top`.
+    .service(web::resource("/api/v1/pages/top").route(web::get().to(top)).default_service(super::not_allowed("GET")))
+    .service(
+        web::resource("/api/v1/pages/{key}")
+            .route(web::get().to(one))
+            .route(web::delete().to(untrack))
+            .default_service(super::not_allowed("GET, DELETE")),
+    );
 }
 
 /// The OpenAPI operations of this file.

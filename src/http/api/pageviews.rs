@@ -17,9 +17,11 @@ use crate::pipelines::pageviews::BLACKLIST;
 /// A blacklist entry.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 struct Entry {
-    /// The domain, e.g. `en` or `de.m`.
+    /// The domain, e.g. `en` or `de.m` (no spaces).
+    #[schema(pattern = "^[^ ]+$")]
     domain: String,
     /// The article title, as in the dumps.
+    #[schema(min_length = 1)]
     title: String,
 }
 
@@ -41,7 +43,7 @@ async fn add(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> Re
 
 /// Rank a (domain, title) pair again.
 #[utoipa::path(delete, path = "/api/v1/pageviews/blacklist/{domain}/{title}", tag = "pageviews",
-    params(("domain" = String, Path), ("title" = String, Path)),
+    params(("domain" = String, Path, pattern = "^[^ ]+$"), ("title" = String, Path, min_length = 1)),
     responses((status = 202, body = super::Accepted), (status = 400), (status = 401), (status = 403), (status = 422), (status = 429), (status = 503)),
     security(("bearer" = [])))]
 async fn remove(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
@@ -56,8 +58,16 @@ async fn remove(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, P
 
 /// Mounts the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/pageviews/blacklist", web::post().to(add))
-        .route("/api/v1/pageviews/blacklist/{domain}/{title}", web::delete().to(remove));
+    cfg.service(
+        web::resource("/api/v1/pageviews/blacklist")
+            .route(web::post().to(add))
+            .default_service(super::not_allowed("POST")),
+    )
+    .service(
+        web::resource("/api/v1/pageviews/blacklist/{domain}/{title}")
+            .route(web::delete().to(remove))
+            .default_service(super::not_allowed("DELETE")),
+    );
 }
 
 /// The OpenAPI operations of this file.

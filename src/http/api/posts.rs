@@ -19,12 +19,15 @@ use crate::pipelines::posts::{decode_post, INPUT};
 #[allow(dead_code)] // documents the body; the pipeline's own decoder reads it
 struct NewPost {
     /// The post's id (its key).
+    #[schema(min_length = 1)]
     id: String,
-    /// Its text, at most `pipelines.posts.max_content_bytes`.
+    /// Its text, at most `pipelines.posts.max_content_bytes` bytes.
+    #[schema(max_length = 4096)]
     content: String,
     /// Who wrote it.
     author: Option<String>,
     /// When, RFC 3339 (default: when it is processed).
+    #[schema(format = DateTime, pattern = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")]
     created_at: Option<String>,
 }
 
@@ -71,7 +74,14 @@ async fn trending(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse,
 
 /// Mounts the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/posts", web::post().to(create)).route("/api/v1/posts/trending", web::get().to(trending));
+    cfg.service(
+        web::resource("/api/v1/posts").route(web::post().to(create)).default_service(super::not_allowed("POST")),
+    )
+    .service(
+        web::resource("/api/v1/posts/trending")
+            .route(web::get().to(trending))
+            .default_service(super::not_allowed("GET")),
+    );
 }
 
 /// The OpenAPI operations of this file.
