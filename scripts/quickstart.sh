@@ -47,6 +47,8 @@ export PAGEPULSE__platforms__facebook__base_url="http://$SIM_LISTEN"
 export PAGEPULSE__platforms__mastodon__base_url="http://$SIM_LISTEN"
 export PAGEPULSE__platforms__mastodon__rate_per_sec=100
 export PAGEPULSE_FACEBOOK_TOKEN="${PAGEPULSE_FACEBOOK_TOKEN:-demo-token}"
+# The HTTP API's token (writes and reads): a demo value unless you set your own.
+export PAGEPULSE_WRITE_TOKEN="${PAGEPULSE_WRITE_TOKEN:-quickstart-token-change-me}"
 echo "simulated Graph API and Mastodon on http://$SIM_LISTEN ($DEMO_PAGES pages; log: $RUN_DIR/simulator.log)"
 
 $PP run >"$RUN_DIR/pagepulse.log" 2>&1 &
@@ -77,7 +79,8 @@ pagepulse is ready and polling $DEMO_PAGES pages. Results flow below (fans.top: 
   $PP consume fans.stats                   # rolling figures of every page after each poll
   $PP consume pageviews.top -b             # top 25 articles per domain and hour (a minute after ingest)
   $PP consume pageviews.trending -b        # trending now, per domain
-  curl -s http://$PAGEPULSE_HTTP_LISTEN/pages/facebook:page-000001   # one page's live figures and chart
+  curl -s -H "Authorization: Bearer $PAGEPULSE_WRITE_TOKEN" http://$PAGEPULSE_HTTP_LISTEN/api/v1/pages/facebook:page-000001
+                                           # one page's live figures and chart (API docs: http://$PAGEPULSE_HTTP_LISTEN/docs)
   $PP consume posts.analysis               # word counts, hashtags and mentions of each post
   $PP consume posts.trending -b            # top hashtags of the last hour, every 5 s when changed
   $PP consume deadletter -b -f json        # malformed posts with the reason in headers
