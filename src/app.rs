@@ -405,6 +405,12 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), 
             .map_err(|e| setup_failed(Error::Fatal(e.to_string())))?;
         global_readers.push(reader);
     }
+    if let Some(reader) =
+        crate::kafka::results::spawn(cfg, &process.live.results.tables(), metrics.clone(), stop_globals.clone())
+            .map_err(|e| setup_failed(Error::Fatal(e.to_string())))?
+    {
+        global_readers.push(reader);
+    }
     let arbiters: Vec<Arbiter> = (0..cfg.engine.workers.get()).map(|_| Arbiter::new()).collect();
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let topics: Vec<String> = factories.iter().flat_map(|f| f.inputs().iter().map(|l| cfg.topic(l))).collect();

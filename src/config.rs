@@ -179,6 +179,14 @@ pub struct HttpConfig {
     /// Origins allowed to call the API from a browser (CORS), e.g. `["https://dash.example"]`;
     /// `["*"]` allows any (default none: CORS off).
     pub cors_origins: Vec<String>,
+    /// How long results read by key stay answerable (a post's analysis, an hour's top
+    /// articles, a minute's statistics), by the record's timestamp, 1m..365d (default `7d`).
+    /// Every instance reads these result topics whole into memory; older entries are dropped.
+    pub results_retention: Duration,
+    /// Most bytes (keys, values and about 96 bytes of bookkeeping each) of each result topic
+    /// held for reads by key, 1 MiB..16 GiB (default 67108864, 64 MiB: about 200,000 post
+    /// analyses); past it the entries written least recently are dropped first.
+    pub results_max_bytes: usize,
 }
 
 /// One bearer token of the HTTP API.
@@ -419,7 +427,19 @@ impl Config {
             tls_cert: h.take("tls_cert", None),
             tls_key: h.take("tls_key", None),
             cors_origins: h.take("cors_origins", Vec::new()),
+            results_retention: h.duration("results_retention", Duration::from_secs(7 * 86_400)),
+            results_max_bytes: h.take("results_max_bytes", 64 << 20),
         };
+        h.check(
+            !(Duration::from_secs(60)..=Duration::from_secs(365 * 86_400)).contains(&http.results_retention),
+            "results_retention",
+            "must be between 1m and 365d",
+        );
+        h.check(
+            !(1 << 20..=16 << 30).contains(&http.results_max_bytes),
+            "results_max_bytes",
+            "must be between 1048576 and 17179869184",
+        );
         let mut names = BTreeSet::new();
         for t in &http.tokens {
             h.check(t.name.trim().is_empty(), "tokens", "every token needs a name");

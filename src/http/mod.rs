@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod csv;
 pub mod limit;
 pub mod openapi;
 pub mod problem;

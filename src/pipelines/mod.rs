@@ -15,6 +15,7 @@
 //! Adding a pipeline: a new folder, its `topics/*.json` files, one line in [`REGISTRY`], and its
 //! section in [`crate::config::Config`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -26,6 +27,7 @@ use crate::engine::aggregate::Flush;
 use crate::engine::{Processor, Sink, Store, TaskFactory};
 use crate::kafka::global;
 use crate::metrics::Metrics;
+use crate::ops::latest::{Bounds, LatestTable};
 
 pub mod decode;
 pub mod fans;
@@ -51,6 +53,9 @@ pub struct Pipeline {
     /// For a pipeline with durable state, the input whose partitions its store follows: the
     /// store's changelog gets one partition per partition of that input.
     pub store_input: Option<&'static str>,
+    /// Outputs the HTTP API reads by key: every instance reads them whole into a bounded
+    /// [`LatestTable`] (see [`crate::kafka::results`]).
+    pub served: &'static [&'static str],
     /// Starts what the pipeline needs and returns what the engine runs.
     pub build: fn(Wiring<'_>) -> Result<Built, Error>,
 }
@@ -101,12 +106,42 @@ pub struct LiveViews {
     pub fans: fans::FansLive,
     /// The posts pipeline's trending hashtags (`/api/v1/posts/trending`).
     pub posts: posts::PostsLive,
+    /// The latest record per key of every served output topic (see [`Pipeline::served`]).
+    pub results: Results,
+}
+
+/// The tables of served output topics, by logical topic name.
+#[derive(Clone, Default)]
+pub struct Results(HashMap<&'static str, LatestTable>);
+
+impl Results {
+    /// One table per topic served by an enabled pipeline of `cfg`, bounded by `http.results_*`.
+    pub fn new(cfg: &Config) -> Self {
+        let bounds = Bounds {
+            retention_ms: cfg.http.results_retention.as_millis().try_into().unwrap_or(i64::MAX),
+            max_bytes: cfg.http.results_max_bytes,
+        };
+        let topics = REGISTRY.iter().filter(|p| (p.enabled)(cfg)).flat_map(|p| p.served.iter());
+        Self(topics.map(|t| (*t, LatestTable::new(bounds))).collect())
+    }
+
+    /// The table of logical topic `topic`, if served (its pipeline runs on this instance).
+    pub fn table(&self, topic: &str) -> Option<&LatestTable> {
+        self.0.get(topic)
+    }
+
+    /// Every table, with its topic.
+    pub fn tables(&self) -> Vec<(&'static str, LatestTable)> {
+        let mut v: Vec<_> = self.0.iter().map(|(t, l)| (*t, l.clone())).collect();
+        v.sort_by_key(|(t, _)| *t);
+        v
+    }
 }
 
 impl LiveViews {
     /// Empty views for `cfg`.
     pub fn new(cfg: &Config) -> Self {
-        Self { fans: fans::FansLive::new(cfg.fans.top_n), posts: posts::PostsLive::new() }
+        Self { fans: fans::FansLive::new(cfg.fans.top_n), posts: posts::PostsLive::new(), results: Results::new(cfg) }
     }
 }
 

@@ -30,6 +30,7 @@ use super::writes::Writer;
 use crate::config::{Config, Scope};
 use crate::engine::RawRecord;
 use crate::metrics::Metrics;
+use crate::ops::latest::Value;
 use crate::pipelines::LiveViews;
 
 /// What every API handler shares.
@@ -91,6 +92,30 @@ impl Api {
             return Err(Problem::rate_limited(decision.reset_s, headers));
         }
         Ok(Gated { caller, headers })
+    }
+
+    /// The latest record of `key` in the served output topic `topic` (see
+    /// [`crate::kafka::results`]). `what` names the key in answers: a 404 names it; while this
+    /// instance has not yet read the topic up to where it ended at start-up, a key not yet seen
+    /// is a 503 with `Retry-After` instead (it may be further on).
+    pub fn result(&self, topic: &'static str, key: &str, what: &str) -> Result<Value, Problem> {
+        let table = self.live.results.table(topic).ok_or_else(|| {
+            Problem::not_found(format!("`{topic}` is not served here: its pipeline is disabled on this instance"))
+        })?;
+        if let Some(v) = table.get(key) {
+            return Ok(v);
+        }
+        if !table.caught_up() {
+            return Err(Problem::unavailable(
+                format!("{what} is not known yet: this instance is still reading `{topic}` after its start"),
+                2,
+            ));
+        }
+        let retention = humantime::format_duration(self.cfg.http.results_retention);
+        Err(Problem::not_found(format!(
+            "no {what} in `{topic}`: none was written, or it is older than the retention ({retention}, \
+             http.results_retention) or was dropped to keep within http.results_max_bytes"
+        )))
     }
 
     /// Reads a request body of at most `limit` bytes; a larger one is a 413 naming the bound.

@@ -4,6 +4,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `POST /api/v1/posts` `{"id", "content", "author"?, "created_at"?}` | 202, `Location: /api/v1/posts/{id}/analysis` |
+//! | `GET /api/v1/posts/{id}/analysis` | 200: the post's `posts.analysis` record; 404 naming the id when none is held (never analysed, or past `http.results_retention`); 503 while this instance still reads `posts.analysis` after its start |
 //! | `GET /api/v1/posts/trending` | 200: `{"window_start", "window_end", "tags": [{"rank", "tag", "count"}]}`; 404 before the first hashtag |
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,7 +13,7 @@ use super::{query, Api};
 use crate::http::cache::{self, Freshness};
 use crate::http::limit::Class;
 use crate::http::problem::Problem;
-use crate::pipelines::posts::{decode_post, INPUT};
+use crate::pipelines::posts::{decode_post, ANALYSIS, INPUT};
 
 /// The body of `POST /api/v1/posts`.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -52,6 +53,22 @@ async fn create(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) ->
     Ok(gated.answer(accepted.answer(Some(&location))))
 }
 
+/// One post's analysis (word count, average word length, hashtags, mentions), as the posts
+/// pipeline wrote it to `posts.analysis`. Any instance answers for any post analysed within
+/// `http.results_retention` (default 7 days).
+#[utoipa::path(get, path = "/api/v1/posts/{id}/analysis", tag = "posts",
+    params(("id" = String, Path, description = "the post's id")),
+    responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429),
+        (status = 503, description = "this instance is still reading `posts.analysis` after its start")),
+    security(("bearer" = [])))]
+async fn analysis(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    query(&req, &[])?;
+    let id = super::decode(req.match_info().get("id").unwrap_or_default(), false, "the post id")?;
+    let v = api.result(ANALYSIS, &id, &format!("analysis of post `{id}`")).map_err(|p| p.with_field("id"))?;
+    Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), Freshness::Live)))
+}
+
 /// The trending hashtags over the last hour of event time.
 #[utoipa::path(get, path = "/api/v1/posts/trending", tag = "posts",
     responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
@@ -78,6 +95,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/api/v1/posts").route(web::post().to(create)).default_service(super::not_allowed("POST")),
     )
     .service(
+        web::resource("/api/v1/posts/{id}/analysis")
+            .route(web::get().to(analysis))
+            .default_service(super::not_allowed("GET")),
+    )
+    .service(
         web::resource("/api/v1/posts/trending")
             .route(web::get().to(trending))
             .default_service(super::not_allowed("GET")),
@@ -86,5 +108,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The OpenAPI operations of this file.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(create, trending), components(schemas(NewPost)))]
+#[openapi(paths(create, analysis, trending), components(schemas(NewPost)))]
 pub struct Doc;

@@ -43,6 +43,7 @@ pub const ENTRY: Pipeline = Pipeline {
     inputs: &[INPUT],
     outputs: &[ANALYSIS, TRENDING],
     store_input: Some(INPUT),
+    served: &[ANALYSIS],
     build,
 };
 
