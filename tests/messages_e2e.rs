@@ -63,7 +63,7 @@ fn respell(rng: &mut StdRng, name: &str) -> String {
 }
 
 /// The valid messages, in the order written: event time rises over [`MINUTES`] minutes with up
-/// to 5 s of disorder (the allowed lateness is 30 s: none is late).
+/// to 5 s of disorder (the allowed lateness is 30 s: none is late), kept inside those minutes.
 fn messages(rng: &mut StdRng, base: i64) -> Vec<Msg> {
     (0..MESSAGES)
         .map(|i| {
@@ -78,7 +78,7 @@ fn messages(rng: &mut StdRng, base: i64) -> Vec<Msg> {
                 user: if u % 9 == 0 { format!("zoë.{u}") } else { format!("user{u}") },
                 state: if rng.gen_ratio(1, 4) { format!(" {} ", state.to_lowercase()) } else { state.to_string() },
                 city: respell(rng, city),
-                ts: (slot + rng.gen_range(-5_000..=5_000)).max(base),
+                ts: (slot + rng.gen_range(-5_000..=5_000)).clamp(base, base + MINUTES * MIN - 1),
             }
         })
         .collect()
