@@ -53,7 +53,7 @@ fn generate(seed: u64, base: i64) -> Vec<Msg> {
             let (city, state) = CITIES[((CITIES.len() as f64) * rng.gen::<f64>().powi(2)) as usize];
             let city = if rng.gen_ratio(1, 5) { city.to_uppercase() } else { city.to_string() };
             let slot = base + i as i64 * MINUTES * MIN / MESSAGES as i64;
-            Msg { user: format!("user{u}"), state, city, ts: (slot + rng.gen_range(-4_000..=4_000)).max(base) }
+            Msg { user: format!("user{u}"), state, city, ts: (slot + rng.gen_range(-4_000..=4_000)).clamp(base, base + MINUTES * MIN - 1) }
         })
         .collect()
 }
