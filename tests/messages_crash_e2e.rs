@@ -53,13 +53,21 @@ fn generate(seed: u64, base: i64) -> Vec<Msg> {
             let (city, state) = CITIES[((CITIES.len() as f64) * rng.gen::<f64>().powi(2)) as usize];
             let city = if rng.gen_ratio(1, 5) { city.to_uppercase() } else { city.to_string() };
             let slot = base + i as i64 * MINUTES * MIN / MESSAGES as i64;
-            Msg { user: format!("user{u}"), state, city, ts: (slot + rng.gen_range(-4_000..=4_000)).clamp(base, base + MINUTES * MIN - 1) }
+            Msg {
+                user: format!("user{u}"),
+                state,
+                city,
+                ts: (slot + rng.gen_range(-4_000..=4_000)).clamp(base, base + MINUTES * MIN - 1),
+            }
         })
         .collect()
 }
 
-/// Each minute's (total, users, top cities) counted here.
-fn expected(msgs: &[Msg]) -> BTreeMap<String, (u64, u64, Vec<(String, String, u64)>)> {
+/// A minute as counted here: (total, users, top cities as (state, city, count)).
+type Minute = (u64, u64, Vec<(String, String, u64)>);
+
+/// Each minute's figures counted here.
+fn expected(msgs: &[Msg]) -> BTreeMap<String, Minute> {
     let mut minutes: BTreeMap<i64, Vec<&Msg>> = BTreeMap::new();
     for m in msgs {
         minutes.entry(m.ts.div_euclid(MIN) * MIN).or_default().push(m);
@@ -68,7 +76,9 @@ fn expected(msgs: &[Msg]) -> BTreeMap<String, (u64, u64, Vec<(String, String, u6
         .into_iter()
         .map(|(start, ms)| {
             let users: HashSet<&str> = ms.iter().map(|m| m.user.as_str()).collect();
-            let mut cities: HashMap<(&str, String), (u64, (i64, String))> = HashMap::new();
+            // (state, lower-cased city) -> (count, earliest (event time, spelling)).
+            type Tally<'a> = HashMap<(&'a str, String), (u64, (i64, String))>;
+            let mut cities: Tally<'_> = HashMap::new();
             for m in &ms {
                 let e = cities.entry((m.state, m.city.to_lowercase())).or_insert((0, (m.ts, m.city.clone())));
                 e.0 += 1;

@@ -75,7 +75,7 @@ fn messages(rng: &mut StdRng, base: i64) -> Vec<Msg> {
                 if rng.gen_ratio(1, 10) { CITIES[rng.gen_range(0..CITIES.len())] } else { CITIES[home] };
             let slot = base + i as i64 * MINUTES * MIN / MESSAGES as i64;
             Msg {
-                user: if u % 9 == 0 { format!("zoë.{u}") } else { format!("user{u}") },
+                user: if u.is_multiple_of(9) { format!("zoë.{u}") } else { format!("user{u}") },
                 state: if rng.gen_ratio(1, 4) { format!(" {} ", state.to_lowercase()) } else { state.to_string() },
                 city: respell(rng, city),
                 ts: (slot + rng.gen_range(-5_000..=5_000)).clamp(base, base + MINUTES * MIN - 1),
@@ -286,7 +286,7 @@ fn minutes_of_messages_equal_an_independent_count() {
     assert_eq!((t_states, t_top), (by_state, top));
 
     // Late messages: two users write into the first minute, long final.
-    let late: Vec<(Option<String>, Option<Vec<u8>>, Option<i64>)> = ["user1", "latecomer"]
+    let late: Vec<support::StampedRecord> = ["user1", "latecomer"]
         .iter()
         .map(|u| {
             let v = json!({"username": u, "city": "Boise", "state": "ID", "message": "late", "ts": base + 1_000});

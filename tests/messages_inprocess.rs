@@ -88,8 +88,12 @@ fn malformed(k: i64, offset: i64) -> RawRecord {
     RawRecord { key: Some(key.into()), value: Some(value.into_bytes()), offset, timestamp_ms: Some(T0) }
 }
 
+/// A minute as counted here: (total, users, by_state as (state, count), top cities as (state,
+/// city, count)).
+type Minute = (u64, u64, Vec<(String, u64)>, Vec<(String, String, u64)>);
+
 /// Every minute's record, counted here from messages `0..n`.
-fn expected(n: i64) -> BTreeMap<String, (u64, u64, Vec<(String, u64)>, Vec<(String, String, u64)>)> {
+fn expected(n: i64) -> BTreeMap<String, Minute> {
     let mut minutes: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for i in 0..n {
         minutes.entry(message(i).3.div_euclid(60_000) * 60_000).or_default().push(i);

@@ -197,6 +197,10 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// A record for [`TestEnv::produce_python_at`]: key, value (`None`: a tombstone) and timestamp
+/// (epoch ms; `None`: the producer's clock).
+pub type StampedRecord = (Option<String>, Option<Vec<u8>>, Option<i64>);
+
 /// One test's slice of the broker: its own topic prefix and group id.
 pub struct TestEnv {
     /// Bootstrap servers.
@@ -273,7 +277,7 @@ impl TestEnv {
 
     /// Like [`produce_python`](TestEnv::produce_python), each record with its own timestamp
     /// (epoch ms; `None`: the producer's clock).
-    pub fn produce_python_at(&self, topic: &str, records: &[(Option<String>, Option<Vec<u8>>, Option<i64>)]) {
+    pub fn produce_python_at(&self, topic: &str, records: &[StampedRecord]) {
         use base64::Engine as _;
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         for (k, v, ts) in records {

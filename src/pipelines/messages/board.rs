@@ -93,8 +93,12 @@ pub struct MinuteBoard {
     emitted: Option<i64>,
     /// The figures of the last `messages.totals` record, when it was written, and what the
     /// partitions' inputs were then.
-    totals: Option<(Totals, i64, Vec<(i32, u64, u64)>)>,
+    totals: Option<(Totals, i64, Signature)>,
 }
+
+/// What the partitions' inputs were when the totals were taken: (partition, registration,
+/// messages counted) of each. Unchanged means the totals cannot have changed.
+type Signature = Vec<(i32, u64, u64)>;
 
 impl MinuteBoard {
     /// An empty board.
@@ -260,7 +264,7 @@ impl MinuteBoard {
     }
 
     fn emit_totals(&mut self, now_ms: i64, out: &mut Vec<OutRecord>) {
-        let signature: Vec<(i32, u64, u64)> =
+        let signature: Signature =
             self.slots.iter().map(|(p, s)| (*p, s.generation, lock(&s.counts).inputs())).collect();
         if let Some((_, at, sig)) = &self.totals {
             if now_ms - at < self.settings.totals_every_ms || *sig == signature {

@@ -98,7 +98,9 @@ impl PlaceTally {
         let mut by_state: Vec<StateCount> =
             states.into_iter().map(|(s, count)| StateCount { state: s.to_string(), count }).collect();
         by_state.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.state.cmp(&b.state)));
-        let cities: Vec<((Arc<str>, Arc<str>), u64)> =
+        // ((state, city as shown), count): the ranking key breaks ties by state, then city.
+        type Ranked = ((Arc<str>, Arc<str>), u64);
+        let cities: Vec<Ranked> =
             self.places.values().map(|(s, n, shown)| ((s.clone(), shown.text.clone()), *n)).collect();
         let top_cities = top_n(cities.iter().map(|(k, n)| (k, *n)), top)
             .into_iter()
