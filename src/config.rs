@@ -29,6 +29,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use crate::pipelines::fans::config::FansConfig;
+use crate::pipelines::messages::config::MessagesConfig;
 use crate::pipelines::pages::config::PagesConfig;
 use crate::pipelines::pageviews::config::PageviewsConfig;
 use crate::pipelines::posts::config::PostsConfig;
@@ -82,6 +83,8 @@ pub struct Config {
     pub pages: PagesConfig,
     /// `[pipelines.pageviews]`: top-N page views per domain and hour, and trending now.
     pub pageviews: PageviewsConfig,
+    /// `[pipelines.messages]`: message statistics by state and city, per minute and all time.
+    pub messages: MessagesConfig,
     /// `[platforms.facebook]`: the Facebook Graph API.
     pub facebook: PlatformConfig,
     /// `[platforms.mastodon]`: Mastodon's account lookup API.
@@ -522,6 +525,7 @@ impl Config {
         let fans = FansConfig::from_section(pipelines.section("fans"));
         let pages = PagesConfig::from_section(pipelines.section("pages"));
         let pageviews = PageviewsConfig::from_section(pipelines.section("pageviews"));
+        let messages = MessagesConfig::from_section(pipelines.section("messages"));
         pipelines.finish();
 
         let mut platforms = root.section("platforms");
@@ -536,7 +540,7 @@ impl Config {
         root.finish();
 
         if problems.is_empty() {
-            Ok(Config { kafka, http, engine, posts, fans, pages, pageviews, facebook, mastodon })
+            Ok(Config { kafka, http, engine, posts, fans, pages, pageviews, messages, facebook, mastodon })
         } else {
             Err(Error::Invalid(problems))
         }

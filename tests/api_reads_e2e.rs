@@ -231,3 +231,70 @@ fn a_pages_chart_and_paginated_table_equal_the_observations() {
         assert_eq!((a.status, a.json()["field"].as_str()), (400, Some(field)), "{q}");
     }
 }
+
+#[test]
+fn messages_written_over_http_give_the_minutes_and_totals_counted_independently() {
+    let env = TestEnv::new();
+    let pp = start(
+        &env,
+        &[
+            ("PAGEPULSE__pipelines__fans__enabled", "false"),
+            ("PAGEPULSE__pipelines__pageviews__enabled", "false"),
+            ("PAGEPULSE__pipelines__messages__idle_timeout", "\"3s\""),
+            ("PAGEPULSE__pipelines__messages__totals_interval", "\"1s\""),
+        ],
+    );
+    // 40 messages over two past minutes, from 5 users in 3 states and 4 cities (spelled
+    // differently: grouped case-insensitively, whitespace collapsed, shown as first seen).
+    let m0 = chrono::DateTime::parse_from_rfc3339("2025-03-01T10:00:00Z").unwrap().timestamp_millis();
+    let places = [("NY", "New York"), (" ny", "new  york"), ("CA", "Los Angeles"), ("TX", "Austin"), ("CA", "San Diego")];
+    let mut per_minute: HashMap<i64, (u64, std::collections::BTreeSet<String>, HashMap<String, u64>)> = HashMap::new();
+    let auth = format!("Bearer {WRITE}");
+    for i in 0..40usize {
+        let (state, city) = places[i % places.len()];
+        let user = format!("user{}", i % 5);
+        // Minute 0's messages first, so that none is late (the watermark trails by 30 s).
+        let ts = m0 + (i as i64 / 20) * 60_000 + (i as i64 % 20) * 1000;
+        let body = serde_json::json!({"username": user, "city": city, "state": state, "message": format!("hi {i}"), "ts": rfc3339(ts)});
+        let a = http(
+            &pp.addr,
+            "POST",
+            "/api/v1/messages",
+            &[("Content-Type", "application/json"), ("Authorization", &auth)],
+            body.to_string().as_bytes(),
+        )
+        .expect("answer");
+        assert_eq!(a.status, 202, "{:?}", a.json());
+        let e = per_minute.entry(ts.div_euclid(60_000) * 60_000).or_default();
+        e.0 += 1;
+        e.1.insert(user);
+        *e.2.entry(state.trim().to_uppercase()).or_default() += 1;
+    }
+    // A message the pipeline would dead-letter is refused with the field named, and not written.
+    let bad = serde_json::json!({"username": "u", "city": "X", "state": "", "message": "m"}).to_string();
+    let a = http(&pp.addr, "POST", "/api/v1/messages", &[("Content-Type", "application/json"), ("Authorization", &auth)], bad.as_bytes())
+        .expect("answer");
+    assert_eq!(a.status, 422, "{:?}", a.json());
+    assert!(a.json()["detail"].as_str().unwrap().contains("state"), "{}", a.json());
+
+    for (minute, (total, users, by_state)) in &per_minute {
+        let key = chrono::DateTime::from_timestamp_millis(*minute).unwrap().format("%Y-%m-%dT%H:%M").to_string();
+        let a = wait_get(&pp, &format!("/api/v1/messages/stats/{key}"), "a final minute", |a| a.json()["final"] == true);
+        let v = a.json();
+        assert_eq!(v["total"].as_u64(), Some(*total), "{v}");
+        assert_eq!(v["users"].as_u64(), Some(users.len() as u64), "{v}");
+        let got: HashMap<String, u64> = v["by_state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["state"].as_str().unwrap().to_string(), s["count"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(&got, by_state);
+        assert!(a.header("cache-control").unwrap().contains("immutable"));
+    }
+    let t = wait_get(&pp, "/api/v1/messages/totals", "the totals", |a| a.json()["total"] == 40);
+    assert_eq!(t.json()["users"].as_u64(), Some(5));
+    let ny = t.json()["top_cities"].as_array().unwrap().iter().find(|c| c["state"] == "NY").cloned().unwrap();
+    assert_eq!((ny["city"].as_str(), ny["count"].as_u64()), (Some("New York"), Some(16)), "grouped, first spelling shown");
+    assert_eq!(get(&pp, "/api/v1/messages/stats/2025-03-01").status, 400);
+}

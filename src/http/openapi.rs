@@ -41,6 +41,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(api::pages::Doc::openapi());
     doc.merge(api::posts::Doc::openapi());
     doc.merge(api::pageviews::Doc::openapi());
+    doc.merge(api::messages::Doc::openapi());
     doc
 }
 

@@ -31,12 +31,13 @@ use crate::ops::latest::{Bounds, LatestTable};
 
 pub mod decode;
 pub mod fans;
+pub mod messages;
 pub mod pages;
 pub mod pageviews;
 pub mod posts;
 
 /// Every pipeline, in the order the app starts them.
-pub const REGISTRY: &[Pipeline] = &[posts::ENTRY, fans::ENTRY, pages::ENTRY, pageviews::ENTRY];
+pub const REGISTRY: &[Pipeline] = &[posts::ENTRY, fans::ENTRY, pages::ENTRY, pageviews::ENTRY, messages::ENTRY];
 
 /// One line of the [`REGISTRY`]: a pipeline as the app sees it before anything runs (to check its
 /// topics and create its changelog), and how to build it.

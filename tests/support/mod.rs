@@ -264,6 +264,10 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A record for [`TestEnv::produce_python_at`]: key, value (`None`: a tombstone) and timestamp
+/// (epoch ms; `None`: the producer's clock).
+pub type StampedRecord = (Option<String>, Option<Vec<u8>>, Option<i64>);
+
 /// One test's slice of the broker: its own topic prefix and group id.
 pub struct TestEnv {
     /// Bootstrap servers.
@@ -336,12 +340,20 @@ impl TestEnv {
 
     /// Produces `records` (key, value) to logical topic `topic` with Python's confluent-kafka.
     pub fn produce_python(&self, topic: &str, records: &[(Option<String>, Option<Vec<u8>>)]) {
+        let stamped: Vec<_> = records.iter().map(|(k, v)| (k.clone(), v.clone(), None)).collect();
+        self.produce_python_at(topic, &stamped);
+    }
+
+    /// Like [`produce_python`](TestEnv::produce_python), each record with its own timestamp
+    /// (epoch ms; `None`: the producer's clock).
+    pub fn produce_python_at(&self, topic: &str, records: &[StampedRecord]) {
         use base64::Engine as _;
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
-        for (k, v) in records {
+        for (k, v, ts) in records {
             let line = serde_json::json!({
                 "key": k,
                 "value_b64": v.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                "timestamp": ts,
             });
             writeln!(file, "{line}").expect("write record");
         }

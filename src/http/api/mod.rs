@@ -11,8 +11,9 @@
 //! client's rate limit ([`super::limit`]). Every refusal is `application/problem+json`
 //! ([`super::problem`]).
 //!
-//! One file per resource: [`pages`], [`posts`], [`pageviews`].
+//! One file per resource: [`pages`], [`posts`], [`pageviews`], [`messages`].
 
+pub mod messages;
 pub mod pages;
 pub mod pageviews;
 pub mod posts;
@@ -151,7 +152,13 @@ impl Api {
         check: impl FnOnce(&RawRecord) -> Result<(), crate::engine::Rejection>,
     ) -> Result<Accepted, Problem> {
         let rec =
-            RawRecord { key: Some(key.to_vec()), value: value.map(<[u8]>::to_vec), offset: 0, timestamp_ms: None };
+            RawRecord {
+            key: Some(key.to_vec()),
+            value: value.map(<[u8]>::to_vec),
+            offset: 0,
+            // The producer stamps the record with its create time: now.
+            timestamp_ms: Some(chrono::Utc::now().timestamp_millis()),
+        };
         check(&rec).map_err(|why| Problem::invalid(why.message).with_reason(why.class.as_str()))?;
         let (partition, offset) = self.writer.send(topic, key, value).await?;
         Ok(Accepted { topic, key: String::from_utf8_lossy(key).into_owned(), partition, offset })
@@ -307,6 +314,7 @@ pub fn not_allowed(allow: &'static str) -> actix_web::Route {
 /// Mounts every resource of `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     pages::configure(cfg);
+    messages::configure(cfg);
     posts::configure(cfg);
     pageviews::configure(cfg);
 }
