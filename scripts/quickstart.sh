@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # pagepulse's main job on one machine: a local broker (tansu), the topics, a simulated Graph API
-# and Mastodon (`pagepulse simulate graph-api`), the pipelines, demo pages to track, a demo post
-# producer and two generated hours of page views, with results printed as they flow. Ctrl-C stops everything.
+# and Mastodon (`pagepulse simulate graph-api`), the pipelines, demo pages to track, demo producers
+# of posts and of users' messages, and two generated hours of page views, with results printed as
+# they flow. Ctrl-C stops everything.
 #   usage: scripts/quickstart.sh [--duration SECONDS]
 # Environment: PAGEPULSE_BROKERS (default 127.0.0.1:9092; a broker already listening there is
 # reused), PAGEPULSE_HTTP_LISTEN (default 127.0.0.1:9898), SIM_LISTEN (default 127.0.0.1:8787),
-# DEMO_PAGES (default 2000), DEMO_INTERVAL_S (default 20), DEMO_RATE (posts/s, default 20).
+# DEMO_PAGES (default 2000), DEMO_INTERVAL_S (default 20), DEMO_RATE (posts/s, default 20),
+# DEMO_MESSAGES_RATE (messages/s, default 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -47,6 +49,8 @@ export PAGEPULSE__platforms__facebook__base_url="http://$SIM_LISTEN"
 export PAGEPULSE__platforms__mastodon__base_url="http://$SIM_LISTEN"
 export PAGEPULSE__platforms__mastodon__rate_per_sec=100
 export PAGEPULSE_FACEBOOK_TOKEN="${PAGEPULSE_FACEBOOK_TOKEN:-demo-token}"
+# The HTTP API's token (writes and reads): a demo value unless you set your own.
+export PAGEPULSE_WRITE_TOKEN="${PAGEPULSE_WRITE_TOKEN:-quickstart-token-change-me}"
 echo "simulated Graph API and Mastodon on http://$SIM_LISTEN ($DEMO_PAGES pages; log: $RUN_DIR/simulator.log)"
 
 $PP run >"$RUN_DIR/pagepulse.log" 2>&1 &
@@ -61,6 +65,10 @@ curl -sf "http://$PAGEPULSE_HTTP_LISTEN/readyz" >/dev/null || { echo "pagepulse 
 # Track the demo pages (every 10th on Mastodon, 3 unknown to the platform: they show as failing).
 $PP demo pages --count "$DEMO_PAGES" --interval-s "${DEMO_INTERVAL_S:-20}" --mastodon-every 10 --unknown 3
 $PP demo posts --rate "${DEMO_RATE:-20}" --bad-every 25 2>"$RUN_DIR/demo.log" &
+PIDS+=("$!")
+# Messages of 500 users from skewed cities and states (a few malformed, a few dated three minutes
+# back: late); each event-time minute's statistics reach messages.stats about 30 s after it ends.
+$PP demo messages --rate "${DEMO_MESSAGES_RATE:-50}" --bad-every 40 --late-every 200 2>"$RUN_DIR/demo-messages.log" &
 PIDS+=("$!")
 # Page views: two generated Wikimedia-style hours (200,000 lines each) and a small blacklist;
 # the hours' top articles reach pageviews.top once the input has been idle for a minute.
@@ -77,10 +85,13 @@ pagepulse is ready and polling $DEMO_PAGES pages. Results flow below (fans.top: 
   $PP consume fans.stats                   # rolling figures of every page after each poll
   $PP consume pageviews.top -b             # top 25 articles per domain and hour (a minute after ingest)
   $PP consume pageviews.trending -b        # trending now, per domain
-  curl -s http://$PAGEPULSE_HTTP_LISTEN/pages/facebook:page-000001   # one page's live figures and chart
+  curl -s -H "Authorization: Bearer $PAGEPULSE_WRITE_TOKEN" http://$PAGEPULSE_HTTP_LISTEN/api/v1/pages/facebook:page-000001
+                                           # one page's live figures and chart (API docs: http://$PAGEPULSE_HTTP_LISTEN/docs)
   $PP consume posts.analysis               # word counts, hashtags and mentions of each post
   $PP consume posts.trending -b            # top hashtags of the last hour, every 5 s when changed
-  $PP consume deadletter -b -f json        # malformed posts with the reason in headers
+  $PP consume messages.stats -b            # messages per minute: total, users, states, top cities
+  $PP consume messages.totals -b           # all-time message figures, every minute when changed
+  $PP consume deadletter -b -f json        # malformed posts and messages, the reason in headers
   curl -s http://$PAGEPULSE_HTTP_LISTEN/metrics | grep -E '^pagepulse_(polls|pages|schedule)'
   curl -s http://$PAGEPULSE_HTTP_LISTEN/metrics | grep ^pagepulse_
   (on a real Kafka cluster kcat works too: kcat -C -b HOST:9092 -t posts.analysis)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine of this kind: installs what the tests need (tansu,
-# Python confluent-kafka, promtool), then runs every unit, pipeline and integration test.
-# Integration tests start their own tansu broker on a free port (or use PAGEPULSE_TEST_BROKERS).
+# Python confluent-kafka, schemathesis, promtool), then runs every unit, pipeline and integration
+# test. Integration tests start their own tansu broker on a free port (or use PAGEPULSE_TEST_BROKERS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -11,6 +11,11 @@ scripts/install-tansu.sh
 if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   echo "installing Python confluent-kafka (an independent Kafka client for the tests)..."
   python3 -m pip install --quiet --disable-pip-version-check confluent-kafka
+fi
+
+if ! command -v st >/dev/null 2>&1; then
+  echo "installing schemathesis (checks the HTTP API against its OpenAPI document)..."
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis
 fi
 
 if ! command -v promtool >/dev/null 2>&1; then

@@ -286,9 +286,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     admin::require(&cfg, &required_topics(&cfg))?;
     health.set_broker_up(true);
     let live = LiveViews::new(&cfg);
-    let server =
-        http::start(cfg.http.listen, metrics.clone(), health.clone(), cfg.fans.enabled.then(|| live.fans.clone()))?;
-    tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/metrics, /healthz, /readyz, /pages)");
+    let server = http::start(&cfg, metrics.clone(), health.clone(), live.clone())?;
+    tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/api/v1, /docs, /metrics, /healthz, /readyz)");
     let process = Process {
         metrics,
         health,
@@ -404,6 +403,12 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), 
                 },
             )
             .map_err(|e| setup_failed(Error::Fatal(e.to_string())))?;
+        global_readers.push(reader);
+    }
+    if let Some(reader) =
+        crate::kafka::results::spawn(cfg, &process.live.results.tables(), metrics.clone(), stop_globals.clone())
+            .map_err(|e| setup_failed(Error::Fatal(e.to_string())))?
+    {
         global_readers.push(reader);
     }
     let arbiters: Vec<Arbiter> = (0..cfg.engine.workers.get()).map(|_| Arbiter::new()).collect();

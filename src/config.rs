@@ -12,6 +12,7 @@
 //! - `PAGEPULSE_TOPIC_PREFIX` → `kafka.topic_prefix`
 //! - `PAGEPULSE_GROUP_ID` → `kafka.group_id`
 //! - `PAGEPULSE_HTTP_LISTEN` → `http.listen`
+//! - `PAGEPULSE_WRITE_TOKEN` → `http.write_token`, `PAGEPULSE_READ_TOKEN` → `http.read_token`
 //! - `PAGEPULSE_FACEBOOK_TOKEN` → `platforms.facebook.access_token`
 //! - `PAGEPULSE_MASTODON_TOKEN` → `platforms.mastodon.access_token`
 //! - `PAGEPULSE__<section>__<key>` (double underscores) → any key, e.g.
@@ -22,17 +23,19 @@ pub mod reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::{Table, Value};
 
 use crate::pipelines::apps::config::AppsConfig;
 use crate::pipelines::fans::config::FansConfig;
+use crate::pipelines::messages::config::MessagesConfig;
 use crate::pipelines::pages::config::PagesConfig;
 use crate::pipelines::pageviews::config::PageviewsConfig;
 use crate::pipelines::posts::config::PostsConfig;
 use crate::poll::facebook::Token;
+use crate::secret::Secret;
 use crate::section::Fields;
 pub use crate::section::Problem;
 
@@ -83,6 +86,8 @@ pub struct Config {
     pub pageviews: PageviewsConfig,
     /// `[pipelines.apps]`: the app catalogue, its rankings and the mentions of its apps in posts.
     pub apps: AppsConfig,
+    /// `[pipelines.messages]`: message statistics by state and city, per minute and all time.
+    pub messages: MessagesConfig,
     /// `[platforms.facebook]`: the Facebook Graph API.
     pub facebook: PlatformConfig,
     /// `[platforms.mastodon]`: Mastodon's account lookup API.
@@ -129,9 +134,87 @@ pub struct KafkaConfig {
 /// `[http]`
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Address of `/metrics`, `/healthz`, `/readyz` and `/pages` (default `127.0.0.1:9898`; env
-    /// `PAGEPULSE_HTTP_LISTEN`). Port 0 picks a free port (logged at start-up).
+    /// Address of the HTTP API (`/api/v1`), `/docs`, `/metrics`, `/healthz` and `/readyz`
+    /// (default `127.0.0.1:9898`; env `PAGEPULSE_HTTP_LISTEN`). Port 0 picks a free port (logged
+    /// at start-up). On an address other than loopback pagepulse refuses to start without a
+    /// token configured.
     pub listen: SocketAddr,
+    /// Bearer tokens of the API, a list of `{ name = "...", token = "...", scopes = ["read",
+    /// "write"] }` (default none). `write` allows writes, `read` reads; the name shows in
+    /// nothing but this file (tokens are never logged). Tokens are at least 16 characters.
+    pub tokens: Vec<ApiToken>,
+    /// One more token with both scopes, from the environment (env `PAGEPULSE_WRITE_TOKEN`;
+    /// default none).
+    pub write_token: Option<Secret>,
+    /// One more token with the `read` scope, from the environment (env `PAGEPULSE_READ_TOKEN`;
+    /// default none).
+    pub read_token: Option<Secret>,
+    /// Answer reads without a token (default false: reads need a `read` token). Writes always
+    /// need a `write` token.
+    pub public_reads: bool,
+    /// Reads per second one client may make, sustained (default 5000); a client is its token,
+    /// else its address.
+    pub read_rate: f64,
+    /// Reads a client may make at once after a quiet spell (default 10000).
+    pub read_burst: u32,
+    /// Writes per second one client may make, sustained (default 2000).
+    pub write_rate: f64,
+    /// Writes a client may make at once after a quiet spell (default 4000).
+    pub write_burst: u32,
+    /// Clients the rate limiter tracks at most (default 100000); past it the least recently
+    /// seen client's budget is forgotten (it starts full again).
+    pub max_clients: usize,
+    /// Most bytes of a JSON request body (default 65536).
+    pub max_body_bytes: usize,
+    /// Most bytes of a CSV upload (`POST /api/v1/apps`) (default 33554432, 32 MiB).
+    pub max_upload_bytes: usize,
+    /// Deepest nesting of arrays and objects accepted in a JSON request body (default 16).
+    pub max_json_depth: usize,
+    /// Longest a client may take to send a request's head; a slow client cannot hold a worker
+    /// (default `5s`).
+    pub request_timeout: Duration,
+    /// Longest a write waits for the broker's acknowledgement before answering 503 (default
+    /// `10s`).
+    pub write_timeout: Duration,
+    /// Threads serving HTTP, 1..64 (default 2).
+    pub workers: NonZeroUsize,
+    /// PEM certificate chain: serve HTTPS with it and `tls_key` (default none: plain HTTP).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (default none).
+    pub tls_key: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser (CORS), e.g. `["https://dash.example"]`;
+    /// `["*"]` allows any (default none: CORS off).
+    pub cors_origins: Vec<String>,
+    /// How long results read by key stay answerable (a post's analysis, an hour's top
+    /// articles, a minute's statistics), by the record's timestamp, 1m..365d (default `7d`).
+    /// Every instance reads these result topics whole into memory; older entries are dropped.
+    pub results_retention: Duration,
+    /// Most bytes (keys, values and about 96 bytes of bookkeeping each) of each result topic
+    /// held for reads by key, 1 MiB..16 GiB (default 67108864, 64 MiB: about 200,000 post
+    /// analyses); past it the entries written least recently are dropped first.
+    pub results_max_bytes: usize,
+}
+
+/// One bearer token of the HTTP API.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// What the token is for (never the token itself).
+    pub name: String,
+    /// The token.
+    pub token: Secret,
+    /// What it may do: `read`, `write` or both.
+    pub scopes: Vec<Scope>,
+}
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// GET requests of the API.
+    Read,
+    /// POST and DELETE requests of the API.
+    Write,
 }
 
 /// `[engine]`
@@ -240,6 +323,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("PAGEPULSE_TOPIC_PREFIX", "kafka.topic_prefix"),
     ("PAGEPULSE_GROUP_ID", "kafka.group_id"),
     ("PAGEPULSE_HTTP_LISTEN", "http.listen"),
+    ("PAGEPULSE_WRITE_TOKEN", "http.write_token"),
+    ("PAGEPULSE_READ_TOKEN", "http.read_token"),
     ("PAGEPULSE_FACEBOOK_TOKEN", "platforms.facebook.access_token"),
     ("PAGEPULSE_MASTODON_TOKEN", "platforms.mastodon.access_token"),
 ];
@@ -328,7 +413,84 @@ impl Config {
         k.finish();
 
         let mut h = root.section("http");
-        let http = HttpConfig { listen: h.parse("listen", SocketAddr::from(([127, 0, 0, 1], 9898))) };
+        let http = HttpConfig {
+            listen: h.parse("listen", SocketAddr::from(([127, 0, 0, 1], 9898))),
+            tokens: h.take("tokens", Vec::new()),
+            write_token: h.take::<Option<String>>("write_token", None).map(Secret::new),
+            read_token: h.take::<Option<String>>("read_token", None).map(Secret::new),
+            public_reads: h.take("public_reads", false),
+            read_rate: h.take("read_rate", 5000.0),
+            read_burst: h.take("read_burst", 10_000),
+            write_rate: h.take("write_rate", 2000.0),
+            write_burst: h.take("write_burst", 4000),
+            max_clients: h.take("max_clients", 100_000),
+            max_body_bytes: h.take("max_body_bytes", 65_536),
+            max_upload_bytes: h.take("max_upload_bytes", 32 << 20),
+            max_json_depth: h.take("max_json_depth", 16),
+            request_timeout: h.duration("request_timeout", Duration::from_secs(5)),
+            write_timeout: h.duration("write_timeout", Duration::from_secs(10)),
+            workers: h.take("workers", NonZeroUsize::new(2).expect("2 > 0")),
+            tls_cert: h.take("tls_cert", None),
+            tls_key: h.take("tls_key", None),
+            cors_origins: h.take("cors_origins", Vec::new()),
+            results_retention: h.duration("results_retention", Duration::from_secs(7 * 86_400)),
+            results_max_bytes: h.take("results_max_bytes", 64 << 20),
+        };
+        h.check(
+            !(Duration::from_secs(60)..=Duration::from_secs(365 * 86_400)).contains(&http.results_retention),
+            "results_retention",
+            "must be between 1m and 365d",
+        );
+        h.check(
+            !(1 << 20..=16 << 30).contains(&http.results_max_bytes),
+            "results_max_bytes",
+            "must be between 1048576 and 17179869184",
+        );
+        let mut names = BTreeSet::new();
+        for t in &http.tokens {
+            h.check(t.name.trim().is_empty(), "tokens", "every token needs a name");
+            h.check(!names.insert(t.name.clone()), "tokens", &format!("token name `{}` is used twice", t.name));
+            h.check(t.token.len() < 16, "tokens", &format!("token `{}` is shorter than 16 characters", t.name));
+            h.check(t.scopes.is_empty(), "tokens", &format!("token `{}` has no scopes", t.name));
+        }
+        for (key, t) in [("write_token", &http.write_token), ("read_token", &http.read_token)] {
+            h.check(t.as_ref().is_some_and(|t| t.len() < 16), key, "must be at least 16 characters");
+        }
+        h.check(
+            !(0.0..=1e6).contains(&http.read_rate) || http.read_rate == 0.0,
+            "read_rate",
+            "must be above 0 and at most 1000000",
+        );
+        h.check(
+            !(0.0..=1e6).contains(&http.write_rate) || http.write_rate == 0.0,
+            "write_rate",
+            "must be above 0 and at most 1000000",
+        );
+        h.check(http.read_burst == 0, "read_burst", "must be positive");
+        h.check(http.write_burst == 0, "write_burst", "must be positive");
+        h.check(!(1..=10_000_000).contains(&http.max_clients), "max_clients", "must be between 1 and 10000000");
+        h.check(
+            !(1024..=16 << 20).contains(&http.max_body_bytes),
+            "max_body_bytes",
+            "must be between 1024 and 16777216",
+        );
+        h.check(
+            !(1024..=1 << 30).contains(&http.max_upload_bytes),
+            "max_upload_bytes",
+            "must be between 1024 and 1073741824",
+        );
+        h.check(!(1..=128).contains(&http.max_json_depth), "max_json_depth", "must be between 1 and 128");
+        h.check(http.request_timeout < Duration::from_millis(100), "request_timeout", "must be at least 100ms");
+        h.check(http.write_timeout < Duration::from_millis(100), "write_timeout", "must be at least 100ms");
+        h.check(http.workers.get() > 64, "workers", "must be at most 64");
+        h.check(http.tls_cert.is_some() != http.tls_key.is_some(), "tls_key", "tls_cert and tls_key go together");
+        let any_token = !http.tokens.is_empty() || http.write_token.is_some() || http.read_token.is_some();
+        h.check(
+            !http.listen.ip().is_loopback() && !any_token,
+            "tokens",
+            "listening on a non-loopback address needs at least one token (http.tokens, PAGEPULSE_WRITE_TOKEN or \
+             PAGEPULSE_READ_TOKEN): the API would otherwise be open to the network",
+        );
         h.finish();
 
         let mut e = root.section("engine");
@@ -367,6 +529,7 @@ impl Config {
         let pages = PagesConfig::from_section(pipelines.section("pages"));
         let pageviews = PageviewsConfig::from_section(pipelines.section("pageviews"));
         let apps = AppsConfig::from_section(pipelines.section("apps"));
+        let messages = MessagesConfig::from_section(pipelines.section("messages"));
         pipelines.finish();
 
         let mut platforms = root.section("platforms");
@@ -381,7 +544,7 @@ impl Config {
         root.finish();
 
         if problems.is_empty() {
-            Ok(Config { kafka, http, engine, posts, fans, pages, pageviews, apps, facebook, mastodon })
+            Ok(Config { kafka, http, engine, posts, fans, pages, pageviews, messages, apps, facebook, mastodon })
         } else {
             Err(Error::Invalid(problems))
         }

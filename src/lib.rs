@@ -27,9 +27,9 @@
 //! - [`app`]: `pagepulse run`: wiring (loops over [`pipelines::REGISTRY`]) and the ordered,
 //!   lossless shutdown.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and `/pages` (the fans pipeline's live view).
-//! - [`pipelines`]: the registry and one folder per pipeline (posts, fans, pages, pageviews), each
-//!   with `config.rs`, `processor.rs`, `store.rs` (durable state) and `live.rs` (what queries
-//!   read) where it has them, and a `mod.rs` whose `build` wires them.
+//! - [`pipelines`]: the registry and one folder per pipeline (posts, fans, pages, pageviews,
+//!   messages), each with `config.rs`, `processor.rs`, `store.rs` (durable state) and `live.rs`
+//!   (what queries read) where it has them, and a `mod.rs` whose `build` wires them.
 //! - [`kafka`]: topic definitions and admin, consumer source, producer sinks (at-least-once and
 //!   transactional), changelog backend, global tables, client settings.
 //! - [`config`]: typed configuration, validated once, every problem reported with its key;
@@ -45,6 +45,7 @@
 //! - [`ops`]: plain building blocks: text analysis, top-N, sliding and hourly windows, rolling fan
 //!   series, a binary codec.
 //! - [`section`]: reading one section of the configuration file (typed keys, defaults, problems).
+//! - [`secret`]: secrets (tokens) that never print and compare in constant time.
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`health`]: liveness and readiness flags.
 //! - [`clock`]: injected wall-clock time, and the one way timestamps are written.
@@ -64,5 +65,6 @@ pub mod metrics;
 pub mod ops;
 pub mod pipelines;
 pub mod poll;
+pub mod secret;
 pub mod section;
 pub mod simulate;

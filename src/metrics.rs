@@ -94,6 +94,14 @@ pub struct Metrics {
     pub app_mentions: prometheus::IntCounter,
     /// Apps in this instance's catalogue.
     pub catalogue_apps: IntGauge,
+    /// HTTP requests answered, by route template (`/api/v1/pages/{key}`, `unmatched`), method and
+    /// status.
+    pub http_requests: IntCounterVec,
+    /// Time to answer an HTTP request, by route template.
+    pub http_latency: HistogramVec,
+    /// API requests refused before their handler ran, by reason: `unauthorized`, `forbidden`,
+    /// `rate_limited`.
+    pub http_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -276,6 +284,23 @@ impl Metrics {
         .expect("metric definition is valid");
         registry.register(Box::new(app_mentions.clone())).expect("metric names are unique");
         let catalogue_apps = plain_gauge("pagepulse_catalogue_apps", "Apps in this instance's app catalogue.");
+        let http_requests = counter(
+            "pagepulse_http_requests_total",
+            "HTTP requests answered, by route template, method and status.",
+            &["route", "method", "status"],
+        );
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new("pagepulse_http_request_duration_seconds", "Time to answer an HTTP request.")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            &["route"],
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(http_latency.clone())).expect("metric names are unique");
+        let http_refused = counter(
+            "pagepulse_http_refused_total",
+            "API requests refused before their handler ran: unauthorized, forbidden, rate_limited.",
+            &["reason"],
+        );
         Self {
             registry,
             consumed,
@@ -314,6 +339,9 @@ impl Metrics {
             shared_refused,
             app_mentions,
             catalogue_apps,
+            http_requests,
+            http_latency,
+            http_refused,
         }
     }
 

@@ -567,7 +567,9 @@ fn restarts_after_sigkills_heal_on_their_own_and_end_equal_to_an_uninterrupted_r
             metric_value(&last_metrics, "pagepulse_state_restored_records_total", &format!(r#"store="{store}""#));
         assert!(last_records > 0.0, "the final run restored no {store} state");
     }
-    let processing_kills = kills.iter().filter(|k| k.assigned > 0.0 && k.produced > 0.0).count();
+    // A kill lands "while processing" when its incarnation had produced results: the partition
+    // count read at the kill may be 0 for an incarnation caught in a rebalance after it processed.
+    let processing_kills = kills.iter().filter(|k| k.phase == "processing" && k.produced > 0.0).count();
     let mid_stream = kills.iter().filter(|k| k.stream_done < 1.0).count();
     assert!(processing_kills >= KILLS, "only {processing_kills} kills landed while records were processed");
     let early_kills = kills.iter().filter(|k| k.phase == "early").count();

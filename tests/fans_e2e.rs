@@ -116,7 +116,7 @@ fn observations_become_exact_rolling_stats_and_rankings() {
         let key = format!("facebook:page-{p:03}");
         let v =
             wait_for(&format!("GET /pages/{key} to equal its last fans.stats record"), Duration::from_secs(30), || {
-                match get_json(&pp.addr, &format!("/pages/{key}")) {
+                match get_json(&pp.addr, &format!("/api/v1/pages/{key}")) {
                     Some((200, v)) if v["stats"] == last[&key] => Some(v),
                     _ => None,
                 }
@@ -137,7 +137,7 @@ fn observations_become_exact_rolling_stats_and_rankings() {
     // Several pages compared, figures only; a page nobody observed is named as missing.
     let (status, cmp) = get_json(
         &pp.addr,
-        "/pages?keys=facebook:page-001,facebook:page-059,facebook:page-999,facebook:page-002&series=false",
+        "/api/v1/pages?keys=facebook:page-001,facebook:page-059,facebook:page-999,facebook:page-002&series=false",
     )
     .expect("JSON answer");
     assert_eq!(status, 200, "{cmp}");
@@ -149,10 +149,14 @@ fn observations_become_exact_rolling_stats_and_rankings() {
         assert!(v.get("series").is_none() && v.get("table").is_none(), "series=false: {v}");
     }
     assert_eq!(cmp["missing"], serde_json::json!(["facebook:page-999"]));
-    let (status, err) = get_json(&pp.addr, "/pages/facebook:page-999").expect("JSON answer");
-    assert_eq!((status, &err["page"]), (404, &"facebook:page-999".into()), "{err}");
+    let (status, err) = get_json(&pp.addr, "/api/v1/pages/facebook:page-999").expect("JSON answer");
+    assert_eq!((status, &err["status"], &err["field"]), (404, &404.into(), &"key".into()), "{err}");
+    assert!(
+        err["detail"].as_str().is_some_and(|d| d.contains("facebook:page-999")),
+        "the problem names the page: {err}"
+    );
     let (status, v) = wait_for("the mastodon page over HTTP", Duration::from_secs(30), || {
-        get_json(&pp.addr, "/pages/mastodon:%40ana%40example.social").filter(|(s, _)| *s == 200)
+        get_json(&pp.addr, "/api/v1/pages/mastodon:%40ana%40example.social").filter(|(s, _)| *s == 200)
     });
     assert_eq!((status, &v["page_id"], &v["stats"]["fans"]), (200, &"@ana@example.social".into(), &42.into()));
     assert_eq!(v["table"], serde_json::json!([{"observed_at": rfc(t0 + 25 * H), "fans": 42, "followers": null}]));
@@ -181,7 +185,7 @@ fn observations_become_exact_rolling_stats_and_rankings() {
     assert_eq!(tops.last().and_then(|r| r.key.as_deref()), Some(&b"top"[..]));
     // The same ranking over HTTP: the value of the last fans.top record.
     wait_for("GET /pages/top to equal the last fans.top record", Duration::from_secs(30), || {
-        get_json(&pp.addr, "/pages/top").filter(|(s, v)| *s == 200 && *v == top)
+        get_json(&pp.addr, "/api/v1/pages/top").filter(|(s, v)| *s == 200 && *v == top)
     });
     assert_eq!(pp.metric("pagepulse_records_consumed_total", "topic=\"fans.observations\""), records.len() as f64);
     pp.signal(libc::SIGTERM);

@@ -192,7 +192,7 @@ fn stream_views(
 /// The pages whose `/pages/{key}` an instance serves (the pages of its `fans` partitions), with
 /// their current view.
 fn served_pages(pp: &Pagepulse) -> BTreeMap<u64, Value> {
-    (1..=PAGES).filter_map(|i| Some((i, get_json(&pp.addr, &format!("/pages/{}", key(i)))?))).collect()
+    (1..=PAGES).filter_map(|i| Some((i, get_json(&pp.addr, &format!("/api/v1/pages/{}", key(i)))?))).collect()
 }
 
 fn table_times(view: &Value) -> Vec<String> {
@@ -331,7 +331,7 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
     for (i, before) in &b_pages {
         let deadline = Instant::now() + Duration::from_secs(30);
         let now = loop {
-            let got = get_json(&a.addr, &format!("/pages/{}", key(*i)));
+            let got = get_json(&a.addr, &format!("/api/v1/pages/{}", key(*i)));
             if let Some(v) = got.as_ref().filter(|v| v["stats"]["fans"].as_u64() == Some(fans(*i, T2))) {
                 break v.clone();
             }

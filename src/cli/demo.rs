@@ -1,7 +1,7 @@
-//! `pagepulse demo posts` and `demo pages`: demo producers of social posts and of tracked pages,
-//! for the quickstart and benchmarks; `demo pageviews-dump`: realistic hourly pageview dump files
-//! (for `pagepulse ingest pageviews`); `demo apps-csv`: an app catalogue in the form of Kaggle's
-//! `AppleStore.csv` (for `pagepulse ingest apps`).
+//! `pagepulse demo posts`, `demo pages` and `demo messages`: demo producers of social posts, of
+//! tracked pages and of users' messages, for the quickstart and benchmarks; `demo pageviews-dump`:
+//! realistic hourly pageview dump files (for `pagepulse ingest pageviews`); `demo apps-csv`: an app
+//! catalogue in the form of Kaggle's `AppleStore.csv` (for `pagepulse ingest apps`).
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ pub enum DemoCommand {
     Pages(PagesArgs),
     /// Write realistic hourly pageview dumps (`pageviews-YYYYMMDD-HH0000[.gz]`) into a directory.
     PageviewsDump(PageviewsDumpArgs),
+    /// Produce users' messages (username, city, state) to the `messages` topic.
+    Messages(MessagesArgs),
     /// Write an app catalogue in the CSV form of Kaggle's `AppleStore.csv` (17 columns), with
     /// well-known apps first (Pandora, Spotify Music, Shazam, ...).
     AppsCsv(AppsCsvArgs),
@@ -256,6 +258,7 @@ pub fn run(cmd: &DemoCommand, cfg: &Config) -> anyhow::Result<()> {
         DemoCommand::Pages(args) => pages(args, cfg),
         DemoCommand::PageviewsDump(args) => pageviews_dump(args),
         DemoCommand::AppsCsv(args) => apps_csv(args),
+        DemoCommand::Messages(args) => messages(args, cfg),
     }
 }
 
@@ -348,5 +351,178 @@ fn posts(args: &PostsArgs, cfg: &Config) -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(60))?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!("produced {sent} records to {topic} ({bad} malformed) in {secs:.2} s: {:.0}/s", sent as f64 / secs);
+    Ok(())
+}
+
+/// Arguments of `demo messages`.
+#[derive(Debug, Args)]
+pub struct MessagesArgs {
+    /// Messages per second; 0 for as fast as possible.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u64,
+    /// Stop after this many messages; 0 for never.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Distinct users writing (each lives in one city, a few travel).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub users: u64,
+    /// Make every Nth record malformed (rotating through the kinds of bad input); 0 for never.
+    #[arg(long, default_value_t = 0)]
+    pub bad_every: u64,
+    /// Date every Nth message three minutes back, so it arrives after its minute is final (a
+    /// late message: counted in the totals and the metrics only); 0 for never.
+    #[arg(long, default_value_t = 0)]
+    pub late_every: u64,
+    /// Random seed (the same seed gives the same users and messages).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// (city, state) pairs the demo users live in, most populous first: users pick them with a
+/// Zipf-like skew, so a few cities and states dominate. The same city name in two states
+/// (Portland, Springfield) counts as two cities.
+pub const CITIES: &[(&str, &str)] = &[
+    ("New York", "NY"),
+    ("Los Angeles", "CA"),
+    ("Chicago", "IL"),
+    ("Houston", "TX"),
+    ("Phoenix", "AZ"),
+    ("Philadelphia", "PA"),
+    ("San Antonio", "TX"),
+    ("San Diego", "CA"),
+    ("Dallas", "TX"),
+    ("San Jose", "CA"),
+    ("Austin", "TX"),
+    ("Jacksonville", "FL"),
+    ("San Francisco", "CA"),
+    ("Columbus", "OH"),
+    ("Seattle", "WA"),
+    ("Denver", "CO"),
+    ("Washington", "DC"),
+    ("Boston", "MA"),
+    ("Nashville", "TN"),
+    ("Detroit", "MI"),
+    ("Portland", "OR"),
+    ("Las Vegas", "NV"),
+    ("Miami", "FL"),
+    ("Atlanta", "GA"),
+    ("Buffalo", "NY"),
+    ("Albuquerque", "NM"),
+    ("Springfield", "IL"),
+    ("Springfield", "MA"),
+    ("Portland", "ME"),
+    ("Honolulu", "HI"),
+    ("Anchorage", "AK"),
+    ("St. Louis", "MO"),
+    ("New Orleans", "LA"),
+    ("Salt Lake City", "UT"),
+    ("Santa Fe", "NM"),
+];
+
+const MESSAGE_WORDS: &[&str] = &[
+    "yo", "what", "up", "anyone", "around", "tonight", "the", "game", "was", "great", "traffic", "is", "terrible",
+    "coffee", "first", "love", "this", "city", "weather", "today", "new", "place", "downtown", "see", "you", "there",
+    "🎉", "☕", "café", "later",
+];
+
+/// Index into a list of `len` by a Zipf-like skew (low indexes far more often).
+fn skewed(rng: &mut StdRng, len: usize) -> usize {
+    ((len as f64) * rng.gen::<f64>().powi(3)) as usize % len
+}
+
+/// The username of demo user `u`.
+pub fn demo_username(u: u64) -> String {
+    match u % 7 {
+        0 => format!("zoë_{u}"),
+        _ => format!("user{u:05}"),
+    }
+}
+
+/// The home (city, state) of demo user `u`: skewed towards the first cities, the same for a
+/// given seed.
+pub fn home_of(u: u64, seed: u64) -> (&'static str, &'static str) {
+    let mut rng = StdRng::seed_from_u64(seed ^ u.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    CITIES[skewed(&mut rng, CITIES.len())]
+}
+
+/// The `n`th demo message of a population of `users` users at event time `ts_ms`: (key, value).
+/// Users write with a skewed activity; one message in twenty is written away from home; city
+/// and state come in varied case and spacing (which the pipeline groups); one in eight carries
+/// no `ts` (the record timestamp counts) and one in eight an epoch-milliseconds `ts`.
+pub fn message(rng: &mut StdRng, n: u64, users: u64, seed: u64, ts_ms: i64) -> (String, String) {
+    let u = ((users as f64) * rng.gen::<f64>().powi(2)) as u64 % users;
+    let username = demo_username(u);
+    let (city, state) = if rng.gen_ratio(1, 20) { CITIES[skewed(rng, CITIES.len())] } else { home_of(u, seed) };
+    let (city, state) = match rng.gen_range(0..10) {
+        0 => (city.to_lowercase(), state.to_lowercase()),
+        1 => (format!(" {}  ", city.replace(' ', "  ")), format!("{state} ")),
+        2 => (city.to_uppercase(), state.to_string()),
+        _ => (city.to_string(), state.to_string()),
+    };
+    let words = rng.gen_range(2..12);
+    let text: Vec<&str> = (0..words).map(|_| MESSAGE_WORDS[rng.gen_range(0..MESSAGE_WORDS.len())]).collect();
+    let mut value =
+        serde_json::json!({ "username": username, "city": city, "state": state, "message": text.join(" ") });
+    match n % 8 {
+        3 => {}
+        5 => value["ts"] = ts_ms.into(),
+        _ => value["ts"] = crate::clock::format_ms(ts_ms).into(),
+    }
+    (username, value.to_string())
+}
+
+/// The `k`th kind of malformed message record: (key, value).
+pub fn malformed_message(k: u64, n: u64) -> (String, Vec<u8>) {
+    let user = format!("bad{n}");
+    let v = |s: String| s.into_bytes();
+    match k % 8 {
+        0 => (user.clone(), v(format!("{{\"username\": \"{user}\", \"city\": \"Boston\", \"message\": \"no state\"}}"))),
+        1 => (user.clone(), v(format!("{{\"username\": \"{user}\", \"city\": \"   \", \"state\": \"MA\", \"message\": \"blank city\"}}"))),
+        2 => (user, v(format!("{{\"username\": {n}, \"city\": \"Boston\", \"state\": \"MA\", \"message\": \"numeric user\"}}"))),
+        3 => (format!("other{n}"), v(format!("{{\"username\": \"{user}\", \"city\": \"Boston\", \"state\": \"MA\", \"message\": \"wrong key\"}}"))),
+        4 => (user.clone(), v(format!("{{\"username\": \"{user}\", \"city\": \"{}\", \"state\": \"MA\", \"message\": \"long city\"}}", "x".repeat(300)))),
+        5 => (user.clone(), v(format!("{{\"username\": \"{user}\", \"city\": \"Boston\", \"state\": \"MA\", \"message\": \"hi\", \"ts\": \"yesterday\"}}"))),
+        6 => (user, b"{\"username\": \"cut".to_vec()),
+        _ => (user.clone(), v(format!("{{\"username\": \"{user}\", \"city\": \"Boston\", \"state\": \"MA\", \"message\": 7}}"))),
+    }
+}
+
+fn messages(args: &MessagesArgs, cfg: &Config) -> anyhow::Result<()> {
+    let producer = producer(cfg)?;
+    let topic = cfg.topic(crate::pipelines::messages::INPUT);
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let started = Instant::now();
+    let (mut sent, mut bad, mut late) = (0u64, 0u64, 0u64);
+    while args.count == 0 || sent < args.count {
+        if args.rate > 0 {
+            // Pace against the start time, so the average rate is exact however bursty sends are.
+            let due = started + Duration::from_secs_f64(sent as f64 / args.rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        let (key, value) = if args.bad_every > 0 && sent % args.bad_every == args.bad_every - 1 {
+            bad += 1;
+            malformed_message(bad, sent)
+        } else {
+            let mut ts = chrono::Utc::now().timestamp_millis();
+            if args.late_every > 0 && sent % args.late_every == args.late_every - 1 {
+                late += 1;
+                ts -= 3 * 60_000;
+            }
+            let (k, v) = message(&mut rng, sent, args.users, args.seed, ts);
+            (k, v.into_bytes())
+        };
+        let rec = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_slice());
+        client::send_waiting(&producer, rec, || {})?;
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "produced {sent} records to {topic} ({bad} malformed, {late} dated late) in {secs:.2} s: {:.0}/s",
+        sent as f64 / secs
+    );
     Ok(())
 }

@@ -28,6 +28,12 @@ pub trait Aggregate: Send + 'static {
 
     /// Periodic emission at wall-clock `now`: push results into `out`.
     fn on_tick(&mut self, now: DateTime<Utc>, out: &mut Vec<OutRecord>);
+
+    /// Called right after an [`on_tick`](Aggregate::on_tick) that pushed records, with the ack
+    /// they are sent with: it is done once the broker has acknowledged them all (or refused one:
+    /// [`BatchAck::failed`]). For an aggregate that must not forget what it emitted before it is
+    /// durable. The default ignores it.
+    fn sent(&mut self, _ack: &Arc<BatchAck>) {}
 }
 
 /// A handle tasks use to merge into `shared`.
@@ -53,11 +59,17 @@ impl<A: Aggregate> AggregatorActor<A> {
 
     fn tick(&mut self) {
         let mut out = Vec::new();
-        self.shared.lock().unwrap_or_else(|p| p.into_inner()).on_tick(Utc::now(), &mut out);
+        let ack = BatchAck::untracked();
+        {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            shared.on_tick(Utc::now(), &mut out);
+            if !out.is_empty() {
+                shared.sent(&ack);
+            }
+        }
         if out.is_empty() {
             return;
         }
-        let ack = BatchAck::untracked();
         for rec in out {
             self.sink.send(rec, &ack);
         }

@@ -263,6 +263,11 @@ impl BatchAck {
     pub fn is_done(&self) -> bool {
         self.pending.load(Ordering::Acquire) == 0
     }
+
+    /// True once an output was refused for good.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
 }
 
 /// Exactly-once fan-out: where each reader of one shared input partition has committed its
@@ -504,6 +509,11 @@ mod tests {
         a.processed();
         assert!(!a.is_done());
         a.output_done(true);
-        assert!(a.is_done());
+        assert!(a.is_done() && !a.failed());
+        let b = BatchAck::untracked();
+        b.add_output();
+        b.processed();
+        b.output_done(false);
+        assert!(b.is_done() && b.failed(), "done, but refused");
     }
 }

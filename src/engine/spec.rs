@@ -158,8 +158,11 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
             // First: opening a transactional sink fences the previous incarnation and aborts its
             // open transaction, whose changelog records a read_committed restore would wait for.
             let sink = task_sink(sink);
-            let Some((owner, restored)) = read_changelog(&store, partition) else {
-                // The engine is stopping: the task never starts; its inbox and `done` go.
+            let restored = read_changelog(&store, partition);
+            // Revoked while restoring (its inbox closed), or the engine is stopping: the task
+            // never starts. Building its processor now could even register a live view after
+            // the one of the partition's next task, which started later but restored sooner.
+            let Some((owner, restored)) = restored.filter(|_| !inbox.is_closed()) else {
                 restoring.dec();
                 store.health.set_restoring(false);
                 return;

@@ -1,20 +1,44 @@
-//! The HTTP endpoint (actix-web): `/metrics` (Prometheus text format), `/healthz` (the process is
-//! alive), `/readyz` (partitions assigned and a broker answers), and `/pages` (the live fan
-//! figures of the pages this instance holds, see [`pages`]).
+//! The HTTP endpoint (actix-web): the versioned API [`api`] under `/api/v1` (with its OpenAPI
+//! document at `/api/v1/openapi.json` and a page rendering it at `/docs`), and `/metrics`
+//! (Prometheus text format), `/healthz` (the process is alive), `/readyz` (partitions assigned
+//! and a broker answers).
+//!
+//! Parts: [`auth`] (tokens and scopes), [`limit`] (rate limits per client), [`problem`] (every
+//! error as `application/problem+json`), [`cache`] (ETags), [`writes`] (the producer of API
+//! writes), [`openapi`]. Every request is counted by route template and status, and timed
+//! ([`Metrics::http_requests`]); a slow client cannot hold a worker (`http.request_timeout`).
 
-pub mod pages;
+// A `Problem` is ~150 bytes and only ever built to be answered at once: returning it by value
+// costs nothing that matters next to the request, and keeps every handler a plain `?` chain.
+#![allow(clippy::result_large_err)]
+
+pub mod api;
+pub mod auth;
+pub mod cache;
+pub mod csv;
+pub mod limit;
+pub mod openapi;
+pub mod problem;
+pub mod writes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
+use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::pipelines::fans::FansLive;
+use crate::pipelines::LiveViews;
 
-/// Shared state of the handlers.
+use self::problem::Problem;
+
+/// Shared state of the service routes.
 #[derive(Clone)]
 struct State {
     metrics: Metrics,
@@ -34,6 +58,37 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
         Err(why) => HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("not ready: {why}\n")),
     }
+}
+
+async fn openapi_json(req: HttpRequest) -> HttpResponse {
+    cache::answer(&req, "application/json", openapi::json().into_bytes(), cache::Freshness::Live)
+}
+
+async fn docs() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("docs.html"))
+}
+
+async fn no_route(req: HttpRequest) -> Result<HttpResponse, Problem> {
+    Err(Problem::not_found(format!("no route {} {}: see /docs for the API", req.method(), req.path())))
+}
+
+/// Turns an error answer that is not yet a problem document (one actix-web made itself, e.g. a
+/// request it could not parse) into one, with its status.
+fn to_problem<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with(problem::CONTENT_TYPE));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let p = Problem::new(status, "http", "HTTP error", format!("{reason} ({status})"));
+    let (req, _) = res.into_parts();
+    let res = ServiceResponse::new(req, actix_web::ResponseError::error_response(&p)).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
 }
 
 /// A running HTTP server.
@@ -56,35 +111,113 @@ impl Server {
 
 /// Errors of starting the server.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} (http.listen / PAGEPULSE_HTTP_LISTEN): {source}")]
-pub struct Error {
-    /// The address.
-    pub addr: SocketAddr,
-    /// Why.
-    pub source: std::io::Error,
+pub enum Error {
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr} (http.listen / PAGEPULSE_HTTP_LISTEN): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error("http.tls_cert / http.tls_key: {0}")]
+    Tls(String),
+    /// The producer of API writes cannot be created.
+    #[error("the HTTP API's producer: {0}")]
+    Writer(String),
+}
+
+/// The TLS settings of `cfg`, if any.
+fn tls(cfg: &Config) -> Result<Option<rustls::ServerConfig>, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&cfg.http.tls_cert, &cfg.http.tls_key) else { return Ok(None) };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::Tls(format!("cannot read the certificate chain {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::Tls(format!("cannot read the private key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map(Some)
+        .map_err(|e| Error::Tls(e.to_string()))
 }
 
 /// Starts the server on the current actix system. Signals are left to the engine, which stops
-/// the server as part of its own shutdown. `fans` is the fans pipeline's live view, `None` when
-/// the pipeline is disabled.
-pub fn start(addr: SocketAddr, metrics: Metrics, health: Arc<Health>, fans: Option<FansLive>) -> Result<Server, Error> {
-    let state = State { metrics, health };
+/// the server as part of its own shutdown. `live` are the pipelines' live views.
+pub fn start(cfg: &Config, metrics: Metrics, health: Arc<Health>, live: LiveViews) -> Result<Server, Error> {
+    let addr = cfg.http.listen;
+    let state = State { metrics: metrics.clone(), health };
+    let writer = writes::Writer::new(cfg).map_err(|e| Error::Writer(e.to_string()))?;
+    let api = web::Data::new(api::Api::new(Arc::new(cfg.clone()), writer, live, metrics.clone()));
+    let origins = cfg.http.cors_origins.clone();
     let server = HttpServer::new(move || {
+        let metrics = metrics.clone();
+        let cors = match origins.is_empty() {
+            true => actix_cors::Cors::default(),
+            false => {
+                let c = actix_cors::Cors::default()
+                    .allowed_methods(["GET", "POST", "DELETE"])
+                    .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_NONE_MATCH])
+                    .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER])
+                    .max_age(3600);
+                if origins.iter().any(|o| o == "*") {
+                    c.allow_any_origin()
+                } else {
+                    origins.iter().fold(c, |c, o| c.allowed_origin(o))
+                }
+            }
+        };
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(api.clone())
+            .wrap(ErrorHandlers::new().default_handler(to_problem))
+            .wrap(cors)
+            .wrap_fn(move |req, srv| {
+                let started = Instant::now();
+                let method = req.method().as_str().to_owned();
+                let metrics = metrics.clone();
+                let fut = actix_web::dev::Service::call(srv, req);
+                async move {
+                    let res = fut.await?;
+                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
+                    let status = res.status().as_u16().to_string();
+                    metrics.http_requests.with_label_values(&[&route, &method, &status]).inc();
+                    metrics.http_latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+                    Ok(res)
+                }
+            })
             .route("/metrics", web::get().to(metrics_handler))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
-            .configure(|c| pages::configure(c, fans.clone()))
+            .route("/docs", web::get().to(docs))
+            .route("/api/v1/openapi.json", web::get().to(openapi_json))
+            .configure(api::configure)
+            .default_service(web::to(no_route))
     })
-    .workers(1)
+    .workers(cfg.http.workers.get())
+    .client_request_timeout(cfg.http.request_timeout)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
     .disable_signals()
-    .shutdown_timeout(1)
-    .bind(addr)
-    .map_err(|source| Error { addr, source })?;
+    .shutdown_timeout(1);
+    let server = match tls(cfg)? {
+        Some(tls) => server.bind_rustls_0_23(addr, tls),
+        None => server.bind(addr),
+    }
+    .map_err(|source| Error::Bind { addr, source })?;
     let bound = server.addrs().first().copied().unwrap_or(addr);
     let server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(Server { handle, addr: bound })
+}
+
+/// The header value of `s`, for headers built from plain text.
+pub fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod hourly;
+pub mod latest;
 pub mod series;
 pub mod text;
 pub mod topn;

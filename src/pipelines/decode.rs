@@ -136,12 +136,18 @@ fn unsigned(name: &str, raw: &RawValue) -> Result<u64, Rejection> {
             format!("field `{name}` must be a number, found {}", raw_kind(raw)),
         ));
     }
-    raw.get().parse::<u64>().map_err(|_| {
-        Rejection::new(
+    let text = raw.get();
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(n);
+    }
+    // JSON has one number type: `10.0` and `1e3` are integers too (as JSON Schema counts them).
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => Ok(f as u64),
+        _ => Err(Rejection::new(
             RejectClass::InvalidValue,
-            format!("field `{name}` must be a non-negative integer, got {}", raw.get()),
-        )
-    })
+            format!("field `{name}` must be a non-negative integer, got {text}"),
+        )),
+    }
 }
 
 /// Parses an RFC 3339 timestamp field into epoch milliseconds.

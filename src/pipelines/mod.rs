@@ -19,6 +19,7 @@
 //! section in [`crate::config::Config`].
 
 use std::sync::atomic::AtomicBool;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -30,10 +31,12 @@ use crate::engine::aggregate::Flush;
 use crate::engine::{Processor, Sink, Store, TaskFactory};
 use crate::kafka::global;
 use crate::metrics::Metrics;
+use crate::ops::latest::{Bounds, LatestTable};
 
 pub mod apps;
 pub mod decode;
 pub mod fans;
+pub mod messages;
 pub mod pages;
 pub mod pageviews;
 pub mod posts;
@@ -43,7 +46,7 @@ pub mod posts;
 /// Pipelines reading the same topic get its records in this order (see [`crate::engine::router`]):
 /// the first of them dead-letters what it refuses; `posts` comes before `apps`, which counts
 /// mentions in the same posts.
-pub const REGISTRY: &[Pipeline] = &[posts::ENTRY, fans::ENTRY, pages::ENTRY, pageviews::ENTRY, apps::ENTRY];
+pub const REGISTRY: &[Pipeline] = &[posts::ENTRY, fans::ENTRY, pages::ENTRY, pageviews::ENTRY, messages::ENTRY, apps::ENTRY];
 
 /// One line of the [`REGISTRY`]: a pipeline as the app sees it before anything runs (to check its
 /// topics and create its changelog), and how to build it.
@@ -60,6 +63,9 @@ pub struct Pipeline {
     /// For a pipeline with durable state, the input whose partitions its store follows: the
     /// store's changelog gets one partition per partition of that input.
     pub store_input: Option<&'static str>,
+    /// Outputs the HTTP API reads by key: every instance reads them whole into a bounded
+    /// [`LatestTable`] (see [`crate::kafka::results`]).
+    pub served: &'static [&'static str],
     /// Starts what the pipeline needs and returns what the engine runs.
     pub build: fn(Wiring<'_>) -> Result<Built, Error>,
 }
@@ -106,14 +112,46 @@ pub enum Error {
 /// state in their own view. Clones share the views.
 #[derive(Clone)]
 pub struct LiveViews {
-    /// The fans pipeline's pages and ranking (`/pages`).
+    /// The fans pipeline's pages and ranking (`/api/v1/pages`).
     pub fans: fans::FansLive,
+    /// The posts pipeline's trending hashtags (`/api/v1/posts/trending`).
+    pub posts: posts::PostsLive,
+    /// The latest record per key of every served output topic (see [`Pipeline::served`]).
+    pub results: Results,
+}
+
+/// The tables of served output topics, by logical topic name.
+#[derive(Clone, Default)]
+pub struct Results(HashMap<&'static str, LatestTable>);
+
+impl Results {
+    /// One table per topic served by an enabled pipeline of `cfg`, bounded by `http.results_*`.
+    pub fn new(cfg: &Config) -> Self {
+        let bounds = Bounds {
+            retention_ms: cfg.http.results_retention.as_millis().try_into().unwrap_or(i64::MAX),
+            max_bytes: cfg.http.results_max_bytes,
+        };
+        let topics = REGISTRY.iter().filter(|p| (p.enabled)(cfg)).flat_map(|p| p.served.iter());
+        Self(topics.map(|t| (*t, LatestTable::new(bounds))).collect())
+    }
+
+    /// The table of logical topic `topic`, if served (its pipeline runs on this instance).
+    pub fn table(&self, topic: &str) -> Option<&LatestTable> {
+        self.0.get(topic)
+    }
+
+    /// Every table, with its topic.
+    pub fn tables(&self) -> Vec<(&'static str, LatestTable)> {
+        let mut v: Vec<_> = self.0.iter().map(|(t, l)| (*t, l.clone())).collect();
+        v.sort_by_key(|(t, _)| *t);
+        v
+    }
 }
 
 impl LiveViews {
     /// Empty views for `cfg`.
     pub fn new(cfg: &Config) -> Self {
-        Self { fans: fans::FansLive::new(cfg.fans.top_n) }
+        Self { fans: fans::FansLive::new(cfg.fans.top_n), posts: posts::PostsLive::new(), results: Results::new(cfg) }
     }
 }
 

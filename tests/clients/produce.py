@@ -2,8 +2,9 @@
 """Produces records to Kafka with confluent-kafka: an independent client, not pagepulse's own.
 
 usage: produce.py BROKERS TOPIC FILE
-FILE holds one JSON object per line: {"key": str|null, "value_b64": str|null}. Values are base64
-so that tests can send invalid UTF-8 and tombstones. Prints the number of acknowledged records.
+FILE holds one JSON object per line: {"key": str|null, "value_b64": str|null, "timestamp": int?}.
+Values are base64 so that tests can send invalid UTF-8 and tombstones; `timestamp` (epoch ms)
+sets the record's timestamp (default: now). Prints the number of acknowledged records.
 """
 import base64
 import json
@@ -29,9 +30,10 @@ def main() -> int:
             rec = json.loads(line)
             value = None if rec["value_b64"] is None else base64.b64decode(rec["value_b64"])
             key = None if rec["key"] is None else rec["key"].encode()
+            timestamp = rec.get("timestamp") or 0
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                    producer.produce(topic, value=value, key=key, timestamp=timestamp, on_delivery=on_delivery)
                     break
                 except BufferError:
                     producer.poll(0.05)

@@ -63,6 +63,7 @@ pub const ENTRY: Pipeline = Pipeline {
     inputs: &[CATALOGUE, POSTS],
     outputs: &[TOP, MENTIONS],
     store_input: Some(POSTS),
+    served: &[TOP, MENTIONS],
     build,
 };
 

@@ -196,6 +196,26 @@ impl FansLive {
             .collect()
     }
 
+    /// Page `key`'s kept history: its chart points (oldest first) and raw samples (newest
+    /// first), copied out under its shard's read lock (see [`super::history`]); `None` when no
+    /// registered partition holds it.
+    pub fn history(&self, key: &str) -> Option<(Vec<SeriesPoint>, Vec<Sample>)> {
+        let maps: Vec<Arc<PageMap>> = self.partitions.iter().map(|e| e.value().clone()).collect();
+        let mut best: Option<(i64, Vec<SeriesPoint>, Vec<Sample>)> = None;
+        for map in &maps {
+            let Some(found) = map.get(key).and_then(|page| {
+                let newest = page.series.stats()?.observed_at_ms;
+                Some((newest, page.series.series(), page.series.table()))
+            }) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| found.0 > b.0) {
+                best = Some(found);
+            }
+        }
+        best.map(|(_, points, samples)| (points, samples))
+    }
+
     /// The latest `fans.top` value; `None` before the first.
     pub fn top(&self) -> Option<FansTop> {
         // A panic inside the aggregate leaves a usable ranking (see `merge_fn`): keep serving.

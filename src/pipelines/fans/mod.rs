@@ -14,6 +14,7 @@
 //! written), [`page`] (one page's entry).
 
 pub mod config;
+pub mod history;
 pub mod live;
 pub mod names;
 pub mod page;
@@ -44,6 +45,7 @@ pub const ENTRY: Pipeline = Pipeline {
     inputs: &[INPUT],
     outputs: &[STATS, TOP],
     store_input: Some(INPUT),
+    served: &[],
     build,
 };
 

@@ -52,6 +52,7 @@ pub const ENTRY: Pipeline = Pipeline {
     inputs: &[INPUT],
     outputs: &[observation::TOPIC],
     store_input: None,
+    served: &[],
     build,
 };
 

@@ -49,6 +49,7 @@ pub const ENTRY: Pipeline = Pipeline {
     inputs: &[INPUT, BLACKLIST],
     outputs: &[TOP, TRENDING],
     store_input: Some(INPUT),
+    served: &[TOP, TRENDING],
     build,
 };
 

@@ -16,6 +16,7 @@
 //! [`store`] (the durable trending counts), [`trending`] (the cross-partition ranking).
 
 pub mod config;
+pub mod live;
 pub mod names;
 pub mod processor;
 pub mod store;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use actix::Actor;
 
 pub use self::config::PostsConfig;
+pub use self::live::PostsLive;
 pub use self::names::{ANALYSIS, INPUT, MAX_FUTURE_SKEW_MS, PIPELINE, TRENDING, TRENDING_KEY};
 pub use self::processor::{decode_post, Analysis, Post, PostsProcessor};
 pub use self::store::TagBuckets;
@@ -41,13 +43,14 @@ pub const ENTRY: Pipeline = Pipeline {
     inputs: &[INPUT],
     outputs: &[ANALYSIS, TRENDING],
     store_input: Some(INPUT),
+    served: &[ANALYSIS],
     build,
 };
 
 /// The posts tasks, feeding one trending aggregate ticked every `trending_emit_interval`.
 fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let cfg = &w.cfg.posts;
-    let trending = Arc::new(Mutex::new(HashtagTrending::new(cfg, w.metrics.clone())));
+    let trending = Arc::new(Mutex::new(HashtagTrending::new(cfg, w.metrics.clone()).with_live(&w.live.posts)));
     let actor = AggregatorActor::new(trending.clone(), cfg.trending_emit_interval, w.sink.clone()).start();
     let (pc, clock) = (cfg.clone(), w.clock);
     let tasks = PipelineSpec::new(

@@ -53,6 +53,7 @@ pub struct HashtagTrending {
     emitted_version: Option<u64>,
     last: Option<Trending>,
     metrics: Metrics,
+    live: Option<super::live::PostsLive>,
 }
 
 impl HashtagTrending {
@@ -68,7 +69,14 @@ impl HashtagTrending {
             emitted_version: None,
             last: None,
             metrics,
+            live: None,
         }
+    }
+
+    /// Publishes every new ranking in `live` too.
+    pub fn with_live(mut self, live: &super::live::PostsLive) -> Self {
+        self.live = Some(live.clone());
+        self
     }
 
     /// The current ranking, if any hashtag was seen.
@@ -110,6 +118,9 @@ impl Aggregate for HashtagTrending {
         }
         let value = serde_json::to_vec(&current).expect("serializing plain structs cannot fail");
         out.push(OutRecord::new(TRENDING, TRENDING_KEY, value));
+        if let Some(live) = &self.live {
+            live.set_trending(current.clone());
+        }
         self.last = Some(current);
     }
 }

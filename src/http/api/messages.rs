@@ -1,0 +1,117 @@
+//! `/api/v1/messages`: write a message (to `messages`), read one minute's statistics (from
+//! `messages.stats`) and the all-time totals (from `messages.totals`); both topics are read whole
+//! by every instance ([`crate::kafka::results`]).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /api/v1/messages` `{"username", "city", "state", "message", "ts"?}` | 202 after the broker's ack; 422 with the decoder's reason for what the pipeline would dead-letter |
+//! | `GET /api/v1/messages/stats/{minute}` (`YYYY-MM-DDTHH:MM`, UTC) | 200: `{"minute_start", "final", "total", "users", "by_state", "top_cities"}`, `immutable` once final |
+//! | `GET /api/v1/messages/totals` | 200: `{"total", "users", "by_state", "top_cities", "as_of"}` |
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{query, Api};
+use crate::http::cache::{self, Freshness};
+use crate::http::limit::Class;
+use crate::http::problem::Problem;
+use crate::pipelines::messages::{decode_message, MinuteStats, INPUT, STATS, TOTALS, TOTALS_KEY};
+
+/// The body of `POST /api/v1/messages`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body; the pipeline's own decoder reads it
+struct NewMessage {
+    /// Who wrote it (the record's key), 1 to 64 bytes.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^\S(.*\S)?$")]
+    username: String,
+    /// City, grouped case-insensitively with whitespace collapsed, 1 to 64 bytes.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z][A-Za-z .'-]{0,40}[A-Za-z]$")]
+    city: String,
+    /// State, compared upper-cased and trimmed, 1 to 32 bytes.
+    #[schema(min_length = 2, max_length = 16, pattern = r"^[A-Za-z]{2,16}$")]
+    state: String,
+    /// The text, at most 4096 bytes.
+    #[schema(max_length = 1000)]
+    message: String,
+    /// Event time, RFC 3339 or epoch ms (default: when it is written); at most 5 minutes ahead
+    /// of the time it is written.
+    #[schema(format = DateTime, pattern = r"^(19[7-9][0-9]|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")]
+    ts: Option<String>,
+}
+
+/// Write a message.
+#[utoipa::path(post, path = "/api/v1/messages", tag = "messages", request_body = NewMessage,
+    responses((status = 202, body = super::Accepted), (status = 400), (status = 401), (status = 403), (status = 413), (status = 415),
+        (status = 422, description = "refused by the pipeline's decoder"), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+async fn create(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Write)?;
+    query(&req, &[])?;
+    let body = api.json_body(&req, payload).await?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("the body is not valid JSON: {e}")))?;
+    let username = parsed
+        .get("username")
+        .and_then(|u| u.as_str())
+        .ok_or_else(|| Problem::invalid("field `username` is missing or not a string").with_field("username"))?
+        .to_string();
+    let accepted = api.produce(INPUT, username.as_bytes(), Some(&body), |r| decode_message(r).map(|_| ())).await?;
+    Ok(gated.answer(accepted.answer(None)))
+}
+
+/// One minute's statistics.
+#[utoipa::path(get, path = "/api/v1/messages/stats/{minute}", tag = "messages",
+    params(("minute" = String, Path, description = "`YYYY-MM-DDTHH:MM`, UTC", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]$")),
+    responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429),
+        (status = 503, description = "this instance is still reading `messages.stats` after its start")),
+    security(("bearer" = [])))]
+async fn stats(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    query(&req, &[])?;
+    let minute = super::decode(req.match_info().get("minute").unwrap_or_default(), false, "the minute")?;
+    if minute.len() != 16 || chrono::NaiveDateTime::parse_from_str(&minute, "%Y-%m-%dT%H:%M").is_err() {
+        return Err(Problem::bad_request(format!(
+            "`{minute}` is not a minute: expected `YYYY-MM-DDTHH:MM` (UTC), e.g. `2026-12-05T10:00`"
+        ))
+        .with_field("minute"));
+    }
+    let v = api.result(STATS, &minute, &format!("statistics of the minute {minute}")).map_err(|mut p| {
+        if p.status == 404 {
+            p.detail.push_str("; a minute has a record once it is final (watermark or idleness)");
+        }
+        p.with_field("minute")
+    })?;
+    let is_final = serde_json::from_slice::<MinuteStats>(&v.bytes).is_ok_and(|s| s.is_final);
+    let freshness = if is_final { Freshness::Immutable } else { Freshness::Live };
+    Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), freshness)))
+}
+
+/// The all-time totals.
+#[utoipa::path(get, path = "/api/v1/messages/totals", tag = "messages",
+    responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+async fn totals(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    query(&req, &[])?;
+    let v = api.result(TOTALS, TOTALS_KEY, "message totals")?;
+    Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), Freshness::Live)))
+}
+
+/// Mounts the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/messages").route(web::post().to(create)).default_service(super::not_allowed("POST")),
+    )
+    .service(
+        web::resource("/api/v1/messages/stats/{minute}")
+            .route(web::get().to(stats))
+            .default_service(super::not_allowed("GET")),
+    )
+    .service(
+        web::resource("/api/v1/messages/totals").route(web::get().to(totals)).default_service(super::not_allowed("GET")),
+    );
+}
+
+/// The OpenAPI operations of this file.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, stats, totals), components(schemas(NewMessage)))]
+pub struct Doc;

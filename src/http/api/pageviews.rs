@@ -1,0 +1,168 @@
+//! `/api/v1/pageviews`: an hour's top articles of a domain, final or not yet, and a domain's
+//! trending view (read from `pageviews.top` and `pageviews.trending`, which every instance reads
+//! whole: [`crate::kafka::results`]), and the blacklist of (domain, title) pairs never ranked
+//! (writes to the compacted `pageviews.blacklist` topic, a table every instance reads whole).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /api/v1/pageviews/top/{domain}/{hour}` (`hour` = `YYYY-MM-DDTHH`, its start in UTC) | 200: `{"domain", "hour_start", "final", "total_views", "late_events", "articles": [{"rank", "title", "views"}]}`, CSV `domain,hour_start,final,rank,title,views`; a final hour is `immutable` |
+//! | `GET /api/v1/pageviews/trending/{domain}` | 200: `{"domain", "window_start", "window_end", "articles"}`, CSV `domain,window_start,window_end,rank,title,views` |
+//! | `POST /api/v1/pageviews/blacklist` `{"domain", "title"}` | 202: the pair is excluded from rankings |
+//! | `DELETE /api/v1/pageviews/blacklist/{domain}/{title}` | 202: ranked again (a tombstone) |
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{query, wants_csv, Api};
+use crate::http::cache::{self, Freshness};
+use crate::http::csv::{self, Csv};
+use crate::http::limit::Class;
+use crate::http::problem::Problem;
+use crate::pipelines::pageviews::blacklist::decode_blacklist;
+use crate::pipelines::pageviews::{DomainTrending, HourTop, BLACKLIST, TOP, TRENDING};
+
+/// Checks an hour written `YYYY-MM-DDTHH` (UTC, the hour's start).
+fn check_hour(hour: &str) -> Result<(), Problem> {
+    match chrono::NaiveDateTime::parse_from_str(&format!("{hour}:00"), "%Y-%m-%dT%H:%M") {
+        Ok(_) if hour.len() == 13 => Ok(()),
+        _ => Err(Problem::bad_request(format!(
+            "`{hour}` is not an hour: expected `YYYY-MM-DDTHH` (UTC, the hour's start), e.g. `2026-12-05T14`"
+        ))
+        .with_field("hour")),
+    }
+}
+
+/// An hour's top articles of a domain: final (`"final": true`, never changes again) or, while
+/// the hour is open and `pipelines.pageviews.provisional_interval` is set, provisional.
+#[utoipa::path(get, path = "/api/v1/pageviews/top/{domain}/{hour}", tag = "pageviews",
+    params(("domain" = String, Path, description = "e.g. `en` or `de.m`", pattern = "^[^ |]+$"),
+        ("hour" = String, Path, description = "`YYYY-MM-DDTHH`, the hour's start in UTC", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3])$"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`; or `Accept: text/csv`", pattern = "^(json|csv)$")),
+    responses((status = 200, content((Object = "application/json"), (String = "text/csv"))), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429),
+        (status = 503, description = "this instance is still reading `pageviews.top` after its start")),
+    security(("bearer" = [])))]
+async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    let params = query(&req, &["format"])?;
+    let csv = wants_csv(&req, params.iter().find(|(n, _)| n == "format").map(|(_, v)| v.as_str()))?;
+    let domain = super::decode(req.match_info().get("domain").unwrap_or_default(), false, "the domain")?;
+    let hour = super::decode(req.match_info().get("hour").unwrap_or_default(), false, "the hour")?;
+    check_hour(&hour)?;
+    let what = format!("top articles of domain `{domain}` for the hour {hour}");
+    let v = api.result(TOP, &format!("{domain}|{hour}"), &what).map_err(|mut p| {
+        if p.status == 404 && api.cfg.pageviews.provisional_interval.is_none() {
+            p.detail.push_str(
+                "; an hour still open has no record until it is final (pipelines.pageviews.provisional_interval \
+                 is off)",
+            );
+        }
+        p
+    })?;
+    let t: HourTop =
+        serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable {what}: {e}"), 1))?;
+    let freshness = if t.is_final { Freshness::Immutable } else { Freshness::Live };
+    if !csv {
+        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), freshness)));
+    }
+    let mut out = Csv::new(&["domain", "hour_start", "final", "rank", "title", "views"]);
+    for a in &t.articles {
+        out.row([&t.domain, &t.hour_start, &t.is_final.to_string(), &a.rank.to_string(), &a.title, &a.views.to_string()]);
+    }
+    Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), freshness)))
+}
+
+/// A domain's trending articles: the top over the last 60 minutes of event time.
+#[utoipa::path(get, path = "/api/v1/pageviews/trending/{domain}", tag = "pageviews",
+    params(("domain" = String, Path, description = "e.g. `en` or `de.m`", pattern = "^[^ |]+$"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`; or `Accept: text/csv`", pattern = "^(json|csv)$")),
+    responses((status = 200, content((Object = "application/json"), (String = "text/csv"))), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429),
+        (status = 503, description = "this instance is still reading `pageviews.trending` after its start")),
+    security(("bearer" = [])))]
+async fn trending(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    let params = query(&req, &["format"])?;
+    let csv = wants_csv(&req, params.iter().find(|(n, _)| n == "format").map(|(_, v)| v.as_str()))?;
+    let domain = super::decode(req.match_info().get("domain").unwrap_or_default(), false, "the domain")?;
+    let what = format!("trending view of domain `{domain}`");
+    let v = api.result(TRENDING, &domain, &what)?;
+    if !csv {
+        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), Freshness::Live)));
+    }
+    let t: DomainTrending =
+        serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable {what}: {e}"), 1))?;
+    let mut out = Csv::new(&["domain", "window_start", "window_end", "rank", "title", "views"]);
+    for a in &t.articles {
+        out.row([&t.domain, &t.window_start, &t.window_end, &a.rank.to_string(), &a.title, &a.views.to_string()]);
+    }
+    Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), Freshness::Live)))
+}
+
+/// A blacklist entry.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+struct Entry {
+    /// The domain, e.g. `en` or `de.m` (no spaces).
+    #[schema(pattern = "^[^ ]+$")]
+    domain: String,
+    /// The article title, as in the dumps.
+    #[schema(min_length = 1)]
+    title: String,
+}
+
+/// Exclude a (domain, title) pair from the rankings.
+#[utoipa::path(post, path = "/api/v1/pageviews/blacklist", tag = "pageviews", request_body = Entry,
+    responses((status = 202, body = super::Accepted), (status = 400), (status = 401), (status = 403), (status = 413), (status = 415),
+        (status = 422), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+async fn add(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Write)?;
+    query(&req, &[])?;
+    let body = api.json_body(&req, payload).await?;
+    let entry: Entry = serde_json::from_slice(&body)
+        .map_err(|e| Problem::invalid(format!("the body is not a blacklist entry: {e}")))?;
+    let key = format!("{} {}", entry.domain, entry.title);
+    let accepted = api.produce(BLACKLIST, key.as_bytes(), Some(&body), |r| decode_blacklist(r).map(|_| ())).await?;
+    Ok(gated.answer(accepted.answer(None)))
+}
+
+/// Rank a (domain, title) pair again.
+#[utoipa::path(delete, path = "/api/v1/pageviews/blacklist/{domain}/{title}", tag = "pageviews",
+    params(("domain" = String, Path, pattern = "^[^ ]+$"), ("title" = String, Path, min_length = 1)),
+    responses((status = 202, body = super::Accepted), (status = 400), (status = 401), (status = 403), (status = 422), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+async fn remove(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Write)?;
+    query(&req, &[])?;
+    let domain = super::decode(req.match_info().get("domain").unwrap_or_default(), false, "the domain")?;
+    let title = super::decode(req.match_info().get("title").unwrap_or_default(), false, "the title")?;
+    let key = format!("{domain} {title}");
+    let accepted = api.produce(BLACKLIST, key.as_bytes(), None, |r| decode_blacklist(r).map(|_| ())).await?;
+    Ok(gated.answer(accepted.answer(None)))
+}
+
+/// Mounts the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/pageviews/blacklist")
+            .route(web::post().to(add))
+            .default_service(super::not_allowed("POST")),
+    )
+    .service(
+        web::resource("/api/v1/pageviews/blacklist/{domain}/{title}")
+            .route(web::delete().to(remove))
+            .default_service(super::not_allowed("DELETE")),
+    )
+    .service(
+        web::resource("/api/v1/pageviews/top/{domain}/{hour}")
+            .route(web::get().to(top))
+            .default_service(super::not_allowed("GET")),
+    )
+    .service(
+        web::resource("/api/v1/pageviews/trending/{domain}")
+            .route(web::get().to(trending))
+            .default_service(super::not_allowed("GET")),
+    );
+}
+
+/// The OpenAPI operations of this file.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(add, remove, top, trending), components(schemas(Entry)))]
+pub struct Doc;
