@@ -306,10 +306,17 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
 async fn supervise(cfg: Config, process: Process) -> Result<(), Error> {
     let mut delay = RESTART_DELAY.0;
     let mut first = true;
+    let mut from_beginning = false;
     loop {
         let started = Instant::now();
-        let ended = run_engine(&cfg, &process, first).await;
+        let ended = run_engine(&cfg, &process, first, from_beginning).await;
         first = false;
+        // After the broker lost its data, every input record it holds is new since the loss,
+        // and the group's committed offsets may be ones the last incarnation (or librdkafka, on
+        // its behalf) wrote into the new, empty logs from positions in the lost ones: they would
+        // skip new records. The next incarnation reads its first assignment from the beginning
+        // (what the last incarnation processed after the loss is processed again: at-least-once).
+        from_beginning = matches!(&ended, Err(EngineStop::Restart { kind: "broker_data_lost", .. }));
         match ended {
             Ok(()) => return Ok(()),
             Err(EngineStop::Fatal(e)) => return Err(e),
@@ -340,8 +347,9 @@ async fn supervise(cfg: Config, process: Process) -> Result<(), Error> {
 
 /// Runs one incarnation of the engine: topics, sinks, pipelines, consumer, router, watchdog.
 /// Returns `Ok` once the operator's stop was carried out. `first` is the process's first
-/// incarnation, whose set-up errors are fatal (later ones are retried).
-async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), EngineStop> {
+/// incarnation, whose set-up errors are fatal (later ones are retried); `from_beginning` reads
+/// the first assignment's partitions from their beginning instead of their committed offsets.
+async fn run_engine(cfg: &Config, process: &Process, first: bool, from_beginning: bool) -> Result<(), EngineStop> {
     let setup_failed = |e: Error| match first {
         true => EngineStop::Fatal(e),
         false => EngineStop::Restart { kind: "startup_failed", why: e.to_string() },
@@ -453,8 +461,9 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool) -> Result<(), 
     )
     .map_err(|e| setup_failed(Error::Fatal(format!("cannot start the membership watchdog: {e}"))))?;
     let stop_polling = Arc::new(AtomicBool::new(false));
-    let (poller, chunks) = source::spawn_poller(consumer.clone(), router.topics(), cfg, stop_polling.clone())
-        .map_err(|e| EngineStop::Fatal(Error::Fatal(format!("cannot start the polling thread: {e}"))))?;
+    let (poller, chunks) =
+        source::spawn_poller(consumer.clone(), router.topics(), cfg, stop_polling.clone(), from_beginning)
+            .map_err(|e| EngineStop::Fatal(Error::Fatal(format!("cannot start the polling thread: {e}"))))?;
     tracing::info!(?topics, group = %cfg.kafka.group_id, workers = arbiters.len(), "pagepulse running");
 
     if let Err(e) = source::run(&consumer, chunks, &mut router, &shutdown).await {

@@ -114,7 +114,9 @@ fn an_hours_top_articles_are_provisional_then_final_in_json_and_csv() {
     let ranked = |a: &Answer| -> Vec<(String, u64)> {
         a.json()["articles"]
             .as_array()
-            .map(|v| v.iter().map(|x| (x["title"].as_str().unwrap().to_string(), x["views"].as_u64().unwrap())).collect())
+            .map(|v| {
+                v.iter().map(|x| (x["title"].as_str().unwrap().to_string(), x["views"].as_u64().unwrap())).collect()
+            })
             .unwrap_or_default()
     };
     // Final once the partition is idle; before that, provisional records may be read.
@@ -178,7 +180,8 @@ fn a_pages_chart_and_paginated_table_equal_the_observations() {
             *e = (at, fans);
         }
     }
-    let a = get(&pp, &format!("{base}/chart?from={}&to={}&resolution=1h", rfc3339(from), rfc3339(to)).replace('+', "%2B"));
+    let a =
+        get(&pp, &format!("{base}/chart?from={}&to={}&resolution=1h", rfc3339(from), rfc3339(to)).replace('+', "%2B"));
     assert_eq!(a.status, 200, "{:?}", a.json());
     let got: Vec<(String, u64)> = a.json()["points"]
         .as_array()
@@ -214,10 +217,8 @@ fn a_pages_chart_and_paginated_table_equal_the_observations() {
         assert!(pages < 100, "pagination ends");
     }
     assert!(pages > 2 && rows.len() > 100, "{pages} pages, {} rows", rows.len());
-    let times: Vec<i64> = rows
-        .iter()
-        .map(|(at, _)| chrono::DateTime::parse_from_rfc3339(at).unwrap().timestamp_millis())
-        .collect();
+    let times: Vec<i64> =
+        rows.iter().map(|(at, _)| chrono::DateTime::parse_from_rfc3339(at).unwrap().timestamp_millis()).collect();
     assert!(times.windows(2).all(|w| w[0] > w[1]), "newest first, no row twice");
     let latest: Vec<(String, u64)> = obs.iter().rev().take(24).map(|(at, f)| (rfc3339(*at), *f)).collect();
     assert_eq!(rows[..24], latest[..]);
@@ -247,7 +248,8 @@ fn messages_written_over_http_give_the_minutes_and_totals_counted_independently(
     // 40 messages over two past minutes, from 5 users in 3 states and 4 cities (spelled
     // differently: grouped case-insensitively, whitespace collapsed, shown as first seen).
     let m0 = chrono::DateTime::parse_from_rfc3339("2025-03-01T10:00:00Z").unwrap().timestamp_millis();
-    let places = [("NY", "New York"), (" ny", "new  york"), ("CA", "Los Angeles"), ("TX", "Austin"), ("CA", "San Diego")];
+    let places =
+        [("NY", "New York"), (" ny", "new  york"), ("CA", "Los Angeles"), ("TX", "Austin"), ("CA", "San Diego")];
     let mut per_minute: HashMap<i64, (u64, std::collections::BTreeSet<String>, HashMap<String, u64>)> = HashMap::new();
     let auth = format!("Bearer {WRITE}");
     for i in 0..40usize {
@@ -272,14 +274,21 @@ fn messages_written_over_http_give_the_minutes_and_totals_counted_independently(
     }
     // A message the pipeline would dead-letter is refused with the field named, and not written.
     let bad = serde_json::json!({"username": "u", "city": "X", "state": "", "message": "m"}).to_string();
-    let a = http(&pp.addr, "POST", "/api/v1/messages", &[("Content-Type", "application/json"), ("Authorization", &auth)], bad.as_bytes())
-        .expect("answer");
+    let a = http(
+        &pp.addr,
+        "POST",
+        "/api/v1/messages",
+        &[("Content-Type", "application/json"), ("Authorization", &auth)],
+        bad.as_bytes(),
+    )
+    .expect("answer");
     assert_eq!(a.status, 422, "{:?}", a.json());
     assert!(a.json()["detail"].as_str().unwrap().contains("state"), "{}", a.json());
 
     for (minute, (total, users, by_state)) in &per_minute {
         let key = chrono::DateTime::from_timestamp_millis(*minute).unwrap().format("%Y-%m-%dT%H:%M").to_string();
-        let a = wait_get(&pp, &format!("/api/v1/messages/stats/{key}"), "a final minute", |a| a.json()["final"] == true);
+        let a =
+            wait_get(&pp, &format!("/api/v1/messages/stats/{key}"), "a final minute", |a| a.json()["final"] == true);
         let v = a.json();
         assert_eq!(v["total"].as_u64(), Some(*total), "{v}");
         assert_eq!(v["users"].as_u64(), Some(users.len() as u64), "{v}");
@@ -295,6 +304,10 @@ fn messages_written_over_http_give_the_minutes_and_totals_counted_independently(
     let t = wait_get(&pp, "/api/v1/messages/totals", "the totals", |a| a.json()["total"] == 40);
     assert_eq!(t.json()["users"].as_u64(), Some(5));
     let ny = t.json()["top_cities"].as_array().unwrap().iter().find(|c| c["state"] == "NY").cloned().unwrap();
-    assert_eq!((ny["city"].as_str(), ny["count"].as_u64()), (Some("New York"), Some(16)), "grouped, first spelling shown");
+    assert_eq!(
+        (ny["city"].as_str(), ny["count"].as_u64()),
+        (Some("New York"), Some(16)),
+        "grouped, first spelling shown"
+    );
     assert_eq!(get(&pp, "/api/v1/messages/stats/2025-03-01").status, 400);
 }

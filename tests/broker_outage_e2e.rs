@@ -162,7 +162,13 @@ fn a_broker_restart_that_lost_its_data_is_reported_and_processing_carries_on() {
         until_rises(&pp, "analyses after the broker restart", Duration::from_secs(90), before, || produced(&pp));
     writer.join().expect("writer");
     let second: HashSet<String> = (10_000..30_000).map(|i| post(i).0).collect();
-    all_analysed(&env, &second, Duration::from_secs(120));
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        all_analysed(&env, &second, Duration::from_secs(120));
+    }));
+    if let Err(e) = read {
+        eprintln!("not every new post was analysed; metrics:\n{}\nlog:\n{}", pp.metrics(), pp.log_text());
+        std::panic::resume_unwind(e);
+    }
     assert!(pp.running(), "pagepulse exited; log:\n{}", pp.log_text());
     let log = support::strip_ansi(&pp.log_text());
     assert!(log.contains("the broker lost its data"), "pagepulse did not say what happened; log:\n{log}");

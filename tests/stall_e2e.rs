@@ -155,7 +155,7 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
         );
         let stop = Arc::new(AtomicBool::new(false));
         let (poller, chunks) =
-            source::spawn_poller(consumer.clone(), router.topics(), &cfg, stop.clone()).expect("poller");
+            source::spawn_poller(consumer.clone(), router.topics(), &cfg, stop.clone(), false).expect("poller");
 
         // The input: a steady stream to all four partitions, with the hold record early in
         // partition 0. Written from a thread, paced, while the engine runs.

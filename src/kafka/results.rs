@@ -60,12 +60,14 @@ pub fn spawn(
     let mut by_topic: HashMap<String, (&'static str, LatestTable, Vec<(i32, i64)>)> = HashMap::new();
     for (logical, table) in tables {
         let full = cfg.topic(logical);
-        let md = consumer.fetch_metadata(Some(&full), cfg.kafka.connect_timeout).map_err(|e| err(&full, e.to_string()))?;
+        let md =
+            consumer.fetch_metadata(Some(&full), cfg.kafka.connect_timeout).map_err(|e| err(&full, e.to_string()))?;
         let mut ends = Vec::new();
         for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
             tpl.add_partition_offset(&full, p, Offset::Beginning).map_err(|e| err(&full, e.to_string()))?;
-            let (low, high) =
-                consumer.fetch_watermarks(&full, p, cfg.kafka.connect_timeout).map_err(|e| err(&full, e.to_string()))?;
+            let (low, high) = consumer
+                .fetch_watermarks(&full, p, cfg.kafka.connect_timeout)
+                .map_err(|e| err(&full, e.to_string()))?;
             if high > low {
                 ends.push((p, high));
             }
@@ -96,8 +98,9 @@ pub fn spawn(
                 let Some((logical, table, ends)) = by_topic.get_mut(msg.topic()) else { continue };
                 let now = chrono::Utc::now().timestamp_millis();
                 if let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                    let value =
-                        msg.payload().map(|b| Value { bytes: b.into(), ts_ms: msg.timestamp().to_millis().unwrap_or(now) });
+                    let value = msg
+                        .payload()
+                        .map(|b| Value { bytes: b.into(), ts_ms: msg.timestamp().to_millis().unwrap_or(now) });
                     table.apply(key, value, now);
                 }
                 if !ends.is_empty() {

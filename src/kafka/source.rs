@@ -292,12 +292,13 @@ pub fn spawn_poller(
     topics: Vec<String>,
     cfg: &Config,
     stop: Arc<AtomicBool>,
+    from_beginning: bool,
 ) -> std::io::Result<(std::thread::JoinHandle<()>, mpsc::Receiver<Polled>)> {
     let (tx, rx) = mpsc::channel(2);
     let max = cfg.engine.batch_max_records.get();
     let wait = cfg.engine.batch_max_wait;
     let handle = std::thread::Builder::new().name("pp-consumer".into()).spawn(move || {
-        let mut poller = Poller::new(&consumer, &topics);
+        let mut poller = Poller::new(&consumer, &topics, from_beginning);
         let mut groups: Vec<PartitionRun> = Vec::new();
         let mut last_topic: Option<(String, Option<usize>)> = None;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -395,11 +396,13 @@ struct Poller<'a> {
     topics: &'a [String],
     guard: PositionGuard,
     paused: std::collections::HashSet<(usize, i32)>,
+    /// Read the next assignment from each partition's beginning (once).
+    from_beginning: bool,
 }
 
 impl<'a> Poller<'a> {
-    fn new(consumer: &'a Source, topics: &'a [String]) -> Self {
-        Self { consumer, topics, guard: PositionGuard::new(), paused: std::collections::HashSet::new() }
+    fn new(consumer: &'a Source, topics: &'a [String], from_beginning: bool) -> Self {
+        Self { consumer, topics, guard: PositionGuard::new(), paused: std::collections::HashSet::new(), from_beginning }
     }
 
     fn key(&self, topic: &str, partition: i32) -> Option<(usize, i32)> {
@@ -453,6 +456,21 @@ impl<'a> Poller<'a> {
     fn rebalanced(&mut self, changes: &[Change]) {
         for change in changes {
             match change {
+                Change::Assigned(pairs) if std::mem::take(&mut self.from_beginning) => {
+                    // Positioned at the low watermark: the first record fetched from the
+                    // committed offset is "ahead", and the guard fetches again from there.
+                    for (t, p) in pairs {
+                        let low = self.consumer.fetch_watermarks(t, *p, Duration::from_secs(10)).map_or(0, |w| w.0);
+                        if let Some(key) = self.key(t, *p) {
+                            self.guard.assigned(key, low);
+                        }
+                    }
+                    tracing::warn!(
+                        partitions = pairs.len(),
+                        "the broker lost its data: reading the input again from the beginning, not from the committed \
+                         offsets (records processed since the loss are processed again)"
+                    );
+                }
                 Change::Assigned(pairs) => {
                     let mut tpl = TopicPartitionList::new();
                     for (t, p) in pairs {

@@ -476,7 +476,8 @@ pub async fn run_engine(
         cfg.engine.partition_buffer_bytes.get(),
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let (poller, chunks) = source::spawn_poller(consumer.clone(), router.topics(), cfg, stop.clone()).expect("poller");
+    let (poller, chunks) =
+        source::spawn_poller(consumer.clone(), router.topics(), cfg, stop.clone(), false).expect("poller");
     let deadline = tokio::time::Instant::now() + limit;
     let watch = async {
         while !until() && shutdown.reason().is_none() {

@@ -107,7 +107,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(super::not_allowed("GET")),
     )
     .service(
-        web::resource("/api/v1/messages/totals").route(web::get().to(totals)).default_service(super::not_allowed("GET")),
+        web::resource("/api/v1/messages/totals")
+            .route(web::get().to(totals))
+            .default_service(super::not_allowed("GET")),
     );
 }
 

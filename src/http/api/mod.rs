@@ -151,8 +151,7 @@ impl Api {
         value: Option<&[u8]>,
         check: impl FnOnce(&RawRecord) -> Result<(), crate::engine::Rejection>,
     ) -> Result<Accepted, Problem> {
-        let rec =
-            RawRecord {
+        let rec = RawRecord {
             key: Some(key.to_vec()),
             value: value.map(<[u8]>::to_vec),
             offset: 0,

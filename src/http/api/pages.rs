@@ -19,11 +19,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::{query, wants_csv, Api};
-use crate::http::csv::{self, Csv};
-use crate::pipelines::fans::history::{self, Resolution};
 use crate::http::cache::{self, Freshness};
+use crate::http::csv::{self, Csv};
 use crate::http::limit::Class;
 use crate::http::problem::Problem;
+use crate::pipelines::fans::history::{self, Resolution};
 use crate::pipelines::fans::live::{Detail, FansLive, PageView};
 use crate::pipelines::pages::processor::decode_page;
 
@@ -175,8 +175,10 @@ fn time_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, Pr
         return Ok(Some(ms));
     }
     chrono::DateTime::parse_from_rfc3339(v).map(|t| Some(t.timestamp_millis())).map_err(|_| {
-        Problem::bad_request(format!("`{name}` must be an RFC 3339 time (e.g. 2026-12-05T10:00:00Z) or epoch ms, got `{v}`"))
-            .with_field(name)
+        Problem::bad_request(format!(
+            "`{name}` must be an RFC 3339 time (e.g. 2026-12-05T10:00:00Z) or epoch ms, got `{v}`"
+        ))
+        .with_field(name)
     })
 }
 
@@ -256,13 +258,15 @@ async fn table(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pr
     let limit = match param(&params, "limit") {
         None => 100,
         Some(l) => l.parse::<usize>().ok().filter(|n| (1..=MAX_ROWS).contains(n)).ok_or_else(|| {
-            Problem::bad_request(format!("`limit` must be an integer from 1 to {MAX_ROWS}, got `{l}`")).with_field("limit")
+            Problem::bad_request(format!("`limit` must be an integer from 1 to {MAX_ROWS}, got `{l}`"))
+                .with_field("limit")
         })?,
     };
     let before = match param(&params, "cursor") {
         None => i64::MAX,
         Some(c) => history::parse_cursor(c).ok_or_else(|| {
-            Problem::bad_request(format!("`cursor` `{c}` is not a cursor this API gave (use `next_cursor`)")).with_field("cursor")
+            Problem::bad_request(format!("`cursor` `{c}` is not a cursor this API gave (use `next_cursor`)"))
+                .with_field("cursor")
         })?,
     };
     let (points, samples) = live(&api)?.history(&key).ok_or_else(|| no_page(&key))?;
@@ -270,7 +274,12 @@ async fn table(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pr
     let resp = if csv {
         let mut out = Csv::new(&["observed_at", "fans", "followers", "kind"]);
         for r in &page.rows {
-            out.row([&r.observed_at, &r.fans.to_string(), &r.followers.map(|f| f.to_string()).unwrap_or_default(), r.kind]);
+            out.row([
+                &r.observed_at,
+                &r.fans.to_string(),
+                &r.followers.map(|f| f.to_string()).unwrap_or_default(),
+                r.kind,
+            ]);
         }
         cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), Freshness::Live)
     } else {
@@ -334,7 +343,15 @@ async fn many(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pro
     }
     if csv {
         let mut t = Csv::new(&[
-            "platform", "page_id", "fans", "followers", "observed_at", "delta_1h", "delta_24h", "delta_7d", "growth_24h_pct",
+            "platform",
+            "page_id",
+            "fans",
+            "followers",
+            "observed_at",
+            "delta_1h",
+            "delta_24h",
+            "delta_7d",
+            "growth_24h_pct",
         ]);
         for p in &out.pages {
             let s = &p.stats;
@@ -378,8 +395,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     // Before `{key}`, which would match it too; a key always has a `:`, so none is `top`.
     .service(web::resource("/api/v1/pages/top").route(web::get().to(top)).default_service(super::not_allowed("GET")))
-    .service(web::resource("/api/v1/pages/{key}/chart").route(web::get().to(chart)).default_service(super::not_allowed("GET")))
-    .service(web::resource("/api/v1/pages/{key}/table").route(web::get().to(table)).default_service(super::not_allowed("GET")))
+    .service(
+        web::resource("/api/v1/pages/{key}/chart")
+            .route(web::get().to(chart))
+            .default_service(super::not_allowed("GET")),
+    )
+    .service(
+        web::resource("/api/v1/pages/{key}/table")
+            .route(web::get().to(table))
+            .default_service(super::not_allowed("GET")),
+    )
     .service(
         web::resource("/api/v1/pages/{key}")
             .route(web::get().to(one))

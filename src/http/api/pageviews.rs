@@ -65,7 +65,14 @@ async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
     }
     let mut out = Csv::new(&["domain", "hour_start", "final", "rank", "title", "views"]);
     for a in &t.articles {
-        out.row([&t.domain, &t.hour_start, &t.is_final.to_string(), &a.rank.to_string(), &a.title, &a.views.to_string()]);
+        out.row([
+            &t.domain,
+            &t.hour_start,
+            &t.is_final.to_string(),
+            &a.rank.to_string(),
+            &a.title,
+            &a.views.to_string(),
+        ]);
     }
     Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), freshness)))
 }

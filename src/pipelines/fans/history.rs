@@ -55,7 +55,9 @@ pub fn chart(points: &[SeriesPoint], from_ms: i64, to_ms: i64, resolution: Resol
     for p in inside {
         let p = match resolution {
             Resolution::TenMinutes => *p,
-            Resolution::Hour => SeriesPoint { start_ms: p.start_ms.div_euclid(COARSE_MS) * COARSE_MS, width_ms: COARSE_MS, ..*p },
+            Resolution::Hour => {
+                SeriesPoint { start_ms: p.start_ms.div_euclid(COARSE_MS) * COARSE_MS, width_ms: COARSE_MS, ..*p }
+            }
         };
         match out.last_mut() {
             // Points come oldest first: a later one of the same hour replaces the earlier.
@@ -111,9 +113,11 @@ pub fn parse_cursor(s: &str) -> Option<i64> {
 pub fn table(samples: &[Sample], points: &[SeriesPoint], before_ms: i64, limit: usize) -> TablePage {
     let oldest_sample = samples.last().map_or(i64::MAX, |s| s.at_ms);
     let raw = samples.iter().map(|s| (s.at_ms, s.fans, s.followers, "sample"));
-    let older = points.iter().rev().filter(|p| p.at_ms < oldest_sample).map(|p| {
-        (p.at_ms, p.fans, None, if p.width_ms == COARSE_MS { "1h" } else { "10m" })
-    });
+    let older = points
+        .iter()
+        .rev()
+        .filter(|p| p.at_ms < oldest_sample)
+        .map(|p| (p.at_ms, p.fans, None, if p.width_ms == COARSE_MS { "1h" } else { "10m" }));
     let mut rows: Vec<Row> = Vec::with_capacity(limit.min(1024));
     let mut more = false;
     for (at_ms, fans, followers, kind) in raw.chain(older).filter(|r| r.0 < before_ms) {
