@@ -311,3 +311,77 @@ fn messages_written_over_http_give_the_minutes_and_totals_counted_independently(
     );
     assert_eq!(get(&pp, "/api/v1/messages/stats/2025-03-01").status, 400);
 }
+
+#[test]
+fn the_catalogue_uploaded_over_http_ranks_and_counts_mentions_as_counted_independently() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/AppleStore.csv");
+    let Ok(body) = std::fs::read(&path) else {
+        eprintln!("skipped: {} is absent", path.display());
+        return;
+    };
+    let env = TestEnv::new();
+    let pp = start(
+        &env,
+        &[
+            ("PAGEPULSE__pipelines__fans__enabled", "false"),
+            ("PAGEPULSE__pipelines__pageviews__enabled", "false"),
+            ("PAGEPULSE__pipelines__messages__enabled", "false"),
+            ("PAGEPULSE__pipelines__apps__mentions_interval", "\"1s\""),
+        ],
+    );
+    // The independent reading: Python-free, the csv crate; the Book+Music top 10 by ratings,
+    // ties by id, as (id, track_name, size_bytes, price).
+    let mut rdr = csv::Reader::from_reader(&body[..]);
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(str::to_string).collect();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (id, name, size, price, genre, ratings) =
+        (col("id"), col("track_name"), col("size_bytes"), col("price"), col("prime_genre"), col("rating_count_tot"));
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    let mut ranked: Vec<&csv::StringRecord> = rows.iter().filter(|r| r[genre] == *"Book" || r[genre] == *"Music").collect();
+    ranked.sort_by(|a, b| {
+        let n = |r: &csv::StringRecord| r[ratings].parse::<f64>().unwrap() as u64;
+        n(b).cmp(&n(a)).then(a[id].parse::<u64>().unwrap().cmp(&b[id].parse::<u64>().unwrap()))
+    });
+    ranked.truncate(10);
+
+    let auth = format!("Bearer {WRITE}");
+    let a = http(&pp.addr, "POST", "/api/v1/apps", &[("Content-Type", "text/csv"), ("Authorization", &auth)], &body)
+        .expect("answer");
+    assert_eq!(a.status, 202, "{:?}", a.json());
+    assert_eq!(a.json()["accepted"].as_u64(), Some(rows.len() as u64), "{}", a.json());
+    assert_eq!(a.json()["refused"].as_u64(), Some(0));
+    // A body that is not a catalogue is refused whole.
+    let bad = http(&pp.addr, "POST", "/api/v1/apps", &[("Content-Type", "text/csv"), ("Authorization", &auth)], b"a,b\n1,2\n")
+        .expect("answer");
+    assert_eq!(bad.status, 422, "{:?}", bad.json());
+
+    // Three posts mention the rank-1 app by its name (cut at " - ").
+    let first_name = ranked[0][name].split(" - ").next().unwrap().trim().to_lowercase();
+    let posts: Vec<_> = (0..3)
+        .map(|i| {
+            let v = serde_json::json!({"id": format!("m{i}"), "content": format!("listening to {first_name} again!")});
+            (Some(format!("m{i}")), Some(v.to_string().into_bytes()))
+        })
+        .collect();
+    env.produce_python("posts", &posts);
+
+    let top = "/api/v1/apps/top/Book%2BMusic?format=csv";
+    let a = wait_get(&pp, top, "the ranking with the mentions", |a| {
+        csv::Reader::from_reader(&a.body[..]).records().next().and_then(|r| r.ok()).is_some_and(|r| &r[2] == "3")
+    });
+    let mut got = csv::Reader::from_reader(&a.body[..]);
+    assert_eq!(
+        got.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["id", "track_name", "mentions_total", "size_bytes", "price", "prime_genre"]
+    );
+    let got: Vec<csv::StringRecord> = got.records().map(|r| r.unwrap()).collect();
+    assert_eq!(got.len(), 10);
+    for (g, w) in got.iter().zip(&ranked) {
+        assert_eq!((&g[0], &g[1], &g[3], &g[5]), (&w[id], &w[name], &w[size], &w[genre]));
+        assert_eq!(g[4].parse::<f64>().unwrap(), w[price].parse::<f64>().unwrap());
+    }
+    // One app: its catalogue record and its mentions.
+    let one = wait_get(&pp, &format!("/api/v1/apps/{}", &ranked[0][id]), "one app", |a| a.json()["mentions_total"] == 3);
+    assert_eq!(one.json()["app"]["track_name"], &ranked[0][name]);
+    assert_eq!(get(&pp, "/api/v1/apps/0").status, 404);
+}

@@ -42,6 +42,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(api::posts::Doc::openapi());
     doc.merge(api::pageviews::Doc::openapi());
     doc.merge(api::messages::Doc::openapi());
+    doc.merge(api::apps::Doc::openapi());
     doc
 }
 

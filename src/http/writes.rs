@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::Config;
@@ -49,5 +50,54 @@ impl Writer {
                 ))
             }
         }
+    }
+
+    /// Sends every `(key, value)` of `records` to logical topic `topic` with all of them in
+    /// flight at once (bounded by the producer's queue), and waits for every acknowledgement.
+    /// Returns how many were acknowledged; any refusal is a 503 (some records may be written:
+    /// writing them again is harmless for a compacted table keyed by id).
+    pub async fn send_all(&self, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<usize, Problem> {
+        let full = format!("{}{topic}", self.prefix);
+        let refused = |why: String| {
+            tracing::warn!(topic, error = %why, "an API write was not acknowledged");
+            Problem::unavailable(
+                format!("the broker did not acknowledge every record written to `{topic}`; retry (writing again is harmless)"),
+                1,
+            )
+        };
+        let mut pending = std::collections::VecDeque::new();
+        let mut acked = 0;
+        for (k, v) in records {
+            loop {
+                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&full).key(k.as_slice());
+                if let Some(v) = v {
+                    rec = rec.payload(v.as_slice());
+                }
+                match self.producer.send_result(rec) {
+                    Ok(f) => {
+                        pending.push_back(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => match pending.pop_front() {
+                        // The queue is full: wait for the oldest record in flight.
+                        Some(f) => match f.await {
+                            Ok(Ok(_)) => acked += 1,
+                            Ok(Err((e, _))) => return Err(refused(e.to_string())),
+                            Err(_) => return Err(refused("the producer was dropped".into())),
+                        },
+                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    },
+                    Err((e, _)) => return Err(refused(e.to_string())),
+                }
+            }
+        }
+        for f in pending {
+            match f.await {
+                Ok(Ok(_)) => acked += 1,
+                Ok(Err((e, _))) => return Err(refused(e.to_string())),
+                Err(_) => return Err(refused("the producer was dropped".into())),
+            }
+        }
+        Ok(acked)
     }
 }

@@ -11,8 +11,9 @@
 //! client's rate limit ([`super::limit`]). Every refusal is `application/problem+json`
 //! ([`super::problem`]).
 //!
-//! One file per resource: [`pages`], [`posts`], [`pageviews`], [`messages`].
+//! One file per resource: [`pages`], [`posts`], [`pageviews`], [`messages`], [`apps`].
 
+pub mod apps;
 pub mod messages;
 pub mod pages;
 pub mod pageviews;
@@ -314,6 +315,7 @@ pub fn not_allowed(allow: &'static str) -> actix_web::Route {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     pages::configure(cfg);
     messages::configure(cfg);
+    apps::configure(cfg);
     posts::configure(cfg);
     pageviews::configure(cfg);
 }

@@ -63,7 +63,7 @@ pub const ENTRY: Pipeline = Pipeline {
     inputs: &[CATALOGUE, POSTS],
     outputs: &[TOP, MENTIONS],
     store_input: Some(POSTS),
-    served: &[TOP, MENTIONS],
+    served: &[TOP, MENTIONS, CATALOGUE],
     build,
 };
 
