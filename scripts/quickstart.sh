@@ -7,7 +7,8 @@
 # Environment: PAGEPULSE_BROKERS (default 127.0.0.1:9092; a broker already listening there is
 # reused), PAGEPULSE_HTTP_LISTEN (default 127.0.0.1:9898), SIM_LISTEN (default 127.0.0.1:8787),
 # DEMO_PAGES (default 2000), DEMO_INTERVAL_S (default 20), DEMO_RATE (posts/s, default 20),
-# DEMO_MESSAGES_RATE (messages/s, default 50).
+# DEMO_MESSAGES_RATE (messages/s, default 50), APPS_CSV (an App Store catalogue in the form of
+# Kaggle's AppleStore.csv; default one generated in that form).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -48,6 +49,8 @@ PIDS+=("$!")
 export PAGEPULSE__platforms__facebook__base_url="http://$SIM_LISTEN"
 export PAGEPULSE__platforms__mastodon__base_url="http://$SIM_LISTEN"
 export PAGEPULSE__platforms__mastodon__rate_per_sec=100
+# Provisional top articles of hours still open, every 30 s (GET /api/v1/pageviews/top/{domain}/{hour}).
+export PAGEPULSE__pipelines__pageviews__provisional_interval="\"30s\""
 export PAGEPULSE_FACEBOOK_TOKEN="${PAGEPULSE_FACEBOOK_TOKEN:-demo-token}"
 # The HTTP API's token (writes and reads): a demo value unless you set your own.
 export PAGEPULSE_WRITE_TOKEN="${PAGEPULSE_WRITE_TOKEN:-quickstart-token-change-me}"
@@ -64,6 +67,13 @@ curl -sf "http://$PAGEPULSE_HTTP_LISTEN/readyz" >/dev/null || { echo "pagepulse 
 
 # Track the demo pages (every 10th on Mastodon, 3 unknown to the platform: they show as failing).
 $PP demo pages --count "$DEMO_PAGES" --interval-s "${DEMO_INTERVAL_S:-20}" --mastodon-every 10 --unknown 3
+# The app catalogue: the file named in APPS_CSV (e.g. Kaggle's AppleStore.csv), else one generated
+# in the same CSV form; the demo posts mention its apps now and then (apps.top, apps.mentions).
+if [ -z "${APPS_CSV:-}" ]; then
+  APPS_CSV="$RUN_DIR/AppleStore-generated.csv"
+  $PP demo apps-csv --out "$APPS_CSV"
+fi
+$PP ingest apps --quiet "$APPS_CSV"
 $PP demo posts --rate "${DEMO_RATE:-20}" --bad-every 25 2>"$RUN_DIR/demo.log" &
 PIDS+=("$!")
 # Messages of 500 users from skewed cities and states (a few malformed, a few dated three minutes
@@ -91,6 +101,9 @@ pagepulse is ready and polling $DEMO_PAGES pages. Results flow below (fans.top: 
   $PP consume posts.trending -b            # top hashtags of the last hour, every 5 s when changed
   $PP consume messages.stats -b            # messages per minute: total, users, states, top cities
   $PP consume messages.totals -b           # all-time message figures, every minute when changed
+  $PP consume apps.top -b                  # top apps of Book and Music, with their mentions
+  $PP consume apps.mentions -b             # mentions of each app in the posts
+  curl -s -H "Authorization: Bearer $PAGEPULSE_WRITE_TOKEN" "http://$PAGEPULSE_HTTP_LISTEN/api/v1/apps/top/Book%2BMusic?format=csv"
   $PP consume deadletter -b -f json        # malformed posts and messages, the reason in headers
   curl -s http://$PAGEPULSE_HTTP_LISTEN/metrics | grep -E '^pagepulse_(polls|pages|schedule)'
   curl -s http://$PAGEPULSE_HTTP_LISTEN/metrics | grep ^pagepulse_
