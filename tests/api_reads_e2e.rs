@@ -337,7 +337,8 @@ fn the_catalogue_uploaded_over_http_ranks_and_counts_mentions_as_counted_indepen
     let (id, name, size, price, genre, ratings) =
         (col("id"), col("track_name"), col("size_bytes"), col("price"), col("prime_genre"), col("rating_count_tot"));
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
-    let mut ranked: Vec<&csv::StringRecord> = rows.iter().filter(|r| r[genre] == *"Book" || r[genre] == *"Music").collect();
+    let mut ranked: Vec<&csv::StringRecord> =
+        rows.iter().filter(|r| r[genre] == *"Book" || r[genre] == *"Music").collect();
     ranked.sort_by(|a, b| {
         let n = |r: &csv::StringRecord| r[ratings].parse::<f64>().unwrap() as u64;
         n(b).cmp(&n(a)).then(a[id].parse::<u64>().unwrap().cmp(&b[id].parse::<u64>().unwrap()))
@@ -351,8 +352,14 @@ fn the_catalogue_uploaded_over_http_ranks_and_counts_mentions_as_counted_indepen
     assert_eq!(a.json()["accepted"].as_u64(), Some(rows.len() as u64), "{}", a.json());
     assert_eq!(a.json()["refused"].as_u64(), Some(0));
     // A body that is not a catalogue is refused whole.
-    let bad = http(&pp.addr, "POST", "/api/v1/apps", &[("Content-Type", "text/csv"), ("Authorization", &auth)], b"a,b\n1,2\n")
-        .expect("answer");
+    let bad = http(
+        &pp.addr,
+        "POST",
+        "/api/v1/apps",
+        &[("Content-Type", "text/csv"), ("Authorization", &auth)],
+        b"a,b\n1,2\n",
+    )
+    .expect("answer");
     assert_eq!(bad.status, 422, "{:?}", bad.json());
 
     // Three posts mention the rank-1 app by its name (cut at " - ").
@@ -381,7 +388,8 @@ fn the_catalogue_uploaded_over_http_ranks_and_counts_mentions_as_counted_indepen
         assert_eq!(g[4].parse::<f64>().unwrap(), w[price].parse::<f64>().unwrap());
     }
     // One app: its catalogue record and its mentions.
-    let one = wait_get(&pp, &format!("/api/v1/apps/{}", &ranked[0][id]), "one app", |a| a.json()["mentions_total"] == 3);
+    let one =
+        wait_get(&pp, &format!("/api/v1/apps/{}", &ranked[0][id]), "one app", |a| a.json()["mentions_total"] == 3);
     assert_eq!(one.json()["app"]["track_name"], &ranked[0][name]);
     assert_eq!(get(&pp, "/api/v1/apps/0").status, 404);
 }

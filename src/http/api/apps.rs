@@ -23,6 +23,25 @@ use crate::pipelines::apps::{MentionsValue, TopValue, CATALOGUE, MENTIONS, TOP};
 /// Refused rows listed in an answer (all are counted).
 pub const SHOWN_REFUSALS: usize = 10;
 
+/// The body of `POST /api/v1/apps`: a catalogue in the form of Kaggle's `AppleStore.csv` (its
+/// 16-column form as documented here; the 17-column form with a leading unnamed index column, and
+/// quoted header fields, are read too). Rows the reader refuses are reported, not written.
+struct CatalogueCsv;
+
+/// The header [`CatalogueCsv`]'s schema requires, then any lines.
+const CATALOGUE_PATTERN: &str = r"^id,track_name,size_bytes,currency,price,rating_count_tot,rating_count_ver,user_rating,user_rating_ver,ver,cont_rating,prime_genre,sup_devices\.num,ipadSc_urls\.num,lang\.num,vpp_lic(\r?\n[^\r\n]*)*$";
+
+impl utoipa::PartialSchema for CatalogueCsv {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(CATALOGUE_PATTERN))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CatalogueCsv {}
+
 /// One refused row of an upload.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct RefusedRow {
@@ -47,34 +66,40 @@ struct Loaded {
 
 /// The catalogue in `body`, read as `ingest apps` reads a file: (key, value) records and the
 /// refused rows. An unreadable header refuses the whole upload.
-fn read_catalogue(body: &[u8], remove: bool) -> Result<(Vec<(Vec<u8>, Option<Vec<u8>>)>, usize, Vec<RefusedRow>), Problem> {
+fn read_catalogue(
+    body: &[u8],
+    remove: bool,
+) -> Result<(Vec<(Vec<u8>, Option<Vec<u8>>)>, usize, Vec<RefusedRow>), Problem> {
     let mut rows = Rows::new();
     let mut layout: Option<Layout> = None;
     let (mut records, mut refused, mut shown) = (Vec::new(), 0usize, Vec::new());
-    let mut take = |start: u64, row: Result<Vec<String>, reader::RowError>, layout: &mut Option<Layout>| -> Result<(), Problem> {
-        let Some(l) = layout.as_ref() else {
-            let l = row
-                .map_err(|e| reader::HeaderError::Malformed(e.to_string()))
-                .and_then(|fields| Layout::from_header(&fields))
-                .map_err(|e| Problem::invalid(format!("line {start}: {e}: not an App Store catalogue, nothing loaded")))?;
-            *layout = Some(l);
-            return Ok(());
-        };
-        match row.and_then(|fields| l.app(&fields)) {
-            Ok(app) => {
-                let mut value = Vec::new();
-                reader::encode(&app, &mut value);
-                records.push((app.id.into_bytes(), (!remove).then_some(value)));
-            }
-            Err(e) => {
-                refused += 1;
-                if shown.len() < SHOWN_REFUSALS {
-                    shown.push(RefusedRow { line: start, reason: e.to_string() });
+    let mut take =
+        |start: u64, row: Result<Vec<String>, reader::RowError>, layout: &mut Option<Layout>| -> Result<(), Problem> {
+            let Some(l) = layout.as_ref() else {
+                let l = row
+                    .map_err(|e| reader::HeaderError::Malformed(e.to_string()))
+                    .and_then(|fields| Layout::from_header(&fields))
+                    .map_err(|e| {
+                        Problem::invalid(format!("line {start}: {e}: not an App Store catalogue, nothing loaded"))
+                    })?;
+                *layout = Some(l);
+                return Ok(());
+            };
+            match row.and_then(|fields| l.app(&fields)) {
+                Ok(app) => {
+                    let mut value = Vec::new();
+                    reader::encode(&app, &mut value);
+                    records.push((app.id.into_bytes(), (!remove).then_some(value)));
+                }
+                Err(e) => {
+                    refused += 1;
+                    if shown.len() < SHOWN_REFUSALS {
+                        shown.push(RefusedRow { line: start, reason: e.to_string() });
+                    }
                 }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     for (i, line) in body.split_inclusive(|&b| b == b'\n').enumerate() {
         if let Some((start, row)) = rows.push(i as u64 + 1, line) {
             take(start, row, &mut layout)?;
@@ -92,7 +117,7 @@ fn read_catalogue(body: &[u8], remove: bool) -> Result<(Vec<(Vec<u8>, Option<Vec
 /// Load (or, with `remove=true`, remove) the apps of a catalogue.
 #[utoipa::path(post, path = "/api/v1/apps", tag = "apps",
     params(("remove" = Option<bool>, Query, description = "write tombstones for the rows' apps instead (default false)")),
-    request_body(content = String, content_type = "text/csv", description = "Kaggle's AppleStore.csv, 16 or 17 columns"),
+    request_body(content = CatalogueCsv, content_type = "text/csv", description = "Kaggle's AppleStore.csv, 16 or 17 columns"),
     responses((status = 202, body = Loaded), (status = 400), (status = 401), (status = 403), (status = 413), (status = 415),
         (status = 422, description = "the header is not the data set's"), (status = 429), (status = 503)),
     security(("bearer" = [])))]
@@ -103,7 +128,9 @@ async fn upload(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) ->
         None | Some("false") => false,
         Some("true") => true,
         Some(other) => {
-            return Err(Problem::bad_request(format!("`remove` must be `true` or `false`, got `{other}`")).with_field("remove"))
+            return Err(
+                Problem::bad_request(format!("`remove` must be `true` or `false`, got `{other}`")).with_field("remove")
+            )
         }
     };
     require_content_type(&req, &["text/csv"])?;
@@ -178,14 +205,18 @@ async fn one(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
 
 /// Mounts the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/apps").route(web::post().to(upload)).default_service(super::not_allowed("POST")))
-        .service(
-            web::resource("/api/v1/apps/top/{ranking}").route(web::get().to(top)).default_service(super::not_allowed("GET")),
-        )
-        .service(web::resource("/api/v1/apps/{id}").route(web::get().to(one)).default_service(super::not_allowed("GET")));
+    cfg.service(
+        web::resource("/api/v1/apps").route(web::post().to(upload)).default_service(super::not_allowed("POST")),
+    )
+    .service(
+        web::resource("/api/v1/apps/top/{ranking}")
+            .route(web::get().to(top))
+            .default_service(super::not_allowed("GET")),
+    )
+    .service(web::resource("/api/v1/apps/{id}").route(web::get().to(one)).default_service(super::not_allowed("GET")));
 }
 
 /// The OpenAPI operations of this file.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(upload, top, one), components(schemas(Loaded, RefusedRow)))]
+#[openapi(paths(upload, top, one), components(schemas(Loaded, RefusedRow, CatalogueCsv)))]
 pub struct Doc;
