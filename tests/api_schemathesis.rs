@@ -37,7 +37,10 @@ fn schemathesis_finds_no_5xx_and_no_answer_outside_the_document() {
     let out = Command::new("st")
         .args(["run", &url, "--checks", "all"])
         .args(["--exclude-checks", "negative_data_rejection,ensure_resource_availability"])
-        .args(["--max-time", "45", "--workers", "2", "--generation-deterministic"])
+        // One worker: with two, CPython 3.11's `ast.parse` (hypothesis describing a filter) can fail
+        // with "AST constructor recursion depth mismatch" when two threads call it at once, an
+        // error of the tool, not of the API under test.
+        .args(["--max-time", "45", "--workers", "1", "--generation-deterministic"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .env("NO_COLOR", "1")
         .output()
