@@ -373,8 +373,19 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool, from_beginning
     );
     let stores = Stores::new(cfg, backend, health.clone());
     let pairs: Vec<(&str, &str)> = stores.changelogs.iter().map(|c| (c.1, c.2)).collect();
-    crate::kafka::changelog::ensure(cfg, &pairs).await.map_err(|e| setup_failed(e.into()))?;
-    crate::kafka::watchdog::ensure_topic(cfg).await.map_err(|e| setup_failed(e.into()))?;
+    let mut recreated = crate::kafka::changelog::ensure(cfg, &pairs).await.map_err(|e| setup_failed(e.into()))?;
+    recreated.extend(crate::kafka::watchdog::ensure_topic(cfg).await.map_err(|e| setup_failed(e.into()))?);
+    // pagepulse's own topics existed when the last incarnation ran: missing now, the broker lost
+    // its data, whatever made that incarnation stop (the loss often shows first as a refused
+    // delivery: the broker no longer knows the producer). Same remedy as when the watchdog sees it.
+    let from_beginning = from_beginning
+        || (!first && !recreated.is_empty() && {
+            tracing::error!(
+                missing = ?recreated,
+                "the broker lost its data: pagepulse's own topics had to be created again; state kept in them is gone"
+            );
+            true
+        });
     let shared = Arc::new(
         KafkaSink::new(cfg, metrics.clone(), shutdown.clone(), &stores.topics()).map_err(|e| setup_failed(e.into()))?,
     );

@@ -246,6 +246,9 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
         ("PAGEPULSE__platforms__facebook__base_url", base.as_str()),
         ("PAGEPULSE_FACEBOOK_TOKEN", "e2e-token"),
         ("PAGEPULSE__pipelines__posts__enabled", "false"),
+        // The partitions counted here are those of pages, fans.observations and pageviews.
+        ("PAGEPULSE__pipelines__messages__enabled", "false"),
+        ("PAGEPULSE__pipelines__apps__enabled", "false"),
         ("PAGEPULSE__pipelines__pageviews__idle_timeout", "\"1h\""),
         ("NO_COLOR", "1"),
     ];

@@ -123,7 +123,7 @@ impl StateBackend for KafkaBackend {
 
 /// Creates the changelog topics that do not exist yet: compacted, each with as many partitions
 /// as its store's input topic. `changelogs` are (logical changelog, logical input) pairs.
-pub async fn ensure(cfg: &Config, changelogs: &[(&str, &str)]) -> Result<(), super::admin::Error> {
+pub async fn ensure(cfg: &Config, changelogs: &[(&str, &str)]) -> Result<Vec<String>, super::admin::Error> {
     let listed = super::admin::list(cfg)?;
     let mut defs = Vec::new();
     for (changelog, input) in changelogs {
@@ -146,10 +146,11 @@ pub async fn ensure(cfg: &Config, changelogs: &[(&str, &str)]) -> Result<(), sup
             None => defs.push(super::topics::TopicDef::changelog(changelog, inp.partitions as i32)),
         }
     }
+    let missing: Vec<String> = defs.iter().map(|d| cfg.topic(&d.name)).collect();
     if !defs.is_empty() {
         for c in super::admin::create(cfg, &defs).await? {
             tracing::info!(created = ?c, "changelog topic");
         }
     }
-    Ok(())
+    Ok(missing)
 }

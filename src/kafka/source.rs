@@ -297,8 +297,9 @@ pub fn spawn_poller(
     let (tx, rx) = mpsc::channel(2);
     let max = cfg.engine.batch_max_records.get();
     let wait = cfg.engine.batch_max_wait;
+    let commit_interval = cfg.kafka.commit_interval;
     let handle = std::thread::Builder::new().name("pp-consumer".into()).spawn(move || {
-        let mut poller = Poller::new(&consumer, &topics, from_beginning);
+        let mut poller = Poller::new(&consumer, &topics, from_beginning.then_some(3 * commit_interval));
         let mut groups: Vec<PartitionRun> = Vec::new();
         let mut last_topic: Option<(String, Option<usize>)> = None;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -396,13 +397,21 @@ struct Poller<'a> {
     topics: &'a [String],
     guard: PositionGuard,
     paused: std::collections::HashSet<(usize, i32)>,
-    /// Read the next assignment from each partition's beginning (once).
-    from_beginning: bool,
+    /// After the broker lost its data: partitions read from their beginning on every assignment
+    /// until this long after their first record was delivered (by then a commit of this
+    /// incarnation covers them), whatever the group's committed offsets say. `None` otherwise.
+    from_beginning: Option<(Duration, std::collections::HashMap<(usize, i32), Instant>)>,
 }
 
 impl<'a> Poller<'a> {
-    fn new(consumer: &'a Source, topics: &'a [String], from_beginning: bool) -> Self {
+    fn new(consumer: &'a Source, topics: &'a [String], from_beginning: Option<Duration>) -> Self {
+        let from_beginning = from_beginning.map(|d| (d, std::collections::HashMap::new()));
         Self { consumer, topics, guard: PositionGuard::new(), paused: std::collections::HashSet::new(), from_beginning }
+    }
+
+    /// Whether `key` is still to be read from its beginning on assignment.
+    fn reads_from_beginning(&self, key: (usize, i32)) -> bool {
+        self.from_beginning.as_ref().is_some_and(|(wait, first)| first.get(&key).is_none_or(|at| at.elapsed() < *wait))
     }
 
     fn key(&self, topic: &str, partition: i32) -> Option<(usize, i32)> {
@@ -452,44 +461,62 @@ impl<'a> Poller<'a> {
         metrics_paused(self.consumer, self.paused.len());
     }
 
+    /// Guards the partitions of `tpl`, just assigned, from their committed offsets.
+    fn guard_committed(&mut self, tpl: TopicPartitionList) {
+        if tpl.count() == 0 {
+            return;
+        }
+        let committed = match self.consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the committed offsets of an assignment: not guarded");
+                return;
+            }
+        };
+        for e in committed.elements() {
+            if let (Some(key), rdkafka::Offset::Offset(at)) = (self.key(e.topic(), e.partition()), e.offset()) {
+                self.guard.assigned(key, at);
+            }
+        }
+    }
+
     /// Guards the partitions just assigned from their committed offsets, forgets revoked ones.
     fn rebalanced(&mut self, changes: &[Change]) {
         for change in changes {
             match change {
-                Change::Assigned(pairs) if std::mem::take(&mut self.from_beginning) => {
+                Change::Assigned(pairs) if self.from_beginning.is_some() => {
                     // Positioned at the low watermark: the first record fetched from the
                     // committed offset is "ahead", and the guard fetches again from there.
+                    let mut rest = TopicPartitionList::new();
+                    let mut reset = 0;
                     for (t, p) in pairs {
-                        let low = self.consumer.fetch_watermarks(t, *p, Duration::from_secs(10)).map_or(0, |w| w.0);
-                        if let Some(key) = self.key(t, *p) {
-                            self.guard.assigned(key, low);
+                        match self.key(t, *p) {
+                            Some(key) if self.reads_from_beginning(key) => {
+                                let low =
+                                    self.consumer.fetch_watermarks(t, *p, Duration::from_secs(10)).map_or(0, |w| w.0);
+                                self.guard.assigned(key, low);
+                                reset += 1;
+                            }
+                            _ => {
+                                rest.add_partition(t, *p);
+                            }
                         }
                     }
-                    tracing::warn!(
-                        partitions = pairs.len(),
-                        "the broker lost its data: reading the input again from the beginning, not from the committed \
-                         offsets (records processed since the loss are processed again)"
-                    );
+                    if reset > 0 {
+                        tracing::warn!(
+                            partitions = reset,
+                            "the broker lost its data: reading the input again from the beginning, not from the committed \
+                             offsets (records processed since the loss are processed again)"
+                        );
+                    }
+                    self.guard_committed(rest);
                 }
                 Change::Assigned(pairs) => {
                     let mut tpl = TopicPartitionList::new();
                     for (t, p) in pairs {
                         tpl.add_partition(t, *p);
                     }
-                    let committed = match self.consumer.committed_offsets(tpl, Duration::from_secs(10)) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot read the committed offsets of an assignment: not guarded");
-                            continue;
-                        }
-                    };
-                    for e in committed.elements() {
-                        if let (Some(key), rdkafka::Offset::Offset(at)) =
-                            (self.key(e.topic(), e.partition()), e.offset())
-                        {
-                            self.guard.assigned(key, at);
-                        }
-                    }
+                    self.guard_committed(tpl);
                 }
                 Change::Revoked(pairs) => {
                     for (t, p) in pairs {
@@ -513,7 +540,12 @@ impl<'a> Poller<'a> {
     /// Whether the record at `offset` of (`input`, `partition`) goes to its task; a record the
     /// guard refuses is dropped, and a skip by the broker is repaired by fetching again.
     fn admit(&mut self, input: usize, partition: i32, offset: i64) -> bool {
-        match self.guard.check((input, partition), offset) {
+        let verdict = self.guard.check((input, partition), offset);
+        if let (Some((_, first)), Verdict::Deliver | Verdict::GapAccepted { .. }) = (&mut self.from_beginning, &verdict)
+        {
+            first.entry((input, partition)).or_insert_with(Instant::now);
+        }
+        match verdict {
             Verdict::Deliver => true,
             Verdict::Duplicate => false,
             Verdict::Rewind(to) => {

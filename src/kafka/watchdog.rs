@@ -30,16 +30,16 @@ pub fn instances_topic(group_id: &str) -> String {
 }
 
 /// Creates the instances topic of `cfg`'s group unless it exists.
-pub async fn ensure_topic(cfg: &Config) -> Result<(), super::admin::Error> {
+pub async fn ensure_topic(cfg: &Config) -> Result<Option<String>, super::admin::Error> {
     let name = instances_topic(&cfg.kafka.group_id);
     let full = cfg.topic(&name);
     if super::admin::list(cfg)?.iter().any(|t| t.name == full) {
-        return Ok(());
+        return Ok(None);
     }
     for c in super::admin::create(cfg, &[super::topics::TopicDef::instances(&name)]).await? {
         tracing::info!(created = ?c, "instances topic");
     }
-    Ok(())
+    Ok(Some(full))
 }
 
 /// Claims read from the backlog at start-up: enough for the last few heartbeats of hundreds of
