@@ -13,6 +13,10 @@
 #   BENCH_POLL          seconds between /metrics polls in the pipeline phase (default 0.1)
 #   BENCH_STALL         seconds without progress after which the pipeline counts as stalled (30)
 #   BENCH_KEEP          1: keep the work directory (logs, metrics series); kept anyway on failure
+#   APPS_CSV            an App Store catalogue (e.g. ../shared/data/AppleStore.csv) loaded before
+#                       the pipeline phase, so that the apps pipeline matches every post against
+#                       it next to the posts pipeline (the demo posts mention apps now and then)
+#   APPS                0: run without the apps pipeline (default 1; with no catalogue it idles)
 #   BENCH_FETCH_WAIT_MS unset (default): pagepulse's own consumer settings (fetch.wait.max.ms 10)
 #                       for `pagepulse run` and `pagepulse consume`; the Python reader keeps
 #                       librdkafka's 500 ms, at which tansu caps every reader near 150k/s (it
@@ -127,6 +131,12 @@ log "starting tansu on 127.0.0.1:$BROKER_PORT (work dir $WORK)"
 command -v tansu >/dev/null || scripts/install-tansu.sh
 BROKER_PID="$(scripts/broker.sh "$BROKER_PORT" "$WORK/tansu.log")"
 "$BIN" topics create >"$WORK/topics.log" 2>&1 || { cat "$WORK/topics.log" >&2; exit 1; }
+[[ "${APPS:-1}" == 0 ]] && export PAGEPULSE__pipelines__apps__enabled=false
+export PAGEPULSE__pipelines__messages__enabled=false
+if [[ -n "${APPS_CSV:-}" ]]; then
+  log "loading the app catalogue $APPS_CSV"
+  "$BIN" ingest apps --quiet "$APPS_CSV" >"$WORK/apps.log" 2>&1 || { cat "$WORK/apps.log" >&2; exit 1; }
+fi
 
 RUN_ARGS=(run)
 PY_EXTRA=()
