@@ -77,10 +77,10 @@ counter = 0
 request = function()
   counter = counter + 1
   local body = '{"id":"w' .. counter .. '","content":"bench write #api"}'
-  return wrk.format("POST", "/api/v1/posts", {["Content-Type"] = "application/json", ["Authorization"] = os.getenv("AUTH")}, body)
+  return wrk.format("POST", "/api/v1/posts", {["Content-Type"] = "application/json", ["Authorization"] = os.getenv("BEARER")}, body)
 end
 EOF
-AUTH="$AUTH" wrk -t2 -c"$CONNS" -d"${PHASE}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk-post.txt"
+BEARER="Bearer $PAGEPULSE_WRITE_TOKEN" wrk -t2 -c"$CONNS" -d"${PHASE}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk-post.txt"
 field() { grep -E "$1" "$2" | head -1 | awk '{print $2}'; }
 echo "== scripts/bench_api.sh $PHASE (N=$N, $CONNS connections)"
 echo "processing, posts/s: quiet $quiet1, with readers $busy, quiet again $quiet2; ratio with/without readers: $(python3 -c "print(round($busy / (($quiet1 + $quiet2) / 2), 3))")"
