@@ -75,7 +75,7 @@ use hashbrown::hash_map::EntryRef;
 use hashbrown::{HashMap, HashSet};
 
 use super::names::PIPELINE;
-use super::trend::{Trend, TRENDING_BUCKET_MS, TRENDING_WINDOW_MS};
+use super::trend::{LogSlot, Trend, TRENDING_BUCKET_MS, TRENDING_WINDOW_MS};
 use crate::engine::state::{Change, Entries};
 use crate::ops::codec::{put_bytes, put_i64, put_u64, Corrupt, Reader};
 use crate::ops::hourly::{hour_of, HourlyWindows, Window};
@@ -236,11 +236,6 @@ pub struct PageviewsStore {
     /// The slot of each domain in `logs`.
     slots: HashMap<Arc<str>, LogSlot>,
 }
-
-/// A domain's log in a [`PageviewsStore`], handed out once per domain by
-/// [`PageviewsStore::slot`]: recording a view through it costs no lookup on the hot path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogSlot(usize);
 
 impl PageviewsStore {
     /// The slot of `domain`'s log, made on first use.

@@ -5,9 +5,15 @@
 
 use std::sync::Arc;
 
-use super::store::LogSlot;
 use crate::ops::hourly::HOUR_MS;
 use crate::ops::window::SlidingCounts;
+
+/// A domain's log in a [`PageviewsStore`](super::store::PageviewsStore), handed out once per
+/// domain by [`PageviewsStore::slot`](super::store::PageviewsStore::slot): recording a view
+/// through it costs no lookup on the hot path. Defined here, below the store, because a domain's
+/// [`Trend`] carries its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSlot(pub(super) usize);
 
 /// Span of "trending now".
 pub const TRENDING_WINDOW_MS: i64 = HOUR_MS;

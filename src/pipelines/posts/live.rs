@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use super::trending::Trending;
+use super::records::Trending;
 
 /// The live view of the posts pipeline. Clones share it; it outlives engine restarts (the
 /// trending aggregate of each incarnation writes into it).

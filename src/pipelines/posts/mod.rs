@@ -19,6 +19,7 @@ pub mod config;
 pub mod live;
 pub mod names;
 pub mod processor;
+pub mod records;
 pub mod store;
 pub mod trending;
 
@@ -30,8 +31,9 @@ pub use self::config::PostsConfig;
 pub use self::live::PostsLive;
 pub use self::names::{ANALYSIS, INPUT, MAX_FUTURE_SKEW_MS, PIPELINE, TRENDING, TRENDING_KEY};
 pub use self::processor::{decode_post, Analysis, Post, PostsProcessor};
+pub use self::records::{Trending, TrendingTag};
 pub use self::store::TagBuckets;
-pub use self::trending::{HashtagTrending, TagHit, Trending, TrendingTag};
+pub use self::trending::{HashtagTrending, TagHit};
 use super::{Built, Error, Pipeline, Wiring};
 use crate::engine::aggregate::merge_fn;
 use crate::engine::{AggregatorActor, PipelineSpec};

@@ -1,10 +1,10 @@
 //! `posts.trending`: the top hashtags over a sliding event-time window, across every partition
 //! of this instance (a cross-partition aggregate, [`crate::engine::aggregate`]).
 
-use serde::{Deserialize, Serialize};
-
 use super::config::PostsConfig;
+use super::live::PostsLive;
 use super::names::{PIPELINE, TRENDING, TRENDING_KEY};
+use super::records::{Trending, TrendingTag};
 use crate::clock::format_ms;
 use crate::engine::{Aggregate, OutRecord};
 use crate::metrics::Metrics;
@@ -22,30 +22,6 @@ pub struct TagHit {
     pub count: u64,
 }
 
-/// A `posts.trending` value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trending {
-    /// Start of the window (inclusive), RFC 3339.
-    pub window_start: String,
-    /// End of the window (exclusive), RFC 3339.
-    pub window_end: String,
-    /// The top hashtags, best first.
-    pub tags: Vec<TrendingTag>,
-}
-
-/// One ranked hashtag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrendingTag {
-    /// 1-based rank.
-    pub rank: usize,
-    /// The hashtag.
-    pub tag: String,
-    /// Posts carrying it in the window.
-    pub count: u64,
-}
-
 /// Top hashtags over a sliding event-time window, across every partition of this instance.
 pub struct HashtagTrending {
     counts: SlidingCounts<String>,
@@ -53,7 +29,7 @@ pub struct HashtagTrending {
     emitted_version: Option<u64>,
     last: Option<Trending>,
     metrics: Metrics,
-    live: Option<super::live::PostsLive>,
+    live: Option<PostsLive>,
 }
 
 impl HashtagTrending {
@@ -74,7 +50,7 @@ impl HashtagTrending {
     }
 
     /// Publishes every new ranking in `live` too.
-    pub fn with_live(mut self, live: &super::live::PostsLive) -> Self {
+    pub fn with_live(mut self, live: &PostsLive) -> Self {
         self.live = Some(live.clone());
         self
     }
