@@ -250,7 +250,9 @@ fn messages_written_over_http_give_the_minutes_and_totals_counted_independently(
     let m0 = chrono::DateTime::parse_from_rfc3339("2025-03-01T10:00:00Z").unwrap().timestamp_millis();
     let places =
         [("NY", "New York"), (" ny", "new  york"), ("CA", "Los Angeles"), ("TX", "Austin"), ("CA", "San Diego")];
-    let mut per_minute: HashMap<i64, (u64, std::collections::BTreeSet<String>, HashMap<String, u64>)> = HashMap::new();
+    // Per minute: messages, distinct users, messages per state.
+    type Minute = (u64, std::collections::BTreeSet<String>, HashMap<String, u64>);
+    let mut per_minute: HashMap<i64, Minute> = HashMap::new();
     let auth = format!("Bearer {WRITE}");
     for i in 0..40usize {
         let (state, city) = places[i % places.len()];

@@ -13,6 +13,9 @@ use crate::kafka::client;
 
 use super::problem::Problem;
 
+/// Records to write: (key, value; `None` is a tombstone).
+pub type Records = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// The producer of API writes.
 #[derive(Clone)]
 pub struct Writer {
@@ -56,7 +59,7 @@ impl Writer {
     /// flight at once (bounded by the producer's queue), and waits for every acknowledgement.
     /// Returns how many were acknowledged; any refusal is a 503 (some records may be written:
     /// writing them again is harmless for a compacted table keyed by id).
-    pub async fn send_all(&self, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<usize, Problem> {
+    pub async fn send_all(&self, topic: &str, records: &Records) -> Result<usize, Problem> {
         let full = format!("{}{topic}", self.prefix);
         let refused = |why: String| {
             tracing::warn!(topic, error = %why, "an API write was not acknowledged");

@@ -37,6 +37,10 @@ pub struct Error {
     pub reason: String,
 }
 
+/// A topic being read: its logical name, its table, and the (partition, end offset) pairs still
+/// to reach before the table is caught up.
+type Reading = (&'static str, LatestTable, Vec<(i32, i64)>);
+
 /// Starts reading every `(logical topic, table)` of `tables` into its table until `stop` is
 /// set. `None` when there is nothing to read.
 pub fn spawn(
@@ -57,7 +61,7 @@ pub fn spawn(
     let consumer: BaseConsumer = cc.create().map_err(|e| err("-", e.to_string()))?;
     let mut tpl = TopicPartitionList::new();
     // Per full topic: its logical name, its table, and the end offsets still to reach.
-    let mut by_topic: HashMap<String, (&'static str, LatestTable, Vec<(i32, i64)>)> = HashMap::new();
+    let mut by_topic: HashMap<String, Reading> = HashMap::new();
     for (logical, table) in tables {
         let full = cfg.topic(logical);
         let md =

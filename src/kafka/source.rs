@@ -389,6 +389,9 @@ pub fn spawn_poller(
     Ok((handle, rx))
 }
 
+/// When each partition's first record after the broker's data loss was delivered.
+type FirstDelivered = std::collections::HashMap<(usize, i32), Instant>;
+
 /// The polling thread's own bookkeeping: which partitions it paused, and the position guard
 /// ([`guard`](super::guard)) that checks every partition continues where it should after an
 /// assignment or a resume.
@@ -400,7 +403,7 @@ struct Poller<'a> {
     /// After the broker lost its data: partitions read from their beginning on every assignment
     /// until this long after their first record was delivered (by then a commit of this
     /// incarnation covers them), whatever the group's committed offsets say. `None` otherwise.
-    from_beginning: Option<(Duration, std::collections::HashMap<(usize, i32), Instant>)>,
+    from_beginning: Option<(Duration, FirstDelivered)>,
 }
 
 impl<'a> Poller<'a> {

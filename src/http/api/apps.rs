@@ -17,6 +17,7 @@ use crate::http::cache::{self, Freshness};
 use crate::http::csv::{self, Csv};
 use crate::http::limit::Class;
 use crate::http::problem::Problem;
+use crate::http::writes::Records;
 use crate::ingest::apps::{self as reader, Layout, Rows};
 use crate::pipelines::apps::{MentionsValue, TopValue, CATALOGUE, MENTIONS, TOP};
 
@@ -66,10 +67,7 @@ struct Loaded {
 
 /// The catalogue in `body`, read as `ingest apps` reads a file: (key, value) records and the
 /// refused rows. An unreadable header refuses the whole upload.
-fn read_catalogue(
-    body: &[u8],
-    remove: bool,
-) -> Result<(Vec<(Vec<u8>, Option<Vec<u8>>)>, usize, Vec<RefusedRow>), Problem> {
+fn read_catalogue(body: &[u8], remove: bool) -> Result<(Records, usize, Vec<RefusedRow>), Problem> {
     let mut rows = Rows::new();
     let mut layout: Option<Layout> = None;
     let (mut records, mut refused, mut shown) = (Vec::new(), 0usize, Vec::new());
