@@ -24,6 +24,7 @@
 //! comparison per record of a guarded partition, and nothing after that.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// How far back each successive fetch starts, in offsets before the expected one.
 pub const REWINDS: [i64; 3] = [256, 4096, 65536];
@@ -40,6 +41,8 @@ struct Guard {
     seen_before: bool,
     /// Records before `expected` that may arrive and be dropped: a resume's trail, or a rewind.
     window: i64,
+    /// When it was positioned, or last fetched again after a silence.
+    since: Instant,
 }
 
 /// What to do with a record of a guarded partition.
@@ -79,14 +82,38 @@ impl PositionGuard {
     /// The partition was assigned and its consumption starts at the committed offset `at`.
     pub fn assigned(&mut self, key: Key, at: i64) {
         self.last.remove(&key);
-        self.guards.insert(key, Guard { expected: at, tries: 0, seen_before: false, window: 0 });
+        self.guards.insert(key, Guard { expected: at, tries: 0, seen_before: false, window: 0, since: Instant::now() });
     }
 
     /// The partition was resumed: consumption continues after the last record taken, if any.
     pub fn resumed(&mut self, key: Key) {
         if let Some(&last) = self.last.get(&key) {
-            self.guards.insert(key, Guard { expected: last + 1, tries: 0, seen_before: false, window: RESUME_TRAIL });
+            self.guards.insert(
+                key,
+                Guard { expected: last + 1, tries: 0, seen_before: false, window: RESUME_TRAIL, since: Instant::now() },
+            );
         }
+    }
+
+    /// Guarded partitions from which nothing at all arrived for `after` since they were
+    /// positioned, with the offset to fetch again from. tansu 0.6.0 answers a fetch from inside a
+    /// record batch with the next batch; at the end of the log there is none, so a resume inside
+    /// the last batch would wait for new input forever, and no record would come to show the skip.
+    /// Fetching again from further back costs a few duplicates, which the guard drops; once a
+    /// record before the expected one came (the log really ends there), it stops.
+    pub fn silent(&mut self, now: Instant, after: Duration) -> Vec<(Key, i64)> {
+        let mut out = Vec::new();
+        for (key, g) in &mut self.guards {
+            if g.seen_before || g.tries >= REWINDS.len() || now.duration_since(g.since) < after || g.expected <= 0 {
+                continue;
+            }
+            let back = REWINDS[g.tries];
+            g.tries += 1;
+            g.window = g.window.max(back);
+            g.since = now;
+            out.push((*key, (g.expected - back).max(0)));
+        }
+        out
     }
 
     /// The partition was revoked: forget it.
@@ -138,6 +165,22 @@ impl PositionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_partition_is_fetched_again_from_further_back_until_a_record_comes() {
+        let mut g = PositionGuard::new();
+        g.assigned(K, 1000);
+        let t0 = Instant::now();
+        assert!(g.silent(t0, Duration::from_secs(3600)).is_empty(), "not yet silent long enough");
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(g.silent(later, Duration::from_secs(2)), vec![(K, 1000 - REWINDS[0])]);
+        assert!(g.silent(later, Duration::from_secs(2)).is_empty(), "waits again after a rewind");
+        // The tail of the last batch arrives: a duplicate, then the expected record.
+        assert_eq!(g.check(K, 999), Verdict::Duplicate);
+        assert!(g.silent(later + Duration::from_secs(10), Duration::from_secs(2)).is_empty(), "the log ends here");
+        assert_eq!(g.check(K, 1000), Verdict::Deliver);
+        assert_eq!(g.guarded(), 0);
+    }
 
     const K: Key = (0, 3);
 

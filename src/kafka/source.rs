@@ -313,6 +313,7 @@ pub fn spawn_poller(
                 }
             }
             poller.apply_flow();
+            poller.unstick();
             let mut n = 0;
             let mut first_at: Option<Instant> = None;
             while n < max && !stop.load(Ordering::Acquire) {
@@ -404,12 +405,24 @@ struct Poller<'a> {
     /// until this long after their first record was delivered (by then a commit of this
     /// incarnation covers them), whatever the group's committed offsets say. `None` otherwise.
     from_beginning: Option<(Duration, FirstDelivered)>,
+    /// When guarded partitions were last checked for silence.
+    last_unstick: Instant,
 }
+
+/// How long a positioned partition may stay silent before it is fetched again from further back.
+const SILENCE: Duration = Duration::from_secs(3);
 
 impl<'a> Poller<'a> {
     fn new(consumer: &'a Source, topics: &'a [String], from_beginning: Option<Duration>) -> Self {
         let from_beginning = from_beginning.map(|d| (d, std::collections::HashMap::new()));
-        Self { consumer, topics, guard: PositionGuard::new(), paused: std::collections::HashSet::new(), from_beginning }
+        Self {
+            consumer,
+            topics,
+            guard: PositionGuard::new(),
+            paused: std::collections::HashSet::new(),
+            from_beginning,
+            last_unstick: Instant::now(),
+        }
     }
 
     /// Whether `key` is still to be read from its beginning on assignment.
@@ -462,6 +475,31 @@ impl<'a> Poller<'a> {
             }
         }
         metrics_paused(self.consumer, self.paused.len());
+    }
+
+    /// Fetches again, from further back, a guarded partition from which nothing came for
+    /// [`SILENCE`] since it was positioned (see [`PositionGuard::silent`]). Checked once a second.
+    fn unstick(&mut self) {
+        if self.guard.guarded() == 0 || self.last_unstick.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_unstick = Instant::now();
+        for ((input, partition), to) in self.guard.silent(Instant::now(), SILENCE) {
+            if self.paused.contains(&(input, partition)) {
+                continue;
+            }
+            let topic = &self.topics[input];
+            self.consumer.context().metrics.consumer_rewinds.inc();
+            tracing::debug!(
+                topic,
+                partition,
+                fetch_from = to,
+                "nothing came since the partition was positioned: fetching again from further back"
+            );
+            if let Err(e) = self.consumer.seek(topic, partition, rdkafka::Offset::Offset(to), Duration::from_secs(10)) {
+                tracing::debug!(topic, partition, error = %e, "cannot fetch again from an earlier offset");
+            }
+        }
     }
 
     /// Guards the partitions of `tpl`, just assigned, from their committed offsets.
