@@ -146,3 +146,28 @@ where
         }
     }
 }
+
+/// The high watermark of `topic`/`partition` as librdkafka last learnt it from a fetch answer
+/// (`rd_kafka_get_watermark_offsets`: no network call, unlike `fetch_watermarks`). `None` while
+/// unknown. rust-rdkafka 0.39 does not wrap this call.
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle lives as long as `consumer` is borrowed, `topic` is a valid
+    // NUL-terminated string for the call, and librdkafka only writes the two integers.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}

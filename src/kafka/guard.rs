@@ -20,6 +20,11 @@
 //! - a record after it once records before it were seen: the gap is in the log itself (records
 //!   removed by compaction, or transaction markers), and is accepted.
 //!
+//! - nothing at all since the positioning: tansu answers a fetch from inside the log's *last*
+//!   batch with nothing, so no record ever comes to show the skip. The polling thread asks
+//!   [`PositionGuard::silent`] for such partitions (after 0.5 s when the broker's high watermark is
+//!   past the position, after 3 s otherwise) and fetches them again from further back.
+//!
 //! On Kafka the first record after a positioning is the expected one, so the guard costs one
 //! comparison per record of a guarded partition, and nothing after that.
 
@@ -95,17 +100,22 @@ impl PositionGuard {
         }
     }
 
-    /// Guarded partitions from which nothing at all arrived for `after` since they were
-    /// positioned, with the offset to fetch again from. tansu 0.6.0 answers a fetch from inside a
-    /// record batch with the next batch; at the end of the log there is none, so a resume inside
-    /// the last batch would wait for new input forever, and no record would come to show the skip.
+    /// Guarded partitions from which nothing at all arrived since they were positioned for as
+    /// long as `patience(key, expected)` allows (`None`: leave it alone for now, e.g. paused),
+    /// with the offset to fetch again from. tansu 0.6.0 answers a fetch from inside a record batch
+    /// with the next batch; at the end of the log there is none, so a resume inside the last
+    /// batch would wait for new input forever, and no record would come to show the skip.
     /// Fetching again from further back costs a few duplicates, which the guard drops; once a
     /// record before the expected one came (the log really ends there), it stops.
-    pub fn silent(&mut self, now: Instant, after: Duration) -> Vec<(Key, i64)> {
+    pub fn silent(&mut self, now: Instant, mut patience: impl FnMut(Key, i64) -> Option<Duration>) -> Vec<(Key, i64)> {
         let mut out = Vec::new();
         for (key, g) in &mut self.guards {
-            if g.seen_before || g.tries >= REWINDS.len() || now.duration_since(g.since) < after || g.expected <= 0 {
+            if g.seen_before || g.tries >= REWINDS.len() || g.expected <= 0 {
                 continue;
+            }
+            match patience(*key, g.expected) {
+                Some(after) if now.duration_since(g.since) >= after => {}
+                _ => continue,
             }
             let back = REWINDS[g.tries];
             g.tries += 1;
@@ -153,6 +163,8 @@ impl PositionGuard {
             let back = REWINDS[g.tries];
             g.tries += 1;
             g.window = g.window.max(back);
+            // The silence check measures from this new positioning.
+            g.since = Instant::now();
             return Verdict::Rewind((g.expected - back).max(0));
         } else {
             Verdict::GapAccepted { expected: g.expected }
@@ -171,13 +183,17 @@ mod tests {
         let mut g = PositionGuard::new();
         g.assigned(K, 1000);
         let t0 = Instant::now();
-        assert!(g.silent(t0, Duration::from_secs(3600)).is_empty(), "not yet silent long enough");
+        let wait = |secs| move |_: Key, _: i64| Some(Duration::from_secs(secs));
+        assert!(g.silent(t0, wait(3600)).is_empty(), "not yet silent long enough");
         let later = t0 + Duration::from_secs(5);
-        assert_eq!(g.silent(later, Duration::from_secs(2)), vec![(K, 1000 - REWINDS[0])]);
-        assert!(g.silent(later, Duration::from_secs(2)).is_empty(), "waits again after a rewind");
+        assert!(g.silent(later, |_, _| None).is_empty(), "left alone (paused) whatever the time");
+        assert_eq!(g.silent(later, wait(2)), vec![(K, 1000 - REWINDS[0])]);
+        assert!(g.silent(later, wait(2)).is_empty(), "waits again after a rewind");
+        let again = later + Duration::from_secs(3);
+        assert_eq!(g.silent(again, wait(2)), vec![(K, 0)], "then further back, to the beginning at most");
         // The tail of the last batch arrives: a duplicate, then the expected record.
         assert_eq!(g.check(K, 999), Verdict::Duplicate);
-        assert!(g.silent(later + Duration::from_secs(10), Duration::from_secs(2)).is_empty(), "the log ends here");
+        assert!(g.silent(again + Duration::from_secs(10), wait(2)).is_empty(), "the log ends here");
         assert_eq!(g.check(K, 1000), Verdict::Deliver);
         assert_eq!(g.guarded(), 0);
     }

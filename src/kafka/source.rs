@@ -104,6 +104,9 @@ impl ClientContext for SourceContext {
         self.health.set_broker_up(stats.brokers.values().any(|b| b.state == "UP"));
         for (name, topic) in &stats.topics {
             for (p, part) in &topic.partitions {
+                if *p >= 0 && part.desired {
+                    tracing::debug!(topic = %name, partition = p, fetch_state = %part.fetch_state, next_offset = part.next_offset, app_offset = part.app_offset, hi = part.hi_offset, ls = part.ls_offset, lag = part.consumer_lag, fetchq = part.fetchq_cnt, msgs = part.msgs, "partition stats");
+                }
                 // Partition -1 is librdkafka's internal "unassigned" bucket; a negative lag
                 // means "unknown" (nothing fetched yet).
                 if *p >= 0 && part.consumer_lag >= 0 && part.desired {
@@ -345,13 +348,11 @@ pub fn spawn_poller(
                     first_at = None;
                 }
                 let msg = match polled {
-                    None if first_at.is_some() => break,
-                    None => {
-                        if !poller.paused.is_empty() {
-                            poller.apply_flow();
-                        }
-                        continue;
-                    }
+                    // Ship what was grouped; with nothing grouped, go round the outer loop all the
+                    // same: its rejoins, resumes and silence checks must run while input is idle
+                    // (a resume inside tansu's last record batch gets nothing until the silence
+                    // check fetches again from further back, see `Poller::unstick`).
+                    None => break,
                     Some(Err(e)) => {
                         consumer.context().metrics.kafka_errors.with_label_values(&["consume"]).inc();
                         tracing::warn!(error = %e, "consume error");
@@ -409,8 +410,13 @@ struct Poller<'a> {
     last_unstick: Instant,
 }
 
-/// How long a positioned partition may stay silent before it is fetched again from further back.
+/// How long a positioned partition may stay silent before it is fetched again from further back,
+/// when nothing says records exist after its position.
 const SILENCE: Duration = Duration::from_secs(3);
+/// The same when the broker's high watermark shows records after the position.
+const SILENCE_BEHIND: Duration = Duration::from_millis(500);
+/// How often guarded partitions are checked for silence.
+const SILENCE_CHECK: Duration = Duration::from_millis(100);
 
 impl<'a> Poller<'a> {
     fn new(consumer: &'a Source, topics: &'a [String], from_beginning: Option<Duration>) -> Self {
@@ -477,17 +483,28 @@ impl<'a> Poller<'a> {
         metrics_paused(self.consumer, self.paused.len());
     }
 
-    /// Fetches again, from further back, a guarded partition from which nothing came for
-    /// [`SILENCE`] since it was positioned (see [`PositionGuard::silent`]). Checked once a second.
+    /// Fetches again, from further back, a guarded partition from which nothing came since it was
+    /// positioned (see [`PositionGuard::silent`]): after [`SILENCE_BEHIND`] when the broker's last
+    /// fetch answer said records exist from the expected offset on, after [`SILENCE`] otherwise
+    /// (an idle partition: one rewind shows the log really ends there). Paused partitions wait.
+    /// Checked every [`SILENCE_CHECK`] while any partition is guarded.
     fn unstick(&mut self) {
-        if self.guard.guarded() == 0 || self.last_unstick.elapsed() < Duration::from_secs(1) {
+        if self.guard.guarded() == 0 || self.last_unstick.elapsed() < SILENCE_CHECK {
             return;
         }
         self.last_unstick = Instant::now();
-        for ((input, partition), to) in self.guard.silent(Instant::now(), SILENCE) {
-            if self.paused.contains(&(input, partition)) {
-                continue;
+        let (consumer, topics, paused) = (self.consumer, self.topics, &self.paused);
+        let patience = |(input, partition): (usize, i32), expected: i64| {
+            if paused.contains(&(input, partition)) {
+                return None;
             }
+            // librdkafka's cached watermarks from the last fetch answer: no network call.
+            match client::cached_high_watermark(consumer, &topics[input], partition) {
+                Some(high) if high > expected => Some(SILENCE_BEHIND),
+                _ => Some(SILENCE),
+            }
+        };
+        for ((input, partition), to) in self.guard.silent(Instant::now(), patience) {
             let topic = &self.topics[input];
             self.consumer.context().metrics.consumer_rewinds.inc();
             tracing::debug!(

@@ -661,11 +661,17 @@ impl TestProducer {
 impl TestEnv {
     /// A producer for test input on this environment's broker.
     pub fn producer(&self) -> TestProducer {
+        self.producer_lingering(Duration::from_millis(5))
+    }
+
+    /// Like [`producer`](TestEnv::producer), waiting up to `linger` to fill a record batch (a
+    /// burst sent within it goes to the broker as one batch per partition, up to 10,000 records).
+    pub fn producer_lingering(&self, linger: Duration) -> TestProducer {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", linger.as_millis().to_string())
             .create_with_context(CountingContext { failed: std::sync::atomic::AtomicU64::new(0) })
             .expect("test producer");
         TestProducer { producer }
