@@ -302,6 +302,19 @@ fn messages_written_over_http_give_the_minutes_and_totals_counted_independently(
             .collect();
         assert_eq!(&got, by_state);
         assert!(a.header("cache-control").unwrap().contains("immutable"));
+        // The same minute as CSV, in long form, against the independent counts.
+        let c = get(&pp, &format!("/api/v1/messages/stats/{key}?format=csv"));
+        assert_eq!(c.status, 200);
+        assert!(c.header("content-type").unwrap().starts_with("text/csv"), "{:?}", c.headers);
+        let rows = csv_rows(&c.body);
+        assert_eq!(rows[0], ["minute_start", "final", "scope", "rank", "state", "city", "count"]);
+        assert!(rows[1..].iter().all(|r| r[0] == v["minute_start"].as_str().unwrap() && r[1] == "true"), "{rows:?}");
+        let figure = |scope: &str| rows.iter().find(|r| r[2] == scope).map(|r| r[6].parse::<u64>().unwrap());
+        assert_eq!(figure("total"), Some(*total));
+        assert_eq!(figure("users"), Some(users.len() as u64));
+        let got: HashMap<String, u64> =
+            rows.iter().filter(|r| r[2] == "state").map(|r| (r[4].clone(), r[6].parse().unwrap())).collect();
+        assert_eq!(&got, by_state, "{rows:?}");
     }
     let t = wait_get(&pp, "/api/v1/messages/totals", "the totals", |a| a.json()["total"] == 40);
     assert_eq!(t.json()["users"].as_u64(), Some(5));
@@ -312,6 +325,24 @@ fn messages_written_over_http_give_the_minutes_and_totals_counted_independently(
         "grouped, first spelling shown"
     );
     assert_eq!(get(&pp, "/api/v1/messages/stats/2025-03-01").status, 400);
+    // The totals as CSV, asked for with `Accept`.
+    let auth = format!("Bearer {READ}");
+    let c = http(&pp.addr, "GET", "/api/v1/messages/totals", &[("Authorization", &auth), ("Accept", "text/csv")], b"")
+        .expect("answer");
+    assert_eq!(c.status, 200);
+    let rows = csv_rows(&c.body);
+    assert_eq!(rows[0], ["as_of", "scope", "rank", "state", "city", "count"]);
+    let total = rows.iter().find(|r| r[1] == "total").map(|r| r[5].clone());
+    assert_eq!(total.as_deref(), Some("40"), "{rows:?}");
+    assert!(rows.iter().any(|r| r[1] == "city" && r[3] == "NY" && r[4] == "New York" && r[5] == "16"), "{rows:?}");
+    assert_eq!(get(&pp, "/api/v1/messages/totals?format=xml").status, 400);
+}
+
+/// The rows of a CSV answer whose fields hold no comma or quote.
+fn csv_rows(body: &[u8]) -> Vec<Vec<String>> {
+    let text = std::str::from_utf8(body).expect("UTF-8");
+    assert!(text.ends_with("\r\n"), "CRLF line ends");
+    text.split("\r\n").filter(|l| !l.is_empty()).map(|l| l.split(',').map(str::to_string).collect()).collect()
 }
 
 #[test]

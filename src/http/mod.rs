@@ -152,9 +152,9 @@ fn tls(cfg: &Config) -> Result<Option<rustls::ServerConfig>, Error> {
 /// the server as part of its own shutdown. `live` are the pipelines' live views.
 pub fn start(cfg: &Config, metrics: Metrics, health: Arc<Health>, live: LiveViews) -> Result<Server, Error> {
     let addr = cfg.http.listen;
-    let state = State { metrics: metrics.clone(), health };
+    let state = State { metrics: metrics.clone(), health: health.clone() };
     let writer = writes::Writer::new(cfg).map_err(|e| Error::Writer(e.to_string()))?;
-    let api = web::Data::new(api::Api::new(Arc::new(cfg.clone()), writer, live, metrics.clone()));
+    let api = web::Data::new(api::Api::new(Arc::new(cfg.clone()), writer, live, health, metrics.clone()));
     let origins = cfg.http.cors_origins.clone();
     let server = HttpServer::new(move || {
         let metrics = metrics.clone();

@@ -12,7 +12,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::{query, require_content_type, wants_csv, Api};
+use super::{param, query, require_content_type, wants_csv, Api};
 use crate::http::cache::{self, Freshness};
 use crate::http::csv::{self, Csv};
 use crate::http::limit::Class;
@@ -158,7 +158,7 @@ fn catalogue_field(api: &Api, id: &str, field: &str) -> String {
 async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let gated = api.gate(&req, Class::Read)?;
     let params = query(&req, &["format"])?;
-    let csv = wants_csv(&req, params.iter().find(|(n, _)| n == "format").map(|(_, v)| v.as_str()))?;
+    let csv = wants_csv(&req, param(&params, "format"))?;
     let ranking = super::decode(req.match_info().get("ranking").unwrap_or_default(), false, "the ranking")?;
     let v = api.result(TOP, &ranking, &format!("ranking `{ranking}`")).map_err(|p| p.with_field("ranking"))?;
     if !csv {

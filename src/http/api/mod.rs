@@ -31,6 +31,7 @@ use super::problem::Problem;
 use super::writes::Writer;
 use crate::config::{Config, Scope};
 use crate::engine::RawRecord;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::ops::latest::Value;
 use crate::pipelines::LiveViews;
@@ -45,6 +46,9 @@ pub struct Api {
     pub writer: Writer,
     /// The pipelines' live views.
     pub live: LiveViews,
+    /// Whether this instance's partitions are assigned and restored (a key of a partition still
+    /// restoring answers 503, not 404).
+    pub health: Arc<Health>,
     metrics: Metrics,
 }
 
@@ -67,8 +71,8 @@ impl Gated {
 
 impl Api {
     /// The API of `cfg`, reading `live` and writing through `writer`.
-    pub fn new(cfg: Arc<Config>, writer: Writer, live: LiveViews, metrics: Metrics) -> Self {
-        Self { auth: Auth::new(&cfg.http), limiter: Limiter::new(&cfg.http), writer, live, metrics, cfg }
+    pub fn new(cfg: Arc<Config>, writer: Writer, live: LiveViews, health: Arc<Health>, metrics: Metrics) -> Self {
+        Self { auth: Auth::new(&cfg.http), limiter: Limiter::new(&cfg.http), writer, live, health, metrics, cfg }
     }
 
     /// Checks `req`'s credentials for `class` (reads need `read` unless public, writes need
@@ -279,6 +283,11 @@ pub fn decode(s: &str, query: bool, what: &str) -> Result<String, Problem> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| Problem::bad_request(format!("{what} is not percent-encoded UTF-8")).with_field(what.to_string()))
+}
+
+/// The value of query parameter `name` in `params` (as [`query`] returned them), if given.
+pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
 /// The query parameters of `req`, decoded, refusing any not in `takes` and any given twice.

@@ -18,7 +18,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::{query, wants_csv, Api};
+use super::{param, query, wants_csv, Api};
+use crate::health::Health;
 use crate::http::cache::{self, Freshness};
 use crate::http::csv::{self, Csv};
 use crate::http::limit::Class;
@@ -132,8 +133,7 @@ async fn track(api: web::Data<Api>, req: HttpRequest, payload: web::Payload) -> 
 async fn untrack(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let gated = api.gate(&req, Class::Write)?;
     query(&req, &[])?;
-    let key = super::decode(req.match_info().get("key").unwrap_or_default(), false, "the page key")?;
-    check_key(&key)?;
+    let key = path_key(&req)?;
     let names = platforms(&api);
     let accepted = api
         .produce(crate::pipelines::pages::INPUT, key.as_bytes(), None, |r| decode_page(r, &names).map(|_| ()))
@@ -145,27 +145,16 @@ async fn untrack(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, 
 #[utoipa::path(get, path = "/api/v1/pages/{key}", tag = "pages",
     params(("key" = String, Path, description = "`<platform>:<page_id>`", pattern = "^[^:]+:.+$"),
         ("series" = Option<bool>, Query, description = "include the chart and table (default true)")),
-    responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
+    responses((status = 200, body = Object), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429),
+        (status = 503, description = "this instance is not ready yet (partitions being assigned or restored) and does not hold the page")),
     security(("bearer" = [])))]
 async fn one(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let gated = api.gate(&req, Class::Read)?;
     let params = query(&req, &["series"])?;
     let detail = detail(&params)?;
-    let key = super::decode(req.match_info().get("key").unwrap_or_default(), false, "the page key")?;
-    check_key(&key)?;
-    let view = live(&api)?.page(&key, detail).ok_or_else(|| {
-        Problem::not_found(format!(
-            "no fan state for page `{key}` on this instance: no observation of it has been processed here; \
-             another instance may own its fans.observations partition"
-        ))
-        .with_field("key")
-    })?;
+    let key = path_key(&req)?;
+    let view = live(&api)?.page(&key, detail).ok_or_else(|| no_page(&api.health, &key))?;
     Ok(gated.answer(cache::json(&req, &view, Freshness::Live)))
-}
-
-/// Value of query parameter `name`.
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
 /// A time given as RFC 3339 (or epoch milliseconds) in parameter `name`.
@@ -189,8 +178,16 @@ fn path_key(req: &HttpRequest) -> Result<String, Problem> {
     Ok(key)
 }
 
-/// The 404 of a page this instance holds no state for.
-fn no_page(key: &str) -> Problem {
+/// The answer for a page this instance holds no state for: 503 with `Retry-After` while its
+/// partitions are being assigned or restored (the page may be among them), 404 otherwise.
+fn no_page(health: &Health, key: &str) -> Problem {
+    if let Err(why) = health.ready() {
+        return Problem::unavailable(
+            format!("no fan state for page `{key}` yet: this instance is not ready ({why}); it may hold the page once it is"),
+            1,
+        )
+        .with_field("key");
+    }
     Problem::not_found(format!(
         "no fan state for page `{key}` on this instance: no observation of it has been processed here; \
          another instance may own its fans.observations partition"
@@ -205,7 +202,8 @@ fn no_page(key: &str) -> Problem {
         ("to" = Option<String>, Query, description = "end, exclusive: RFC 3339 or epoch ms (default now); a range with `from` not before `to` has no points", pattern = r"^(-?[0-9]{1,15}|[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"),
         ("resolution" = Option<String>, Query, description = "`10m` (default) or `1h`", pattern = "^(10m|1h)$"),
         ("format" = Option<String>, Query, description = "`json` (default) or `csv`", pattern = "^(json|csv)$")),
-    responses((status = 200, content((Object = "application/json"), (String = "text/csv"))), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
+    responses((status = 200, content((Object = "application/json"), (String = "text/csv"))), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429),
+        (status = 503, description = "this instance is not ready yet (partitions being assigned or restored) and does not hold the page")),
     security(("bearer" = [])))]
 async fn chart(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let gated = api.gate(&req, Class::Read)?;
@@ -220,7 +218,7 @@ async fn chart(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pr
             Problem::bad_request(format!("`resolution` must be `10m` or `1h`, got `{r}`")).with_field("resolution")
         })?,
     };
-    let (points, _) = live(&api)?.history(&key).ok_or_else(|| no_page(&key))?;
+    let (points, _) = live(&api)?.history(&key).ok_or_else(|| no_page(&api.health, &key))?;
     let points = history::chart(&points, from, to, resolution);
     if csv {
         let mut out = Csv::new(&["at", "fans", "bucket_start", "bucket_s"]);
@@ -248,7 +246,8 @@ pub const MAX_ROWS: usize = 1000;
         ("limit" = Option<u32>, Query, description = "rows per page, 1..1000 (default 100)", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", pattern = "^t-?[0-9]{1,19}$"),
         ("format" = Option<String>, Query, description = "`json` (default) or `csv`", pattern = "^(json|csv)$")),
-    responses((status = 200, content((Object = "application/json"), (String = "text/csv"))), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429)),
+    responses((status = 200, content((Object = "application/json"), (String = "text/csv"))), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429),
+        (status = 503, description = "this instance is not ready yet (partitions being assigned or restored) and does not hold the page")),
     security(("bearer" = [])))]
 async fn table(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let gated = api.gate(&req, Class::Read)?;
@@ -269,7 +268,7 @@ async fn table(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pr
                 .with_field("cursor")
         })?,
     };
-    let (points, samples) = live(&api)?.history(&key).ok_or_else(|| no_page(&key))?;
+    let (points, samples) = live(&api)?.history(&key).ok_or_else(|| no_page(&api.health, &key))?;
     let page = history::table(&samples, &points, before, limit);
     let resp = if csv {
         let mut out = Csv::new(&["observed_at", "fans", "followers", "kind"]);
@@ -417,3 +416,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(track, untrack, one, chart, table, many, top), components(schemas(TrackPage, Comparison)))]
 pub struct Doc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_page_is_404_only_once_the_instance_holds_its_restored_partitions() {
+        let health = Health::default();
+        let answer = |h: &Health| {
+            let p = no_page(h, "facebook:1");
+            (p.status, p.retry_after, p.detail)
+        };
+        let (status, retry, detail) = answer(&health);
+        assert_eq!((status, retry), (503, Some(1)), "no broker yet: {detail}");
+        health.set_broker_up(true);
+        assert_eq!(answer(&health).0, 503, "no partitions assigned yet");
+        health.set_assigned(2);
+        health.set_restoring(true);
+        let (status, retry, detail) = answer(&health);
+        assert_eq!((status, retry), (503, Some(1)));
+        assert!(detail.contains("restoring state") && detail.contains("facebook:1"), "{detail}");
+        health.set_restoring(false);
+        let (status, retry, detail) = answer(&health);
+        assert_eq!((status, retry), (404, None));
+        assert!(detail.contains("another instance may own"), "{detail}");
+    }
+}

@@ -12,7 +12,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{query, wants_csv, Api};
+use super::{param, query, wants_csv, Api};
 use crate::http::cache::{self, Freshness};
 use crate::http::csv::{self, Csv};
 use crate::http::limit::Class;
@@ -43,7 +43,7 @@ fn check_hour(hour: &str) -> Result<(), Problem> {
 async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let gated = api.gate(&req, Class::Read)?;
     let params = query(&req, &["format"])?;
-    let csv = wants_csv(&req, params.iter().find(|(n, _)| n == "format").map(|(_, v)| v.as_str()))?;
+    let csv = wants_csv(&req, param(&params, "format"))?;
     let domain = super::decode(req.match_info().get("domain").unwrap_or_default(), false, "the domain")?;
     let hour = super::decode(req.match_info().get("hour").unwrap_or_default(), false, "the hour")?;
     check_hour(&hour)?;
@@ -87,7 +87,7 @@ async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
 async fn trending(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let gated = api.gate(&req, Class::Read)?;
     let params = query(&req, &["format"])?;
-    let csv = wants_csv(&req, params.iter().find(|(n, _)| n == "format").map(|(_, v)| v.as_str()))?;
+    let csv = wants_csv(&req, param(&params, "format"))?;
     let domain = super::decode(req.match_info().get("domain").unwrap_or_default(), false, "the domain")?;
     let what = format!("trending view of domain `{domain}`");
     let v = api.result(TRENDING, &domain, &what)?;
