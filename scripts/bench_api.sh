@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # HTTP API benchmark (not part of the tests): while the posts pipeline works through a backlog at
-# full rate, reads per second and latency (p50/p99) of one page's figures under wrk, and the
-# processing rate with readers as a ratio to the same run without them (phases alternate:
-# quiet, readers, quiet, so drift shows); then writes per second (POST /api/v1/posts, each
-# answered 202 only after the broker's acknowledgement).
+# full rate, reads per second and latency (p50/p99) under wrk of one page's figures
+# (GET /api/v1/pages/{key}?series=false), of the same page with its chart and table (a day of
+# 10-minute samples), and of an hour's top 25 articles (GET /api/v1/pageviews/top/{domain}/{hour},
+# JSON and CSV), each next to the processing rate without readers (phases alternate: quiet,
+# readers, quiet, readers, ..., so drift shows; each reader phase's ratio is against the mean of
+# the quiet phases around it); then writes per second (POST /api/v1/posts, each answered 202 only
+# after the broker's acknowledgement), with the backlog still being processed.
 #
 #   usage: scripts/bench_api.sh [PHASE_SECONDS]      (default 8)
 #
-# Environment: N (posts in the backlog, default 4000000), CONNS (wrk connections, default 16),
+# Environment: N (posts in the backlog, default 4000000; it must last through every phase),
+# CONNS (wrk connections for reads, default 16), WCONNS (for writes, default 256: each write
+# waits for its acknowledgement, so writes per second are bounded by connections / latency),
 # BENCH_BUILD (1: cargo build --release first, default; 0: use target/release as it is).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +21,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 PHASE="${1:-8}"
 N="${N:-4000000}"
 CONNS="${CONNS:-16}"
+WCONNS="${WCONNS:-256}"
 BIN="$ROOT/target/release/pagepulse"
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 [ "${BENCH_BUILD:-1}" = 1 ] && cargo build --release --quiet
@@ -31,7 +37,7 @@ PIDS+=($!)
 sleep 0.5
 export PAGEPULSE_BROKERS="127.0.0.1:$BPORT" PAGEPULSE_TOPIC_PREFIX="bench." PAGEPULSE_GROUP_ID="bench"
 export PAGEPULSE_HTTP_LISTEN="127.0.0.1:$HPORT" PAGEPULSE_WRITE_TOKEN="bench-token-0123456789abcdef"
-export PAGEPULSE__pipelines__pages__enabled=false PAGEPULSE__pipelines__pageviews__enabled=false
+export PAGEPULSE__pipelines__pages__enabled=false
 export PAGEPULSE__http__read_rate=1000000.0 PAGEPULSE__http__read_burst=1000000
 export PAGEPULSE__http__write_rate=1000000.0 PAGEPULSE__http__write_burst=1000000
 "$BIN" topics create >/dev/null
@@ -45,6 +51,11 @@ for i in range(145):
     at = (t0 + datetime.timedelta(minutes=10 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
     p.produce("bench.fans.observations", key=b"facebook:bench",
               value=json.dumps({"platform": "facebook", "page_id": "bench", "fans": 1000 + i, "followers": 1200 + i, "observed_at": at}))
+# A final hour's top 25 of domain en, as the pageviews pipeline writes it to pageviews.top.
+arts = [{"rank": r + 1, "title": "Article_%d_(disambiguation)" % r, "views": 100000 - 997 * r} for r in range(25)]
+top = {"domain": "en", "hour_start": "2026-12-05T10:00:00Z", "final": True,
+       "total_views": sum(a["views"] for a in arts) + 123456, "late_events": 0, "articles": arts}
+p.produce("bench.pageviews.top", key=b"en|2026-12-05T10", value=json.dumps(top))
 p.flush()
 EOF
 echo "producing $N posts..." >&2
@@ -66,12 +77,25 @@ for _ in $(seq 1 600); do
   [ "${v:-0}" -gt 10000 ] && break
   sleep 0.1
 done
-quiet1=$(rate "$PHASE")
-wrk -t2 -c"$CONNS" -d"${PHASE}s" --latency -H "$AUTH" "$URL/api/v1/pages/facebook:bench" >"$WORK/wrk-page.txt" &
-WRK=$!
-busy=$(rate "$PHASE")
-wait $WRK
-quiet2=$(rate "$PHASE")
+for _ in $(seq 1 600); do
+  curl -sf -H "$AUTH" "$URL/api/v1/pageviews/top/en/2026-12-05T10" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+# reads NAME PATH [ACCEPT]: a reader phase on PATH next to the processing rate, then a quiet phase.
+QUIET=("$(rate "$PHASE")")
+READS=()
+reads() {
+  wrk -t2 -c"$CONNS" -d"${PHASE}s" --latency -H "$AUTH" -H "Accept: ${3:-application/json}" "$URL$2" >"$WORK/wrk-$1.txt" &
+  local w=$! busy
+  busy=$(rate "$PHASE")
+  wait $w
+  QUIET+=("$(rate "$PHASE")")
+  READS+=("$1|$2|${3:-application/json}|$busy")
+}
+reads figures "/api/v1/pages/facebook:bench?series=false"
+reads page-series "/api/v1/pages/facebook:bench"
+reads top25 "/api/v1/pageviews/top/en/2026-12-05T10"
+reads top25-csv "/api/v1/pageviews/top/en/2026-12-05T10" "text/csv"
 cat >"$WORK/post.lua" <<'EOF'
 counter = 0
 request = function()
@@ -80,10 +104,17 @@ request = function()
   return wrk.format("POST", "/api/v1/posts", {["Content-Type"] = "application/json", ["Authorization"] = os.getenv("BEARER")}, body)
 end
 EOF
-BEARER="Bearer $PAGEPULSE_WRITE_TOKEN" wrk -t2 -c"$CONNS" -d"${PHASE}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk-post.txt"
+BEARER="Bearer $PAGEPULSE_WRITE_TOKEN" wrk -t2 -c"$WCONNS" -d"${PHASE}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk-post.txt"
 field() { grep -E "$1" "$2" | head -1 | awk '{print $2}'; }
-echo "== scripts/bench_api.sh $PHASE (N=$N, $CONNS connections)"
-echo "processing, posts/s: quiet $quiet1, with readers $busy, quiet again $quiet2; ratio with/without readers: $(python3 -c "print(round($busy / (($quiet1 + $quiet2) / 2), 3))")"
-echo "GET /api/v1/pages/{key} (a day of 10-minute samples): $(field '^Requests/sec' "$WORK/wrk-page.txt") reads/s, p50 $(field '^ +50%' "$WORK/wrk-page.txt"), p99 $(field '^ +99%' "$WORK/wrk-page.txt")"
+echo "== scripts/bench_api.sh $PHASE (N=$N, $CONNS connections for reads, $WCONNS for writes)"
+echo "processing without readers, posts/s, in order: ${QUIET[*]}"
+i=0
+for r in "${READS[@]}"; do
+  IFS='|' read -r name path accept busy <<<"$r"
+  f="$WORK/wrk-$name.txt"
+  ratio=$(python3 -c "q = (${QUIET[$i]} + ${QUIET[$((i + 1))]}) / 2; print(round($busy / q, 3) if q else 'n/a (no backlog left)')")
+  echo "GET $path ($accept): $(field '^Requests/sec' "$f") reads/s, p50 $(field '^ +50%' "$f"), p99 $(field '^ +99%' "$f"); $(grep -E 'Non-2xx' "$f" || echo 'all 2xx'); processing with these readers $busy posts/s, ratio $ratio"
+  i=$((i + 1))
+done
 echo "POST /api/v1/posts (202 after the broker's ack): $(field '^Requests/sec' "$WORK/wrk-post.txt") writes/s, p50 $(field '^ +50%' "$WORK/wrk-post.txt"), p99 $(field '^ +99%' "$WORK/wrk-post.txt"); $(grep -E 'Non-2xx' "$WORK/wrk-post.txt" || echo 'all 2xx')"
 echo "(work directory: $WORK)"
