@@ -71,6 +71,73 @@ pub fn split_key<'a>(rec: &'a RawRecord, sep: char, what: &str) -> Result<(&'a s
     }
 }
 
+/// JSON's whitespace (not Unicode's).
+fn skip_json_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The JSON string at byte `i` of `text` when it has neither escapes nor control characters
+/// (it is then its own text), and the byte after it; `None` otherwise.
+fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let start = i + 1;
+    let end = start + memchr::memchr2(b'"', b'\\', &b[start..])?;
+    if b[end] != b'"' || b[start..end].iter().any(|&c| c < 0x20) {
+        return None;
+    }
+    // Both ends are ASCII quotes: character boundaries.
+    Some((&text[start..end], end + 1))
+}
+
+/// The fields `names` of `text` in one pass, when `text` is a JSON object in its plainest form:
+/// every key and value a string without escapes or control characters, no name twice. Other keys
+/// are skipped, as [`object`] skips them. `None` for anything else (an escape, a number, `null`,
+/// a nested value, a repeated name, invalid JSON...): then [`object`] and the field helpers give
+/// the answer, errors included. When this returns fields, [`object`] with `Option<&RawValue>`
+/// fields and [`required_str`]/[`optional_str`] would give the same strings, borrowed.
+pub fn plain_string_fields<'a, const N: usize>(text: &'a str, names: [&str; N]) -> Option<[Option<&'a str>; N]> {
+    let b = text.as_bytes();
+    let mut fields = [None; N];
+    let mut i = skip_json_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_json_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let (key, next) = plain_string(text, i)?;
+            i = skip_json_ws(b, next);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            let (value, next) = plain_string(text, skip_json_ws(b, i + 1))?;
+            if let Some(k) = names.iter().position(|n| *n == key) {
+                if fields[k].replace(value).is_some() {
+                    return None;
+                }
+            }
+            i = skip_json_ws(b, next);
+            match b.get(i) {
+                Some(b',') => i = skip_json_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_json_ws(b, i) == b.len()).then_some(fields)
+}
+
 /// A required string field.
 pub fn required_str<'a>(name: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, Rejection> {
     match raw {

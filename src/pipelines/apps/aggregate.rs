@@ -10,11 +10,10 @@
 //! once out of the window never comes back, and a post older than the window counts in the total
 //! only, whenever it is processed.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use super::catalogue::{AppId, Catalogue};
 use super::config::AppsConfig;
@@ -51,7 +50,7 @@ pub struct AppsAggregate {
     catalogue: Arc<Catalogue>,
     cfg: AppsConfig,
     bucket_ms: i64,
-    shares: std::collections::HashMap<i32, Share>,
+    shares: HashMap<i32, Share>,
     /// App -> mentions since loaded, summed over the shares.
     total: HashMap<AppId, u64>,
     /// App -> mentions in the window, summed over the shares' buckets in it.
@@ -77,7 +76,7 @@ impl AppsAggregate {
             catalogue,
             bucket_ms: cfg.mentions_bucket.as_millis() as i64,
             cfg: cfg.clone(),
-            shares: Default::default(),
+            shares: HashMap::new(),
             total: HashMap::new(),
             window: HashMap::new(),
             head: None,

@@ -12,9 +12,9 @@
 //! buckets, usually one). The window is bounded (24 h / bucket buckets) and so are the totals (one
 //! per app of the catalogue ever mentioned; removed apps are forgotten).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use super::catalogue::AppId;
 use crate::engine::state::{Change, Entries};
@@ -78,7 +78,7 @@ impl MentionCounts {
     /// counts in the total only.
     pub fn add(&mut self, app: &AppId, ts_ms: i64) {
         *self.share.totals.entry_ref(app).or_insert(0) += 1;
-        self.dirty_totals.insert(app.clone());
+        self.dirty_totals.get_or_insert_with(app, AppId::clone);
         let bucket = ts_ms.div_euclid(self.bucket_ms) * self.bucket_ms;
         if self.head.is_none_or(|h| bucket > h) {
             self.head = Some(bucket);
