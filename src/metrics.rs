@@ -87,6 +87,9 @@ pub struct Metrics {
     /// Times a partition was fetched again from further back because the broker skipped records
     /// after the consumer was positioned (see `kafka::guard`).
     pub consumer_rewinds: prometheus::IntCounter,
+    /// Records the consumer delivered again at or before an offset already delivered since the
+    /// partition was positioned, dropped (see `kafka::guard`).
+    pub consumer_redelivered: prometheus::IntCounter,
     /// Records of an input several pipelines read that a later reader refused and left to the
     /// input's first pipeline, which dead-letters them once, by pipeline, topic and reason class.
     pub shared_refused: IntCounterVec,
@@ -272,6 +275,12 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         registry.register(Box::new(consumer_rewinds.clone())).expect("metric names are unique");
+        let consumer_redelivered = prometheus::IntCounter::new(
+            "pagepulse_consumer_redelivered_total",
+            "Records delivered again by the consumer at or before an offset already delivered, dropped.",
+        )
+        .expect("metric definition is valid");
+        registry.register(Box::new(consumer_redelivered.clone())).expect("metric names are unique");
         let shared_refused = counter(
             "pagepulse_shared_input_refused_total",
             "Records of an input several pipelines read that this pipeline refused and left to the input's first pipeline, which dead-letters them.",
@@ -336,6 +345,7 @@ impl Metrics {
             partition_pauses,
             engine_restarts,
             consumer_rewinds,
+            consumer_redelivered,
             shared_refused,
             app_mentions,
             catalogue_apps,

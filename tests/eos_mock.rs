@@ -266,12 +266,17 @@ fn aborted_commit_is_invisible_and_redone(api: RDKafkaApiKey, error: RDKafkaResp
         let raw = s.output();
         let (visible, aborted): (Vec<&Read>, Vec<&Read>) = raw.iter().partition(|r| s.ledger.visible(r));
         assert_eq!(pairs(visible.iter().copied()), expected(&input), "read_committed: each count once, none lost");
-        assert!(!aborted.is_empty(), "read_uncommitted sees the aborted transaction's outputs");
+        // Outputs of the aborted transaction reach the broker when it failed after the flush; when it
+        // failed before, the abort purges what librdkafka still held, and what it had sent already
+        // (timing: its linger passed) is there too. Either way, nothing aborted is visible.
+        if flushed_before_failing {
+            assert!(!aborted.is_empty(), "read_uncommitted sees the aborted transaction's outputs");
+            assert_ne!(pairs(&raw), expected(&input), "read_uncommitted sees duplicates: the check above can fail");
+        }
         let redone: HashSet<_> = pairs(visible.iter().copied()).into_iter().collect();
         for a in pairs(aborted.iter().copied()) {
             assert!(redone.contains(&a), "aborted output {a:?} was redone");
         }
-        assert_ne!(pairs(&raw), expected(&input), "read_uncommitted sees duplicates: the check above can fail");
         let changelog = support::read(&s.brokers, &s.topic(CHANGELOG), PARTITIONS, View::Uncommitted);
         let uncommitted = changelog.iter().filter(|r| !s.ledger.visible(r)).count() as u64;
         assert_eq!(

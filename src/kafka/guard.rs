@@ -72,6 +72,10 @@ pub enum Verdict {
 pub struct PositionGuard {
     guards: HashMap<Key, Guard>,
     last: HashMap<Key, i64>,
+    /// The last offset delivered per partition since it was positioned; `hot` caches the
+    /// partition of the previous record (records come in runs of one partition).
+    delivered: HashMap<Key, i64>,
+    hot: Option<(Key, i64)>,
 }
 
 /// Records a resume may redeliver before the expected offset (those the polling thread took
@@ -87,6 +91,7 @@ impl PositionGuard {
     /// The partition was assigned and its consumption starts at the committed offset `at`.
     pub fn assigned(&mut self, key: Key, at: i64) {
         self.last.remove(&key);
+        self.forget(key);
         self.guards.insert(key, Guard { expected: at, tries: 0, seen_before: false, window: 0, since: Instant::now() });
     }
 
@@ -129,7 +134,41 @@ impl PositionGuard {
     /// The partition was revoked: forget it.
     pub fn revoked(&mut self, key: Key) {
         self.guards.remove(&key);
+        self.forget(key);
         self.last.remove(&key);
+    }
+
+    /// Whether a record the guard let through (`Verdict::Deliver` or `GapAccepted`) at `offset`
+    /// of `key` is new: after the last one delivered since the partition was positioned. A record
+    /// at or before it was delivered already: dropped (under load, tansu 0.6.0 and librdkafka were
+    /// seen to deliver the last records of a partition's log again, with no positioning by
+    /// pagepulse). A record far before it ([`RESUME_TRAIL`] offsets or more) means the log itself
+    /// started over (the broker lost it): delivered, and tracked from there.
+    pub fn fresh(&mut self, key: Key, offset: i64) -> bool {
+        let last = match &mut self.hot {
+            Some((k, last)) if *k == key => last,
+            hot => {
+                if let Some((k, last)) = hot.take() {
+                    self.delivered.insert(k, last);
+                }
+                let last = self.delivered.remove(&key).unwrap_or(i64::MIN);
+                &mut hot.insert((key, last)).1
+            }
+        };
+        if offset > *last || *last - offset >= RESUME_TRAIL {
+            *last = offset;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets what was delivered of `key` (it is positioned anew).
+    fn forget(&mut self, key: Key) {
+        self.delivered.remove(&key);
+        if self.hot.is_some_and(|(k, _)| k == key) {
+            self.hot = None;
+        }
     }
 
     /// Partitions guarded right now.
@@ -199,6 +238,22 @@ mod tests {
     }
 
     const K: Key = (0, 3);
+
+    #[test]
+    fn a_record_delivered_again_is_dropped_until_the_partition_is_positioned_anew() {
+        let mut g = PositionGuard::new();
+        let other: Key = (1, 0);
+        assert!(g.fresh(K, 10) && g.fresh(K, 11) && g.fresh(other, 5) && g.fresh(K, 12));
+        assert!(!g.fresh(K, 12) && !g.fresh(K, 11), "delivered again");
+        assert!(!g.fresh(other, 5) && g.fresh(other, 6), "per partition");
+        assert!(g.fresh(K, 14), "a gap forward is the log's own");
+        assert!(g.fresh(K, 14 - RESUME_TRAIL), "far before: the log started over");
+        assert!(g.fresh(K, 15 - RESUME_TRAIL) && !g.fresh(K, 14 - RESUME_TRAIL));
+        g.assigned(K, 3);
+        assert!(g.fresh(K, 3), "positioned anew: from the committed offset again");
+        g.revoked(other);
+        assert!(g.fresh(other, 0));
+    }
 
     /// A log with record batches of `batch` records, fetched from `from` the way tansu 0.6.0
     /// does: from the first batch starting at or after `from`.

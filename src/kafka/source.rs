@@ -348,11 +348,20 @@ pub fn spawn_poller(
                     first_at = None;
                 }
                 let msg = match polled {
-                    // Ship what was grouped; with nothing grouped, go round the outer loop all the
-                    // same: its rejoins, resumes and silence checks must run while input is idle
-                    // (a resume inside tansu's last record batch gets nothing until the silence
-                    // check fetches again from further back, see `Poller::unstick`).
-                    None => break,
+                    None if first_at.is_some() => break,
+                    None => {
+                        // Idle: the silence check must run here too (a resume inside tansu's
+                        // last record batch gets nothing until it fetches again from further
+                        // back, see `Poller::unstick`), and rejoins must not wait for input.
+                        if !poller.paused.is_empty() {
+                            poller.apply_flow();
+                        }
+                        poller.unstick();
+                        if consumer.context().rejoin.load(Ordering::Acquire) {
+                            break;
+                        }
+                        continue;
+                    }
                     Some(Err(e)) => {
                         consumer.context().metrics.kafka_errors.with_label_values(&["consume"]).inc();
                         tracing::warn!(error = %e, "consume error");
@@ -604,6 +613,11 @@ impl<'a> Poller<'a> {
             first.entry((input, partition)).or_insert_with(Instant::now);
         }
         match verdict {
+            Verdict::Deliver | Verdict::GapAccepted { .. } if !self.guard.fresh((input, partition), offset) => {
+                self.consumer.context().metrics.consumer_redelivered.inc();
+                tracing::debug!(topic = &self.topics[input], partition, offset, "dropped a record delivered again");
+                false
+            }
             Verdict::Deliver => true,
             Verdict::Duplicate => false,
             Verdict::Rewind(to) => {
