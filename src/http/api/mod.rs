@@ -285,6 +285,15 @@ pub fn decode(s: &str, query: bool, what: &str) -> Result<String, Problem> {
         .map_err(|_| Problem::bad_request(format!("{what} is not percent-encoded UTF-8")).with_field(what.to_string()))
 }
 
+/// The `final` flag of a stored window record (`pageviews.top`, `messages.stats`), read without
+/// building the rest of it: what a JSON answer needs to say whether it can change.
+#[derive(serde::Deserialize)]
+pub struct FinalFlag {
+    /// Whether the window is closed.
+    #[serde(rename = "final", default)]
+    pub is_final: bool,
+}
+
 /// The value of query parameter `name` in `params` (as [`query`] returned them), if given.
 pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())

@@ -57,12 +57,16 @@ async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
         }
         p
     })?;
+    if !csv {
+        // Only `final` is needed to answer JSON: the body is the record as stored.
+        let fin: super::FinalFlag =
+            serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable {what}: {e}"), 1))?;
+        let freshness = if fin.is_final { Freshness::Immutable } else { Freshness::Live };
+        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), freshness)));
+    }
     let t: HourTop =
         serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable {what}: {e}"), 1))?;
     let freshness = if t.is_final { Freshness::Immutable } else { Freshness::Live };
-    if !csv {
-        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), freshness)));
-    }
     let mut out = Csv::new(&["domain", "hour_start", "final", "rank", "title", "views"]);
     for a in &t.articles {
         out.row([
