@@ -84,7 +84,7 @@ async fn trending(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse,
     let t = api
         .live
         .posts
-        .trending()
+        .hashtags()
         .ok_or_else(|| Problem::not_found("no trending hashtags yet: no post with a hashtag was counted"))?;
     Ok(gated.answer(cache::json(&req, &t, Freshness::Live)))
 }

@@ -1,14 +1,14 @@
-//! The posts pipeline's live view: what HTTP reads (the latest trending hashtags).
+//! The posts pipeline's live view: what HTTP reads (the latest top hashtags).
 
 use std::sync::{Arc, RwLock};
 
 use super::records::Trending;
 
 /// The live view of the posts pipeline. Clones share it; it outlives engine restarts (the
-/// trending aggregate of each incarnation writes into it).
+/// hashtag aggregate of each incarnation writes into it).
 #[derive(Debug, Clone, Default)]
 pub struct PostsLive {
-    trending: Arc<RwLock<Option<Trending>>>,
+    hashtags: Arc<RwLock<Option<Trending>>>,
 }
 
 impl PostsLive {
@@ -17,13 +17,13 @@ impl PostsLive {
         Self::default()
     }
 
-    /// The latest trending hashtags, once any were counted.
-    pub fn trending(&self) -> Option<Trending> {
-        self.trending.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The latest top hashtags, once any were counted.
+    pub fn hashtags(&self) -> Option<Trending> {
+        self.hashtags.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Publishes a new ranking.
-    pub fn set_trending(&self, t: Trending) {
-        *self.trending.write().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    pub fn set_hashtags(&self, t: Trending) {
+        *self.hashtags.write().unwrap_or_else(|p| p.into_inner()) = Some(t);
     }
 }

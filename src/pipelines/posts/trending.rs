@@ -95,7 +95,7 @@ impl Aggregate for HashtagTrending {
         let value = serde_json::to_vec(&current).expect("serializing plain structs cannot fail");
         out.push(OutRecord::new(TRENDING, TRENDING_KEY, value));
         if let Some(live) = &self.live {
-            live.set_trending(current.clone());
+            live.set_hashtags(current.clone());
         }
         self.last = Some(current);
     }
