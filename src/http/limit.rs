@@ -61,11 +61,16 @@ pub struct Decision {
     pub reset_s: u64,
 }
 
+/// One class's buckets by client, least recently seen first out.
+type Buckets = LruCache<String, Bucket, hashbrown::DefaultHashBuilder>;
+
 /// The rate limiter of the HTTP API.
 pub struct Limiter {
     read: Rate,
     write: Rate,
-    buckets: Mutex<LruCache<(Class, String), Bucket>>,
+    /// Read buckets, then write buckets; together at most `http.max_clients` entries.
+    buckets: Mutex<[Buckets; 2]>,
+    max_clients: usize,
 }
 
 impl Limiter {
@@ -81,7 +86,8 @@ impl Limiter {
     /// Limits with the given rates, tracking at most `max_clients` clients.
     pub fn with(read: Rate, write: Rate, max_clients: usize) -> Self {
         let cap = NonZeroUsize::new(max_clients).unwrap_or(NonZeroUsize::MIN);
-        Self { read, write, buckets: Mutex::new(LruCache::new(cap)) }
+        let buckets = || LruCache::with_hasher(cap, hashbrown::DefaultHashBuilder::default());
+        Self { read, write, buckets: Mutex::new([buckets(), buckets()]), max_clients: cap.get() }
     }
 
     fn rate(&self, class: Class) -> Rate {
@@ -95,15 +101,17 @@ impl Limiter {
     pub fn take(&self, class: Class, client: &str, now: Instant) -> Decision {
         let rate = self.rate(class);
         let burst = f64::from(rate.burst);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (class, client.to_string());
-        let b = match buckets.get_mut(&key) {
-            Some(b) => b,
-            None => {
-                buckets.put(key.clone(), Bucket { tokens: burst, at: now });
-                buckets.get_mut(&key).expect("just inserted")
-            }
-        };
+        let mut all = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !all[class as usize].contains(client) && all[0].len() + all[1].len() >= self.max_clients {
+            // Full: forget the least recent client of the larger class.
+            let larger = usize::from(all[1].len() > all[0].len());
+            all[larger].pop_lru();
+        }
+        let buckets = &mut all[class as usize];
+        if !buckets.contains(client) {
+            buckets.put(client.to_string(), Bucket { tokens: burst, at: now });
+        }
+        let b = buckets.get_mut(client).expect("present: just checked or inserted");
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate.per_sec).min(burst);
         b.at = now;
@@ -121,7 +129,8 @@ impl Limiter {
 
     /// Clients tracked now.
     pub fn clients(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let all = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        all[0].len() + all[1].len()
     }
 
     /// The `RateLimit-Policy` and `RateLimit` header fields for `decision` of `class`.
@@ -185,6 +194,9 @@ mod tests {
         assert_eq!(l.clients(), 2);
         // `a` was forgotten: its bucket starts full again.
         assert!(l.take(Class::Read, "a", t0).allowed);
+        // Both classes share the bound.
+        l.take(Class::Write, "a", t0);
+        assert_eq!(l.clients(), 2);
     }
 
     #[test]

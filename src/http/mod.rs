@@ -157,7 +157,8 @@ pub fn start(cfg: &Config, metrics: Metrics, health: Arc<Health>, live: LiveView
     let api = web::Data::new(api::Api::new(Arc::new(cfg.clone()), writer, live, health, metrics.clone()));
     let origins = cfg.http.cors_origins.clone();
     let server = HttpServer::new(move || {
-        let metrics = metrics.clone();
+        // Per worker thread: a request clones this `Rc`, not every metric of the process.
+        let recorded = std::rc::Rc::new((metrics.http_requests.clone(), metrics.http_latency.clone()));
         let cors = match origins.is_empty() {
             true => actix_cors::Cors::default(),
             false => {
@@ -180,15 +181,17 @@ pub fn start(cfg: &Config, metrics: Metrics, health: Arc<Health>, live: LiveView
             .wrap(cors)
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
-                let method = req.method().as_str().to_owned();
-                let metrics = metrics.clone();
+                let recorded = recorded.clone();
                 let fut = actix_web::dev::Service::call(srv, req);
                 async move {
                     let res = fut.await?;
-                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
-                    let status = res.status().as_u16().to_string();
-                    metrics.http_requests.with_label_values(&[&route, &method, &status]).inc();
-                    metrics.http_latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+                    let (requests, latency) = &*recorded;
+                    let route = res.request().match_pattern();
+                    let route = route.as_deref().unwrap_or("unmatched");
+                    let method = res.request().method().as_str();
+                    let status = res.status();
+                    requests.with_label_values(&[route, method, status.as_str()]).inc();
+                    latency.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
                     Ok(res)
                 }
             })

@@ -102,9 +102,7 @@ pub fn spawn(
                 let Some((logical, table, ends)) = by_topic.get_mut(msg.topic()) else { continue };
                 let now = chrono::Utc::now().timestamp_millis();
                 if let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                    let value = msg
-                        .payload()
-                        .map(|b| Value { bytes: b.into(), ts_ms: msg.timestamp().to_millis().unwrap_or(now) });
+                    let value = msg.payload().map(|b| Value::new(b, msg.timestamp().to_millis().unwrap_or(now)));
                     table.apply(key, value, now);
                 }
                 if !ends.is_empty() {

@@ -12,20 +12,78 @@
 //! the key. Values are kept as the bytes of the record (no decoding on the write path).
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
-/// What one entry costs besides its key and value bytes: the map slot, the `Arc`, the queue slot.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// What one entry costs besides its key and value bytes: the map slot, the `Arc` and the facts
+/// derived once ([`Stored`]), the queue slot.
+pub const ENTRY_OVERHEAD: usize = 128;
 
 /// One value as the table holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value {
-    /// The record's value bytes.
-    pub bytes: Arc<[u8]>,
+    /// The record's value bytes, with what readers derived from them once.
+    pub bytes: Arc<Stored>,
     /// The record's timestamp, epoch milliseconds.
     pub ts_ms: i64,
 }
+
+impl Value {
+    /// A value of `bytes` written at `ts_ms`.
+    pub fn new(bytes: &[u8], ts_ms: i64) -> Self {
+        Self { bytes: Arc::new(Stored::new(bytes)), ts_ms }
+    }
+}
+
+/// A record's value bytes, and facts a reader derives from them at most once (computed on the
+/// first read that asks, not on the write path): many reads of a hot key pay for them once.
+#[derive(Debug)]
+pub struct Stored {
+    bytes: Box<[u8]>,
+    digest: OnceLock<u64>,
+    flag: OnceLock<Option<bool>>,
+}
+
+impl Stored {
+    /// `bytes`, nothing derived yet.
+    pub fn new(bytes: &[u8]) -> Self {
+        Self { bytes: bytes.into(), digest: OnceLock::new(), flag: OnceLock::new() }
+    }
+
+    /// A 64-bit digest of the bytes (XXH3, stable across versions and restarts), computed once.
+    pub fn digest(&self) -> u64 {
+        *self.digest.get_or_init(|| xxhash_rust::xxh3::xxh3_64(&self.bytes))
+    }
+
+    /// A yes/no fact about the bytes (`None`: they do not say), computed by `derive` on the first
+    /// call and remembered (e.g. whether a window record is final). Every caller of one table
+    /// must ask the same question.
+    pub fn flag(&self, derive: impl FnOnce(&[u8]) -> Option<bool>) -> Option<bool> {
+        *self.flag.get_or_init(|| derive(&self.bytes))
+    }
+}
+
+impl Deref for Stored {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl AsRef<[u8]> for Stored {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Stored {}
 
 /// Bounds of one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +237,25 @@ mod tests {
     use super::*;
 
     fn v(s: &str, ts: i64) -> Option<Value> {
-        Some(Value { bytes: s.as_bytes().into(), ts_ms: ts })
+        Some(Value::new(s.as_bytes(), ts))
+    }
+
+    #[test]
+    fn what_readers_derive_is_computed_once_per_record() {
+        let s = Stored::new(b"{\"final\": true}");
+        assert_eq!(&*s, b"{\"final\": true}");
+        assert_eq!(s.digest(), xxhash_rust::xxh3::xxh3_64(b"{\"final\": true}"));
+        let mut calls = 0;
+        for _ in 0..3 {
+            let f = s.flag(|b| {
+                calls += 1;
+                Some(b.windows(4).any(|w| w == b"true"))
+            });
+            assert_eq!(f, Some(true));
+        }
+        assert_eq!(calls, 1);
+        // A new record of the key is a new `Stored`: nothing carried over.
+        assert_eq!(Stored::new(b"{}").flag(|_| None), None);
     }
 
     const DAY: i64 = 86_400_000;
@@ -189,7 +265,7 @@ mod tests {
         let t = LatestTable::new(Bounds { retention_ms: DAY, max_bytes: 1 << 20 });
         t.apply("a", v("1", 10), 10);
         t.apply("a", v("22", 11), 11);
-        assert_eq!(&*t.get("a").unwrap().bytes, b"22");
+        assert_eq!(&**t.get("a").unwrap().bytes, b"22");
         assert_eq!(t.bytes(), 1 + 2 + ENTRY_OVERHEAD);
         t.apply("a", None, 12);
         assert!(t.get("a").is_none());
@@ -239,7 +315,7 @@ mod tests {
                 let key = format!("k{}", rng.gen_range(0..8));
                 let len: Option<usize> = rng.gen_bool(0.8).then(|| rng.gen_range(0..40));
                 model.retain(|(mk, _)| *mk != key);
-                let value = len.map(|n| Value { bytes: vec![b'v'; n].into(), ts_ms: i as i64 });
+                let value = len.map(|n| Value::new(&vec![b'v'; n], i as i64));
                 if let Some(n) = len {
                     model.push((key.clone(), n));
                 }

@@ -162,7 +162,7 @@ async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
     let ranking = super::decode(req.match_info().get("ranking").unwrap_or_default(), false, "the ranking")?;
     let v = api.result(TOP, &ranking, &format!("ranking `{ranking}`")).map_err(|p| p.with_field("ranking"))?;
     if !csv {
-        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), Freshness::Live)));
+        return Ok(gated.answer(cache::stored(&req, "application/json", &v.bytes, Freshness::Live)));
     }
     let t: TopValue =
         serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable ranking: {e}"), 1))?;
@@ -201,17 +201,11 @@ async fn one(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
     Ok(gated.answer(cache::json(&req, &body, Freshness::Live)))
 }
 
-/// Mounts the routes.
+/// Mounts the routes, under the scope `/api/v1/apps`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/apps").route(web::post().to(upload)).default_service(super::not_allowed("POST")),
-    )
-    .service(
-        web::resource("/api/v1/apps/top/{ranking}")
-            .route(web::get().to(top))
-            .default_service(super::not_allowed("GET")),
-    )
-    .service(web::resource("/api/v1/apps/{id}").route(web::get().to(one)).default_service(super::not_allowed("GET")));
+    cfg.service(web::resource("").route(web::post().to(upload)).default_service(super::not_allowed("POST")))
+        .service(web::resource("/top/{ranking}").route(web::get().to(top)).default_service(super::not_allowed("GET")))
+        .service(web::resource("/{id}").route(web::get().to(one)).default_service(super::not_allowed("GET")));
 }
 
 /// The OpenAPI operations of this file.

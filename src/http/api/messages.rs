@@ -111,14 +111,12 @@ async fn stats(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pr
         }
         p.with_field("minute")
     })?;
-    let parsed = serde_json::from_slice::<MinuteStats>(&v.bytes);
-    let is_final = parsed.as_ref().is_ok_and(|s| s.is_final);
-    let freshness = if is_final { Freshness::Immutable } else { Freshness::Live };
+    let freshness = if super::is_final(&v.bytes) == Some(true) { Freshness::Immutable } else { Freshness::Live };
     if !csv {
-        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), freshness)));
+        return Ok(gated.answer(cache::stored(&req, "application/json", &v.bytes, freshness)));
     }
-    let m =
-        parsed.map_err(|e| Problem::unavailable(format!("unreadable statistics of the minute {minute}: {e}"), 1))?;
+    let m = serde_json::from_slice::<MinuteStats>(&v.bytes)
+        .map_err(|e| Problem::unavailable(format!("unreadable statistics of the minute {minute}: {e}"), 1))?;
     let mut out = Csv::new(&header(&["minute_start", "final"]));
     figure_rows(&mut out, &[m.minute_start, m.is_final.to_string()], m.total, m.users, &m.by_state, &m.top_cities);
     Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), freshness)))
@@ -135,7 +133,7 @@ async fn totals(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, P
     let csv = wants_csv(&req, param(&params, "format"))?;
     let v = api.result(TOTALS, TOTALS_KEY, "message totals")?;
     if !csv {
-        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), Freshness::Live)));
+        return Ok(gated.answer(cache::stored(&req, "application/json", &v.bytes, Freshness::Live)));
     }
     let t: Totals = serde_json::from_slice(&v.bytes)
         .map_err(|e| Problem::unavailable(format!("unreadable message totals: {e}"), 1))?;
@@ -144,21 +142,13 @@ async fn totals(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, P
     Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), Freshness::Live)))
 }
 
-/// Mounts the routes.
+/// Mounts the routes, under the scope `/api/v1/messages`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/messages").route(web::post().to(create)).default_service(super::not_allowed("POST")),
-    )
-    .service(
-        web::resource("/api/v1/messages/stats/{minute}")
-            .route(web::get().to(stats))
-            .default_service(super::not_allowed("GET")),
-    )
-    .service(
-        web::resource("/api/v1/messages/totals")
-            .route(web::get().to(totals))
-            .default_service(super::not_allowed("GET")),
-    );
+    cfg.service(web::resource("").route(web::post().to(create)).default_service(super::not_allowed("POST")))
+        .service(
+            web::resource("/stats/{minute}").route(web::get().to(stats)).default_service(super::not_allowed("GET")),
+        )
+        .service(web::resource("/totals").route(web::get().to(totals)).default_service(super::not_allowed("GET")));
 }
 
 /// The OpenAPI operations of this file.

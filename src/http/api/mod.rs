@@ -33,7 +33,7 @@ use crate::config::{Config, Scope};
 use crate::engine::RawRecord;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::ops::latest::Value;
+use crate::ops::latest::{Stored, Value};
 use crate::pipelines::LiveViews;
 
 /// What every API handler shares.
@@ -285,13 +285,16 @@ pub fn decode(s: &str, query: bool, what: &str) -> Result<String, Problem> {
         .map_err(|_| Problem::bad_request(format!("{what} is not percent-encoded UTF-8")).with_field(what.to_string()))
 }
 
-/// The `final` flag of a stored window record (`pageviews.top`, `messages.stats`), read without
-/// building the rest of it: what a JSON answer needs to say whether it can change.
-#[derive(serde::Deserialize)]
-pub struct FinalFlag {
-    /// Whether the window is closed.
-    #[serde(rename = "final", default)]
-    pub is_final: bool,
+/// The `final` flag of a stored window record (`pageviews.top`, `messages.stats`): what a JSON
+/// answer needs to say whether it can change. Read once per record, without building the rest of
+/// it, and remembered with it; `None` when the record is not readable JSON.
+pub fn is_final(v: &Stored) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct FinalFlag {
+        #[serde(rename = "final", default)]
+        is_final: bool,
+    }
+    v.flag(|bytes| serde_json::from_slice::<FinalFlag>(bytes).ok().map(|f| f.is_final))
 }
 
 /// The value of query parameter `name` in `params` (as [`query`] returned them), if given.
@@ -329,13 +332,15 @@ pub fn not_allowed(allow: &'static str) -> actix_web::Route {
     })
 }
 
-/// Mounts every resource of `/api/v1`.
+/// Mounts every resource of `/api/v1`, one scope per resource: a request is matched against the
+/// routes of its own scope only (a static prefix check per scope, then a few patterns), not
+/// against every pattern of the API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    pages::configure(cfg);
-    messages::configure(cfg);
-    apps::configure(cfg);
-    posts::configure(cfg);
-    pageviews::configure(cfg);
+    cfg.service(web::scope("/api/v1/pages").configure(pages::configure))
+        .service(web::scope("/api/v1/messages").configure(messages::configure))
+        .service(web::scope("/api/v1/apps").configure(apps::configure))
+        .service(web::scope("/api/v1/posts").configure(posts::configure))
+        .service(web::scope("/api/v1/pageviews").configure(pageviews::configure));
 }
 
 #[cfg(test)]

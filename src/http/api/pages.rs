@@ -384,28 +384,20 @@ async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
     Ok(gated.answer(cache::json(&req, &top, Freshness::Live)))
 }
 
-/// Mounts the routes.
+/// Mounts the routes, under the scope `/api/v1/pages`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/v1/pages")
+        web::resource("")
             .route(web::get().to(many))
             .route(web::post().to(track))
             .default_service(super::not_allowed("GET, POST")),
     )
     // Before `{key}`, which would match it too; a key always has a `:`, so none is `top`.
-    .service(web::resource("/api/v1/pages/top").route(web::get().to(top)).default_service(super::not_allowed("GET")))
+    .service(web::resource("/top").route(web::get().to(top)).default_service(super::not_allowed("GET")))
+    .service(web::resource("/{key}/chart").route(web::get().to(chart)).default_service(super::not_allowed("GET")))
+    .service(web::resource("/{key}/table").route(web::get().to(table)).default_service(super::not_allowed("GET")))
     .service(
-        web::resource("/api/v1/pages/{key}/chart")
-            .route(web::get().to(chart))
-            .default_service(super::not_allowed("GET")),
-    )
-    .service(
-        web::resource("/api/v1/pages/{key}/table")
-            .route(web::get().to(table))
-            .default_service(super::not_allowed("GET")),
-    )
-    .service(
-        web::resource("/api/v1/pages/{key}")
+        web::resource("/{key}")
             .route(web::get().to(one))
             .route(web::delete().to(untrack))
             .default_service(super::not_allowed("GET, DELETE")),

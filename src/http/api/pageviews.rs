@@ -59,10 +59,9 @@ async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
     })?;
     if !csv {
         // Only `final` is needed to answer JSON: the body is the record as stored.
-        let fin: super::FinalFlag =
-            serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable {what}: {e}"), 1))?;
-        let freshness = if fin.is_final { Freshness::Immutable } else { Freshness::Live };
-        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), freshness)));
+        let fin = super::is_final(&v.bytes).ok_or_else(|| Problem::unavailable(format!("unreadable {what}"), 1))?;
+        let freshness = if fin { Freshness::Immutable } else { Freshness::Live };
+        return Ok(gated.answer(cache::stored(&req, "application/json", &v.bytes, freshness)));
     }
     let t: HourTop =
         serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable {what}: {e}"), 1))?;
@@ -96,7 +95,7 @@ async fn trending(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse,
     let what = format!("trending view of domain `{domain}`");
     let v = api.result(TRENDING, &domain, &what)?;
     if !csv {
-        return Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), Freshness::Live)));
+        return Ok(gated.answer(cache::stored(&req, "application/json", &v.bytes, Freshness::Live)));
     }
     let t: DomainTrending =
         serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable {what}: {e}"), 1))?;
@@ -149,28 +148,22 @@ async fn remove(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, P
     Ok(gated.answer(accepted.answer(None)))
 }
 
-/// Mounts the routes.
+/// Mounts the routes, under the scope `/api/v1/pageviews`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/pageviews/blacklist")
-            .route(web::post().to(add))
-            .default_service(super::not_allowed("POST")),
-    )
-    .service(
-        web::resource("/api/v1/pageviews/blacklist/{domain}/{title}")
-            .route(web::delete().to(remove))
-            .default_service(super::not_allowed("DELETE")),
-    )
-    .service(
-        web::resource("/api/v1/pageviews/top/{domain}/{hour}")
-            .route(web::get().to(top))
-            .default_service(super::not_allowed("GET")),
-    )
-    .service(
-        web::resource("/api/v1/pageviews/trending/{domain}")
-            .route(web::get().to(trending))
-            .default_service(super::not_allowed("GET")),
-    );
+    cfg.service(web::resource("/blacklist").route(web::post().to(add)).default_service(super::not_allowed("POST")))
+        .service(
+            web::resource("/blacklist/{domain}/{title}")
+                .route(web::delete().to(remove))
+                .default_service(super::not_allowed("DELETE")),
+        )
+        .service(
+            web::resource("/top/{domain}/{hour}").route(web::get().to(top)).default_service(super::not_allowed("GET")),
+        )
+        .service(
+            web::resource("/trending/{domain}")
+                .route(web::get().to(trending))
+                .default_service(super::not_allowed("GET")),
+        );
 }
 
 /// The OpenAPI operations of this file.

@@ -66,7 +66,7 @@ async fn analysis(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse,
     query(&req, &[])?;
     let id = super::decode(req.match_info().get("id").unwrap_or_default(), false, "the post id")?;
     let v = api.result(ANALYSIS, &id, &format!("analysis of post `{id}`")).map_err(|p| p.with_field("id"))?;
-    Ok(gated.answer(cache::answer(&req, "application/json", v.bytes.to_vec(), Freshness::Live)))
+    Ok(gated.answer(cache::stored(&req, "application/json", &v.bytes, Freshness::Live)))
 }
 
 /// The trending hashtags over the last hour of event time.
@@ -89,21 +89,13 @@ async fn trending(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse,
     Ok(gated.answer(cache::json(&req, &t, Freshness::Live)))
 }
 
-/// Mounts the routes.
+/// Mounts the routes, under the scope `/api/v1/posts`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/posts").route(web::post().to(create)).default_service(super::not_allowed("POST")),
-    )
-    .service(
-        web::resource("/api/v1/posts/{id}/analysis")
-            .route(web::get().to(analysis))
-            .default_service(super::not_allowed("GET")),
-    )
-    .service(
-        web::resource("/api/v1/posts/trending")
-            .route(web::get().to(trending))
-            .default_service(super::not_allowed("GET")),
-    );
+    cfg.service(web::resource("").route(web::post().to(create)).default_service(super::not_allowed("POST")))
+        .service(
+            web::resource("/{id}/analysis").route(web::get().to(analysis)).default_service(super::not_allowed("GET")),
+        )
+        .service(web::resource("/trending").route(web::get().to(trending)).default_service(super::not_allowed("GET")));
 }
 
 /// The OpenAPI operations of this file.
