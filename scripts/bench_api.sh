@@ -10,8 +10,13 @@
 #
 #   usage: scripts/bench_api.sh [PHASE_SECONDS]      (default 8)
 #
+# The first two reader phases send a fixed RATE of requests (default 20000 a second, the target
+# read rate; open loop, on PCONNS connections, default 64): the processing rate next to readers
+# at that rate. The others read as fast as wrk can (CONNS connections): the most reads a second,
+# and what that costs the processing on a machine where wrk, broker and pagepulse share 2 cores.
+#
 # Environment: N (posts in the backlog, default 4000000; it must last through every phase),
-# CONNS (wrk connections for reads, default 16), WCONNS (for writes, default 256: each write
+# CONNS (wrk connections for reads, default 16), RATE and PCONNS (see above), WCONNS (for writes, default 256: each write
 # waits for its acknowledgement, so writes per second are bounded by connections / latency),
 # BENCH_BUILD (1: cargo build --release first, default; 0: use target/release as it is).
 set -euo pipefail
@@ -21,6 +26,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 PHASE="${1:-8}"
 N="${N:-4000000}"
 CONNS="${CONNS:-16}"
+RATE="${RATE:-20000}"
+PCONNS="${PCONNS:-64}"
 WCONNS="${WCONNS:-256}"
 BIN="$ROOT/target/release/pagepulse"
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
@@ -92,6 +99,40 @@ reads() {
   QUIET+=("$(rate "$PHASE")")
   READS+=("$1|$2|${3:-application/json}|$busy")
 }
+# An open-loop load at a fixed rate: each wrk thread sends its share of RATE requests a second on a
+# schedule (LuaJIT's ffi reads the monotonic clock), whatever the answers' latency.
+cat >"$WORK/paced.lua" <<'EOF'
+local ffi = require("ffi")
+ffi.cdef [[ typedef struct { long tv_sec; long tv_nsec; } pp_timespec; int clock_gettime(int, pp_timespec *); ]]
+local ts = ffi.new("pp_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local per_ms, t0, n
+function init(args)
+  per_ms = tonumber(os.getenv("RATE")) / 2 / 1000
+end
+function delay()
+  local t = now_ms()
+  if t0 == nil then t0, n = t, 0 end
+  n = n + 1
+  local wait = t0 + n / per_ms - t
+  if wait > 0 then return wait end
+  return 0
+end
+EOF
+# paced NAME PATH: like `reads`, at RATE requests a second.
+paced() {
+  RATE="$RATE" wrk -t2 -c"$PCONNS" -d"${PHASE}s" --latency -s "$WORK/paced.lua" -H "$AUTH" -H "Accept: application/json" "$URL$2" >"$WORK/wrk-$1.txt" &
+  local w=$! busy
+  busy=$(rate "$PHASE")
+  wait $w
+  QUIET+=("$(rate "$PHASE")")
+  READS+=("$1|$2|application/json, at $RATE/s|$busy")
+}
+paced figures-paced "/api/v1/pages/facebook:bench?series=false"
+paced top25-paced "/api/v1/pageviews/top/en/2026-12-05T10"
 reads figures "/api/v1/pages/facebook:bench?series=false"
 reads page-series "/api/v1/pages/facebook:bench"
 reads top25 "/api/v1/pageviews/top/en/2026-12-05T10"
