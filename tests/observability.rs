@@ -1,6 +1,8 @@
-//! Metrics as operators see them: a real Prometheus server scrapes pagepulse and its query API
-//! returns the counts pagepulse processed; the shipped Prometheus config is valid; the Grafana
-//! dashboard queries only metrics pagepulse defines.
+//! Metrics as operators see them: a real Prometheus server scrapes pagepulse, its query API
+//! returns the counts pagepulse processed, and it evaluates every dashboard query; the shipped
+//! Prometheus config and alert rules are valid and the rules' unit tests pass; every dashboard
+//! panel has a datasource, a unit, a description and queries that `promtool` parses, over metrics
+//! pagepulse defines.
 
 mod support;
 
@@ -21,14 +23,102 @@ fn shipped_prometheus_config_is_valid() {
 }
 
 #[test]
+fn alert_rules_are_valid_and_every_alert_is_unit_tested() {
+    let rules = format!("{ROOT}/grafana/alerts.yml");
+    let out = Command::new("promtool").args(["check", "rules", &rules]).output().expect("promtool is installed");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("promtool")
+        .args(["test", "rules", &format!("{ROOT}/grafana/alerts_test.yml")])
+        .output()
+        .expect("promtool is installed");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Every alert has a firing case in the unit tests.
+    let text = std::fs::read_to_string(&rules).expect("alerts.yml");
+    let tests = std::fs::read_to_string(format!("{ROOT}/grafana/alerts_test.yml")).expect("alerts_test.yml");
+    let alerts: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
+    assert!(alerts.len() >= 7, "the issue's seven alerts at least: {alerts:?}");
+    for alert in alerts {
+        let firing = tests
+            .split("alertname: ")
+            .skip(1)
+            .any(|case| case.starts_with(alert) && case.lines().nth(1).is_some_and(|l| l.trim() == "exp_alerts:"));
+        assert!(firing, "alert {alert} has no firing case in grafana/alerts_test.yml");
+    }
+}
+
+/// Every panel of every shipped dashboard, with the dashboard's file name.
+fn panels() -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("{ROOT}/grafana/dashboards")).expect("grafana/dashboards") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let d: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("dashboard is JSON");
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            for p in d["panels"].as_array().expect("panels") {
+                out.push((name.clone(), p.clone()));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no dashboards");
+    out
+}
+
+/// `expr` with Grafana's variables replaced the way Grafana would before sending it.
+fn as_sent(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
+}
+
+#[test]
+fn every_panel_has_a_datasource_a_unit_a_description_and_queries_promtool_parses() {
+    let datasources = std::fs::read_to_string(format!("{ROOT}/grafana/provisioning/datasources/prometheus.yml"))
+        .expect("datasource provisioning");
+    let uid = datasources.lines().find_map(|l| l.trim().strip_prefix("uid: ")).expect("a provisioned datasource uid");
+    let mut rules = String::from("groups:\n  - name: panels\n    rules:\n");
+    let mut n = 0;
+    for (file, panel) in panels() {
+        let title = panel["title"].as_str().unwrap_or("?").to_string();
+        assert_eq!(
+            panel["datasource"]["uid"].as_str(),
+            Some(uid),
+            "{file}: panel {title:?} has no provisioned datasource"
+        );
+        let unit = panel["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("");
+        assert!(!unit.is_empty(), "{file}: panel {title:?} has no unit");
+        let description = panel["description"].as_str().unwrap_or("");
+        assert!(description.len() > 20, "{file}: panel {title:?} has no description");
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for f in ["rate(", "increase(", "irate("] {
+                for (i, _) in expr.match_indices(f) {
+                    let window = &expr[i..expr[i..].find(')').map_or(expr.len(), |j| i + j)];
+                    assert!(
+                        window.contains("[$__rate_interval]"),
+                        "{file}: panel {title:?} takes a rate over a fixed window: {expr}"
+                    );
+                }
+            }
+            n += 1;
+            rules.push_str(&format!(
+                "      - record: panel_query_{n}\n        expr: {}\n",
+                serde_json::json!(as_sent(expr))
+            ));
+        }
+    }
+    // promtool parses each query as it parses a rule's: a query it cannot parse fails the check.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("panels.yml");
+    std::fs::write(&file, &rules).expect("write rules");
+    let out = Command::new("promtool").args(["check", "rules"]).arg(&file).output().expect("promtool is installed");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{n} rules found")), "every query checked");
+}
+
+#[test]
 fn dashboard_queries_only_defined_metrics() {
-    let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{ROOT}/grafana/dashboards/pagepulse.json")).expect("dashboard"),
-    )
-    .expect("dashboard is JSON");
     let defined = std::fs::read_to_string(format!("{ROOT}/src/metrics.rs")).expect("metrics.rs");
     let mut checked = 0;
-    for panel in dashboard["panels"].as_array().expect("panels") {
+    for (_, panel) in panels() {
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("expr");
             for name in
@@ -104,6 +194,32 @@ fn real_prometheus_scrapes_what_pagepulse_processed() {
     support::wait_for("analyses acknowledged, as Prometheus sees them", Duration::from_secs(30), || {
         (query("sum(pagepulse_records_produced_total%7Btopic%3D%22posts.analysis%22%7D)") == Some(270.0)).then_some(())
     });
+
+    // Prometheus itself parses and evaluates every query of every dashboard; the panels that chart
+    // what just happened have data.
+    let evaluate = |expr: &str| -> Option<Vec<serde_json::Value>> {
+        let q = percent_encoding::utf8_percent_encode(&as_sent(expr), percent_encoding::NON_ALPHANUMERIC).to_string();
+        let (status, body) = http_get(&web, &format!("/api/v1/query?query={q}"))?;
+        assert_eq!(status, 200, "Prometheus refused {expr}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        assert_eq!(v["status"], "success", "{expr}: {body}");
+        v["data"]["result"].as_array().cloned()
+    };
+    let with_data =
+        ["Records per second", "Dead letters per second by reason", "Partitions and tasks", "HTTP API requests"];
+    for (file, panel) in panels() {
+        let title = panel["title"].as_str().unwrap_or("?").to_string();
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            if with_data.contains(&title.as_str()) {
+                support::wait_for(&format!("{file}: data for {title:?}: {expr}"), Duration::from_secs(30), || {
+                    evaluate(expr).filter(|r| !r.is_empty()).map(|_| ())
+                });
+            } else {
+                evaluate(expr).expect("an answer from Prometheus");
+            }
+        }
+    }
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(10)).success());
 }
