@@ -286,6 +286,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     admin::require(&cfg, &required_topics(&cfg))?;
     health.set_broker_up(true);
     let live = LiveViews::new(&cfg);
+    let results = crate::pipelines::export::ResultsCollector::new(Arc::new(cfg.clone()), live.clone());
+    metrics.register(Box::new(results)).expect("result metric names are unique");
     let server = http::start(&cfg, metrics.clone(), health.clone(), live.clone())?;
     tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/api/v1, /docs, /metrics, /healthz, /readyz)");
     let process = Process {

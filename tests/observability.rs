@@ -116,7 +116,19 @@ fn every_panel_has_a_datasource_a_unit_a_description_and_queries_promtool_parses
 
 #[test]
 fn dashboard_queries_only_defined_metrics() {
-    let defined = std::fs::read_to_string(format!("{ROOT}/src/metrics.rs")).expect("metrics.rs");
+    // Metrics are defined in src/metrics/ and, for the pipelines' results, in their export.rs.
+    let mut defined = String::new();
+    let mut dirs = vec![std::path::PathBuf::from(format!("{ROOT}/src"))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                defined.push_str(&std::fs::read_to_string(&path).expect("source"));
+            }
+        }
+    }
     let mut checked = 0;
     for (_, panel) in panels() {
         for target in panel["targets"].as_array().expect("targets") {
@@ -218,6 +230,110 @@ fn real_prometheus_scrapes_what_pagepulse_processed() {
             } else {
                 evaluate(expr).expect("an answer from Prometheus");
             }
+        }
+    }
+    pp.signal(libc::SIGTERM);
+    assert!(pp.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// A Prometheus server scraping `target` every second, with its data in `dir`; its HTTP address.
+fn prometheus(dir: &std::path::Path, target: &str) -> (Guard, String) {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pagepulse\n    static_configs:\n      - targets: [\"{target}\"]\n"),
+    )
+    .expect("write config");
+    let web = format!("127.0.0.1:{}", free_port());
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed (scripts/test.sh installs Debian's prometheus)");
+    (Guard(child), web)
+}
+
+/// The series of instant query `q` at Prometheus `web`: (labels, value).
+fn series(web: &str, q: &str) -> Vec<(serde_json::Value, f64)> {
+    let q = percent_encoding::utf8_percent_encode(q, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let Some((200, body)) = http_get(web, &format!("/api/v1/query?query={q}")) else { return Vec::new() };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|s| Some((s["metric"].clone(), s["value"][1].as_str()?.parse().ok()?))).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn watched_pages_and_the_top_pages_reach_prometheus_as_fans_stats_and_fans_top_say() {
+    const H: i64 = 3_600_000;
+    let env = TestEnv::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let t0 = now - now % H - 30 * H;
+    let rfc = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).expect("time").to_rfc3339();
+    // Five pages, two samples 25 h apart each; page k gains 100 * k * k fans.
+    let fans = |k: i64, later: bool| 1000 + k + if later { 100 * k * k } else { 0 };
+    let mut records = Vec::new();
+    for k in 1..=5i64 {
+        for later in [false, true] {
+            let v = serde_json::json!({"platform": "facebook", "page_id": format!("w{k}"), "fans": fans(k, later),
+                "followers": fans(k, later) * 2, "observed_at": rfc(t0 + if later { 25 * H } else { 0 })});
+            records.push((Some(format!("facebook:w{k}")), Some(v.to_string().into_bytes())));
+        }
+    }
+    env.produce_python("fans.observations", &records);
+    // Three pages watched, at most two exported.
+    let mut pp = env.start_with(&[
+        ("PAGEPULSE__pipelines__fans__watch", r#"["facebook:w2", "facebook:w5", "facebook:w1"]"#),
+        ("PAGEPULSE__pipelines__fans__watch_max", "2"),
+    ]);
+    pp.wait_ready(Duration::from_secs(60));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_prom, web) = prometheus(dir.path(), &pp.addr.to_string());
+
+    // The watched pages, in the configured order up to the bound: the test's own latest samples.
+    for k in [2, 5] {
+        let q = format!("pagepulse_page_fans{{platform=\"facebook\",page_id=\"w{k}\"}}");
+        support::wait_for(&format!("w{k}'s fans in Prometheus"), Duration::from_secs(60), || {
+            (series(&web, &q).first().map(|s| s.1) == Some(fans(k, true) as f64)).then_some(())
+        });
+        let q = format!("pagepulse_page_followers{{page_id=\"w{k}\"}}");
+        assert_eq!(series(&web, &q).first().map(|s| s.1), Some(2.0 * fans(k, true) as f64));
+    }
+    assert!(series(&web, "pagepulse_page_fans{page_id=\"w1\"}").is_empty(), "over the bound: not exported");
+    assert_eq!(
+        series(&web, "pagepulse_results_over_bound{metric=\"pagepulse_page_fans\"}").first().map(|s| s.1),
+        Some(1.0)
+    );
+
+    // The rankings equal the latest fans.top record, rank by rank.
+    let top = env.read_until("fans.top", Duration::from_secs(60), |recs| {
+        recs.last().and_then(|r| r.value.as_ref()).is_some_and(|v| {
+            serde_json::from_slice::<serde_json::Value>(v)
+                .is_ok_and(|t| t["by_delta_24h"].as_array().is_some_and(|a| a.len() == 5))
+        })
+    });
+    let top: serde_json::Value =
+        serde_json::from_slice(top.last().and_then(|r| r.value.as_ref()).expect("a ranking")).expect("json");
+    // The test's own ranking: w5 gained most.
+    assert_eq!(top["by_delta_24h"][0]["page_id"], "w5");
+    for (ranking, metric, field) in [
+        ("by_delta_24h", "pagepulse_top_pages_delta_24h", "delta_24h"),
+        ("by_growth_24h_pct", "pagepulse_top_pages_growth_24h_percent", "growth_24h_pct"),
+    ] {
+        for entry in top[ranking].as_array().expect("ranking") {
+            let q = format!("{metric}{{rank=\"{}\"}}", entry["rank"]);
+            let (page, value) =
+                (entry["page_id"].as_str().expect("page").to_string(), entry[field].as_f64().expect("value"));
+            support::wait_for(&format!("{q} = {page} {value}"), Duration::from_secs(30), || {
+                series(&web, &q)
+                    .first()
+                    .filter(|(labels, v)| labels["page_id"] == page.as_str() && (v - value).abs() < 1e-9)
+                    .map(|_| ())
+            });
         }
     }
     pp.signal(libc::SIGTERM);

@@ -210,6 +210,19 @@ impl LatestTable {
         self.len() == 0
     }
 
+    /// Of the keys starting with `prefix`, the greatest and its value (keys whose suffix is a
+    /// time written in order, such as `en|2026-12-05T10`, give the latest). Scans every key: for
+    /// occasional readers such as a metrics scrape, not for every request.
+    pub fn greatest_with_prefix(&self, prefix: &str) -> Option<(String, Value)> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .map
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .max_by(|a, b| a.0.cmp(b.0))
+            .map(|(k, (v, _))| (k.to_string(), v.clone()))
+    }
+
     /// Bytes held, as counted against [`Bounds::max_bytes`].
     pub fn bytes(&self) -> usize {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).bytes
@@ -238,6 +251,19 @@ mod tests {
 
     fn v(s: &str, ts: i64) -> Option<Value> {
         Some(Value::new(s.as_bytes(), ts))
+    }
+
+    #[test]
+    fn the_greatest_key_of_a_prefix_is_the_latest_hour() {
+        let t = LatestTable::new(Bounds { retention_ms: DAY, max_bytes: 1 << 20 });
+        for (k, val) in
+            [("en|2026-12-05T09", "a"), ("en|2026-12-05T11", "b"), ("en|2026-12-05T10", "c"), ("de|2026-12-06T00", "d")]
+        {
+            t.apply(k, v(val, 10), 10);
+        }
+        let (k, got) = t.greatest_with_prefix("en|").expect("en has hours");
+        assert_eq!((k.as_str(), &**got.bytes), ("en|2026-12-05T11", &b"b"[..]));
+        assert!(t.greatest_with_prefix("fr|").is_none());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - `store.rs`, for a stateful pipeline: its durable state, one type that owns `take_changes`
 //!   and `restore` (see [`crate::engine::state`]);
 //! - `live.rs`, where it has one: the view HTTP queries read while the tasks write it;
+//! - `export.rs`, where it has results to chart: its bounded result gauges, filled from the live
+//!   views at each scrape (see [`crate::metrics::results`] and [`export`]);
 //! - `mod.rs`: its topics and its line in the registry, whose `build` wires the parts together.
 //!
 //! Several pipelines may read the same topic (`apps` counts mentions in the `posts` the posts
@@ -30,11 +32,13 @@ use crate::config::Config;
 use crate::engine::aggregate::Flush;
 use crate::engine::{Processor, Sink, Store, TaskFactory};
 use crate::kafka::global;
+use crate::metrics::results::{Export, Family};
 use crate::metrics::Metrics;
 use crate::ops::latest::{Bounds, LatestTable};
 
 pub mod apps;
 pub mod decode;
+pub mod export;
 pub mod fans;
 pub mod messages;
 pub mod pages;
@@ -67,6 +71,10 @@ pub struct Pipeline {
     /// Outputs the HTTP API reads by key: every instance reads them whole into a bounded
     /// [`LatestTable`] (see [`crate::kafka::results`]).
     pub served: &'static [&'static str],
+    /// The result gauges it exports to Prometheus.
+    pub exports: &'static [&'static Family],
+    /// Fills its result gauges from the live views, at each scrape (bounds from `cfg`).
+    pub export: fn(&Config, &LiveViews, &mut Export),
     /// Starts what the pipeline needs and returns what the engine runs.
     pub build: fn(Wiring<'_>) -> Result<Built, Error>,
 }

@@ -32,6 +32,7 @@
 pub mod aggregate;
 pub mod catalogue;
 pub mod config;
+pub mod export;
 pub mod matcher;
 pub mod names;
 pub mod processor;
@@ -64,6 +65,8 @@ pub const ENTRY: Pipeline = Pipeline {
     outputs: &[TOP, MENTIONS],
     store_input: Some(POSTS),
     served: &[TOP, MENTIONS, CATALOGUE],
+    exports: export::FAMILIES,
+    export: export::export,
     build,
 };
 

@@ -264,7 +264,7 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn cfg() -> FansConfig {
-        FansConfig { enabled: true, top_n: 3, max_pages_per_partition: 1000 }
+        FansConfig { enabled: true, top_n: 3, max_pages_per_partition: 1000, watch: Vec::new(), watch_max: 100 }
     }
 
     fn obs(platform: &str, page: &str, at_ms: i64, fans: u64, followers: Option<u64>) -> RawRecord {

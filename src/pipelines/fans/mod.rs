@@ -14,6 +14,7 @@
 //! written), [`page`] (one page's entry).
 
 pub mod config;
+pub mod export;
 pub mod history;
 pub mod live;
 pub mod names;
@@ -46,6 +47,8 @@ pub const ENTRY: Pipeline = Pipeline {
     outputs: &[STATS, TOP],
     store_input: Some(INPUT),
     served: &[],
+    exports: export::FAMILIES,
+    export: export::export,
     build,
 };
 

@@ -262,7 +262,7 @@ mod tests {
     }
 
     fn cfg(top_n: usize, max_pages: usize) -> FansConfig {
-        FansConfig { enabled: true, top_n, max_pages_per_partition: max_pages }
+        FansConfig { enabled: true, top_n, max_pages_per_partition: max_pages, watch: Vec::new(), watch_max: 100 }
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct MessagesConfig {
     /// Most minutes one partition holds open at once (minutes not yet final); a message that would
     /// open one more is dead-lettered, naming `ts` (default 1440, a day; 1 to 100000).
     pub max_open_minutes: usize,
+    /// Most states exported to Prometheus in `pagepulse_messages_by_state` (the most counted
+    /// first; default 60; 0 to 10000); further ones are counted in
+    /// `pagepulse_results_over_bound`, not exported.
+    pub export_states_max: usize,
 }
 
 impl MessagesConfig {
@@ -46,7 +50,9 @@ impl MessagesConfig {
             max_users_per_partition: m.take("max_users_per_partition", 1_000_000),
             max_cities_per_partition: m.take("max_cities_per_partition", 100_000),
             max_open_minutes: m.take("max_open_minutes", 1440),
+            export_states_max: m.take("export_states_max", 60),
         };
+        m.check(messages.export_states_max > 10_000, "export_states_max", "must be at most 10000");
         let day = Duration::from_secs(86_400);
         m.check(!(1..=1000).contains(&messages.top_cities), "top_cities", "must be between 1 and 1000");
         m.check(messages.allowed_lateness > Duration::from_secs(3600), "allowed_lateness", "must be at most 1h");

@@ -22,6 +22,7 @@
 
 pub mod board;
 pub mod config;
+pub mod export;
 pub mod names;
 pub mod processor;
 pub mod records;
@@ -50,6 +51,8 @@ pub const ENTRY: Pipeline = Pipeline {
     outputs: &[STATS, TOTALS],
     store_input: Some(INPUT),
     served: &[STATS, TOTALS],
+    exports: export::FAMILIES,
+    export: export::export,
     build,
 };
 

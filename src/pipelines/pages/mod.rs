@@ -53,6 +53,8 @@ pub const ENTRY: Pipeline = Pipeline {
     outputs: &[observation::TOPIC],
     store_input: None,
     served: &[],
+    exports: &[],
+    export: super::export::nothing,
     build,
 };
 

@@ -29,6 +29,10 @@ pub struct PageviewsConfig {
     /// `pagepulse_window_ignored_events_total{reason="over_capacity"}` and left out until old
     /// minutes expire (default 5000000). The hourly windows are always exact.
     pub trending_max_titles: usize,
+    /// Domains whose views and top articles are exported to Prometheus
+    /// (`pagepulse_pageviews_hour_views`, `pagepulse_pageviews_hour_top_views`,
+    /// `pagepulse_pageviews_trending_views`; default `["en"]`; at most 100).
+    pub export_domains: Vec<String>,
 }
 
 impl PageviewsConfig {
@@ -42,10 +46,12 @@ impl PageviewsConfig {
             idle_timeout: v.duration("idle_timeout", Duration::from_secs(60)),
             provisional_interval: (!provisional.is_zero()).then_some(provisional),
             trending_top_n: v.take("trending_top_n", 25),
+            export_domains: v.take("export_domains", vec!["en".to_string()]),
             trending_interval: v.duration("trending_interval", Duration::from_secs(10)),
             trending_max_titles: v.take("trending_max_titles", 5_000_000),
         };
         v.check(!(1..=1000).contains(&pageviews.top_n), "top_n", "must be between 1 and 1000");
+        v.check(pageviews.export_domains.len() > 100, "export_domains", "must list at most 100 domains");
         v.check(!(1..=1000).contains(&pageviews.trending_top_n), "trending_top_n", "must be between 1 and 1000");
         v.check(pageviews.allowed_lateness > Duration::from_secs(86_400), "allowed_lateness", "must be at most 1d");
         v.check(

@@ -26,6 +26,7 @@
 
 pub mod blacklist;
 pub mod config;
+pub mod export;
 pub mod names;
 pub mod processor;
 pub mod store;
@@ -50,6 +51,8 @@ pub const ENTRY: Pipeline = Pipeline {
     outputs: &[TOP, TRENDING],
     store_input: Some(INPUT),
     served: &[TOP, TRENDING],
+    exports: export::FAMILIES,
+    export: export::export,
     build,
 };
 

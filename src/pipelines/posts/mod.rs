@@ -16,6 +16,7 @@
 //! [`store`] (the durable trending counts), [`trending`] (the cross-partition ranking).
 
 pub mod config;
+pub mod export;
 pub mod live;
 pub mod names;
 pub mod processor;
@@ -46,6 +47,8 @@ pub const ENTRY: Pipeline = Pipeline {
     outputs: &[ANALYSIS, TRENDING],
     store_input: Some(INPUT),
     served: &[ANALYSIS],
+    exports: export::FAMILIES,
+    export: export::export,
     build,
 };
 

@@ -3,7 +3,11 @@
 //! Metrics live in their own [`Registry`] (not the process-global one) so that tests can run
 //! several engines in one process. Labels are bounded: topic names are the logical names from
 //! `topics/` (a handful), partitions are bounded by the topic definitions, and reasons are the
-//! fixed classes of [`crate::engine::Rejection`]. No page id, post id or title is ever a label.
+//! fixed classes of [`crate::engine::Rejection`]. No page id, post id or title is a label of
+//! these: the pipelines' results, which do carry them, are [`results`] families, each bounded by
+//! the configuration.
+
+pub mod results;
 
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -353,6 +357,12 @@ impl Metrics {
             http_latency,
             http_refused,
         }
+    }
+
+    /// Adds `collector` (e.g. the pipelines' results, [`results`]) to what [`Metrics::render`]
+    /// exports.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
     }
 
     /// The registry, for callers that add metrics of their own.
