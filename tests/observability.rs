@@ -1,8 +1,9 @@
 //! Metrics as operators see them: a real Prometheus server scrapes pagepulse, its query API
-//! returns the counts pagepulse processed, and it evaluates every dashboard query; the shipped
-//! Prometheus config and alert rules are valid and the rules' unit tests pass; every dashboard
-//! panel has a datasource, a unit, a description and queries that `promtool` parses, over metrics
-//! pagepulse defines.
+//! returns the counts pagepulse processed, and every dashboard query returns data from the whole
+//! job (pages, posts, page views, messages, apps) with values equal to the pipelines' output
+//! records; the shipped Prometheus config and alert rules are valid and the rules' unit tests
+//! pass; every dashboard panel has a datasource, a unit, a description and queries that
+//! `promtool` parses, over metrics pagepulse defines.
 
 mod support;
 
@@ -44,6 +45,31 @@ fn alert_rules_are_valid_and_every_alert_is_unit_tested() {
             .any(|case| case.starts_with(alert) && case.lines().nth(1).is_some_and(|l| l.trim() == "exp_alerts:"));
         assert!(firing, "alert {alert} has no firing case in grafana/alerts_test.yml");
     }
+}
+
+/// Every template variable of every shipped dashboard: (dashboard file, name, query).
+fn variables() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("{ROOT}/grafana/dashboards")).expect("grafana/dashboards") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let d: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("dashboard is JSON");
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            for v in d["templating"]["list"].as_array().into_iter().flatten() {
+                let q = v["query"]["query"].as_str().or(v["query"].as_str()).expect("a variable query");
+                out.push((name.clone(), v["name"].as_str().expect("name").to_string(), q.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// `expr` with the dashboards' variables set to `values` (`name`, value), each as Grafana puts it.
+fn filled(expr: &str, values: &[(&str, &str)]) -> String {
+    values.iter().fold(as_sent(expr), |e, (name, value)| {
+        e.replace(&format!("${{{name}}}"), value).replace(&format!("${name}"), value)
+    })
 }
 
 /// Every panel of every shipped dashboard, with the dashboard's file name.
@@ -336,6 +362,160 @@ fn watched_pages_and_the_top_pages_reach_prometheus_as_fans_stats_and_fans_top_s
             });
         }
     }
+    pp.signal(libc::SIGTERM);
+    assert!(pp.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn every_dashboard_query_returns_data_from_the_whole_job_and_chosen_values_equal_the_outputs() {
+    let env = TestEnv::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = env.cli(args).output().expect("pagepulse");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The simulated platform, and pagepulse polling it; page-000001 watched, results soon.
+    let sim = format!("127.0.0.1:{}", free_port());
+    let _sim = Guard(
+        env.cli(&["simulate", "graph-api", "--listen", &sim, "--pages", "40"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("simulator"),
+    );
+    let base = format!("http://{sim}");
+    let mut pp = env.start_with(&[
+        ("PAGEPULSE__platforms__facebook__base_url", &base),
+        ("PAGEPULSE__platforms__mastodon__base_url", &base),
+        ("PAGEPULSE_FACEBOOK_TOKEN", "test-token"),
+        ("PAGEPULSE__pipelines__fans__watch", r#"["facebook:page-000001"]"#),
+        ("PAGEPULSE__pipelines__pageviews__provisional_interval", "\"2s\""),
+        ("PAGEPULSE__pipelines__messages__totals_interval", "\"1s\""),
+        ("PAGEPULSE__pipelines__messages__idle_timeout", "\"1s\""),
+        ("PAGEPULSE__pipelines__apps__mentions_interval", "\"1s\""),
+        ("PAGEPULSE__pipelines__pageviews__idle_timeout", "\"1s\""),
+        ("PAGEPULSE__pipelines__pageviews__allowed_lateness", "\"1s\""),
+    ]);
+    pp.wait_ready(Duration::from_secs(60));
+    let (_prom, web) = prometheus(dir.path(), &pp.addr.to_string());
+    // Every input of the job: pages, the app catalogue, posts mentioning its apps, messages, an
+    // hour of page views.
+    run(&["demo", "pages", "--count", "20", "--interval-s", "20", "--mastodon-every", "5"]);
+    let csv = dir.path().join("apps.csv");
+    run(&["demo", "apps-csv", "--out", csv.to_str().expect("path"), "--apps", "300"]);
+    run(&["ingest", "apps", "--quiet", csv.to_str().expect("path")]);
+    run(&["demo", "posts", "--rate", "0", "--count", "400", "--mention-every", "3", "--bad-every", "50"]);
+    run(&["demo", "messages", "--rate", "0", "--count", "300", "--bad-every", "50"]);
+    let dumps = dir.path().join("dumps");
+    let hour = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H").to_string();
+    run(&[
+        "demo",
+        "pageviews-dump",
+        "--out",
+        dumps.to_str().expect("path"),
+        "--start",
+        &hour,
+        "--lines",
+        "3000",
+        "--domains",
+        "3",
+    ]);
+    let files: Vec<String> = std::fs::read_dir(&dumps)
+        .expect("dumps")
+        .map(|e| e.expect("entry").path().to_string_lossy().into_owned())
+        .collect();
+    let mut ingest = vec!["ingest", "pageviews", "--quiet"];
+    ingest.extend(files.iter().map(String::as_str));
+    run(&ingest);
+    // What the error panels chart: a malformed page view and message (dead letters), and a late
+    // page view and message once their window is final.
+    env.produce_python("pageviews", &[(Some("en".into()), Some(b"{not json".to_vec()))]);
+    env.produce_python("messages", &[(Some("x".into()), Some(b"[]".to_vec()))]);
+    let is_final = |r: &support::Rec| {
+        r.value
+            .as_ref()
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+            .is_some_and(|v| v["final"] == true)
+    };
+    let en_hour = format!("en|{hour}");
+    env.read_until("pageviews.top", Duration::from_secs(90), |r| {
+        r.iter().any(|r| r.key.as_deref() == Some(en_hour.as_bytes()) && is_final(r))
+    });
+    let hour_ms = chrono::NaiveDateTime::parse_from_str(&format!("{hour}:00:00"), "%Y-%m-%dT%H:%M:%S")
+        .expect("hour")
+        .and_utc()
+        .timestamp_millis();
+    let late = serde_json::json!({"domain": "en", "title": "Late_article", "views": 1, "ts": hour_ms});
+    env.produce_python("pageviews", &[(Some("en".into()), Some(late.to_string().into_bytes()))]);
+    let minutes = env.read_until("messages.stats", Duration::from_secs(90), |r| r.iter().any(is_final));
+    let minute: serde_json::Value =
+        serde_json::from_slice(minutes.iter().find(|r| is_final(r)).and_then(|r| r.value.as_ref()).expect("a minute"))
+            .expect("json");
+    let late = serde_json::json!({"username": "late", "city": "Albany", "state": "NY", "message": "late",
+        "ts": minute["minute_start"]});
+    env.produce_python("messages", &[(Some("late".into()), Some(late.to_string().into_bytes()))]);
+
+    // Every template variable has options, and every panel query, with them filled in, has data.
+    let values = [("page", "page-000001"), ("domain", "en")];
+    for (file, name, q) in variables() {
+        let (metric, label) = q
+            .strip_prefix("label_values(")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|r| r.split_once(", "))
+            .unwrap_or_else(|| panic!("{file}: variable {name} is not label_values(metric, label): {q}"));
+        let want = values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).expect("a test value for every variable");
+        support::wait_for(&format!("{file}: ${name} offers {want}"), Duration::from_secs(120), || {
+            series(&web, metric).iter().any(|(l, _)| l[label] == want).then_some(())
+        });
+    }
+    for (file, panel) in panels() {
+        let title = panel["title"].as_str().unwrap_or("?").to_string();
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = filled(target["expr"].as_str().expect("expr"), &values);
+            if file == "pagepulse.json" {
+                continue; // the engine's overview: evaluated in real_prometheus_scrapes_what_pagepulse_processed
+            }
+            support::wait_for(&format!("{file}: data for {title:?}: {expr}"), Duration::from_secs(120), || {
+                (!series(&web, &expr).is_empty()).then_some(())
+            });
+        }
+    }
+
+    // Chosen values equal the pipelines' own output records.
+    let latest = |topic: &str, key: &str| -> serde_json::Value {
+        let recs = env.read_all(topic, Duration::from_secs(30));
+        let rec = recs.iter().rev().find(|r| r.key.as_deref() == Some(key.as_bytes())).expect("a record");
+        serde_json::from_slice(rec.value.as_ref().expect("a value")).expect("json")
+    };
+    // The page is polled every 20 s: between two polls, the gauge and the topic agree.
+    support::wait_for("the watched page's fans gauge as its latest fans.stats says", Duration::from_secs(60), || {
+        let stats = latest("fans.stats", "facebook:page-000001");
+        let fans = series(&web, "pagepulse_page_fans{page_id=\"page-000001\"}");
+        (fans.first().map(|s| s.1) == stats["fans"].as_f64()).then_some(())
+    });
+    let totals = latest("messages.totals", "totals");
+    support::wait_for("all-time messages as messages.totals says", Duration::from_secs(30), || {
+        let now = latest("messages.totals", "totals");
+        (series(&web, "pagepulse_messages_all_time{what=\"messages\"}").first().map(|s| s.1) == now["total"].as_f64())
+            .then_some(())
+    });
+    assert!(totals["total"].as_u64().is_some_and(|t| t > 0 && t <= 300));
+    let top = latest("pageviews.top", &format!("en|{hour}"));
+    support::wait_for("en's latest hour as pageviews.top says", Duration::from_secs(30), || {
+        let now = latest("pageviews.top", &format!("en|{hour}"));
+        let q = format!("pagepulse_pageviews_hour_views{{domain=\"en\",final=\"{}\"}}", now["final"]);
+        (series(&web, &q).first().map(|s| s.1) == now["total_views"].as_f64()).then_some(())
+    });
+    assert!(top["total_views"].as_u64().is_some_and(|v| v > 0));
+    support::wait_for("the top app's mentions as apps.top says", Duration::from_secs(30), || {
+        let now = latest("apps.top", "Book+Music");
+        let first = &now["apps"][0];
+        let q = "pagepulse_app_ranking_mentions{ranking=\"Book+Music\",rank=\"1\",window=\"total\"}";
+        series(&web, q)
+            .first()
+            .filter(|(l, v)| l["app_id"] == first["id"] && Some(*v) == first["mentions_total"].as_f64())
+            .map(|_| ())
+    });
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(10)).success());
 }

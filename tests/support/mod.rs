@@ -437,6 +437,7 @@ impl TestEnv {
                     .unwrap_or_default();
                 recs.push(Rec {
                     partition: m.partition(),
+                    offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().map(<[u8]>::to_vec),
                     headers,
@@ -444,6 +445,24 @@ impl TestEnv {
             }
         }
         recs
+    }
+
+    /// Every record of logical topic `topic` up to its end as of now (each partition's high
+    /// watermark when called), in the order read.
+    pub fn read_all(&self, topic: &str, timeout: Duration) -> Vec<Rec> {
+        let full = self.topic(topic);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}-reader", self.group))
+            .create()
+            .expect("test consumer");
+        let md = consumer.fetch_metadata(Some(&full), Duration::from_secs(10)).expect("metadata");
+        let ends: Vec<(i32, i64)> = (0..md.topics()[0].partitions().len() as i32)
+            .map(|p| (p, consumer.fetch_watermarks(&full, p, Duration::from_secs(10)).expect("watermarks").1))
+            .collect();
+        self.read_until(topic, timeout, |recs| {
+            ends.iter().all(|&(p, end)| end == 0 || recs.iter().any(|r| r.partition == p && r.offset + 1 >= end))
+        })
     }
 
     /// The committed offsets of this environment's group for logical topic `topic`.
@@ -487,6 +506,8 @@ impl Drop for TestEnv {
 pub struct Rec {
     /// Partition.
     pub partition: i32,
+    /// Offset.
+    pub offset: i64,
     /// Key.
     pub key: Option<Vec<u8>>,
     /// Value.
