@@ -51,6 +51,9 @@ export PAGEPULSE__platforms__mastodon__base_url="http://$SIM_LISTEN"
 export PAGEPULSE__platforms__mastodon__rate_per_sec=100
 # Provisional top articles of hours still open, every 30 s (GET /api/v1/pageviews/top/{domain}/{hour}).
 export PAGEPULSE__pipelines__pageviews__provisional_interval="\"30s\""
+# Results charted in Prometheus/Grafana: three watched pages and three domains' top articles.
+export PAGEPULSE__pipelines__fans__watch='["facebook:page-000001", "facebook:page-000002", "facebook:page-000003"]'
+export PAGEPULSE__pipelines__pageviews__export_domains='["en", "de", "ja"]'
 export PAGEPULSE_FACEBOOK_TOKEN="${PAGEPULSE_FACEBOOK_TOKEN:-demo-token}"
 # The HTTP API's token (writes and reads): a demo value unless you set your own.
 export PAGEPULSE_WRITE_TOKEN="${PAGEPULSE_WRITE_TOKEN:-quickstart-token-change-me}"
