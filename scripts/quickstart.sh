@@ -93,7 +93,10 @@ $PP ingest blacklist --quiet "$RUN_DIR/blacklist.txt"
 $PP ingest pageviews --quiet "$RUN_DIR"/dumps/pageviews-*.gz
 cat <<EOT
 
-pagepulse is ready and polling $DEMO_PAGES pages. Results flow below (fans.top: the top pages by
+pagepulse is ready and polling $DEMO_PAGES pages. Its live page (fan chart, top pages, top
+articles, trending hashtags, messages, top apps):
+  http://$PAGEPULSE_HTTP_LISTEN/#token=$PAGEPULSE_WRITE_TOKEN&page=facebook:page-000001
+Results flow below (fans.top: the top pages by
 24 h growth and by 24 h delta, every 10 s when changed). Elsewhere, try:
   $PP consume fans.stats                   # rolling figures of every page after each poll
   $PP consume pageviews.top -b             # top 25 articles per domain and hour (a minute after ingest)

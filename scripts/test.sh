@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine of this kind: installs what the tests need (tansu,
-# Python confluent-kafka, schemathesis, promtool), then runs every unit, pipeline and integration
-# test. Integration tests start their own tansu broker on a free port (or use PAGEPULSE_TEST_BROKERS).
+# Python confluent-kafka, schemathesis, Debian's prometheus, docker-compose and chromium), then
+# runs every unit, pipeline and integration test. Integration tests start their own tansu broker
+# on a free port (or use PAGEPULSE_TEST_BROKERS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -18,11 +19,13 @@ if ! command -v st >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check schemathesis
 fi
 
-# Debian packages: prometheus (promtool and a real server for the dashboard tests) and
-# docker-compose (validates docker-compose.yml without a Docker engine).
+# Debian packages: prometheus (promtool and a real server for the dashboard tests),
+# docker-compose (validates docker-compose.yml without a Docker engine) and chromium (drives the
+# live page headless).
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)..."
   export DEBIAN_FRONTEND=noninteractive

@@ -134,8 +134,8 @@ pub struct KafkaConfig {
 /// `[http]`
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Address of the HTTP API (`/api/v1`), `/docs`, `/metrics`, `/healthz` and `/readyz`
-    /// (default `127.0.0.1:9898`; env `PAGEPULSE_HTTP_LISTEN`). Port 0 picks a free port (logged
+    /// Address of the HTTP API (`/api/v1`), the live page (`/`), `/docs`, `/metrics`, `/healthz`
+    /// and `/readyz` (default `127.0.0.1:9898`; env `PAGEPULSE_HTTP_LISTEN`). Port 0 picks a free port (logged
     /// at start-up). On an address other than loopback pagepulse refuses to start without a
     /// token configured.
     pub listen: SocketAddr,

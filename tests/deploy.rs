@@ -53,8 +53,11 @@ print("ok")
 fn the_image_runs_as_a_non_root_user_with_ca_certificates_and_a_small_context() {
     let dockerfile = std::fs::read_to_string(format!("{ROOT}/scripts/Dockerfile")).expect("scripts/Dockerfile");
     let runtime = dockerfile.rsplit("FROM ").next().expect("a runtime stage");
-    let user =
-        runtime.lines().filter_map(|l| l.trim().strip_prefix("USER ")).last().expect("a USER in the runtime stage");
+    let user = runtime
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("USER "))
+        .next_back()
+        .expect("a USER in the runtime stage");
     assert!(!["root", "0"].contains(&user.trim()), "the image runs as {user}");
     assert!(runtime.contains("ca-certificates"), "the runtime stage installs CA certificates");
     let ignore = std::fs::read_to_string(format!("{ROOT}/.dockerignore")).expect(".dockerignore");

@@ -68,6 +68,21 @@ async fn docs() -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("docs.html"))
 }
 
+/// The live page: a page's fan chart, top pages, an hour's top articles, trending hashtags,
+/// message statistics and top apps, refreshed every 5 s from `/api/v1` with the reader's token.
+/// One embedded file, nothing loaded from elsewhere (the policy forbids it).
+async fn live_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+        ))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("live.html"))
+}
+
 async fn no_route(req: HttpRequest) -> Result<HttpResponse, Problem> {
     Err(Problem::not_found(format!("no route {} {}: see /docs for the API", req.method(), req.path())))
 }
@@ -198,6 +213,7 @@ pub fn start(cfg: &Config, metrics: Metrics, health: Arc<Health>, live: LiveView
             .route("/metrics", web::get().to(metrics_handler))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/", web::get().to(live_page))
             .route("/docs", web::get().to(docs))
             .route("/api/v1/openapi.json", web::get().to(openapi_json))
             .configure(api::configure)
