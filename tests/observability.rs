@@ -294,7 +294,7 @@ fn series(web: &str, q: &str) -> Vec<(serde_json::Value, f64)> {
 }
 
 #[test]
-fn watched_pages_and_the_top_pages_reach_prometheus_as_fans_stats_and_fans_top_say() {
+fn watched_pages_from_the_config_and_from_page_records_and_the_top_pages_reach_prometheus() {
     const H: i64 = 3_600_000;
     let env = TestEnv::new();
     let now = chrono::Utc::now().timestamp_millis();
@@ -311,25 +311,36 @@ fn watched_pages_and_the_top_pages_reach_prometheus_as_fans_stats_and_fans_top_s
         }
     }
     env.produce_python("fans.observations", &records);
-    // Three pages watched, at most two exported.
+    // Watched: w2 and w5 in the config; w1 and w3 marked in their `pages` records, w4 marked
+    // then unmarked. At most three exported: the config's, then the marked in key order.
+    let mark = |id: &str, watch: bool| {
+        let v = serde_json::json!({"platform": "facebook", "page_id": id, "interval_s": 3600, "watch": watch});
+        (Some(format!("facebook:{id}")), Some(v.to_string().into_bytes()))
+    };
+    env.produce_python("pages", &[mark("w4", true), mark("w1", true), mark("w3", true), mark("w4", false)]);
     let mut pp = env.start_with(&[
-        ("PAGEPULSE__pipelines__fans__watch", r#"["facebook:w2", "facebook:w5", "facebook:w1"]"#),
-        ("PAGEPULSE__pipelines__fans__watch_max", "2"),
+        ("PAGEPULSE__pipelines__fans__watch", r#"["facebook:w2", "facebook:w5"]"#),
+        ("PAGEPULSE__pipelines__fans__watch_max", "3"),
+        // Nothing polls: the observations above are the input.
+        ("PAGEPULSE__pipelines__pages__enabled", "false"),
     ]);
     pp.wait_ready(Duration::from_secs(60));
     let dir = tempfile::tempdir().expect("tempdir");
     let (_prom, web) = prometheus(dir.path(), &pp.addr.to_string());
 
-    // The watched pages, in the configured order up to the bound: the test's own latest samples.
-    for k in [2, 5] {
+    // The watched pages up to the bound: their figures are the test's own latest samples.
+    for k in [2, 5, 1] {
         let q = format!("pagepulse_page_fans{{platform=\"facebook\",page_id=\"w{k}\"}}");
         support::wait_for(&format!("w{k}'s fans in Prometheus"), Duration::from_secs(60), || {
             (series(&web, &q).first().map(|s| s.1) == Some(fans(k, true) as f64)).then_some(())
         });
         let q = format!("pagepulse_page_followers{{page_id=\"w{k}\"}}");
         assert_eq!(series(&web, &q).first().map(|s| s.1), Some(2.0 * fans(k, true) as f64));
+        let q = format!("pagepulse_page_delta{{page_id=\"w{k}\",window=\"24h\"}}");
+        assert_eq!(series(&web, &q).first().map(|s| s.1), Some((fans(k, true) - fans(k, false)) as f64));
     }
-    assert!(series(&web, "pagepulse_page_fans{page_id=\"w1\"}").is_empty(), "over the bound: not exported");
+    assert!(series(&web, "pagepulse_page_fans{page_id=\"w3\"}").is_empty(), "over the bound: not exported");
+    assert!(series(&web, "pagepulse_page_fans{page_id=\"w4\"}").is_empty(), "unmarked: not exported");
     assert_eq!(
         series(&web, "pagepulse_results_over_bound{metric=\"pagepulse_page_fans\"}").first().map(|s| s.1),
         Some(1.0)

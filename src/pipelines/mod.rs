@@ -160,7 +160,11 @@ impl Results {
 impl LiveViews {
     /// Empty views for `cfg`.
     pub fn new(cfg: &Config) -> Self {
-        Self { fans: fans::FansLive::new(cfg.fans.top_n), posts: posts::PostsLive::new(), results: Results::new(cfg) }
+        Self {
+            fans: fans::FansLive::new(cfg.fans.top_n).with_watch_max(cfg.fans.watch_max),
+            posts: posts::PostsLive::new(),
+            results: Results::new(cfg),
+        }
     }
 }
 

@@ -46,6 +46,9 @@ struct TrackPage {
     interval_s: Option<u64>,
     /// `false` stops tracking the page (like `DELETE`).
     tracked: Option<bool>,
+    /// `true` exports the page's figures to Prometheus (`pagepulse_page_fans`, ...), within
+    /// `pipelines.fans.watch_max`; re-sending the page without it stops that.
+    watch: Option<bool>,
 }
 
 /// The answer to a multi-page request.

@@ -1,5 +1,6 @@
-//! The fans pipeline's result gauges: the figures of watched pages (`pipelines.fans.watch`, at
-//! most `watch_max`) and both current rankings of `fans.top` (at most `top_n` each).
+//! The fans pipeline's result gauges: the figures of watched pages (`pipelines.fans.watch` and
+//! pages marked `"watch": true` in their `pages` record, at most `watch_max`) and both current
+//! rankings of `fans.top` (at most `top_n` each).
 
 use super::live::Detail;
 use crate::config::Config;
@@ -45,10 +46,14 @@ pub static TOP_DELTA: Family = Family {
 /// Every family of this file.
 pub const FAMILIES: &[&Family] = &[&PAGE_FANS, &PAGE_FOLLOWERS, &PAGE_DELTA, &TOP_GROWTH, &TOP_DELTA];
 
-/// Fills the families from the fans live view.
+/// Fills the families from the fans live view: the pages of `pipelines.fans.watch`, then those
+/// marked in their `pages` record, each once.
 pub fn export(cfg: &Config, live: &LiveViews, e: &mut Export) {
     let max = cfg.fans.watch_max;
-    for key in &cfg.fans.watch {
+    let marked = live.fans.watched();
+    let mut keys: Vec<String> = cfg.fans.watch.clone();
+    keys.extend(marked.keys().into_iter().filter(|k| !cfg.fans.watch.contains(k)));
+    for key in &keys {
         let Some(view) = live.fans.page(key, Detail::Stats) else { continue };
         let (platform, page_id, s) = (view.platform.as_str(), view.page_id.as_str(), &view.stats);
         e.set(&PAGE_FANS, max, &[platform, page_id], s.fans as f64);

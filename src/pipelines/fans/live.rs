@@ -46,6 +46,7 @@ type Registry = DashMap<i32, Arc<PageMap>>;
 pub struct FansLive {
     partitions: Arc<Registry>,
     top: Arc<Mutex<FansTopView>>,
+    watched: super::watch::Watched,
 }
 
 /// How much of a page a query copies out.
@@ -148,7 +149,23 @@ impl PageView {
 impl FansLive {
     /// An empty view whose ranking keeps `top_n` pages (`pipelines.fans.top_n`).
     pub fn new(top_n: usize) -> Self {
-        Self { partitions: Arc::new(Registry::new()), top: Arc::new(Mutex::new(FansTopView::new(top_n))) }
+        Self {
+            partitions: Arc::new(Registry::new()),
+            top: Arc::new(Mutex::new(FansTopView::new(top_n))),
+            watched: super::watch::Watched::new(1000),
+        }
+    }
+
+    /// The same view, holding the marks of at most ten times `watch_max` pages
+    /// (`pipelines.fans.watch_max`; see [`super::watch`]).
+    pub fn with_watch_max(mut self, watch_max: usize) -> Self {
+        self.watched = super::watch::Watched::new(watch_max.saturating_mul(10).max(10));
+        self
+    }
+
+    /// The pages marked for watching in their `pages` records.
+    pub fn watched(&self) -> super::watch::Watched {
+        self.watched.clone()
     }
 
     /// The cross-partition ranking, for the pipeline's aggregate to merge into and tick.

@@ -23,6 +23,7 @@ pub mod processor;
 pub mod records;
 pub mod store;
 pub mod top;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -35,7 +36,8 @@ pub use self::processor::{decode_observation, FansProcessor, Observation};
 pub use self::records::{DeltaOut, FansTop, PageStats, TopEntry};
 pub use self::store::FansStore;
 pub use self::top::{FansTopView, PartitionTop, TOP_INTERVAL, TOP_KEY};
-use super::{Built, Error, Pipeline, Wiring};
+pub use self::watch::{WatchProcessor, Watched};
+use super::{Built, Error, GlobalTable, Pipeline, Wiring};
 use crate::engine::aggregate::merge_fn;
 use crate::engine::{AggregatorActor, PipelineSpec};
 
@@ -67,5 +69,8 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
         w.metrics.clone(),
     )
     .with_store(w.store);
-    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals: Vec::new(), helpers: None })
+    // Pages marked `"watch": true` in `pages`, read whole on every instance (see `watch`).
+    let watch = WatchProcessor::new(w.live.fans.watched());
+    let globals = vec![GlobalTable::new(PIPELINE, crate::pipelines::pages::INPUT, watch)];
+    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals, helpers: None })
 }

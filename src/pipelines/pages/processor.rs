@@ -50,6 +50,8 @@ struct Wire<'a> {
     interval_s: Option<&'a RawValue>,
     #[serde(borrow, default)]
     tracked: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    watch: Option<&'a RawValue>,
 }
 
 fn invalid(message: String) -> Rejection {
@@ -69,6 +71,9 @@ pub fn decode_page<'a>(rec: &'a RawRecord, platforms: &[&str]) -> Result<PageCom
         Some("false") => false,
         Some(_) => return Err(Rejection::new(RejectClass::WrongType, "field `tracked` must be a boolean")),
     };
+    if !matches!(wire.watch.map(RawValue::get), None | Some("null" | "true" | "false")) {
+        return Err(Rejection::new(RejectClass::WrongType, "field `watch` must be a boolean"));
+    }
     let platform = optional_str("platform", wire.platform)?;
     let page_id = optional_str("page_id", wire.page_id)?;
     if let Some(p) = &platform {
@@ -358,6 +363,8 @@ mod tests {
         assert_eq!(refused(Some("nasa"), Some(r#"{"page_id": "nasa"}"#)).class, RejectClass::InvalidValue);
         let e = refused(Some("mastodon:nasa"), Some(r#"{"page_id": "nasa"}"#));
         assert!(e.message.contains("field `platform`"), "{}", e.message);
+        let e = refused(Some("facebook:nasa"), Some(r#"{"page_id": "nasa", "watch": "yes"}"#));
+        assert_eq!(e.message, "field `watch` must be a boolean");
         let e = refused(Some("facebook:nasa"), Some(r#"{"page_id": "nasa", "interval_s": 9}"#));
         assert_eq!(e.message, "field `interval_s` must be between 10 and 86400, got 9");
         let e = refused(Some("facebook:nasa"), Some(r#"{"page_id": "nasa", "interval_s": 1.5}"#));
