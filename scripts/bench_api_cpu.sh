@@ -30,19 +30,7 @@ export PAGEPULSE_HTTP_LISTEN="127.0.0.1:$HPORT" PAGEPULSE_WRITE_TOKEN="bench-tok
 export PAGEPULSE__pipelines__pages__enabled=false
 export PAGEPULSE__http__read_rate=1000000.0 PAGEPULSE__http__read_burst=1000000
 "$BIN" topics create >/dev/null
-python3 - <<PY
-from confluent_kafka import Producer
-import datetime, json
-p = Producer({"bootstrap.servers": "127.0.0.1:$BPORT"})
-t0 = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=24)
-for i in range(145):
-    at = (t0 + datetime.timedelta(minutes=10 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    p.produce("bench.fans.observations", key=b"facebook:bench", value=json.dumps({"platform": "facebook", "page_id": "bench", "fans": 1000 + i, "followers": 1200 + i, "observed_at": at}))
-arts = [{"rank": r + 1, "title": "Article_%d_(disambiguation)" % r, "views": 100000 - 997 * r} for r in range(25)]
-top = {"domain": "en", "hour_start": "2026-12-05T10:00:00Z", "final": True, "total_views": sum(a["views"] for a in arts) + 123456, "late_events": 0, "articles": arts}
-p.produce("bench.pageviews.top", key=b"en|2026-12-05T10", value=json.dumps(top))
-p.flush()
-PY
+python3 scripts/bench_api_seed.py "127.0.0.1:$BPORT" "$PAGEPULSE_TOPIC_PREFIX"
 "$BIN" run >"$WORK/pagepulse.log" 2>&1 &
 PP=$!; PIDS+=($PP)
 AUTH="Authorization: Bearer $PAGEPULSE_WRITE_TOKEN"

@@ -35,10 +35,6 @@ fn decode(s: &str) -> String {
 fn the_live_page_shows_what_the_api_answers() {
     let env = TestEnv::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| {
-        let out = env.cli(args).output().expect("pagepulse");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
     // Three pages observed 25 h apart; page wK gains 100 * K * K fans.
     let now = chrono::Utc::now().timestamp_millis();
     let t0 = now - now % H - 30 * H;
@@ -60,30 +56,11 @@ fn the_live_page_shows_what_the_api_answers() {
         ("PAGEPULSE__pipelines__apps__mentions_interval", "\"1s\""),
     ]);
     pp.wait_ready(Duration::from_secs(60));
-    let csv = dir.path().join("apps.csv");
-    run(&["demo", "apps-csv", "--out", csv.to_str().expect("path"), "--apps", "200"]);
-    run(&["ingest", "apps", "--quiet", csv.to_str().expect("path")]);
-    run(&["demo", "posts", "--rate", "0", "--count", "300", "--mention-every", "3"]);
-    run(&["demo", "messages", "--rate", "0", "--count", "200"]);
-    let dumps = dir.path().join("dumps");
+    env.load_demo_catalogue(dir.path(), 200);
+    env.run(&["demo", "posts", "--rate", "0", "--count", "300", "--mention-every", "3"]);
+    env.run(&["demo", "messages", "--rate", "0", "--count", "200"]);
     let hour = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
-    run(&[
-        "demo",
-        "pageviews-dump",
-        "--out",
-        dumps.to_str().expect("path"),
-        "--start",
-        &hour,
-        "--lines",
-        "2000",
-        "--domains",
-        "2",
-    ]);
-    let mut ingest = vec!["ingest".to_string(), "pageviews".into(), "--quiet".into()];
-    ingest.extend(
-        std::fs::read_dir(&dumps).expect("dumps").map(|e| e.expect("entry").path().to_string_lossy().into_owned()),
-    );
-    run(&ingest.iter().map(String::as_str).collect::<Vec<_>>());
+    env.ingest_demo_hour(dir.path(), &hour, 2000, 2);
 
     // The API's answers, once every part has one and the input is processed.
     let auth = format!("Bearer {READ}");

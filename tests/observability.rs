@@ -47,19 +47,28 @@ fn alert_rules_are_valid_and_every_alert_is_unit_tested() {
     }
 }
 
-/// Every template variable of every shipped dashboard: (dashboard file, name, query).
-fn variables() -> Vec<(String, String, String)> {
+/// Every shipped dashboard: (file name, its JSON).
+fn dashboards() -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(format!("{ROOT}/grafana/dashboards")).expect("grafana/dashboards") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "json") {
-            let d: serde_json::Value =
+            let d =
                 serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("dashboard is JSON");
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
-            for v in d["templating"]["list"].as_array().into_iter().flatten() {
-                let q = v["query"]["query"].as_str().or(v["query"].as_str()).expect("a variable query");
-                out.push((name.clone(), v["name"].as_str().expect("name").to_string(), q.to_string()));
-            }
+            out.push((path.file_name().expect("name").to_string_lossy().into_owned(), d));
+        }
+    }
+    assert!(!out.is_empty(), "no dashboards");
+    out
+}
+
+/// Every template variable of every shipped dashboard: (dashboard file, name, query).
+fn variables() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (name, d) in dashboards() {
+        for v in d["templating"]["list"].as_array().into_iter().flatten() {
+            let q = v["query"]["query"].as_str().or(v["query"].as_str()).expect("a variable query");
+            out.push((name.clone(), v["name"].as_str().expect("name").to_string(), q.to_string()));
         }
     }
     out
@@ -75,18 +84,11 @@ fn filled(expr: &str, values: &[(&str, &str)]) -> String {
 /// Every panel of every shipped dashboard, with the dashboard's file name.
 fn panels() -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("{ROOT}/grafana/dashboards")).expect("grafana/dashboards") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let d: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("dashboard is JSON");
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
-            for p in d["panels"].as_array().expect("panels") {
-                out.push((name.clone(), p.clone()));
-            }
+    for (name, d) in dashboards() {
+        for p in d["panels"].as_array().expect("panels") {
+            out.push((name.clone(), p.clone()));
         }
     }
-    assert!(!out.is_empty(), "no dashboards");
     out
 }
 
@@ -381,10 +383,6 @@ fn watched_pages_from_the_config_and_from_page_records_and_the_top_pages_reach_p
 fn every_dashboard_query_returns_data_from_the_whole_job_and_chosen_values_equal_the_outputs() {
     let env = TestEnv::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| {
-        let out = env.cli(args).output().expect("pagepulse");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
     // The simulated platform, and pagepulse polling it; page-000001 watched, results soon.
     let sim = format!("127.0.0.1:{}", free_port());
     let _sim = Guard(
@@ -411,33 +409,12 @@ fn every_dashboard_query_returns_data_from_the_whole_job_and_chosen_values_equal
     let (_prom, web) = prometheus(dir.path(), &pp.addr.to_string());
     // Every input of the job: pages, the app catalogue, posts mentioning its apps, messages, an
     // hour of page views.
-    run(&["demo", "pages", "--count", "20", "--interval-s", "20", "--mastodon-every", "5"]);
-    let csv = dir.path().join("apps.csv");
-    run(&["demo", "apps-csv", "--out", csv.to_str().expect("path"), "--apps", "300"]);
-    run(&["ingest", "apps", "--quiet", csv.to_str().expect("path")]);
-    run(&["demo", "posts", "--rate", "0", "--count", "400", "--mention-every", "3", "--bad-every", "50"]);
-    run(&["demo", "messages", "--rate", "0", "--count", "300", "--bad-every", "50"]);
-    let dumps = dir.path().join("dumps");
+    env.run(&["demo", "pages", "--count", "20", "--interval-s", "20", "--mastodon-every", "5"]);
+    env.load_demo_catalogue(dir.path(), 300);
+    env.run(&["demo", "posts", "--rate", "0", "--count", "400", "--mention-every", "3", "--bad-every", "50"]);
+    env.run(&["demo", "messages", "--rate", "0", "--count", "300", "--bad-every", "50"]);
     let hour = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H").to_string();
-    run(&[
-        "demo",
-        "pageviews-dump",
-        "--out",
-        dumps.to_str().expect("path"),
-        "--start",
-        &hour,
-        "--lines",
-        "3000",
-        "--domains",
-        "3",
-    ]);
-    let files: Vec<String> = std::fs::read_dir(&dumps)
-        .expect("dumps")
-        .map(|e| e.expect("entry").path().to_string_lossy().into_owned())
-        .collect();
-    let mut ingest = vec!["ingest", "pageviews", "--quiet"];
-    ingest.extend(files.iter().map(String::as_str));
-    run(&ingest);
+    env.ingest_demo_hour(dir.path(), &hour, 3000, 3);
     // What the error panels chart: a malformed page view and message (dead letters), and a late
     // page view and message once their window is final.
     env.produce_python("pageviews", &[(Some("en".into()), Some(b"{not json".to_vec()))]);

@@ -317,6 +317,35 @@ impl TestEnv {
         c
     }
 
+    /// Runs `pagepulse args` of this environment to its end; panics with its stderr if it fails.
+    pub fn run(&self, args: &[&str]) {
+        let out = self.cli(args).output().expect("run pagepulse");
+        assert!(out.status.success(), "pagepulse {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Writes a generated app catalogue of `apps` apps (Kaggle's CSV form) into `dir` and loads it
+    /// into `apps` with `ingest apps`.
+    pub fn load_demo_catalogue(&self, dir: &std::path::Path, apps: usize) {
+        let csv = dir.join("apps.csv");
+        let csv = csv.to_str().expect("UTF-8 path");
+        self.run(&["demo", "apps-csv", "--out", csv, "--apps", &apps.to_string()]);
+        self.run(&["ingest", "apps", "--quiet", csv]);
+    }
+
+    /// Generates one hour of page views (`lines` lines over `domains` domains) starting at `hour`
+    /// (`YYYY-MM-DDTHH`) into `dir/dumps` and loads it into `pageviews` with `ingest pageviews`.
+    pub fn ingest_demo_hour(&self, dir: &std::path::Path, hour: &str, lines: usize, domains: usize) {
+        let dumps = dir.join("dumps");
+        let out = dumps.to_str().expect("UTF-8 path");
+        let (lines, domains) = (lines.to_string(), domains.to_string());
+        self.run(&["demo", "pageviews-dump", "--out", out, "--start", hour, "--lines", &lines, "--domains", &domains]);
+        let mut ingest = vec!["ingest".to_string(), "pageviews".into(), "--quiet".into()];
+        ingest.extend(
+            std::fs::read_dir(&dumps).expect("dumps").map(|e| e.expect("entry").path().to_string_lossy().into_owned()),
+        );
+        self.run(&ingest.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
     /// Starts `pagepulse run` with its HTTP endpoint on a free port.
     pub fn start(&self) -> Pagepulse {
         self.start_with(&[])
