@@ -68,18 +68,20 @@ fn the_live_page_shows_what_the_api_answers() {
         let a = http(&pp.addr, "GET", &format!("/api/v1{path}"), &[("Authorization", &auth)], b"")?;
         (a.status == 200).then(|| a.json())
     };
+    // Settled: the same answer for 1.5 s (the pipelines write trending, totals and rankings every
+    // second or so while input is being processed).
     let stable = |path: &str, ready: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
-        let mut last = None;
+        let mut seen: Option<(serde_json::Value, std::time::Instant)> = None;
         support::wait_for(&format!("{path} answered and settled"), Duration::from_secs(90), || {
-            let now = get(path).filter(|v| ready(v));
-            let settled = now.is_some() && now == last;
-            last = now.clone();
-            if !settled {
-                std::thread::sleep(Duration::from_millis(1500)); // between two reads of a settling answer
+            let now = get(path).filter(|v| ready(v))?;
+            match &seen {
+                Some((v, since)) if *v == now => (since.elapsed() >= Duration::from_millis(1500)).then(|| now.clone()),
+                _ => {
+                    seen = Some((now, std::time::Instant::now()));
+                    None
+                }
             }
-            settled.then_some(())
-        });
-        last.expect("an answer")
+        })
     };
     let top = stable("/pages/top", &|v| v["by_growth_24h_pct"].as_array().is_some_and(|a| a.len() == 3));
     let page = stable("/pages/facebook:w2?series=false", &|_| true);

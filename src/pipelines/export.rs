@@ -31,8 +31,8 @@ impl ResultsCollector {
     /// This scrape's series, before encoding.
     pub fn export(&self) -> Export {
         let mut e = Export::new();
-        for p in REGISTRY.iter().filter(|p| (p.enabled)(&self.cfg)) {
-            (p.export)(&self.cfg, &self.live, &mut e);
+        for export in REGISTRY.iter().filter(|p| (p.enabled)(&self.cfg)).filter_map(|p| p.export) {
+            export(&self.cfg, &self.live, &mut e);
         }
         e
     }
@@ -47,9 +47,6 @@ impl Collector for ResultsCollector {
         self.export().into_families(&self.families)
     }
 }
-
-/// The `export` of a pipeline with no results to chart.
-pub fn nothing(_: &Config, _: &LiveViews, _: &mut Export) {}
 
 #[cfg(test)]
 mod tests {

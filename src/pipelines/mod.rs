@@ -73,8 +73,9 @@ pub struct Pipeline {
     pub served: &'static [&'static str],
     /// The result gauges it exports to Prometheus.
     pub exports: &'static [&'static Family],
-    /// Fills its result gauges from the live views, at each scrape (bounds from `cfg`).
-    pub export: fn(&Config, &LiveViews, &mut Export),
+    /// Fills its result gauges from the live views, at each scrape (bounds from `cfg`); `None`
+    /// for a pipeline with no results to chart.
+    pub export: Option<fn(&Config, &LiveViews, &mut Export)>,
     /// Starts what the pipeline needs and returns what the engine runs.
     pub build: fn(Wiring<'_>) -> Result<Built, Error>,
 }

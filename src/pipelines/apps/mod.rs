@@ -66,7 +66,7 @@ pub const ENTRY: Pipeline = Pipeline {
     store_input: Some(POSTS),
     served: &[TOP, MENTIONS, CATALOGUE],
     exports: export::FAMILIES,
-    export: export::export,
+    export: Some(export::export),
     build,
 };
 

@@ -50,7 +50,7 @@ pub const ENTRY: Pipeline = Pipeline {
     store_input: Some(INPUT),
     served: &[],
     exports: export::FAMILIES,
-    export: export::export,
+    export: Some(export::export),
     build,
 };
 

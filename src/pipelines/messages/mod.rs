@@ -52,7 +52,7 @@ pub const ENTRY: Pipeline = Pipeline {
     store_input: Some(INPUT),
     served: &[STATS, TOTALS],
     exports: export::FAMILIES,
-    export: export::export,
+    export: Some(export::export),
     build,
 };
 

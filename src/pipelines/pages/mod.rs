@@ -54,7 +54,7 @@ pub const ENTRY: Pipeline = Pipeline {
     store_input: None,
     served: &[],
     exports: &[],
-    export: super::export::nothing,
+    export: None,
     build,
 };
 

@@ -48,7 +48,7 @@ pub const ENTRY: Pipeline = Pipeline {
     store_input: Some(INPUT),
     served: &[ANALYSIS],
     exports: export::FAMILIES,
-    export: export::export,
+    export: Some(export::export),
     build,
 };
 
