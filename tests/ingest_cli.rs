@@ -159,10 +159,11 @@ fn pageview_dumps_arrive_exactly_once_and_malformed_lines_are_reported() {
 
     let mut generated = Vec::new();
     write_hour(&DumpSpec { lines: 3000, domains: 5, seed: 7 }, 0, &mut generated).expect("generate");
-    let gz = dir.path().join("pageviews-20261123-100000.gz");
+    // Named as Wikimedia names them, by the end of the hour: these are 10:00-11:00 and 11:00-12:00.
+    let gz = dir.path().join("pageviews-20261123-110000.gz");
     gzip_file(&gz, &generated);
     // Plain text, no extension; the last line repeats a (domain, title): both are produced.
-    let plain = dir.path().join("pageviews-20261123-110000");
+    let plain = dir.path().join("pageviews-20261123-120000");
     std::fs::write(&plain, PLAIN).expect("write plain dump");
 
     let (out, err) = run(&env, &["ingest", "pageviews", gz.to_str().expect("path"), plain.to_str().expect("path")]);

@@ -21,8 +21,9 @@ const DOMAINS: [&str; 4] = ["en", "de", "fr.m", "ja"];
 const HOURS: i64 = 3;
 const TOP_N: usize = 25;
 
+/// The Wikimedia name of hour `hour`'s dump: the time in it is the end of the hour.
 fn file_name(hour: i64) -> String {
-    let t = chrono::DateTime::from_timestamp_millis(H0 + hour * HOUR).expect("time");
+    let t = chrono::DateTime::from_timestamp_millis(H0 + (hour + 1) * HOUR).expect("time");
     format!("pageviews-{}0000", t.format("%Y%m%d-%H"))
 }
 

@@ -20,7 +20,8 @@ pub enum DemoCommand {
     Posts(PostsArgs),
     /// Track the simulator's pages (page-000001 ... page-N) in the `pages` topic, then exit.
     Pages(PagesArgs),
-    /// Write realistic hourly pageview dumps (`pageviews-YYYYMMDD-HH0000[.gz]`) into a directory.
+    /// Write realistic hourly pageview dumps (`pageviews-YYYYMMDD-HH0000[.gz]`, named by the end
+    /// of their hour as Wikimedia's are) into a directory.
     PageviewsDump(PageviewsDumpArgs),
     /// Produce users' messages (username, city, state) to the `messages` topic.
     Messages(MessagesArgs),

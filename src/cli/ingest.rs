@@ -102,8 +102,8 @@ pub struct PageviewsArgs {
     /// `domain_code page_title count_views total_response_size`.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// The hour (UTC) every file covers, `YYYY-MM-DDTHH`; default: from each file name
-    /// (`pageviews-YYYYMMDD-HH0000`).
+    /// The hour (UTC) every file covers, by its start, `YYYY-MM-DDTHH`; default: from each file
+    /// name (`pageviews-YYYYMMDD-HH0000`, which names the hour's end, as Wikimedia's do).
     #[arg(long, value_parser = parse_hour_arg)]
     pub hour: Option<i64>,
     /// No progress display (the summary is still printed).

@@ -155,6 +155,9 @@ fn digits(s: &[u8]) -> Option<u32> {
 /// The start (epoch ms, UTC) of the hour a dump covers, from a file name containing
 /// `pageviews-YYYYMMDD-HH0000` (anywhere in the file name, not in the directories); `None` if the
 /// name has no such part or names an impossible date or hour.
+///
+/// As in Wikimedia's dumps, the time in the name is the *end* of the hour counted:
+/// `pageviews-20200101-150000.gz` holds 14:00-15:00 UTC, so its hour starts at 14:00.
 pub fn hour_from_file_name(path: &Path) -> Option<i64> {
     const TAG: &str = "pageviews-";
     let name = path.file_name()?.to_string_lossy();
@@ -168,9 +171,13 @@ pub fn hour_from_file_name(path: &Path) -> Option<i64> {
             return None;
         }
         let year = digits(&rest[0..4])? as i32;
-        hour_start_ms(year, digits(&rest[4..6])?, digits(&rest[6..8])?, digits(&rest[9..11])?)
+        let end = hour_start_ms(year, digits(&rest[4..6])?, digits(&rest[6..8])?, digits(&rest[9..11])?)?;
+        Some(end - HOUR_MS)
     })
 }
+
+/// One hour, in milliseconds.
+const HOUR_MS: i64 = 3_600_000;
 
 /// Parses an hour given as `YYYY-MM-DDTHH` (UTC) into epoch milliseconds.
 pub fn parse_hour(s: &str) -> Result<i64> {
@@ -185,9 +192,9 @@ pub fn parse_hour(s: &str) -> Result<i64> {
 }
 
 /// The Wikimedia file name of the dump of the hour starting at `ts_ms`:
-/// `pageviews-YYYYMMDD-HH0000`, plus `.gz` if `gzip`.
+/// `pageviews-YYYYMMDD-HH0000` naming the hour's *end*, plus `.gz` if `gzip`.
 pub fn file_name_for_hour(ts_ms: i64, gzip: bool) -> String {
-    let t = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
+    let t = chrono::DateTime::from_timestamp_millis(ts_ms + HOUR_MS).unwrap_or_default();
     format!("pageviews-{}{}", t.format("%Y%m%d-%H0000"), if gzip { ".gz" } else { "" })
 }
 
@@ -314,7 +321,8 @@ mod tests {
 
     #[test]
     fn hour_from_file_names() {
-        let h = ms("2026-11-23T10:00:00Z");
+        // The name's time ends the hour (Wikimedia's format): 10:00 names 09:00-10:00.
+        let h = ms("2026-11-23T09:00:00Z");
         for name in [
             "pageviews-20261123-100000.gz",
             "pageviews-20261123-100000",
@@ -323,7 +331,12 @@ mod tests {
         ] {
             assert_eq!(hour_from_file_name(Path::new(name)), Some(h), "{name}");
         }
-        assert_eq!(hour_from_file_name(Path::new("pageviews-20240229-230000.gz")), Some(ms("2024-02-29T23:00:00Z")));
+        assert_eq!(hour_from_file_name(Path::new("pageviews-20240229-230000.gz")), Some(ms("2024-02-29T22:00:00Z")));
+        // Midnight ends the last hour of the day before.
+        assert_eq!(hour_from_file_name(Path::new("pageviews-20240301-000000.gz")), Some(ms("2024-02-29T23:00:00Z")));
+        for ts in [ms("2024-02-29T23:00:00Z"), ms("2026-11-23T09:00:00Z")] {
+            assert_eq!(hour_from_file_name(Path::new(&file_name_for_hour(ts, true))), Some(ts), "round trip");
+        }
         for bad in [
             "dump.gz",
             "pageviews-20261123.gz",
@@ -352,7 +365,8 @@ mod tests {
     #[test]
     fn file_names_round_trip() {
         let h = ms("2026-01-02T03:00:00Z");
-        assert_eq!(file_name_for_hour(h, true), "pageviews-20260102-030000.gz");
+        // 03:00-04:00 is named by its end.
+        assert_eq!(file_name_for_hour(h, true), "pageviews-20260102-040000.gz");
         assert_eq!(hour_from_file_name(Path::new(&file_name_for_hour(h, false))), Some(h));
     }
 

@@ -445,7 +445,8 @@ mod tests {
         let names: Vec<_> = files.iter().map(|f| f.file_name().expect("name").to_string_lossy().into_owned()).collect();
         assert_eq!(
             names,
-            ["pageviews-20261123-220000.gz", "pageviews-20261123-230000.gz", "pageviews-20261124-000000.gz"]
+            // Each names the end of its hour: 22:00-23:00 is `...-230000`.
+            ["pageviews-20261123-230000.gz", "pageviews-20261124-000000.gz", "pageviews-20261124-010000.gz"]
         );
         let mut input = crate::ingest::dump::open(&files[1]).expect("open");
         assert!(input.gzip);
