@@ -222,6 +222,8 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
         // partition 0. Written from a thread, paced, while the engine runs.
         let sent: Arc<[AtomicU64; PARTITIONS as usize]> = Arc::new(Default::default());
         let writing = Arc::new(AtomicBool::new(true));
+        // The writer waits on this channel between rounds: 2 ms, or less once told to stop.
+        let (stop_writer, stop_rx) = std::sync::mpsc::channel::<()>();
         let writer = {
             let (sent, writing, topic) = (sent.clone(), writing.clone(), topic.clone());
             std::thread::spawn(move || {
@@ -233,8 +235,10 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
                         sent[p as usize].fetch_add(1, Ordering::SeqCst);
                     }
                     i += 1;
-                    // Pacing the input at about 4 x 500 records/s: not a wait for a result.
-                    std::thread::sleep(Duration::from_millis(2));
+                    // Pacing the input at about 4 x 500 records/s until told to stop.
+                    if stop_rx.recv_timeout(Duration::from_millis(2)).is_ok() {
+                        break;
+                    }
                 }
                 producer.flush();
             })
@@ -247,31 +251,41 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
                 (1..4).map(|p| (to[p] - from[p]) as f64 / secs).collect()
             };
             let snapshot = || -> [u64; 4] { std::array::from_fn(|p| seen[p].load(Ordering::SeqCst)) };
+            // Polls conditions every 20 ms (each wait below has a deadline).
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
             // Before the hold: every partition flows.
             while !gate.holding.load(Ordering::SeqCst) {
                 assert!(Instant::now() < deadline, "the hold record never reached partition 0's task");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tick.tick().await;
             }
             let held_at = Instant::now();
             let before = snapshot();
-            tokio::time::sleep(Duration::from_secs(2)).await; // a measuring window, not a wait for a result
+            // The early rate: until partitions 1-3 each processed 500 more records.
+            while (1..4).any(|p| snapshot()[p] < before[p] + 500) {
+                assert!(Instant::now() < deadline, "partitions 1-3 stopped flowing when partition 0 was held");
+                tick.tick().await;
+            }
             let early = snapshot();
-            let early_rate = rate(&before, &early, 2.0);
+            let early_window = held_at.elapsed();
+            let early_rate = rate(&before, &early, early_window.as_secs_f64());
             let sent_early: [u64; 4] = std::array::from_fn(|p| sent[p].load(Ordering::SeqCst));
+            let early_at = Instant::now();
             // Through the hold, well past max.poll.interval.ms.
             let mut paused_seen = false;
             while held_at.elapsed() < HOLD {
                 paused_seen |= metrics.partitions_paused.get() == 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tick.tick().await;
             }
             let late = snapshot();
-            let late_rate = rate(&early, &late, (HOLD - Duration::from_secs(2)).as_secs_f64());
+            let late_window = early_at.elapsed().as_secs_f64();
+            let late_rate = rate(&early, &late, late_window);
             let sent_late: [u64; 4] = std::array::from_fn(|p| sent[p].load(Ordering::SeqCst));
             // The input rate over the same window: what partitions 1-3 must keep up with.
-            let input_rate = rate(&sent_early, &sent_late, (HOLD - Duration::from_secs(2)).as_secs_f64());
+            let input_rate = rate(&sent_early, &sent_late, late_window);
             let held_count = late[0];
             gate.open();
             writing.store(false, Ordering::Release);
+            let _ = stop_writer.send(());
             (paused_seen, early_rate, late_rate, input_rate, held_count, held_at, deadline)
         };
         let consumer = engine.consumer.clone();
@@ -279,6 +293,7 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
         let watch = async {
             let (paused_seen, early_rate, late_rate, input_rate, held_count, held_at, deadline) = observed.await;
             // After the release: everything written reaches the echo output exactly once.
+            let mut release_tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 let total: u64 = (0..4).map(|p| seen[p].load(Ordering::SeqCst)).sum();
                 let want: u64 = (0..4).map(|p| sent[p].load(Ordering::SeqCst)).sum();
@@ -300,7 +315,7 @@ fn a_held_partition_is_paused_while_the_others_keep_flowing_and_the_member_stays
                     (0..4).map(|p| sent[p].load(Ordering::SeqCst)).collect::<Vec<_>>(),
                     metrics.partitions_paused.get()
                 );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                release_tick.tick().await;
             }
             sd.trigger(Reason::Requested);
             (paused_seen, early_rate, late_rate, input_rate, held_count, held_at)
@@ -389,10 +404,12 @@ fn a_partition_resumed_inside_the_last_record_batch_gets_the_rest_of_it() {
         let consumer = engine.consumer.clone();
         let run = source::run(&consumer, chunks, &mut engine.router, &sd);
         let watch = async {
+            // Polls conditions every 20 ms (each wait below has a deadline).
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
             let deadline = Instant::now() + Duration::from_secs(30);
             while !(gate.holding.load(Ordering::SeqCst) && metrics.partitions_paused.get() == 1) {
                 assert!(Instant::now() < deadline, "partition 0 was never held and paused");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tick.tick().await;
             }
             gate.open();
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -403,7 +420,7 @@ fn a_partition_resumed_inside_the_last_record_batch_gets_the_rest_of_it() {
                     seen[0].load(Ordering::SeqCst),
                     metrics.consumer_rewinds.get()
                 );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tick.tick().await;
             }
             sd.trigger(Reason::Requested);
         };

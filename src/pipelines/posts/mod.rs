@@ -55,7 +55,9 @@ pub const ENTRY: Pipeline = Pipeline {
 /// The posts tasks, feeding one trending aggregate ticked every `trending_emit_interval`.
 fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let cfg = &w.cfg.posts;
-    let trending = Arc::new(Mutex::new(HashtagTrending::new(cfg, w.metrics.clone()).with_live(&w.live.posts)));
+    let live = w.live.posts.clone();
+    let publish = Box::new(move |t: &Trending| live.set_hashtags(t.clone()));
+    let trending = Arc::new(Mutex::new(HashtagTrending::new(cfg, w.metrics.clone()).with_publisher(publish)));
     let actor = AggregatorActor::new(trending.clone(), cfg.trending_emit_interval, w.sink.clone()).start();
     let (pc, clock) = (cfg.clone(), w.clock);
     let tasks = PipelineSpec::new(

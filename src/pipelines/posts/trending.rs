@@ -2,7 +2,6 @@
 //! of this instance (a cross-partition aggregate, [`crate::engine::aggregate`]).
 
 use super::config::PostsConfig;
-use super::live::PostsLive;
 use super::names::{PIPELINE, TRENDING, TRENDING_KEY};
 use super::records::{Trending, TrendingTag};
 use crate::clock::format_ms;
@@ -29,8 +28,11 @@ pub struct HashtagTrending {
     emitted_version: Option<u64>,
     last: Option<Trending>,
     metrics: Metrics,
-    live: Option<PostsLive>,
+    publish: Option<Publisher>,
 }
+
+/// Where every new ranking is published besides `posts.trending` (the live view HTTP reads).
+pub type Publisher = Box<dyn Fn(&Trending) + Send>;
 
 impl HashtagTrending {
     /// An empty trending view with the pipeline's config.
@@ -45,13 +47,13 @@ impl HashtagTrending {
             emitted_version: None,
             last: None,
             metrics,
-            live: None,
+            publish: None,
         }
     }
 
-    /// Publishes every new ranking in `live` too.
-    pub fn with_live(mut self, live: &PostsLive) -> Self {
-        self.live = Some(live.clone());
+    /// Hands every new ranking to `publish` too.
+    pub fn with_publisher(mut self, publish: Publisher) -> Self {
+        self.publish = Some(publish);
         self
     }
 
@@ -94,8 +96,8 @@ impl Aggregate for HashtagTrending {
         }
         let value = serde_json::to_vec(&current).expect("serializing plain structs cannot fail");
         out.push(OutRecord::new(TRENDING, TRENDING_KEY, value));
-        if let Some(live) = &self.live {
-            live.set_hashtags(current.clone());
+        if let Some(publish) = &self.publish {
+            publish(&current);
         }
         self.last = Some(current);
     }
