@@ -31,7 +31,7 @@ pub struct HashtagTrending {
     publish: Option<Publisher>,
 }
 
-/// Where every new ranking is published besides `posts.trending` (the live view HTTP reads).
+/// Where every new ranking is published besides `posts.trending` (the view HTTP reads from).
 pub type Publisher = Box<dyn Fn(&Trending) + Send>;
 
 impl HashtagTrending {
