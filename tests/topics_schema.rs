@@ -140,7 +140,7 @@ fn pages_examples_match_the_real_decoder() {
 #[test]
 fn pageviews_examples_match_the_real_decoders_and_outputs_match_their_schemas() {
     for (topic, decode) in [
-        (pageviews::INPUT, (|r: &RawRecord| pageviews::decode_view(r).map(|_| ())) as fn(&RawRecord) -> _),
+        (pageviews::INPUT, (|r: &RawRecord| pageviews::decode_input(r).map(|_| ())) as fn(&RawRecord) -> _),
         (pageviews::BLACKLIST, |r: &RawRecord| pageviews::decode_blacklist(r).map(|_| ())),
     ] {
         let d = def(topic);
@@ -177,10 +177,18 @@ fn pageviews_examples_match_the_real_decoders_and_outputs_match_their_schemas() 
     let activity = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut p = pageviews::PageviewsProcessor::new(&cfg.pageviews, bl, activity, &m, Arc::new(ManualClock::at_ms(0)));
     let mut out = pagepulse::engine::Emit::default();
-    for (i, ex) in def(pageviews::INPUT).examples.iter().enumerate() {
+    // The file-ingestion examples (a batch's view, then its end) are preceded by the batch's
+    // begin, as an ingestion writes them: the end makes that hour final and acknowledges it.
+    let examples = &def(pageviews::INPUT).examples;
+    let batch = examples.iter().find_map(|ex| ex.value.get("batch")).expect("a batch example").clone();
+    let hour = examples.iter().find_map(|ex| ex.value.get("hour")).expect("a control example").clone();
+    let begin = serde_json::json!({"control": "begin", "hour": hour, "batch": batch});
+    let inputs = std::iter::once((Some("!file".to_string()), begin))
+        .chain(examples.iter().map(|ex| (ex.key.clone(), ex.value.clone())));
+    for (i, (key, value)) in inputs.enumerate() {
         let rec = RawRecord {
-            key: ex.key.clone().map(String::into_bytes),
-            value: Some(ex.value.to_string().into_bytes()),
+            key: key.map(String::into_bytes),
+            value: Some(value.to_string().into_bytes()),
             offset: i as i64,
             timestamp_ms: None,
         };
@@ -190,16 +198,20 @@ fn pageviews_examples_match_the_real_decoders_and_outputs_match_their_schemas() 
     }
     p.emit_trending(&mut out);
     p.close_idle(&mut out);
-    let (vt, vr) = (validator(def(pageviews::TOP)), validator(def(pageviews::TRENDING)));
-    let (mut tops, mut trends) = (0, 0);
+    let (vt, vr, vj) = (validator(def(pageviews::TOP)), validator(def(pageviews::TRENDING)), validator(def(pageviews::JOBS)));
+    let (mut tops, mut trends, mut acks) = (0, 0, 0);
     for r in &out.records {
         let json: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
-        let (v, n) = if r.topic == pageviews::TOP { (&vt, &mut tops) } else { (&vr, &mut trends) };
+        let (v, n) = match r.topic {
+            t if t == pageviews::TOP => (&vt, &mut tops),
+            t if t == pageviews::JOBS => (&vj, &mut acks),
+            _ => (&vr, &mut trends),
+        };
         *n += 1;
         let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "real {} {json} violates its schema: {errors:?}", r.topic);
     }
-    assert_eq!((tops, trends), (2, 2), "one window and one trending view per example domain");
+    assert_eq!((tops, trends, acks), (3, 2, 1), "one window per example domain and the file's hour, one trending view per live domain, one close");
     for ex in &def(pageviews::TOP).examples {
         let _: pageviews::HourTop = serde_json::from_value(ex.value.clone()).expect("example decodes as HourTop");
     }

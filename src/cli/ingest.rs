@@ -34,6 +34,7 @@
 //! librdkafka's threads included) with the broker on the same 2 cores; where the bound lies
 //! (this thread, compression, the broker) was not profiled.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,9 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use crate::config::Config;
 use crate::ingest::apps::{self, Layout, Rows};
 use crate::ingest::dump::{self, LineError};
+use crate::ingest::record::{ControlKind, CONTROL_KEY};
 use crate::ingest::{record, APPS_TOPIC, BLACKLIST_TOPIC, PAGEVIEWS_TOPIC};
+use crate::pipelines::pageviews::hour_name;
 use crate::kafka::client;
 
 /// How many malformed lines are printed (all are counted).
@@ -106,6 +109,10 @@ pub struct PageviewsArgs {
     /// name (`pageviews-YYYYMMDD-HH0000`, which names the hour's end, as Wikimedia's do).
     #[arg(long, value_parser = parse_hour_arg)]
     pub hour: Option<i64>,
+    /// Count an hour again even if it is already final from a file (by default the same hour
+    /// ingested twice is skipped and counted once).
+    #[arg(long)]
+    pub replace: bool,
     /// No progress display (the summary is still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -175,21 +182,7 @@ fn producer(cfg: &Config, topic: &str, deliveries: Arc<Deliveries>) -> anyhow::R
     if !md.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty()) {
         anyhow::bail!("topic {topic} does not exist (create it with `pagepulse topics create`)");
     }
-    let mut pc = client::base(&cfg.kafka);
-    // Idempotence: a retried batch is never written twice, so every line arrives exactly once.
-    pc.set("enable.idempotence", "true")
-        // Big, compressed batches: batch.size (bytes; librdkafka's and Kafka's default message
-        // limit is 1 MB) rather than the message count is what ends a batch of ~100-byte records.
-        .set("compression.type", "lz4")
-        .set("linger.ms", "50")
-        .set("batch.num.messages", "100000")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", QUEUE_KBYTES.to_string());
-    // The operator's `kafka.producer` properties win, as for every other producer.
-    for (k, v) in &cfg.kafka.producer {
-        pc.set(k, v);
-    }
+    let pc = client::bulk_producer(&cfg.kafka, QUEUE_KBYTES);
     Ok(pc.create_with_context(Context(deliveries))?)
 }
 
@@ -248,6 +241,31 @@ impl Session {
             last_text: now,
             unreadable: Vec::new(),
         })
+    }
+
+    /// Partitions of the session's topic.
+    fn partitions(&self, cfg: &Config) -> anyhow::Result<i32> {
+        let md = self.producer.client().fetch_metadata(Some(&self.topic), cfg.kafka.connect_timeout)?;
+        let n = md.topics().first().map_or(0, |t| t.partitions().len() as i32);
+        anyhow::ensure!(n > 0, "topic {} has no partitions", self.topic);
+        Ok(n)
+    }
+
+    /// Sends a file ingestion's control record to every one of `partitions`.
+    fn control(&mut self, kind: ControlKind, hour: i64, batch: &str, replace: bool, partitions: i32) -> anyhow::Result<()> {
+        let mut value = Vec::with_capacity(128);
+        record::encode_control(kind, hour, batch, replace, &mut value);
+        for p in 0..partitions {
+            let rec = BaseRecord::<[u8], [u8]>::to(&self.topic).partition(p).key(CONTROL_KEY.as_bytes()).payload(&value);
+            client::send_waiting(&self.producer, rec, || {})?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every record sent so far; true if none was refused since `failed_before`.
+    fn all_acknowledged(&self, failed_before: u64) -> bool {
+        let flushed = self.producer.flush(FLUSH_TIMEOUT).is_ok();
+        flushed && self.deliveries.failed.load(Ordering::Relaxed) == failed_before
     }
 
     /// Sends one record, waiting while the producer's queue is full.
@@ -405,22 +423,43 @@ fn files_with_hours(files: &[PathBuf], hour: Option<i64>) -> anyhow::Result<Vec<
         .collect()
 }
 
+/// Loads dump files. The files of each hour are one file ingestion (a batch): a `begin` control
+/// record to every partition, the lines tagged with the batch, then, once every line is
+/// acknowledged, an `end` (the hour is then final in every partition, whatever hours already
+/// are), or an `abort` if a file could not be read to its end or records were refused.
 fn pageviews(args: &PageviewsArgs, cfg: &Config) -> anyhow::Result<()> {
     let files = files_with_hours(&args.files, args.hour)?;
     let total = files.iter().map(|(_, _, size)| size).sum();
+    let mut by_hour: BTreeMap<i64, Vec<PathBuf>> = BTreeMap::new();
+    for (path, ts, _) in files {
+        by_hour.entry(ts).or_default().push(path);
+    }
     let mut session = Session::new(cfg, PAGEVIEWS_TOPIC, total, args.quiet)?;
+    let partitions = session.partitions(cfg)?;
     let mut value = Vec::with_capacity(256);
-    for (path, ts, _) in &files {
-        session.read_file(path, |s, line_no, line| {
-            match dump::parse_line(line) {
-                Ok(pv) => {
-                    record::encode_pageview(&pv, *ts, &mut value);
-                    s.send(pv.domain.as_bytes(), Some(&value))?;
+    for (ts, paths) in &by_hour {
+        let batch = format!("ingest.{}.{:016x}", hour_name(*ts), rand::random::<u64>());
+        let (failed_before, unreadable_before) =
+            (session.deliveries.failed.load(Ordering::Relaxed), session.unreadable.len());
+        session.control(ControlKind::Begin, *ts, &batch, args.replace, partitions)?;
+        for path in paths {
+            session.read_file(path, |s, line_no, line| {
+                match dump::parse_line(line) {
+                    Ok(pv) => {
+                        record::encode_pageview_of(&pv, *ts, &batch, &mut value);
+                        s.send(pv.domain.as_bytes(), Some(&value))?;
+                    }
+                    Err(e) => s.malformed(path, line_no, &e),
                 }
-                Err(e) => s.malformed(path, line_no, &e),
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+        }
+        let complete = session.unreadable.len() == unreadable_before && session.all_acknowledged(failed_before);
+        let kind = if complete { ControlKind::End } else { ControlKind::Abort };
+        session.control(kind, *ts, &batch, false, partitions)?;
+        if !complete {
+            session.bar.suspend(|| eprintln!("the hour {} was not ingested whole: given up (ingest it again)", hour_name(*ts)));
+        }
     }
     session.finish()
 }

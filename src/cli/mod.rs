@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
+pub mod backfill;
 pub mod config;
 pub mod consume;
 pub mod demo;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Load hourly pageview dumps or blacklist files into Kafka.
     #[command(subcommand)]
     Ingest(ingest::IngestCommand),
+    /// Ask the running instances for the reports of a range of past hours, and follow them.
+    #[command(subcommand)]
+    Backfill(backfill::BackfillCommand),
     /// Print records of a topic (works against brokers that kcat cannot talk to, such as tansu).
     Consume(consume::ConsumeArgs),
     /// Run a simulated platform (a Graph-API-compatible server) until SIGINT or SIGTERM.
@@ -80,6 +84,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(cmd) => demo::run(cmd, &cli.load_config()?),
         Command::Ingest(cmd) => ingest::run(cmd, &cli.load_config()?),
         Command::Consume(args) => consume::run(args, &cli.load_config()?),
+        Command::Backfill(cmd) => backfill::run(cmd, &cli.load_config()?),
         Command::Simulate(cmd) => simulate::run(cmd),
     }
 }

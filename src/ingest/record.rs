@@ -3,6 +3,11 @@
 //! - `pageviews`: key = domain code, value
 //!   `{"domain": "en", "title": "Main_Page", "views": 242332, "ts": 1795424400000}` (`ts`: start of
 //!   the hour, epoch milliseconds).
+//!   A record of a file ingestion also carries `"batch": "<id>"`, and the ingestion writes
+//!   **control records** (key [`CONTROL_KEY`], one to every partition):
+//!   `{"control": "begin", "hour": 1795424400000, "batch": "<id>", "replace": false}` before its
+//!   records, `{"control": "end", ...}` after every record is acknowledged, or
+//!   `{"control": "abort", ...}` when it gives up. The hour of a file is final once its end is in.
 //! - `pageviews.blacklist`: key = `"<domain> <title>"`, value `{"domain": "en", "title": "..."}`,
 //!   or a tombstone (no value) to lift the entry.
 
@@ -21,6 +26,60 @@ pub struct PageviewValue<'a> {
     pub views: u64,
     /// Start of the hour, epoch milliseconds (UTC).
     pub ts: i64,
+}
+
+/// Key of the control records of file ingestions on `pageviews` (not a domain code: those have
+/// no `!`).
+pub const CONTROL_KEY: &str = "!file";
+
+/// Longest batch id accepted.
+pub const MAX_BATCH: usize = 128;
+
+/// What a control record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlKind {
+    /// The batch's records of the hour follow.
+    Begin,
+    /// Every record of the batch is in: the hour is final.
+    End,
+    /// The batch gave up: its partial counts are dropped.
+    Abort,
+}
+
+/// The JSON value of a control record.
+#[derive(Debug, Serialize)]
+pub struct ControlValue<'a> {
+    /// What it says.
+    pub control: ControlKind,
+    /// Start of the hour, epoch milliseconds (UTC).
+    pub hour: i64,
+    /// The ingestion's batch id.
+    pub batch: &'a str,
+    /// On `begin`: count the hour again even if it is final from a file.
+    pub replace: bool,
+}
+
+/// Writes a control record's value into `out` (cleared first).
+pub fn encode_control(control: ControlKind, hour: i64, batch: &str, replace: bool, out: &mut Vec<u8>) {
+    out.clear();
+    let value = ControlValue { control, hour, batch, replace };
+    serde_json::to_writer(out, &value).expect("serializing strings and integers into a Vec cannot fail");
+}
+
+/// Writes the value of the `pageviews` record of `line`, of file ingestion `batch`, into `out`.
+pub fn encode_pageview_of(line: &PageviewLine<'_>, ts_ms: i64, batch: &str, out: &mut Vec<u8>) {
+    out.clear();
+    #[derive(Serialize)]
+    struct Of<'a> {
+        domain: &'a str,
+        title: &'a str,
+        views: u64,
+        ts: i64,
+        batch: &'a str,
+    }
+    let value = Of { domain: line.domain, title: line.title, views: line.views, ts: ts_ms, batch };
+    serde_json::to_writer(out, &value).expect("serializing strings and integers into a Vec cannot fail");
 }
 
 /// The JSON value of a `pageviews.blacklist` record.

@@ -121,6 +121,26 @@ pub fn metadata(admin: &AdminClient<DefaultClientContext>, cfg: &KafkaConfig) ->
     })
 }
 
+/// Settings of a producer that loads files (`ingest`, backfill jobs): idempotent, so a retried
+/// batch is never written twice and every line arrives exactly once; big lz4-compressed batches
+/// (batch.size rather than the message count ends a batch of ~100-byte records; librdkafka's and
+/// Kafka's default message limit is 1 MB); a queue of at most `queue_kbytes`. The operator's
+/// `kafka.producer` properties win, as for every other producer.
+pub fn bulk_producer(cfg: &KafkaConfig, queue_kbytes: u64) -> ClientConfig {
+    let mut pc = base(cfg);
+    pc.set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "50")
+        .set("batch.num.messages", "100000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", queue_kbytes.to_string());
+    for (k, v) in &cfg.producer {
+        pc.set(k, v);
+    }
+    pc
+}
+
 /// Sends `record`, waiting 1 ms at a time while the producer's queue is full: the queue's bound
 /// is the backpressure, and the broker frees room as it acknowledges. `on_full` runs before each
 /// wait (to count it). Any other error is returned with the record dropped.

@@ -40,6 +40,18 @@ pub struct Metrics {
     pub tasks: IntGaugeVec,
     /// Events ignored by windowed aggregations, by pipeline and reason (`late`, `over_capacity`).
     pub window_ignored: IntCounterVec,
+    /// Hours of files the pageviews pipeline handled, by outcome (`final`: closed when its file
+    /// ended; `skipped`: already final from a file; `replaced`: a restarted ingestion dropped
+    /// earlier partial counts; `aborted`: an ingestion gave up), counted per partition.
+    pub pageviews_file_hours: IntCounterVec,
+    /// Backfill hours that ended, by status (`done`, `skipped`, `failed`).
+    pub backfill_hours: IntCounterVec,
+    /// Backfill download tries, by outcome (`ok`, `failed`).
+    pub backfill_tries: IntCounterVec,
+    /// Dump lines a backfill produced to `pageviews`.
+    pub backfill_lines: prometheus::IntCounter,
+    /// Backfill jobs this instance is running.
+    pub backfill_jobs_running: IntGauge,
     /// Errors reported by the Kafka client, by kind.
     pub kafka_errors: IntCounterVec,
     /// Times a task waited because the producer queue was full (backpressure from the broker).
@@ -168,6 +180,23 @@ impl Metrics {
             "Events a windowed aggregation ignored: too late for the window, or over its key bound.",
             &["pipeline", "reason"],
         );
+        let pageviews_file_hours = counter(
+            "pagepulse_pageviews_file_hours_total",
+            "Hours of files the pageviews pipeline handled per partition, by outcome (final, skipped, replaced, aborted).",
+            &["outcome"],
+        );
+        let backfill_hours =
+            counter("pagepulse_backfill_hours_total", "Backfill hours that ended, by status (done, skipped, failed).", &["status"]);
+        let backfill_tries =
+            counter("pagepulse_backfill_tries_total", "Backfill download tries, by outcome (ok, failed).", &["outcome"]);
+        let backfill_lines =
+            prometheus::IntCounter::new("pagepulse_backfill_lines_total", "Dump lines backfills produced to pageviews.")
+                .expect("metric definition is valid");
+        registry.register(Box::new(backfill_lines.clone())).expect("metric names are unique");
+        let backfill_jobs_running =
+            IntGauge::new("pagepulse_backfill_jobs_running", "Backfill jobs this instance is running.")
+                .expect("metric definition is valid");
+        registry.register(Box::new(backfill_jobs_running.clone())).expect("metric names are unique");
         let kafka_errors = counter("pagepulse_kafka_errors_total", "Errors reported by the Kafka client.", &["kind"]);
         let producer_queue_full = prometheus::IntCounter::new(
             "pagepulse_producer_queue_full_waits_total",
@@ -326,6 +355,11 @@ impl Metrics {
             assigned_partitions,
             tasks,
             window_ignored,
+            pageviews_file_hours,
+            backfill_hours,
+            backfill_tries,
+            backfill_lines,
+            backfill_jobs_running,
             kafka_errors,
             producer_queue_full,
             pages_tracked,

@@ -7,13 +7,19 @@
 //! window that is already final is late: it is counted per domain ([`HourlyWindows::take_late`])
 //! and never changes a result.
 //!
+//! Hours ingested from a file (a Wikimedia hourly dump) follow other rules: see
+//! [`HourlyWindows::begin_file`]. Such an hour is counted in windows of its own, whatever hours
+//! are already final, and becomes final when its file's end is seen
+//! ([`HourlyWindows::end_file`]), not by watermark or idleness; ingesting it again is skipped,
+//! and a restarted ingestion replaces the partial counts of the one before.
+//!
 //! Titles are `Arc<str>` so the same allocation can be shared with other views of the same
 //! titles (the trending window); a title costs one allocation however many maps hold it. The maps
 //! are hashbrown's with foldhash: a real-size hour means millions of title lookups, and SipHash
 //! (std's default, built against hash flooding) cost about a third of the time per event;
 //! titles come from the operator's own dumps and topics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hashbrown::hash_map::EntryRef;
@@ -55,6 +61,36 @@ pub enum Added {
     },
     /// Its window is already final: not counted.
     Late,
+    /// A file's record that is not of the ingestion its hour is counting (an earlier, replaced
+    /// one, or one skipped because the hour was final): not counted.
+    Stale,
+}
+
+/// Most hours remembered as final from files; the oldest are forgotten beyond it (an hour
+/// forgotten is computed again if its file comes again, with the same result). 100,000 hours is
+/// more than eleven years.
+pub const MAX_FILE_HOURS: usize = 100_000;
+
+/// The ingestion of one hour's file in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHour {
+    /// The ingestion's batch id (every record of the ingestion carries it).
+    pub batch: Arc<str>,
+    /// Records of the batch counted so far in this partition.
+    pub seen: u64,
+}
+
+/// What [`HourlyWindows::begin_file`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begun {
+    /// The hour is counted from this batch from now on; `replaced`: partial counts (of an earlier
+    /// batch, or live events) were dropped.
+    Started {
+        /// Whether earlier counts of the hour were dropped.
+        replaced: bool,
+    },
+    /// The hour is already final from a file: the batch is skipped.
+    AlreadyFinal,
 }
 
 /// The open windows of one partition. See the module docs.
@@ -68,6 +104,12 @@ pub struct HourlyWindows {
     final_before: i64,
     /// Late events per domain since they were last taken.
     late: HashMap<Arc<str>, u64>,
+    /// Hours being ingested from files, with their batch.
+    file_open: BTreeMap<i64, FileHour>,
+    /// The windows of those hours, by hour start, then by domain.
+    file_windows: BTreeMap<i64, HashMap<Arc<str>, Window>>,
+    /// Hours final from a file (at most [`MAX_FILE_HOURS`], the newest).
+    file_final: BTreeSet<i64>,
 }
 
 /// The start of the hour holding `ts_ms`.
@@ -75,10 +117,47 @@ pub fn hour_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(HOUR_MS) * HOUR_MS
 }
 
+/// Counts `views` of `title` in `domain`'s window of `domains`.
+#[inline]
+fn count(
+    domains: &mut HashMap<Arc<str>, Window>,
+    domain: &str,
+    title: &str,
+    views: u64,
+    known_title: Option<&Arc<str>>,
+) -> Added {
+    let window = match domains.get_mut(domain) {
+        Some(w) => w,
+        None => domains.entry(domain.into()).or_default(),
+    };
+    window.total_views += views;
+    // One hash of the title (foldhash), whether it is new or not.
+    match window.counts.entry_ref(title) {
+        EntryRef::Occupied(mut e) => {
+            *e.get_mut() += views;
+            Added::Counted { title: e.key().clone(), first: false }
+        }
+        EntryRef::Vacant(e) => {
+            let key = known_title.filter(|k| &***k == title).cloned().unwrap_or_else(|| Arc::from(title));
+            e.insert_with_key(key.clone(), views);
+            Added::Counted { title: key, first: true }
+        }
+    }
+}
+
 impl HourlyWindows {
     /// Windows that accept events up to `lateness_ms` behind the newest one.
     pub fn new(lateness_ms: i64) -> Self {
-        Self { lateness_ms, max_ts: None, open: BTreeMap::new(), final_before: i64::MIN, late: HashMap::new() }
+        Self {
+            lateness_ms,
+            max_ts: None,
+            open: BTreeMap::new(),
+            final_before: i64::MIN,
+            late: HashMap::new(),
+            file_open: BTreeMap::new(),
+            file_windows: BTreeMap::new(),
+            file_final: BTreeSet::new(),
+        }
     }
 
     /// The watermark: the newest event time minus the allowed lateness (`None` before any event).
@@ -96,9 +175,93 @@ impl HourlyWindows {
         self.final_before
     }
 
-    /// True if events of the hour starting at `hour_start` are late: its windows are final.
+    /// True if live events of the hour starting at `hour_start` are late: its windows are
+    /// final, or the hour is counted from a file.
     pub fn is_final(&self, hour_start: i64) -> bool {
-        hour_start < self.final_before
+        hour_start < self.final_before || self.file_owned(hour_start)
+    }
+
+    /// True if the hour is being ingested from a file or is final from one.
+    pub fn file_owned(&self, hour_start: i64) -> bool {
+        self.file_open.contains_key(&hour_start) || self.file_final.contains(&hour_start)
+    }
+
+    /// True if counts of the hour still matter: it is being ingested from a file, or it is a live
+    /// hour not yet final. (A durable store keeps the counts of these hours.)
+    pub fn hour_open(&self, hour_start: i64) -> bool {
+        self.file_open.contains_key(&hour_start)
+            || (hour_start >= self.final_before && !self.file_final.contains(&hour_start))
+    }
+
+    /// Hours being ingested from files, with their batch and records seen.
+    pub fn file_hours(&self) -> &BTreeMap<i64, FileHour> {
+        &self.file_open
+    }
+
+    /// Hours final from files.
+    pub fn file_final_hours(&self) -> &BTreeSet<i64> {
+        &self.file_final
+    }
+
+    /// Starts counting the hour `hour_start` from the file ingestion `batch` (see the module
+    /// docs). If the hour is already final from a file, the batch is skipped unless `replace`.
+    /// Otherwise whatever the hour had (a replaced batch's partial counts, live windows) is
+    /// dropped and the hour counts only this batch's records from now on.
+    pub fn begin_file(&mut self, hour_start: i64, batch: &str, replace: bool) -> Begun {
+        if self.file_final.contains(&hour_start) && !replace {
+            return Begun::AlreadyFinal;
+        }
+        let mut replaced = self.file_final.remove(&hour_start);
+        replaced |= self.open.remove(&hour_start).is_some();
+        replaced |= self.file_windows.remove(&hour_start).is_some_and(|w| !w.is_empty());
+        replaced |= self.file_open.insert(hour_start, FileHour { batch: batch.into(), seen: 0 }).is_some_and(|f| f.seen > 0);
+        Begun::Started { replaced }
+    }
+
+    /// Counts `views` of `title` in `domain` for the hour `hour_start`, a record of file batch
+    /// `batch`: counted only if that batch is the one the hour counts ([`Added::Stale`]
+    /// otherwise). Never moves the watermark.
+    pub fn add_file(&mut self, domain: &str, title: &str, views: u64, hour_start: i64, batch: &str) -> Added {
+        match self.file_open.get_mut(&hour_start) {
+            Some(f) if &*f.batch == batch => f.seen += 1,
+            _ => return Added::Stale,
+        }
+        let domains = self.file_windows.entry(hour_start).or_default();
+        count(domains, domain, title, views, None)
+    }
+
+    /// Ends file batch `batch` of the hour `hour_start`: if it is the batch the hour counts,
+    /// the hour is final from now on and its windows are returned (by domain), with the records
+    /// the batch had in this partition. `None` if the batch is not the hour's (skipped or
+    /// replaced).
+    pub fn end_file(&mut self, hour_start: i64, batch: &str) -> Option<(Vec<Closed>, u64)> {
+        if self.file_open.get(&hour_start).is_none_or(|f| &*f.batch != batch) {
+            return None;
+        }
+        let seen = self.file_open.remove(&hour_start).map_or(0, |f| f.seen);
+        let domains = self.file_windows.remove(&hour_start).unwrap_or_default();
+        self.file_final.insert(hour_start);
+        while self.file_final.len() > MAX_FILE_HOURS {
+            self.file_final.pop_first();
+        }
+        Some((Self::closed(hour_start, domains).collect(), seen))
+    }
+
+    /// Gives up file batch `batch` of the hour `hour_start` (its ingestion failed): its partial
+    /// counts are dropped. The hour stays owned by files, counting nothing, until a file of it
+    /// begins again (live events of it stay late). False if the batch is not the hour's.
+    pub fn abort_file(&mut self, hour_start: i64, batch: &str) -> bool {
+        match self.file_open.get_mut(&hour_start) {
+            Some(f) if &*f.batch == batch => *f = FileHour { batch: "".into(), seen: 0 },
+            _ => return false,
+        }
+        self.file_windows.remove(&hour_start);
+        true
+    }
+
+    /// Open windows of hours being ingested from files.
+    pub fn file_windows(&self) -> usize {
+        self.file_windows.values().map(HashMap::len).sum()
     }
 
     /// Late events per domain not yet taken by [`take_late`](Self::take_late).
@@ -110,20 +273,31 @@ impl HourlyWindows {
     /// boundary before which every hour is final, untaken late counts, and the open windows by
     /// hour start then domain. Windows of final hours and empty windows are dropped (a final
     /// window is never reopened); nothing is closed here, the next event or close does that.
+    ///
+    /// `files` are the hours being ingested from files (their windows are among `open`) and the
+    /// hours final from files.
     pub fn restore(
         &mut self,
         max_ts: Option<i64>,
         final_before: i64,
         late: HashMap<Arc<str>, u64>,
         mut open: BTreeMap<i64, HashMap<Arc<str>, Window>>,
+        files: (BTreeMap<i64, FileHour>, BTreeSet<i64>),
     ) {
-        open.retain(|hour, domains| {
-            domains.retain(|_, w| !w.counts.is_empty());
-            *hour >= final_before && !domains.is_empty()
-        });
         self.max_ts = max_ts;
         self.final_before = final_before;
         self.late = late.into_iter().filter(|(_, n)| *n > 0).collect();
+        (self.file_open, self.file_final) = files;
+        open.retain(|hour, domains| {
+            domains.retain(|_, w| !w.counts.is_empty());
+            self.hour_open(*hour) && !domains.is_empty()
+        });
+        self.file_windows = BTreeMap::new();
+        for hour in self.file_open.keys() {
+            if let Some(w) = open.remove(hour) {
+                self.file_windows.insert(*hour, w);
+            }
+        }
         self.open = open;
     }
 
@@ -136,7 +310,7 @@ impl HourlyWindows {
     /// allocation of the same title already held elsewhere, to share instead of allocating.
     pub fn add(&mut self, domain: &str, title: &str, views: u64, ts_ms: i64, known_title: Option<&Arc<str>>) -> Added {
         let hour = hour_of(ts_ms);
-        if hour < self.final_before {
+        if hour < self.final_before || (!self.file_open.is_empty() || !self.file_final.is_empty()) && self.file_owned(hour) {
             match self.late.get_mut(domain) {
                 Some(n) => *n += 1,
                 None => {
@@ -147,23 +321,7 @@ impl HourlyWindows {
         }
         self.max_ts = Some(self.max_ts.map_or(ts_ms, |m| m.max(ts_ms)));
         let domains = self.open.entry(hour).or_default();
-        let window = match domains.get_mut(domain) {
-            Some(w) => w,
-            None => domains.entry(domain.into()).or_default(),
-        };
-        window.total_views += views;
-        // One hash of the title (foldhash), whether it is new or not.
-        match window.counts.entry_ref(title) {
-            EntryRef::Occupied(mut e) => {
-                *e.get_mut() += views;
-                Added::Counted { title: e.key().clone(), first: false }
-            }
-            EntryRef::Vacant(e) => {
-                let key = known_title.filter(|k| &***k == title).cloned().unwrap_or_else(|| Arc::from(title));
-                e.insert_with_key(key.clone(), views);
-                Added::Counted { title: key, first: true }
-            }
-        }
+        count(domains, domain, title, views, known_title)
     }
 
     /// Closes every window whose hour ended at or before the watermark, oldest first.
@@ -285,7 +443,7 @@ mod tests {
         let window = |n| Window { total_views: n, counts: HashMap::from([(Arc::from("A"), n)]) };
         open.insert(H0, HashMap::from([(Arc::from("en"), window(3))]));
         open.insert(H0 + HOUR_MS, HashMap::from([(Arc::from("en"), window(4))]));
-        w.restore(Some(H0 + HOUR_MS + MIN), H0 + HOUR_MS, HashMap::from([(Arc::from("de"), 2)]), open);
+        w.restore(Some(H0 + HOUR_MS + MIN), H0 + HOUR_MS, HashMap::from([(Arc::from("de"), 2)]), open, Default::default());
         assert_eq!(w.open_windows(), 1, "the final hour's window is dropped");
         assert_eq!(w.watermark(), Some(H0 + HOUR_MS + MIN - LATENESS));
         assert_eq!(w.add("en", "A", 1, H0 + 59 * MIN, None), Added::Late);

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mirror;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

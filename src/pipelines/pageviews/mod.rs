@@ -24,6 +24,7 @@
 //! [`trend`] (a domain's trending view), [`store`] (the durable state), [`blacklist`] (the global
 //! table).
 
+pub mod backfill;
 pub mod blacklist;
 pub mod config;
 pub mod export;
@@ -37,8 +38,11 @@ use std::sync::Arc;
 
 pub use self::blacklist::{decode_blacklist, Blacklist, BlacklistChange, BlacklistProcessor};
 pub use self::config::PageviewsConfig;
-pub use self::names::{BLACKLIST, BLACKLIST_PIPELINE, INPUT, PIPELINE, TOP, TRENDING};
-pub use self::processor::{decode_view, rank, top_key, Article, DomainTrending, HourTop, PageviewsProcessor, View};
+pub use self::names::{BACKFILL_PIPELINE, BLACKLIST, BLACKLIST_PIPELINE, INPUT, JOBS, PIPELINE, REPORTS, TOP, TRENDING};
+pub use self::processor::{
+    close_key, decode_input, decode_view, hour_name, rank, top_key, Article, CloseAck, Control, DomainTrending, HourTop,
+    PageviewInput, PageviewsProcessor, View,
+};
 pub use self::store::PageviewsStore;
 use super::{Built, Error, GlobalTable, Pipeline, Wiring};
 use crate::engine::PipelineSpec;
@@ -48,7 +52,7 @@ pub const ENTRY: Pipeline = Pipeline {
     name: PIPELINE,
     enabled: |cfg| cfg.pageviews.enabled,
     inputs: &[INPUT, BLACKLIST],
-    outputs: &[TOP, TRENDING],
+    outputs: &[TOP, TRENDING, JOBS],
     store_input: Some(INPUT),
     served: &[TOP, TRENDING],
     exports: export::FAMILIES,
@@ -66,7 +70,7 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let tasks = PipelineSpec::new(
         PIPELINE,
         vec![INPUT],
-        move |_| PageviewsProcessor::new(&vc, blacklist.clone(), activity.clone(), &m, clock.clone()),
+        move |p| PageviewsProcessor::new(&vc, blacklist.clone(), activity.clone(), &m, clock.clone()).for_partition(p),
         w.sink,
         None,
         w.metrics.clone(),

@@ -13,3 +13,10 @@ pub const BLACKLIST: &str = "pageviews.blacklist";
 pub const TOP: &str = "pageviews.top";
 /// Trending now.
 pub const TRENDING: &str = "pageviews.trending";
+/// Backfill jobs' task state, and the pageviews tasks' acknowledgements of hours from files
+/// (compacted).
+pub const JOBS: &str = "pageviews.jobs";
+/// Backfill requests (key = job id).
+pub const REPORTS: &str = "pageviews.reports";
+/// The backfill pipeline's name (tasks of `pageviews.reports`, its store).
+pub const BACKFILL_PIPELINE: &str = "backfill";

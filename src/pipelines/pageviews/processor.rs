@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hashbrown::HashMap;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::blacklist::Blacklist;
 use super::config::PageviewsConfig;
-use super::names::{PIPELINE, TOP, TRENDING};
+use super::names::{JOBS, PIPELINE, TOP, TRENDING};
 use super::store::{PageviewsStore, Snapshot};
 use super::trend::Trend;
 use crate::clock::{format_ms, Clock};
@@ -27,7 +27,9 @@ use crate::metrics::Metrics;
 use crate::ops::hourly::{Added, Closed, HourlyWindows, Window};
 use crate::ops::topn::top_n;
 use crate::ops::window::AddOutcome;
-use crate::pipelines::decode::{object, optional_u64, required_str, rfc3339_ms, utf8_value};
+use crate::ingest::record::{ControlKind, CONTROL_KEY, MAX_BATCH};
+use crate::ops::hourly::{hour_of, Begun, HOUR_MS};
+use crate::pipelines::decode::{object, optional_str, optional_u64, required_str, rfc3339_ms, utf8_value};
 
 /// Longest domain code accepted.
 const MAX_DOMAIN: usize = 64;
@@ -48,6 +50,19 @@ struct Wire<'a> {
     views: Option<&'a RawValue>,
     #[serde(borrow, default)]
     ts: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    batch: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlWire<'a> {
+    control: ControlKind,
+    hour: i64,
+    #[serde(borrow)]
+    batch: Cow<'a, str>,
+    #[serde(default)]
+    replace: bool,
 }
 
 /// A decoded page view.
@@ -61,6 +76,76 @@ pub struct View<'a> {
     pub views: u64,
     /// Event time, epoch ms.
     pub ts_ms: i64,
+    /// The file ingestion it belongs to (`None`: a live event).
+    pub batch: Option<Cow<'a, str>>,
+}
+
+/// A control record of a file ingestion (see [`crate::ingest::record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control<'a> {
+    /// What it says.
+    pub kind: ControlKind,
+    /// Start of the hour, epoch ms.
+    pub hour: i64,
+    /// The ingestion's batch id.
+    pub batch: Cow<'a, str>,
+    /// On `begin`: count the hour again even if it is final from a file.
+    pub replace: bool,
+}
+
+/// A decoded `pageviews` record: a page view, or a file ingestion's control record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageviewInput<'a> {
+    /// A page view.
+    View(View<'a>),
+    /// A control record.
+    Control(Control<'a>),
+}
+
+/// What a partition did with an hour from a file: the value of `close/<hour>/<partition>` on
+/// `pageviews.jobs`, written when the file's end is processed. A backfill job reads these to know
+/// when an hour is final everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseAck {
+    /// The hour, `YYYY-MM-DDTHH`.
+    pub hour: String,
+    /// The partition of `pageviews`.
+    pub partition: i32,
+    /// The ingestion's batch id.
+    pub batch: String,
+    /// `final` (this batch made the hour final), `skipped` (it was final already) or `stale`
+    /// (another batch owns the hour).
+    pub outcome: String,
+    /// Domains given a final record.
+    pub domains: u64,
+    /// Records of the batch counted in this partition.
+    pub records: u64,
+}
+
+/// The `pageviews.jobs` key of a partition's [`CloseAck`] for an hour.
+pub fn close_key(hour_start_ms: i64, partition: i32) -> String {
+    format!("close/{}/{partition}", hour_name(hour_start_ms))
+}
+
+/// An hour as `YYYY-MM-DDTHH`.
+pub fn hour_name(hour_start_ms: i64) -> String {
+    let t = DateTime::from_timestamp_millis(hour_start_ms).unwrap_or_default();
+    t.format("%Y-%m-%dT%H").to_string()
+}
+
+/// Decodes a `pageviews` record: a control record if its key is [`CONTROL_KEY`], else a view.
+pub fn decode_input(rec: &RawRecord) -> Result<PageviewInput<'_>, Rejection> {
+    if rec.key.as_deref() != Some(CONTROL_KEY.as_bytes()) {
+        return decode_view(rec).map(PageviewInput::View);
+    }
+    let w: ControlWire<'_> = serde_json::from_str(utf8_value(rec)?)
+        .map_err(|e| invalid(format!("a control record (key `{CONTROL_KEY}`) must be {{\"control\", \"hour\", \"batch\", \"replace\"}}: {e}")))?;
+    if w.hour.rem_euclid(HOUR_MS) != 0 || !(MIN_TS_MS..=MAX_TS_MS).contains(&w.hour) {
+        return Err(invalid(format!("field `hour` must be the start of an hour in epoch ms, got {}", w.hour)));
+    }
+    let batch = checked("batch", w.batch, MAX_BATCH)?;
+    Ok(PageviewInput::Control(Control { kind: w.control, hour: w.hour, batch, replace: w.replace }))
 }
 
 fn invalid(message: impl Into<String>) -> Rejection {
@@ -82,6 +167,10 @@ pub fn decode_view(rec: &RawRecord) -> Result<View<'_>, Rejection> {
     let wire: Wire<'_> = object(utf8_value(rec)?)?;
     let domain = checked("domain", required_str("domain", wire.domain)?, MAX_DOMAIN)?;
     let title = checked("title", required_str("title", wire.title)?, MAX_TITLE)?;
+    let batch = match optional_str("batch", wire.batch)? {
+        Some(b) => Some(checked("batch", b, MAX_BATCH)?),
+        None => None,
+    };
     let views = optional_u64("views", wire.views)?.unwrap_or(1);
     if views == 0 {
         return Err(invalid("field `views` must be a positive integer, got 0"));
@@ -111,7 +200,7 @@ pub fn decode_view(rec: &RawRecord) -> Result<View<'_>, Rejection> {
             "key is missing: `pageviews` records are keyed by domain",
         ));
     }
-    Ok(View { domain, title, views, ts_ms })
+    Ok(View { domain, title, views, ts_ms, batch })
 }
 
 /// One ranked article.
@@ -204,6 +293,10 @@ pub struct PageviewsProcessor {
     last_trending_ms: i64,
     late: IntCounter,
     over_capacity: IntCounter,
+    stale: IntCounter,
+    file_hours: IntCounterVec,
+    /// This task's partition of `pageviews` (named in its close acknowledgements).
+    partition: i32,
     /// The durable state: views since the last flush, live chunks (see [`PageviewsStore`]).
     store: PageviewsStore,
 }
@@ -243,9 +336,65 @@ impl PageviewsProcessor {
             last_trending_ms: now,
             late: metrics.window_ignored.with_label_values(&[PIPELINE, "late"]),
             over_capacity: metrics.window_ignored.with_label_values(&[PIPELINE, "over_capacity"]),
+            stale: metrics.window_ignored.with_label_values(&[PIPELINE, "stale_file_record"]),
+            file_hours: metrics.pageviews_file_hours.clone(),
+            partition: 0,
             store: PageviewsStore::default(),
         }
     }
+
+    /// The processor of partition `p` of `pageviews` (named in its close acknowledgements).
+    pub fn for_partition(mut self, p: i32) -> Self {
+        self.partition = p;
+        self
+    }
+
+    /// Handles a file ingestion's control record (see [`HourlyWindows::begin_file`]).
+    pub fn control(&mut self, c: &Control<'_>, out: &mut Emit<()>) {
+        match c.kind {
+            ControlKind::Begin => match self.windows.begin_file(c.hour, &c.batch, c.replace) {
+                Begun::Started { replaced } => {
+                    if replaced {
+                        self.file_hours.with_label_values(&["replaced"]).inc();
+                    }
+                    // Live views of the hour and a replaced batch's views are no longer its counts.
+                    self.store.begin_hour(c.hour);
+                }
+                Begun::AlreadyFinal => self.file_hours.with_label_values(&["skipped"]).inc(),
+            },
+            ControlKind::End => {
+                let (outcome, domains, records) = match self.windows.end_file(c.hour, &c.batch) {
+                    Some((closed, seen)) => {
+                        self.store.end_hour(c.hour);
+                        let n = closed.len() as u64;
+                        self.emit_closed(closed, out);
+                        self.file_hours.with_label_values(&["final"]).inc();
+                        ("final", n, seen)
+                    }
+                    None if self.windows.file_final_hours().contains(&c.hour) => ("skipped", 0, 0),
+                    None => ("stale", 0, 0),
+                };
+                let ack = CloseAck {
+                    hour: hour_name(c.hour),
+                    partition: self.partition,
+                    batch: c.batch.to_string(),
+                    outcome: outcome.into(),
+                    domains,
+                    records,
+                };
+                let value = serde_json::to_vec(&ack).expect("plain struct");
+                out.record(OutRecord::new(JOBS, close_key(c.hour, self.partition), value));
+            }
+            ControlKind::Abort => {
+                if self.windows.abort_file(c.hour, &c.batch) {
+                    self.store.begin_hour(c.hour);
+                    self.file_hours.with_label_values(&["aborted"]).inc();
+                }
+            }
+        }
+    }
+
+
 
     fn top_record(&mut self, hour_start: i64, domain: &str, window: &Window, is_final: bool) -> OutRecord {
         let excluded = self.blacklist.titles(domain);
@@ -316,15 +465,19 @@ impl PageviewsProcessor {
 }
 
 impl Processor for PageviewsProcessor {
-    type Input<'a> = View<'a>;
+    type Input<'a> = PageviewInput<'a>;
     type Part = ();
 
-    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<View<'a>, Rejection> {
-        decode_view(rec)
+    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<PageviewInput<'a>, Rejection> {
+        decode_input(rec)
     }
 
-    fn process(&mut self, v: View<'_>, _meta: &RecordMeta, out: &mut Emit<()>) {
+    fn process(&mut self, input: PageviewInput<'_>, _meta: &RecordMeta, out: &mut Emit<()>) {
         self.inputs_since_tick += 1;
+        let v = match input {
+            PageviewInput::View(v) => v,
+            PageviewInput::Control(c) => return self.control(&c, out),
+        };
         let trend = match self.trends.get_mut(v.domain.as_ref()) {
             Some(t) => t,
             None => {
@@ -333,7 +486,11 @@ impl Processor for PageviewsProcessor {
                 self.trends.entry(domain).or_insert_with(|| Trend::new(self.trending_max_titles, log))
             }
         };
-        match self.windows.add(&v.domain, &v.title, v.views, v.ts_ms, None) {
+        let added = match v.batch.as_deref() {
+            None => self.windows.add(&v.domain, &v.title, v.views, v.ts_ms, None),
+            Some(batch) => self.windows.add_file(&v.domain, &v.title, v.views, hour_of(v.ts_ms), batch),
+        };
+        match added {
             Added::Counted { title, first } => {
                 let in_trending = match trend.counts.add(&title, v.ts_ms, v.views) {
                     AddOutcome::Counted => true,
@@ -346,6 +503,10 @@ impl Processor for PageviewsProcessor {
                 self.store.record(trend.log, title, first, v.ts_ms, v.views, in_trending);
             }
             Added::Late => self.late.inc(),
+            Added::Stale => self.stale.inc(),
+        }
+        if v.batch.is_some() {
+            return; // file views never move the watermark
         }
         let closed = self.windows.close_due();
         if !closed.is_empty() {
@@ -394,7 +555,7 @@ impl Processor for PageviewsProcessor {
     /// Takes over what [`PageviewsStore::restore`] rebuilds.
     fn restore(&mut self, entries: Entries, _out: &mut Emit<()>) {
         let r = self.store.restore(entries, self.trending_max_titles);
-        self.windows.restore(r.max_ts, r.final_before, r.late, r.open);
+        self.windows.restore(r.max_ts, r.final_before, r.late, r.open, r.files);
         self.trends.extend(r.trends);
         // Wall-clock emission times: never later than a fresh processor's (a skewed clock must
         // not hold emissions back).

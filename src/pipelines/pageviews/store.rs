@@ -68,7 +68,7 @@
 //!   no final hours and no watermark: hours already emitted could then be emitted again (with the
 //!   same counts unless late events or the blacklist changed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hashbrown::hash_map::EntryRef;
@@ -78,11 +78,13 @@ use super::names::PIPELINE;
 use super::trend::{LogSlot, Trend, TRENDING_BUCKET_MS, TRENDING_WINDOW_MS};
 use crate::engine::state::{Change, Entries};
 use crate::ops::codec::{put_bytes, put_i64, put_u64, Corrupt, Reader};
-use crate::ops::hourly::{hour_of, HourlyWindows, Window};
+use crate::ops::hourly::{hour_of, FileHour, HourlyWindows, Window, HOUR_MS, MAX_FILE_HOURS};
 use crate::ops::window::SlidingCounts;
 
 /// Key of the meta record.
 pub(super) const META_KEY: &[u8] = b"meta";
+/// Key of the record of file hours (being ingested, and final).
+pub(super) const FILES_KEY: &[u8] = b"files";
 /// Format version, the first byte of every value.
 const VERSION: u8 = 1;
 /// Largest chunk value: well under Kafka's default 1 MB message limit, big enough that a
@@ -126,6 +128,9 @@ struct DomainLog {
     both_chunks: BTreeMap<i64, Vec<u64>>,
     /// Sequence numbers of the live `h` chunks, by hour.
     hourly_chunks: BTreeMap<i64, Vec<u64>>,
+    /// Views counted in both before a file ingestion of their hour began, by minute: written
+    /// before the ingestion's base sequence number, so a restore counts them in trending only.
+    pre: Vec<(i64, Pending)>,
 }
 
 impl DomainLog {
@@ -142,8 +147,21 @@ impl DomainLog {
     }
 
     /// Writes the pending deltas as chunks and deletes the chunks that stopped mattering:
-    /// every hour before `final_before` is final, trending starts at minute `trend_start`.
-    fn flush(&mut self, domain: &str, final_before: i64, trend_start: i64, next_seq: &mut u64, out: &mut Vec<Change>) {
+    /// every hour before `final_before` is final (for live minutes), `hour_open` tells whether an
+    /// hour's counts still matter (file hours are open or final whatever `final_before` says),
+    /// `file_open` whether it is being ingested from a file, trending starts at minute
+    /// `trend_start`.
+    #[allow(clippy::too_many_arguments)]
+    fn flush(
+        &mut self,
+        domain: &str,
+        final_before: i64,
+        hour_open: &dyn Fn(i64) -> bool,
+        file_open: &dyn Fn(i64) -> bool,
+        trend_start: i64,
+        next_seq: &mut u64,
+        out: &mut Vec<Change>,
+    ) {
         for (minute, pending) in std::mem::take(&mut self.both) {
             if minute < final_before && minute < trend_start {
                 continue; // dead before it was ever written
@@ -152,28 +170,64 @@ impl DomainLog {
             write_chunks(KIND_BOTH, domain, minute, pending, next_seq, seqs, out);
         }
         for (hour, pending) in std::mem::take(&mut self.hourly_only) {
-            if hour < final_before {
+            if !hour_open(hour) {
                 continue;
             }
             let seqs = self.hourly_chunks.entry(hour).or_default();
             write_chunks(KIND_HOURLY, domain, hour, pending, next_seq, seqs, out);
         }
         // `final_before` is an hour boundary, so "the minute's hour is final" is `minute <
-        // final_before`: both conditions cut a prefix off the minutes.
+        // final_before`: both conditions cut a prefix off the minutes, except the minutes of an
+        // hour being ingested from a file (open whatever `final_before` says).
         let dead_before = final_before.min(trend_start);
+        let mut kept = Vec::new();
         while let Some(e) = self.both_chunks.first_entry() {
             if *e.key() >= dead_before {
                 break;
             }
             let minute = *e.key();
+            if file_open(hour_of(minute)) {
+                kept.push(e.remove_entry());
+                continue;
+            }
             out.extend(e.remove().into_iter().map(|seq| (chunk_key(KIND_BOTH, minute, domain, seq), None)));
         }
-        while let Some(e) = self.hourly_chunks.first_entry() {
-            if *e.key() >= final_before {
-                break;
+        self.both_chunks.extend(kept);
+        // Few hours have hourly-only chunks (a live stream's stragglers, files being ingested),
+        // and file hours are not a prefix: a scan.
+        self.hourly_chunks.retain(|hour, seqs| {
+            let open = hour_open(*hour);
+            if !open {
+                out.extend(seqs.drain(..).map(|seq| (chunk_key(KIND_HOURLY, *hour, domain, seq), None)));
             }
-            let hour = *e.key();
-            out.extend(e.remove().into_iter().map(|seq| (chunk_key(KIND_HOURLY, hour, domain, seq), None)));
+            open
+        });
+    }
+
+    /// A file ingestion of `hour` begins: the minutes of the hour pending in `both` are set
+    /// apart (see `pre`), its hourly-only counts dropped (see [`DomainLog::drop_hour`]).
+    fn begin_hour(&mut self, domain: &str, hour: i64, out: &mut Vec<Change>) {
+        let later = self.both.split_off(&(hour + HOUR_MS));
+        let within = self.both.split_off(&hour);
+        self.both.extend(later);
+        self.pre.extend(within);
+        self.drop_hour(domain, hour, out);
+    }
+
+    /// Writes the entries set apart by [`DomainLog::begin_hour`].
+    fn flush_pre(&mut self, domain: &str, next_seq: &mut u64, out: &mut Vec<Change>) {
+        for (minute, pending) in std::mem::take(&mut self.pre) {
+            let seqs = self.both_chunks.entry(minute).or_default();
+            write_chunks(KIND_BOTH, domain, minute, pending, next_seq, seqs, out);
+        }
+    }
+
+    /// Drops the hourly-only counts of `hour`: pending ones, and live chunks (their tombstones go
+    /// to `out`).
+    fn drop_hour(&mut self, domain: &str, hour: i64, out: &mut Vec<Change>) {
+        self.hourly_only.remove(&hour);
+        if let Some(seqs) = self.hourly_chunks.remove(&hour) {
+            out.extend(seqs.into_iter().map(|seq| (chunk_key(KIND_HOURLY, hour, domain, seq), None)));
         }
     }
 
@@ -205,8 +259,10 @@ pub struct Rebuilt {
     pub final_before: i64,
     /// Late events not yet reported, by domain.
     pub late: HashMap<Arc<str>, u64>,
-    /// The open windows, by hour start then domain.
+    /// The open windows, by hour start then domain (file hours' too).
     pub open: BTreeMap<i64, HashMap<Arc<str>, Window>>,
+    /// Hours being ingested from files, and hours final from files.
+    pub files: (BTreeMap<i64, FileHour>, BTreeSet<i64>),
     /// Each domain's trending view.
     pub trends: HashMap<Arc<str>, Trend>,
     /// When trending records were last emitted (`i64::MAX` if the changelog does not say).
@@ -235,6 +291,15 @@ pub struct PageviewsStore {
     logs: Vec<(Arc<str>, DomainLog)>,
     /// The slot of each domain in `logs`.
     slots: HashMap<Arc<str>, LogSlot>,
+    /// Tombstones of dropped hours' chunks, written at the next flush.
+    doomed: Vec<Change>,
+    /// Hours whose file ingestion began since the last flush: their base is set at the flush.
+    begun: Vec<i64>,
+    /// The base sequence number of each hour being ingested from a file: only chunks from it on
+    /// hold the ingestion's counts (earlier ones hold live views or a replaced ingestion's).
+    bases: BTreeMap<i64, u64>,
+    /// The `files` value last written (or restored).
+    last_files: Vec<u8>,
 }
 
 impl PageviewsStore {
@@ -257,6 +322,27 @@ impl PageviewsStore {
         if self.on {
             self.logs[slot.0].1.record(title, first, ts_ms, views, in_trending);
         }
+    }
+
+    /// A file ingestion of `hour` begins (or gives up, which starts the hour over empty): the
+    /// hour's counts so far stop counting in its window. Pending views of the hour are written
+    /// before the ingestion's base sequence number, set at the next flush, so a restore counts
+    /// them in trending only; its hourly-only chunks are deleted.
+    pub fn begin_hour(&mut self, hour: i64) {
+        if !self.on {
+            return;
+        }
+        for (d, log) in &mut self.logs {
+            log.begin_hour(d, hour, &mut self.doomed);
+        }
+        self.bases.remove(&hour);
+        self.begun.push(hour);
+    }
+
+    /// The file ingestion of `hour` ended: the hour is final.
+    pub fn end_hour(&mut self, hour: i64) {
+        self.bases.remove(&hour);
+        self.begun.retain(|h| *h != hour);
     }
 
     /// Changelog entries the last restore skipped because they did not decode.
@@ -476,6 +562,69 @@ fn decode_meta(v: &[u8]) -> Result<Meta<'_>, Corrupt> {
     Ok(m)
 }
 
+/// The `files` value: the hours being ingested from files (hour, batch, records seen) and the
+/// hours final from files (ascending, as varint gaps after the first). Empty state: the version
+/// byte and two zero counts.
+fn encode_files(w: &HourlyWindows, bases: &BTreeMap<i64, u64>) -> Vec<u8> {
+    let (open, done) = (w.file_hours(), w.file_final_hours());
+    if open.is_empty() && done.is_empty() {
+        return vec![VERSION];
+    }
+    let mut b = Vec::with_capacity(16 + 32 * open.len() + 3 * done.len());
+    b.push(VERSION);
+    put_u64(&mut b, open.len() as u64);
+    for (hour, f) in open {
+        put_i64(&mut b, *hour);
+        put_bytes(&mut b, f.batch.as_bytes());
+        put_u64(&mut b, f.seen);
+        put_u64(&mut b, bases.get(hour).copied().unwrap_or(0));
+    }
+    put_u64(&mut b, done.len() as u64);
+    let mut prev = None;
+    for hour in done {
+        match prev {
+            None => put_i64(&mut b, *hour),
+            Some(p) => put_u64(&mut b, ((*hour - p) / HOUR_MS) as u64),
+        }
+        prev = Some(*hour);
+    }
+    b
+}
+
+/// File hours as [`encode_files`] wrote them, and the base of each hour being ingested.
+type Files = (BTreeMap<i64, FileHour>, BTreeSet<i64>, BTreeMap<i64, u64>);
+
+/// File hours as [`encode_files`] wrote them.
+fn decode_files(v: &[u8]) -> Result<Files, Corrupt> {
+    let mut r = Reader::new(v);
+    version(&mut r)?;
+    let (mut open, mut done, mut bases) = (BTreeMap::new(), BTreeSet::new(), BTreeMap::new());
+    if r.is_empty() {
+        return Ok((open, done, bases));
+    }
+    for _ in 0..r.u64()?.min(v.len() as u64) {
+        let hour = time(&mut r)?;
+        let batch: Arc<str> = r.str()?.into();
+        open.insert(hour, FileHour { batch, seen: r.u64()? });
+        bases.insert(hour, r.u64()?);
+    }
+    let mut prev: Option<i64> = None;
+    for _ in 0..r.u64()?.min(MAX_FILE_HOURS as u64 * 2) {
+        let hour = match prev {
+            None => time(&mut r)?,
+            Some(p) => {
+                let gap = i64::try_from(r.u64()?).ok().filter(|g| *g > 0 && *g < MAX_TIME / HOUR_MS);
+                let gap = gap.ok_or(Corrupt { at: 0, what: "a gap between final hours" })?;
+                p.checked_add(gap * HOUR_MS).filter(|h| *h <= MAX_TIME).ok_or(Corrupt { at: 0, what: "a final hour" })?
+            }
+        };
+        done.insert(hour);
+        prev = Some(hour);
+    }
+    end(&r)?;
+    Ok((open, done, bases))
+}
+
 /// One domain's trending minutes as restored: minute -> title -> views.
 type Buckets = BTreeMap<i64, HashMap<Arc<str>, u64>>;
 
@@ -554,20 +703,41 @@ impl PageviewsStore {
                 );
             }
         }
+        out.append(&mut self.doomed);
         let final_before = now.windows.final_before();
+        let hour_open = |h: i64| now.windows.hour_open(h);
+        let files = now.windows.file_hours();
+        let file_open = |h: i64| files.contains_key(&h);
         let mut order: Vec<usize> = (0..self.logs.len()).collect();
         order.sort_unstable_by(|a, b| self.logs[*a].0.cmp(&self.logs[*b].0));
+        if !self.begun.is_empty() {
+            // Views from before the ingestions began get sequence numbers below their bases.
+            for i in &order {
+                let (d, log) = &mut self.logs[*i];
+                log.flush_pre(d, &mut self.next_seq, out);
+            }
+            for hour in std::mem::take(&mut self.begun) {
+                self.bases.insert(hour, self.next_seq);
+            }
+        }
         for i in order {
             let (d, log) = &mut self.logs[i];
             // Without a head nothing was counted in trending: no minute is needed for it.
             let trend_start = now.trends.get(d).and_then(|t| t.counts.bounds()).map_or(i64::MAX, |(s, _)| s);
-            log.flush(d, final_before, trend_start, &mut self.next_seq, out);
+            log.flush(d, final_before, &hour_open, &file_open, trend_start, &mut self.next_seq, out);
         }
         let meta = encode_meta(now, self.next_seq);
         if meta != self.last_meta {
             out.push((META_KEY.to_vec(), Some(meta.clone())));
             self.last_meta = meta;
         }
+        self.bases.retain(|h, _| files.contains_key(h));
+        let files = encode_files(now.windows, &self.bases);
+        let (empty, was_empty) = (files.len() <= 1, self.last_files.len() <= 1);
+        if files != self.last_files && !(empty && was_empty) {
+            out.push((FILES_KEY.to_vec(), (!empty).then(|| files.clone())));
+        }
+        self.last_files = files;
     }
 
     /// Logs and counts an entry that does not decode.
@@ -594,6 +764,15 @@ impl PageviewsStore {
                 Meta::empty()
             }
         };
+        let (file_open, file_final, bases) = match entries.get(FILES_KEY).map(|v| decode_files(v)) {
+            None => Default::default(),
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                self.corrupt_entry(FILES_KEY, &e);
+                Default::default()
+            }
+        };
+        self.last_files = entries.get(FILES_KEY).cloned().unwrap_or_default();
         // Domains are few: one allocation each, shared by every map that names them.
         let mut domains: HashSet<Arc<str>> = HashSet::new();
         let mut intern = |d: &str| -> Arc<str> { domains.get_or_insert_with(d, |s: &str| Arc::from(s)).clone() };
@@ -601,7 +780,16 @@ impl PageviewsStore {
         let trending_live = |domain: &str, minute: i64| {
             heads.get(domain).is_some_and(|h| minute <= *h && minute > *h - TRENDING_WINDOW_MS)
         };
-        let hourly_live = |start: i64| hour_of(start) >= meta.final_before;
+        // Whether a chunk's views count in its hour's window: an hour being ingested from a file
+        // counts the chunks from its ingestion's base on, an hour final from a file none, a live
+        // hour all until it is final.
+        let hourly_live = |start: i64, seq: u64| {
+            let hour = hour_of(start);
+            match bases.get(&hour) {
+                Some(base) => seq >= *base,
+                None => hour >= meta.final_before && !file_final.contains(&hour) && !file_open.contains_key(&hour),
+            }
+        };
 
         // Headers first: they size every map before the first insert.
         let mut chunks = Vec::with_capacity(entries.len());
@@ -618,7 +806,7 @@ impl PageviewsStore {
         let mut window_sizes: HashMap<(i64, &str), usize> = HashMap::new();
         let mut bucket_sizes: HashMap<(&str, i64), usize> = HashMap::new();
         for c in &chunks {
-            if hourly_live(c.start) {
+            if hourly_live(c.start, c.seq) {
                 *window_sizes.entry((hour_of(c.start), c.domain)).or_default() += c.n;
             }
             if c.kind == KIND_BOTH && trending_live(c.domain, c.start) {
@@ -645,7 +833,7 @@ impl PageviewsStore {
                 self.corrupt_entry(&key, &e);
                 continue;
             }
-            let mut window = hourly_live(c.start).then(|| {
+            let mut window = hourly_live(c.start, c.seq).then(|| {
                 let hour = hour_of(c.start);
                 let size = window_sizes.get(&(hour, c.domain)).copied().unwrap_or(0);
                 open.entry(hour)
@@ -704,6 +892,8 @@ impl PageviewsStore {
             trends.insert(domain, Trend { counts, emitted_version, log });
         }
         self.next_seq = meta.next_seq.max(max_seq.map_or(0, |s| s + 1));
+        self.bases = bases;
+        self.begun.clear();
         if self.corrupt > 0 {
             tracing::warn!(pipeline = PIPELINE, corrupt = self.corrupt, "state restored without its corrupt entries");
         }
@@ -712,6 +902,7 @@ impl PageviewsStore {
             final_before: meta.final_before,
             late,
             open,
+            files: (file_open, file_final),
             trends,
             last_trending_ms: meta.last_trending_ms,
             last_provisional_ms: meta.last_provisional_ms,
@@ -723,6 +914,7 @@ impl PageviewsStore {
     /// only when something changes.
     pub fn restored(&mut self, now: &Snapshot<'_>) {
         self.last_meta = encode_meta(now, self.next_seq);
+        self.last_files = encode_files(now.windows, &self.bases);
     }
 }
 
@@ -771,22 +963,22 @@ mod tests {
         log.record(t.clone(), true, H + 59 * M, 1, true);
         log.record(t.clone(), false, H + 5 * M, 1, false);
         let (mut seq, mut out) = (0, Vec::new());
-        log.flush("en", i64::MIN, H, &mut seq, &mut out);
+        log.flush("en", i64::MIN, &|_| true, &|_| false, H, &mut seq, &mut out);
         assert_eq!(out.iter().filter(|c| c.1.is_some()).count(), 2);
         assert_eq!(log.live_chunks(), 2);
         // The hour is final: the hourly-only chunk goes, the trending minute stays.
         out.clear();
-        log.flush("en", H + HOUR, H + 30 * M, &mut seq, &mut out);
+        log.flush("en", H + HOUR, &|h| h >= H + HOUR, &|_| false, H + 30 * M, &mut seq, &mut out);
         assert_eq!(out, vec![(chunk_key(KIND_HOURLY, H, "en", 1), None)]);
         // Trending moved past minute 59 as well.
         out.clear();
-        log.flush("en", H + HOUR, H + 60 * M, &mut seq, &mut out);
+        log.flush("en", H + HOUR, &|h| h >= H + HOUR, &|_| false, H + 60 * M, &mut seq, &mut out);
         assert_eq!(out, vec![(chunk_key(KIND_BOTH, H + 59 * M, "en", 0), None)]);
         assert_eq!(log.live_chunks(), 0);
         // Deltas of a minute that is already dead are not written.
         out.clear();
         log.record(t, false, H + 59 * M, 1, true);
-        log.flush("en", H + HOUR, H + 60 * M, &mut seq, &mut out);
+        log.flush("en", H + HOUR, &|h| h >= H + HOUR, &|_| false, H + 60 * M, &mut seq, &mut out);
         assert!(out.is_empty());
     }
 
