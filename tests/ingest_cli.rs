@@ -130,8 +130,50 @@ fn as_text(b: &Option<Vec<u8>>) -> String {
     String::from_utf8(b.clone().expect("present")).expect("UTF-8")
 }
 
+/// A page view's value without its `batch` (checked on its own by [`file_batches`]).
 fn canonical(value: &[u8]) -> String {
-    serde_json::from_slice::<Value>(value).expect("the value is JSON").to_string()
+    let mut v = serde_json::from_slice::<Value>(value).expect("the value is JSON");
+    v.as_object_mut().expect("an object").remove("batch");
+    v.to_string()
+}
+
+/// Checks the file-ingestion protocol of `recs` (every record of `pageviews`, partition order
+/// kept) and returns the page views: every partition has, for each hour, a `begin` control record
+/// before the hour's views and an `end` after them, with one batch per hour that every view of
+/// the hour carries.
+fn file_batches(recs: Vec<support::Rec>, partitions: usize) -> Vec<support::Rec> {
+    let mut batch_of_hour: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    let mut views = Vec::new();
+    for p in 0..partitions as i32 {
+        let mut open: Option<(i64, String)> = None;
+        let mut ended = Vec::new();
+        for r in recs.iter().filter(|r| r.partition == p) {
+            let v: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
+            if r.key.as_deref() == Some(b"!file") {
+                let (hour, batch) =
+                    (v["hour"].as_i64().expect("hour"), v["batch"].as_str().expect("batch").to_string());
+                assert_eq!(batch_of_hour.entry(hour).or_insert_with(|| batch.clone()), &batch, "one batch per hour");
+                match v["control"].as_str() {
+                    Some("begin") => {
+                        assert!(open.is_none(), "partition {p}: a begin inside another hour");
+                        open = Some((hour, batch));
+                    }
+                    Some("end") => {
+                        assert_eq!(open.take(), Some((hour, batch)), "partition {p}: an end without its begin");
+                        ended.push(hour);
+                    }
+                    other => panic!("partition {p}: unexpected control {other:?}"),
+                }
+                continue;
+            }
+            let (hour, batch) = open.as_ref().unwrap_or_else(|| panic!("partition {p}: a view outside begin/end"));
+            assert_eq!((v["ts"].as_i64(), v["batch"].as_str()), (Some(*hour), Some(batch.as_str())), "partition {p}");
+            views.push(r.clone());
+        }
+        assert!(open.is_none(), "partition {p}: an hour never ended");
+        assert_eq!(ended.len(), batch_of_hour.len(), "partition {p}: every hour begins and ends");
+    }
+    views
 }
 
 const PLAIN: &[u8] = b"en Main_Page 1200 0\n\
@@ -175,9 +217,10 @@ fn pageview_dumps_arrive_exactly_once_and_malformed_lines_are_reported() {
     expected.extend(plain_expected);
     let lines = 3000 + PLAIN.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
     let summary = format!(
-        "2 files, {lines} lines read, {} records produced to {}, 5 malformed",
+        "2 files, {lines} lines read, {} records produced to {}, 5 malformed, {} control records",
         expected.len(),
-        env.topic("pageviews")
+        env.topic("pageviews"),
+        2 * 2 * partitions(&env, &env.topic("pageviews")),
     );
     assert!(err.contains(&summary), "summary {summary:?} not in:\n{err}");
     let p = plain.display();
@@ -191,8 +234,9 @@ fn pageview_dumps_arrive_exactly_once_and_malformed_lines_are_reported() {
         assert!(err.contains(&report), "{report:?} not in:\n{err}");
     }
 
-    // Everything is acknowledged once the command exits: the topic holds exactly these records.
-    let recs = read_all(&env, "pageviews");
+    // Everything is acknowledged once the command exits: the topic holds exactly these records,
+    // each hour between its begin and end in every partition.
+    let recs = file_batches(read_all(&env, "pageviews"), partitions(&env, &env.topic("pageviews")));
     let mut got: Vec<(String, String)> =
         recs.iter().map(|r| (as_text(&r.key), canonical(r.value.as_deref().expect("a value")))).collect();
     got.sort();
@@ -231,7 +275,7 @@ fn hour_option_and_bad_inputs() {
     let (out, err) = run(&env, &["ingest", "pageviews", "--quiet", "--hour", "2026-11-23T11", unnamed]);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("1 files, 2 lines read, 2 records produced"), "{err}");
-    let recs = read_all(&env, "pageviews");
+    let recs = file_batches(read_all(&env, "pageviews"), partitions(&env, &env.topic("pageviews")));
     assert_eq!(recs.len(), 2);
     let mut ts: Vec<i64> = recs
         .iter()

@@ -198,7 +198,8 @@ fn pageviews_examples_match_the_real_decoders_and_outputs_match_their_schemas() 
     }
     p.emit_trending(&mut out);
     p.close_idle(&mut out);
-    let (vt, vr, vj) = (validator(def(pageviews::TOP)), validator(def(pageviews::TRENDING)), validator(def(pageviews::JOBS)));
+    let (vt, vr, vj) =
+        (validator(def(pageviews::TOP)), validator(def(pageviews::TRENDING)), validator(def(pageviews::JOBS)));
     let (mut tops, mut trends, mut acks) = (0, 0, 0);
     for r in &out.records {
         let json: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
@@ -211,7 +212,11 @@ fn pageviews_examples_match_the_real_decoders_and_outputs_match_their_schemas() 
         let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "real {} {json} violates its schema: {errors:?}", r.topic);
     }
-    assert_eq!((tops, trends, acks), (3, 2, 1), "one window per example domain and the file's hour, one trending view per live domain, one close");
+    assert_eq!(
+        (tops, trends, acks),
+        (3, 2, 1),
+        "one window per example domain and the file's hour, one trending view per live domain, one close"
+    );
     for ex in &def(pageviews::TOP).examples {
         let _: pageviews::HourTop = serde_json::from_value(ex.value.clone()).expect("example decodes as HourTop");
     }

@@ -51,8 +51,8 @@ use crate::ingest::apps::{self, Layout, Rows};
 use crate::ingest::dump::{self, LineError};
 use crate::ingest::record::{ControlKind, CONTROL_KEY};
 use crate::ingest::{record, APPS_TOPIC, BLACKLIST_TOPIC, PAGEVIEWS_TOPIC};
-use crate::pipelines::pageviews::hour_name;
 use crate::kafka::client;
+use crate::pipelines::pageviews::hour_name;
 
 /// How many malformed lines are printed (all are counted).
 pub const MAX_REPORTED: u64 = 10;
@@ -209,6 +209,8 @@ struct Session {
     text_progress: bool,
     last_text: Instant,
     unreadable: Vec<String>,
+    /// Control records sent (acknowledged with the rest, not counted as produced lines).
+    controls: u64,
 }
 
 impl Session {
@@ -240,6 +242,7 @@ impl Session {
             text_progress: !quiet && !tty,
             last_text: now,
             unreadable: Vec::new(),
+            controls: 0,
         })
     }
 
@@ -252,12 +255,21 @@ impl Session {
     }
 
     /// Sends a file ingestion's control record to every one of `partitions`.
-    fn control(&mut self, kind: ControlKind, hour: i64, batch: &str, replace: bool, partitions: i32) -> anyhow::Result<()> {
+    fn control(
+        &mut self,
+        kind: ControlKind,
+        hour: i64,
+        batch: &str,
+        replace: bool,
+        partitions: i32,
+    ) -> anyhow::Result<()> {
         let mut value = Vec::with_capacity(128);
         record::encode_control(kind, hour, batch, replace, &mut value);
         for p in 0..partitions {
-            let rec = BaseRecord::<[u8], [u8]>::to(&self.topic).partition(p).key(CONTROL_KEY.as_bytes()).payload(&value);
+            let rec =
+                BaseRecord::<[u8], [u8]>::to(&self.topic).partition(p).key(CONTROL_KEY.as_bytes()).payload(&value);
             client::send_waiting(&self.producer, rec, || {})?;
+            self.controls += 1;
         }
         Ok(())
     }
@@ -377,9 +389,13 @@ impl Session {
         let flushed = self.producer.flush(FLUSH_TIMEOUT);
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let s = self.stats;
-        let acked = self.deliveries.acked.load(Ordering::Relaxed);
+        let acked = self.deliveries.acked.load(Ordering::Relaxed).saturating_sub(self.controls);
         let failed = self.deliveries.failed.load(Ordering::Relaxed);
-        let skipped = if s.skipped > 0 { format!(", {} skipped (blank or comment)", s.skipped) } else { String::new() };
+        let mut skipped =
+            if s.skipped > 0 { format!(", {} skipped (blank or comment)", s.skipped) } else { String::new() };
+        if self.controls > 0 {
+            skipped.push_str(&format!(", {} control records (each hour's begin and end)", self.controls));
+        }
         eprintln!(
             "{} files, {} lines read, {acked} records produced to {}, {} malformed{skipped}, {} bytes in {secs:.2} s: \
              {:.0} lines/s, {:.2} MB/s",
@@ -458,7 +474,9 @@ fn pageviews(args: &PageviewsArgs, cfg: &Config) -> anyhow::Result<()> {
         let kind = if complete { ControlKind::End } else { ControlKind::Abort };
         session.control(kind, *ts, &batch, false, partitions)?;
         if !complete {
-            session.bar.suspend(|| eprintln!("the hour {} was not ingested whole: given up (ingest it again)", hour_name(*ts)));
+            session.bar.suspend(|| {
+                eprintln!("the hour {} was not ingested whole: given up (ingest it again)", hour_name(*ts))
+            });
         }
     }
     session.finish()

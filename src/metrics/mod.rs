@@ -185,13 +185,21 @@ impl Metrics {
             "Hours of files the pageviews pipeline handled per partition, by outcome (final, skipped, replaced, aborted).",
             &["outcome"],
         );
-        let backfill_hours =
-            counter("pagepulse_backfill_hours_total", "Backfill hours that ended, by status (done, skipped, failed).", &["status"]);
-        let backfill_tries =
-            counter("pagepulse_backfill_tries_total", "Backfill download tries, by outcome (ok, failed).", &["outcome"]);
-        let backfill_lines =
-            prometheus::IntCounter::new("pagepulse_backfill_lines_total", "Dump lines backfills produced to pageviews.")
-                .expect("metric definition is valid");
+        let backfill_hours = counter(
+            "pagepulse_backfill_hours_total",
+            "Backfill hours that ended, by status (done, skipped, failed).",
+            &["status"],
+        );
+        let backfill_tries = counter(
+            "pagepulse_backfill_tries_total",
+            "Backfill download tries, by outcome (ok, failed).",
+            &["outcome"],
+        );
+        let backfill_lines = prometheus::IntCounter::new(
+            "pagepulse_backfill_lines_total",
+            "Dump lines backfills produced to pageviews.",
+        )
+        .expect("metric definition is valid");
         registry.register(Box::new(backfill_lines.clone())).expect("metric names are unique");
         let backfill_jobs_running =
             IntGauge::new("pagepulse_backfill_jobs_running", "Backfill jobs this instance is running.")

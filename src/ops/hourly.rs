@@ -214,7 +214,8 @@ impl HourlyWindows {
         let mut replaced = self.file_final.remove(&hour_start);
         replaced |= self.open.remove(&hour_start).is_some();
         replaced |= self.file_windows.remove(&hour_start).is_some_and(|w| !w.is_empty());
-        replaced |= self.file_open.insert(hour_start, FileHour { batch: batch.into(), seen: 0 }).is_some_and(|f| f.seen > 0);
+        replaced |=
+            self.file_open.insert(hour_start, FileHour { batch: batch.into(), seen: 0 }).is_some_and(|f| f.seen > 0);
         Begun::Started { replaced }
     }
 
@@ -310,7 +311,9 @@ impl HourlyWindows {
     /// allocation of the same title already held elsewhere, to share instead of allocating.
     pub fn add(&mut self, domain: &str, title: &str, views: u64, ts_ms: i64, known_title: Option<&Arc<str>>) -> Added {
         let hour = hour_of(ts_ms);
-        if hour < self.final_before || (!self.file_open.is_empty() || !self.file_final.is_empty()) && self.file_owned(hour) {
+        if hour < self.final_before
+            || (!self.file_open.is_empty() || !self.file_final.is_empty()) && self.file_owned(hour)
+        {
             match self.late.get_mut(domain) {
                 Some(n) => *n += 1,
                 None => {
@@ -443,7 +446,13 @@ mod tests {
         let window = |n| Window { total_views: n, counts: HashMap::from([(Arc::from("A"), n)]) };
         open.insert(H0, HashMap::from([(Arc::from("en"), window(3))]));
         open.insert(H0 + HOUR_MS, HashMap::from([(Arc::from("en"), window(4))]));
-        w.restore(Some(H0 + HOUR_MS + MIN), H0 + HOUR_MS, HashMap::from([(Arc::from("de"), 2)]), open, Default::default());
+        w.restore(
+            Some(H0 + HOUR_MS + MIN),
+            H0 + HOUR_MS,
+            HashMap::from([(Arc::from("de"), 2)]),
+            open,
+            Default::default(),
+        );
         assert_eq!(w.open_windows(), 1, "the final hour's window is dropped");
         assert_eq!(w.watermark(), Some(H0 + HOUR_MS + MIN - LATENESS));
         assert_eq!(w.add("en", "A", 1, H0 + 59 * MIN, None), Added::Late);

@@ -50,8 +50,15 @@ pub mod posts;
 /// Pipelines reading the same topic get its records in this order (see [`crate::engine::router`]):
 /// the first of them dead-letters what it refuses; `posts` comes before `apps`, which counts
 /// mentions in the same posts.
-pub const REGISTRY: &[Pipeline] =
-    &[posts::ENTRY, fans::ENTRY, pages::ENTRY, pageviews::ENTRY, pageviews::backfill::ENTRY, messages::ENTRY, apps::ENTRY];
+pub const REGISTRY: &[Pipeline] = &[
+    posts::ENTRY,
+    fans::ENTRY,
+    pages::ENTRY,
+    pageviews::ENTRY,
+    pageviews::backfill::ENTRY,
+    messages::ENTRY,
+    apps::ENTRY,
+];
 
 /// One line of the [`REGISTRY`]: a pipeline as the app sees it before anything runs (to check its
 /// topics and create its changelog), and how to build it.

@@ -16,15 +16,15 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{param, query, wants_csv, Api};
+use crate::clock::format_ms;
 use crate::http::cache::{self, Freshness};
 use crate::http::csv::{self, Csv};
 use crate::http::limit::Class;
 use crate::http::problem::Problem;
-use crate::pipelines::pageviews::blacklist::decode_blacklist;
-use crate::clock::format_ms;
 use crate::ops::latest::Value;
 use crate::pipelines::pageviews::backfill::job::{self, closing, Closing, HourDoc, HourStatus, JobDoc};
 use crate::pipelines::pageviews::backfill::processor::decode_request;
+use crate::pipelines::pageviews::blacklist::decode_blacklist;
 use crate::pipelines::pageviews::{CloseAck, DomainTrending, HourTop, BLACKLIST, JOBS, REPORTS, TOP, TRENDING};
 
 /// Checks an hour written `YYYY-MM-DDTHH` (UTC, the hour's start).
@@ -203,8 +203,7 @@ async fn create_report(api: web::Data<Api>, req: HttpRequest, payload: web::Payl
     let gated = api.gate(&req, Class::Write)?;
     query(&req, &[])?;
     let body = api.json_body(&req, payload).await?;
-    let r: ReportRequest = serde_json::from_slice(&body)
-        .map_err(|e| report_field_problem(&e.to_string()))?;
+    let r: ReportRequest = serde_json::from_slice(&body).map_err(|e| report_field_problem(&e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
     let end = r.end.unwrap_or_else(|| r.start.clone());
     let request = job::Request { job: job::new_job_id(now), start: r.start, end, requested_at: format_ms(now) };
@@ -258,7 +257,8 @@ async fn report(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, P
     let gated = api.gate(&req, Class::Read)?;
     query(&req, &[])?;
     let id = super::decode(req.match_info().get("job").unwrap_or_default(), false, "the job")?;
-    job::check_job_id(&id).map_err(|e| Problem::bad_request(format!("`{id}` is not a job id: {}", e.message)).with_field("job"))?;
+    job::check_job_id(&id)
+        .map_err(|e| Problem::bad_request(format!("`{id}` is not a job id: {}", e.message)).with_field("job"))?;
     let v = api.result(JOBS, &job::job_key(&id), &format!("backfill job `{id}`"))?;
     Ok(gated.answer(cache::stored(&req, "application/json", &v.bytes, Freshness::Live)))
 }
@@ -330,7 +330,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/reports").route(web::post().to(create_report)).default_service(super::not_allowed("POST")),
         )
-        .service(web::resource("/reports/{job}").route(web::get().to(report)).default_service(super::not_allowed("GET")))
+        .service(
+            web::resource("/reports/{job}").route(web::get().to(report)).default_service(super::not_allowed("GET")),
+        )
         .service(web::resource("/hours/{hour}").route(web::get().to(hour)).default_service(super::not_allowed("GET")));
 }
 

@@ -80,11 +80,17 @@ impl PageviewsConfig {
         };
         let mirror = &pageviews.dump_mirror;
         v.check(
-            !(mirror.starts_with("http://") || mirror.starts_with("https://")) || mirror.len() < 8 || mirror.contains(char::is_whitespace),
+            !(mirror.starts_with("http://") || mirror.starts_with("https://"))
+                || mirror.len() < 8
+                || mirror.contains(char::is_whitespace),
             "dump_mirror",
             "must be an http:// or https:// URL without spaces",
         );
-        v.check(!(1..=16).contains(&pageviews.backfill_concurrency), "backfill_concurrency", "must be between 1 and 16");
+        v.check(
+            !(1..=16).contains(&pageviews.backfill_concurrency),
+            "backfill_concurrency",
+            "must be between 1 and 16",
+        );
         v.check(!(1..=20).contains(&pageviews.backfill_max_tries), "backfill_max_tries", "must be between 1 and 20");
         v.check(
             !(Duration::from_millis(10)..=Duration::from_secs(600)).contains(&pageviews.backfill_retry_backoff),
@@ -101,7 +107,11 @@ impl PageviewsConfig {
             "backfill_close_timeout",
             "must be between 1s and 1d",
         );
-        v.check(!(1..=87_600).contains(&pageviews.backfill_max_hours), "backfill_max_hours", "must be between 1 and 87600");
+        v.check(
+            !(1..=87_600).contains(&pageviews.backfill_max_hours),
+            "backfill_max_hours",
+            "must be between 1 and 87600",
+        );
         v.check(!(1..=1000).contains(&pageviews.top_n), "top_n", "must be between 1 and 1000");
         v.check(pageviews.export_domains.len() > 100, "export_domains", "must list at most 100 domains");
         v.check(!(1..=1000).contains(&pageviews.trending_top_n), "trending_top_n", "must be between 1 and 1000");

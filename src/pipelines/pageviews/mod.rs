@@ -38,10 +38,12 @@ use std::sync::Arc;
 
 pub use self::blacklist::{decode_blacklist, Blacklist, BlacklistChange, BlacklistProcessor};
 pub use self::config::PageviewsConfig;
-pub use self::names::{BACKFILL_PIPELINE, BLACKLIST, BLACKLIST_PIPELINE, INPUT, JOBS, PIPELINE, REPORTS, TOP, TRENDING};
+pub use self::names::{
+    BACKFILL_PIPELINE, BLACKLIST, BLACKLIST_PIPELINE, INPUT, JOBS, PIPELINE, REPORTS, TOP, TRENDING,
+};
 pub use self::processor::{
-    close_key, decode_input, decode_view, hour_name, rank, top_key, Article, CloseAck, Control, DomainTrending, HourTop,
-    PageviewInput, PageviewsProcessor, View,
+    close_key, decode_input, decode_view, hour_name, rank, top_key, Article, CloseAck, Control, DomainTrending,
+    HourTop, PageviewInput, PageviewsProcessor, View,
 };
 pub use self::store::PageviewsStore;
 use super::{Built, Error, GlobalTable, Pipeline, Wiring};

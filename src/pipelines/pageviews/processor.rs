@@ -23,12 +23,12 @@ use super::trend::Trend;
 use crate::clock::{format_ms, Clock};
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
+use crate::ingest::record::{ControlKind, CONTROL_KEY, MAX_BATCH};
 use crate::metrics::Metrics;
+use crate::ops::hourly::{hour_of, Begun, HOUR_MS};
 use crate::ops::hourly::{Added, Closed, HourlyWindows, Window};
 use crate::ops::topn::top_n;
 use crate::ops::window::AddOutcome;
-use crate::ingest::record::{ControlKind, CONTROL_KEY, MAX_BATCH};
-use crate::ops::hourly::{hour_of, Begun, HOUR_MS};
 use crate::pipelines::decode::{object, optional_str, optional_u64, required_str, rfc3339_ms, utf8_value};
 
 /// Longest domain code accepted.
@@ -139,8 +139,11 @@ pub fn decode_input(rec: &RawRecord) -> Result<PageviewInput<'_>, Rejection> {
     if rec.key.as_deref() != Some(CONTROL_KEY.as_bytes()) {
         return decode_view(rec).map(PageviewInput::View);
     }
-    let w: ControlWire<'_> = serde_json::from_str(utf8_value(rec)?)
-        .map_err(|e| invalid(format!("a control record (key `{CONTROL_KEY}`) must be {{\"control\", \"hour\", \"batch\", \"replace\"}}: {e}")))?;
+    let w: ControlWire<'_> = serde_json::from_str(utf8_value(rec)?).map_err(|e| {
+        invalid(format!(
+            "a control record (key `{CONTROL_KEY}`) must be {{\"control\", \"hour\", \"batch\", \"replace\"}}: {e}"
+        ))
+    })?;
     if w.hour.rem_euclid(HOUR_MS) != 0 || !(MIN_TS_MS..=MAX_TS_MS).contains(&w.hour) {
         return Err(invalid(format!("field `hour` must be the start of an hour in epoch ms, got {}", w.hour)));
     }
@@ -393,8 +396,6 @@ impl PageviewsProcessor {
             }
         }
     }
-
-
 
     fn top_record(&mut self, hour_start: i64, domain: &str, window: &Window, is_final: bool) -> OutRecord {
         let excluded = self.blacklist.titles(domain);

@@ -615,7 +615,9 @@ fn decode_files(v: &[u8]) -> Result<Files, Corrupt> {
             Some(p) => {
                 let gap = i64::try_from(r.u64()?).ok().filter(|g| *g > 0 && *g < MAX_TIME / HOUR_MS);
                 let gap = gap.ok_or(Corrupt { at: 0, what: "a gap between final hours" })?;
-                p.checked_add(gap * HOUR_MS).filter(|h| *h <= MAX_TIME).ok_or(Corrupt { at: 0, what: "a final hour" })?
+                p.checked_add(gap * HOUR_MS)
+                    .filter(|h| *h <= MAX_TIME)
+                    .ok_or(Corrupt { at: 0, what: "a final hour" })?
             }
         };
         done.insert(hour);

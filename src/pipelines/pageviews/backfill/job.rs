@@ -43,13 +43,19 @@ fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
 /// Parses an hour `YYYY-MM-DDTHH` into its start in epoch ms, naming `field` when it is not one.
 pub fn parse_hour(field: &'static str, s: &str) -> Result<i64, Invalid> {
     dump::parse_hour(s).map_err(|_| {
-        invalid(field, format!("`{s}` is not an hour: expected `YYYY-MM-DDTHH` (UTC, the hour's start), e.g. `2020-01-01T15`"))
+        invalid(
+            field,
+            format!("`{s}` is not an hour: expected `YYYY-MM-DDTHH` (UTC, the hour's start), e.g. `2020-01-01T15`"),
+        )
     })
 }
 
 /// Checks a job id.
 pub fn check_job_id(job: &str) -> Result<(), Invalid> {
-    if job.is_empty() || job.len() > MAX_JOB_ID || !job.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if job.is_empty()
+        || job.len() > MAX_JOB_ID
+        || !job.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(invalid("job", format!("must be 1 to {MAX_JOB_ID} characters of A-Z, a-z, 0-9, `-` or `_`")));
     }
     Ok(())
@@ -86,7 +92,13 @@ pub fn new_job_id(now_ms: i64) -> String {
 /// time in the file name is the END of the hour).
 pub fn dump_url(mirror: &str, hour_ms: i64) -> String {
     let end = chrono::DateTime::from_timestamp_millis(hour_ms + HOUR_MS).unwrap_or_default();
-    format!("{}/{}/{}/{}", mirror.trim_end_matches('/'), end.format("%Y"), end.format("%Y-%m"), file_name_for_hour(hour_ms, true))
+    format!(
+        "{}/{}/{}/{}",
+        mirror.trim_end_matches('/'),
+        end.format("%Y"),
+        end.format("%Y-%m"),
+        file_name_for_hour(hour_ms, true)
+    )
 }
 
 /// The state of one hour of a job.
@@ -424,7 +436,10 @@ mod tests {
         );
         // Another batch owns the hour in partition 1.
         assert_eq!(closing(&[ack("b", "final", 3), ack("b", "stale", 0)], Some("b")), Closing::Contended);
-        assert_eq!(closing(&[ack("a", "final", 3), ack("a", "final", 1)], None), Closing::Final { records: 0, by_batch: 0 });
+        assert_eq!(
+            closing(&[ack("a", "final", 3), ack("a", "final", 1)], None),
+            Closing::Final { records: 0, by_batch: 0 }
+        );
         assert_eq!(closing(&[], None), Closing::Open);
     }
 }

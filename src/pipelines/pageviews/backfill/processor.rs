@@ -63,7 +63,10 @@ impl Drop for ReportsProcessor {
 pub fn decode_request(rec: &RawRecord, max_hours: usize) -> Result<Request, Rejection> {
     let text = utf8_value(rec)?;
     let req: Request = serde_json::from_str(text).map_err(|e| {
-        Rejection::new(RejectClass::InvalidJson, format!("not a backfill request {{\"job\", \"start\", \"end\", \"requested_at\"}}: {e}"))
+        Rejection::new(
+            RejectClass::InvalidJson,
+            format!("not a backfill request {{\"job\", \"start\", \"end\", \"requested_at\"}}: {e}"),
+        )
     })?;
     req.hours(max_hours).map_err(|e| Rejection::new(RejectClass::InvalidValue, e.to_string()))?;
     if rec.key.as_deref() != Some(req.job.as_bytes()) {

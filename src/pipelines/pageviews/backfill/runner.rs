@@ -253,7 +253,14 @@ impl Shared {
     }
 
     /// Sends a control record to every partition of `pageviews`, counted in `d`.
-    fn control(&self, kind: ControlKind, hour_ms: i64, batch: &str, partitions: i32, d: &Arc<Deliveries>) -> Result<(), String> {
+    fn control(
+        &self,
+        kind: ControlKind,
+        hour_ms: i64,
+        batch: &str,
+        partitions: i32,
+        d: &Arc<Deliveries>,
+    ) -> Result<(), String> {
         let mut value = Vec::with_capacity(128);
         encode_control(kind, hour_ms, batch, false, &mut value);
         for p in 0..partitions {
@@ -513,8 +520,7 @@ async fn one_try(
                 break;
             }
             Err(_) => {
-                download_error =
-                    Some(format!("no data from {url} for {}", humantime::format_duration(s.read_timeout)));
+                download_error = Some(format!("no data from {url} for {}", humantime::format_duration(s.read_timeout)));
                 break;
             }
         }
@@ -549,7 +555,12 @@ async fn one_try(
         match closing(&acks, (!contended).then_some(batch)) {
             Closing::Final { records, by_batch } => {
                 if by_batch == partitions as usize && records != lines {
-                    tracing::warn!(batch, lines, records, "the partitions counted another number of records than were produced");
+                    tracing::warn!(
+                        batch,
+                        lines,
+                        records,
+                        "the partitions counted another number of records than were produced"
+                    );
                 }
                 return Ok(by_batch == 0);
             }
