@@ -27,8 +27,8 @@
 //! - [`app`]: `pagepulse run`: wiring (loops over [`pipelines::REGISTRY`]) and the ordered,
 //!   lossless shutdown.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and `/pages` (the fans pipeline's live view).
-//! - [`pipelines`]: the registry and one folder per pipeline (posts, fans, pages, pageviews,
-//!   messages), each with `config.rs`, `processor.rs`, `store.rs` (durable state) and `live.rs`
+//! - [`pipelines`]: the registry and one folder per pipeline (posts, fans, pages, pageviews with
+//!   its backfill jobs, messages, apps), each with `config.rs`, `processor.rs`, `store.rs` (durable state) and `live.rs`
 //!   (what queries read) where it has them, and a `mod.rs` whose `build` wires them.
 //! - [`kafka`]: topic definitions and admin, consumer source, producer sinks (at-least-once and
 //!   transactional), changelog backend, global tables, client settings.

@@ -8,8 +8,11 @@
 //!   pageviews task consults when it ranks, so a change applies to every window not yet final.
 //! - Output `pageviews.top` (compacted, key `<domain>|YYYY-MM-DDTHH`): per (domain, hour) window,
 //!   exactly one record with `final: true` when the partition's watermark passes the hour's end
-//!   or the partition has been idle for `idle_timeout`; optionally provisional `final: false`
-//!   records while it is open. Top `top_n` by views, ties by title in ascending byte order.
+//!   or the partition has been idle for `idle_timeout`, or, for an hour ingested from a file, when
+//!   the file's `end` control record is in (see [`crate::ops::hourly`]); optionally provisional
+//!   `final: false` records while it is open.
+//! - Output `pageviews.jobs` (compacted): each partition's acknowledgement that it made an hour
+//!   from a file final ([`CloseAck`]), next to the [`backfill`] jobs' documents. Top `top_n` by views, ties by title in ascending byte order.
 //! - Output `pageviews.trending` (key = domain): the top over the last 60 minutes of event time
 //!   (sliding by the minute), every `trending_interval` while the domain receives views.
 //!
@@ -20,9 +23,11 @@
 //! With durable state, open windows, final hours, the watermark, late counts and trending survive
 //! restarts and rebalances through the changelog: see [`store`] for the layout and its costs.
 //!
-//! Parts: [`config`] (`[pipelines.pageviews]`), [`processor`] (decode, windows, rankings),
+//! Parts: [`config`] (`[pipelines.pageviews]`), [`processor`] (decode, windows, rankings, file
+//! ingestions' control records),
 //! [`trend`] (a domain's trending view), [`store`] (the durable state), [`blacklist`] (the global
-//! table).
+//! table), and [`backfill`]: the reports of past hours computed from a dump mirror, a pipeline of
+//! its own (tasks of `pageviews.reports`) configured in this section.
 
 pub mod backfill;
 pub mod blacklist;

@@ -31,6 +31,16 @@
 //!   practice every flush with input): 10-20 bytes per domain, so ~20 KB a flush for a partition
 //!   holding a thousand domains.
 //!
+//! - `files`: the hours being ingested from files (hour, batch, records seen, and the ingestion's
+//!   **base**: the first sequence number written after its `begin`) and the hours final from
+//!   files (at most [`MAX_FILE_HOURS`], as gaps), rewritten when they change, deleted when empty.
+//!   A restore counts in a file hour's window only its chunks from its base on: chunks written
+//!   before (live views of that hour, or a replaced ingestion's) still feed trending, never the
+//!   window. Views pending when an ingestion begins are written before its base is taken, and a
+//!   begin deletes the hour's hourly-only chunks at once. Chunks of a file hour being ingested are
+//!   kept whatever `final_before` says; those of an hour final from a file are deleted like any
+//!   final hour's.
+//!
 //! `<seq>` is a per-partition counter (kept in `meta`; after a restore it continues after the
 //! largest restored one), so chunk keys are unique and a compacted topic keeps every live chunk.
 //! Values are [`crate::ops::codec`]: a version byte, kind, domain, minute or hour, seq, count, then
