@@ -462,4 +462,58 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].hour_start, count(&closed[0], "A"), closed[0].window.total_views), (H0 + HOUR_MS, 4, 4));
     }
+
+    #[test]
+    fn an_hour_from_a_file_is_final_at_its_end_whatever_hours_are_final() {
+        let mut w = HourlyWindows::new(LATENESS);
+        // Live events make 11:00 final: every earlier hour is final for live events.
+        w.add("en", "A", 1, H0 + 2 * HOUR_MS, None);
+        w.add("en", "A", 1, H0 + 3 * HOUR_MS + 10 * MIN, None);
+        assert_eq!(w.close_due().len(), 1);
+        assert_eq!(w.add("de", "X", 1, H0, None), Added::Late, "no live window for 09:00 any more");
+        // A file of 09:00 is counted anyway, and final at its end only.
+        assert_eq!(w.begin_file(H0, "b1", false), Begun::Started { replaced: false });
+        assert!(matches!(w.add_file("de", "X", 5, H0, "b1"), Added::Counted { first: true, .. }));
+        assert!(matches!(w.add_file("de", "X", 2, H0, "b1"), Added::Counted { first: false, .. }));
+        assert_eq!(w.add_file("de", "Y", 9, H0, "b0"), Added::Stale, "another batch's record");
+        assert_eq!(w.add("de", "Z", 1, H0 + MIN, None), Added::Late, "live events of a file's hour are late");
+        assert!(w.close_all().iter().all(|c| c.hour_start != H0), "idleness does not close a file's hour");
+        let (closed, seen) = w.end_file(H0, "b1").expect("its batch");
+        assert_eq!((closed.len(), count(&closed[0], "X"), closed[0].window.total_views, seen), (1, 7, 7, 2));
+        // The same hour again is skipped: its records are stale, its end changes nothing.
+        assert_eq!(w.begin_file(H0, "b2", false), Begun::AlreadyFinal);
+        assert_eq!(w.add_file("de", "X", 5, H0, "b2"), Added::Stale);
+        assert!(w.end_file(H0, "b2").is_none());
+        // ... unless asked to replace it.
+        assert_eq!(w.begin_file(H0, "b3", true), Begun::Started { replaced: true });
+        assert!(w.end_file(H0, "b3").is_some_and(|(c, n)| c.is_empty() && n == 0));
+    }
+
+    #[test]
+    fn a_restarted_file_ingestion_replaces_the_partial_counts_and_an_abort_drops_them() {
+        let mut w = HourlyWindows::new(LATENESS);
+        let h = H0 + HOUR_MS;
+        w.add("en", "live", 3, h + MIN, None);
+        assert_eq!(w.begin_file(h, "c1", false), Begun::Started { replaced: true }, "the live window is dropped");
+        w.add_file("en", "A", 4, h, "c1");
+        w.add_file("en", "B", 1, h, "c1");
+        assert_eq!(w.file_windows(), 1);
+        assert_eq!(w.begin_file(h, "c2", false), Begun::Started { replaced: true });
+        assert_eq!(w.add_file("en", "A", 4, h, "c1"), Added::Stale, "the replaced batch's later records");
+        w.add_file("en", "A", 2, h, "c2");
+        let (closed, seen) = w.end_file(h, "c2").expect("its batch");
+        assert_eq!((count(&closed[0], "A"), count(&closed[0], "B"), count(&closed[0], "live"), seen), (2, 0, 0, 1));
+        // An ingestion that gives up leaves the hour owned by files, empty, until its file again.
+        let h2 = h + HOUR_MS;
+        w.begin_file(h2, "d1", false);
+        w.add_file("en", "A", 4, h2, "d1");
+        assert!(!w.abort_file(h2, "d0"), "not its batch");
+        assert!(w.abort_file(h2, "d1"));
+        assert_eq!((w.file_windows(), w.add_file("en", "A", 4, h2, "d1")), (0, Added::Stale));
+        assert_eq!(w.add("en", "A", 1, h2 + MIN, None), Added::Late);
+        assert!(w.end_file(h2, "d1").is_none());
+        assert_eq!(w.begin_file(h2, "d2", false), Begun::Started { replaced: false });
+        w.add_file("en", "A", 1, h2, "d2");
+        assert_eq!(w.end_file(h2, "d2").map(|(c, _)| count(&c[0], "A")), Some(1));
+    }
 }
