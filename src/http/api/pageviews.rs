@@ -160,10 +160,11 @@ async fn remove(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, P
 #[serde(deny_unknown_fields)]
 struct ReportRequest {
     /// First hour, `YYYY-MM-DDTHH` (its start, UTC).
-    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}$")]
+    #[schema(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3])$")]
     start: String,
-    /// Last hour, inclusive (default: `start`, one hour).
-    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}$")]
+    /// Last hour, inclusive, not before `start`, at most `pipelines.pageviews.backfill_max_hours`
+    /// hours from it (default: `start`, one hour).
+    #[schema(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3])$")]
     end: Option<String>,
 }
 
