@@ -754,3 +754,58 @@ fn the_cli_waits_for_a_job_and_exits_by_its_outcome() {
     assert!(doc["error"].as_str().is_some_and(|e| e.contains("404")), "{doc}");
     assert_eq!(mirror.gets(&hour_path(ms(gone))), MAX_TRIES as usize);
 }
+
+#[test]
+fn a_job_moves_to_another_instance_when_its_owner_dies() {
+    let env = TestEnv::new();
+    let mirror = Mirror::start();
+    let dumps: Vec<Dump> =
+        (0..3).map(|h| Dump::new(&hour_name(ms("2024-08-01T00") + h * HOUR), 700 + h as u64)).collect();
+    let slow = 1;
+    for (i, d) in dumps.iter().enumerate() {
+        let behaviour = if i == slow {
+            Behaviour::Slow { chunk: d.gz.len() / 40 + 1, every: Duration::from_millis(250) }
+        } else {
+            Behaviour::Normal
+        };
+        mirror.put(&d.path(), d.gz.clone(), behaviour);
+    }
+    // Two instances of one group: the job runs on the one owning its `pageviews.reports` partition.
+    let mut a = start(&env, &mirror);
+    let mut b = start(&env, &mirror);
+    wait_for("both instances hold partitions", Duration::from_secs(90), || {
+        let held = |pp: &Pagepulse| pp.metric("pagepulse_assigned_partitions", "") > 0.0;
+        (held(&a) && held(&b)).then_some(())
+    });
+    let id = submit(&a, json!({"start": dumps[0].hour(), "end": dumps[2].hour()}), 3);
+    let slow_path = dumps[slow].path();
+    let size = mirror.size(&slow_path);
+    wait_for("a third of the slow hour downloaded", Duration::from_secs(90), || {
+        (mirror.sent(&slow_path) >= size / 3).then_some(())
+    });
+    let running = |pp: &Pagepulse| pp.metric("pagepulse_backfill_jobs_running", "");
+    let (ra, rb) = (running(&a), running(&b));
+    assert_eq!(ra + rb, 1.0, "exactly one instance runs the job: {ra} and {rb}");
+    let (owner, survivor) = if ra == 1.0 { (&mut a, &b) } else { (&mut b, &a) };
+    owner.signal(libc::SIGKILL);
+    owner.wait_exit(Duration::from_secs(10));
+
+    // The survivor takes the partition over, restores the job from its changelog and ends it.
+    let report = wait_job(survivor, &id, Duration::from_secs(180));
+    assert_eq!(report["status"], "done", "{report}\n{}", log_tail(survivor));
+    assert_eq!(counts(&report), count_map(&[("done", 3)]), "{report}");
+    let docs = hours_of(&report);
+    for d in &dumps {
+        check_done(&docs[&d.hour()], d, &mirror, &id, None);
+    }
+    assert_eq!(running(survivor), 0.0, "the job ended on the survivor");
+    assert!(
+        support::strip_ansi(&survivor.log_text()).contains("backfill jobs restored: resuming"),
+        "the survivor resumed the job from its partition's changelog:\n{}",
+        log_tail(survivor)
+    );
+    assert!(mirror.gets(&slow_path) >= 2, "the slow hour was downloaded again by the survivor");
+    let all: Vec<&Dump> = dumps.iter().collect();
+    let want = expected(&all);
+    assert_tops(&read_tops(&env, &want, Duration::from_secs(60)), &want, Finals::Identical);
+}

@@ -36,8 +36,9 @@ const T2: i64 = T1 + 3_600_000;
 const T3: i64 = T2 + 3_600_000;
 const PAGES: u64 = 200;
 const INTERVAL_S: i64 = 10;
-/// Input partitions of the group: `pages`, `fans.observations`, `pageviews`, 4 each.
-const PARTITIONS: f64 = 12.0;
+/// Input partitions of the group: `pages`, `fans.observations`, `pageviews` and
+/// `pageviews.reports` (backfill jobs, which run with page views), 4 each.
+const PARTITIONS: f64 = 16.0;
 
 const H0: i64 = 1_795_424_400_000; // 2026-11-23T09:00:00Z
 const HOUR: i64 = 3_600_000;
@@ -246,7 +247,8 @@ fn a_killed_instance_hands_its_partitions_and_state_to_the_survivor_and_a_new_on
         ("PAGEPULSE__platforms__facebook__base_url", base.as_str()),
         ("PAGEPULSE_FACEBOOK_TOKEN", "e2e-token"),
         ("PAGEPULSE__pipelines__posts__enabled", "false"),
-        // The partitions counted here are those of pages, fans.observations and pageviews.
+        // The partitions counted here are those of pages, fans.observations, pageviews and
+        // pageviews.reports.
         ("PAGEPULSE__pipelines__messages__enabled", "false"),
         ("PAGEPULSE__pipelines__apps__enabled", "false"),
         ("PAGEPULSE__pipelines__pageviews__idle_timeout", "\"1h\""),
