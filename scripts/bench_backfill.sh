@@ -126,7 +126,7 @@ JOB=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["job"])' "$BODY
 echo "job $JOB: $START ..= $END ($HOURS hours), submitted" >&2
 LAST=""
 while :; do
-  REPORT=$(curl -s "$URL/api/v1/pageviews/reports/$JOB" || true)
+  REPORT=$(curl -s -H "Authorization: Bearer $PAGEPULSE_WRITE_TOKEN" "$URL/api/v1/pageviews/reports/$JOB" || true)
   STATE=$(python3 -c '
 import json, sys
 try:

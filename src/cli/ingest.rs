@@ -454,7 +454,8 @@ fn pageviews(args: &PageviewsArgs, cfg: &Config) -> anyhow::Result<()> {
     let partitions = session.partitions(cfg)?;
     let mut value = Vec::with_capacity(256);
     for (ts, paths) in &by_hour {
-        let batch = format!("ingest.{}.{:016x}", hour_name(*ts), rand::random::<u64>());
+        // 64 random bits: unique among the ingestions of an hour, and short (every line carries it).
+        let batch = format!("{:016x}", rand::random::<u64>());
         let (failed_before, unreadable_before) =
             (session.deliveries.failed.load(Ordering::Relaxed), session.unreadable.len());
         session.control(ControlKind::Begin, *ts, &batch, args.replace, partitions)?;

@@ -851,7 +851,8 @@ mod tests {
                     p.process(input, &RecordMeta { topic: INPUT, partition: 0, offset: 0, timestamp_ms: None }, out);
                 }
                 Step::FileView(d, t, n, hour, b) => {
-                    let v = serde_json::json!({"domain": d, "title": t, "views": n, "ts": hour, "batch": format!("b{b}")});
+                    let v =
+                        serde_json::json!({"domain": d, "title": t, "views": n, "ts": hour, "batch": format!("b{b}")});
                     let r = rec(d, v);
                     let input = p.decode(INPUT, &r).expect("valid view");
                     p.process(input, &RecordMeta { topic: INPUT, partition: 0, offset: 0, timestamp_ms: None }, out);
@@ -1041,8 +1042,11 @@ mod tests {
                     // A file ingestion may compute a live hour final already (the one case
                     // where the uninterrupted run itself emits a key final twice).
                     let mut seen = HashSet::new();
-                    let again: HashSet<String> =
-                        finals(&a_out.records).into_iter().map(|(k, _)| k).filter(|k| !seen.insert(k.clone())).collect();
+                    let again: HashSet<String> = finals(&a_out.records)
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .filter(|k| !seen.insert(k.clone()))
+                        .collect();
                     let before: HashSet<String> = finals(&a_out.records[..marks[start]])
                         .into_iter()
                         .map(|(k, _)| k)

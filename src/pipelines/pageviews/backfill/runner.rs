@@ -6,7 +6,8 @@
 //! final. A failed try (HTTP error, no data for `backfill_read_timeout`, a truncated or corrupt
 //! gzip stream, records the broker refused, partitions not closing in time) is given up in every
 //! partition (its partial counts dropped) and retried with a doubling backoff, up to
-//! `backfill_max_tries` tries. At most `backfill_concurrency` hours run at once on the instance.
+//! `backfill_max_tries` tries. At most `backfill_concurrency` hours download at once on the
+//! instance (an hour whose lines are all in waits for its finals without holding a slot).
 //!
 //! Every state change is written to `pageviews.jobs` (the hour's document at once, the job's at
 //! most every second and when it ends) and applied to this instance's table of that topic, so
@@ -361,7 +362,6 @@ async fn run_job(s: Arc<Shared>, run: Run) {
         }
         let (s, state, cancel) = (s.clone(), state.clone(), run.cancel.clone());
         hours.spawn(async move {
-            let Ok(_slot) = s.slots.clone().acquire_owned().await else { return };
             if !cancel.load(Ordering::Acquire) {
                 run_hour(&s, &state, i, hour_ms, &cancel).await;
             }
@@ -414,6 +414,12 @@ async fn run_hour(s: &Arc<Shared>, state: &JobState, i: usize, hour_ms: i64, can
     };
     let max_tries = s.max_tries.max(first_try);
     for t in first_try..=max_tries {
+        // A download slot, held while the hour downloads and produces, not while the partitions
+        // close it: the next hour's download overlaps with that.
+        let Ok(slot) = s.slots.clone().acquire_owned().await else { return };
+        if cancel.load(Ordering::Acquire) {
+            return;
+        }
         let now = format_ms(s.now_ms());
         let hour_doc = state.update(s, i, |h| {
             h.status = HourStatus::Downloading;
@@ -425,8 +431,10 @@ async fn run_hour(s: &Arc<Shared>, state: &JobState, i: usize, hour_ms: i64, can
             h.ingested_at = None;
             h.started_at.get_or_insert(now);
         });
-        let batch = format!("{job}.{}.{t}.{:08x}", hour_doc.hour, rand::random::<u32>());
-        let outcome = one_try(s, state, i, hour_ms, &url, &batch, partitions, cancel).await;
+        // 64 random bits: unique among the ingestions of an hour, and short (every record of the
+        // hour carries it).
+        let batch = format!("{:016x}", rand::random::<u64>());
+        let outcome = one_try(s, state, i, hour_ms, &url, &batch, partitions, cancel, slot).await;
         let error = match outcome {
             Ok(skipped) => {
                 let now = format_ms(s.now_ms());
@@ -484,6 +492,7 @@ async fn one_try(
     batch: &str,
     partitions: i32,
     cancel: &AtomicBool,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<bool, TryError> {
     let failed = TryError::Failed;
     let lines_d = Arc::new(Deliveries::default());
@@ -537,6 +546,7 @@ async fn one_try(
     s.settle(&lines_d, "the hour's lines").await.map_err(failed)?;
     s.control(ControlKind::End, hour_ms, batch, partitions, &lines_d).map_err(failed)?;
     s.settle(&lines_d, "the hour's end").await.map_err(failed)?;
+    drop(slot);
     s.metrics.backfill_lines.inc_by(lines);
     let now = format_ms(s.now_ms());
     state.update(s, i, |h| {
