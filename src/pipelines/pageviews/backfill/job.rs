@@ -101,6 +101,17 @@ pub fn dump_url(mirror: &str, hour_ms: i64) -> String {
     )
 }
 
+/// `url` as shown in documents, errors and logs: without credentials (`user:password@`), which a
+/// mirror's address may carry for basic authentication.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// The state of one hour of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -238,7 +249,8 @@ pub struct JobDoc {
 impl JobDoc {
     /// A new job: every hour pending.
     pub fn new(req: &Request, hours: &[i64], mirror: &str, max_tries: u32, now_ms: i64) -> Self {
-        let hours = hours.iter().map(|h| HourDoc::pending(&req.job, *h, dump_url(mirror, *h), max_tries)).collect();
+        let hours =
+            hours.iter().map(|h| HourDoc::pending(&req.job, *h, shown_url(&dump_url(mirror, *h)), max_tries)).collect();
         let mut doc = Self {
             job: req.job.clone(),
             start: req.start.clone(),
@@ -386,6 +398,16 @@ mod tests {
         // The last hour of a year is in the next year's folder: its file ends at midnight.
         let h = parse_hour("start", "2020-12-31T23").expect("hour");
         assert_eq!(dump_url("http://m", h), "http://m/2021/2021-01/pageviews-20210101-000000.gz");
+    }
+
+    #[test]
+    fn credentials_in_the_mirror_address_are_never_shown() {
+        let h = parse_hour("start", "2020-01-01T14").expect("hour");
+        let url = dump_url("https://bot:s3cret@mirror.example/pv", h);
+        assert_eq!(shown_url(&url), "https://***@mirror.example/pv/2020/2020-01/pageviews-20200101-150000.gz");
+        assert_eq!(shown_url("http://m/a@b"), "http://m/a@b", "an @ after the host is not a credential");
+        let doc = JobDoc::new(&req("2020-01-01T14", "2020-01-01T14"), &[h], "https://bot:s3cret@mirror.example", 3, 0);
+        assert!(!serde_json::to_string(&doc).expect("json").contains("s3cret"));
     }
 
     #[test]

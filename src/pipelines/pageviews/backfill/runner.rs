@@ -423,7 +423,7 @@ async fn run_hour(s: &Arc<Shared>, state: &JobState, i: usize, hour_ms: i64, can
         let now = format_ms(s.now_ms());
         let hour_doc = state.update(s, i, |h| {
             h.status = HourStatus::Downloading;
-            h.url = url.clone();
+            h.url = super::job::shown_url(&url);
             h.try_count = t;
             h.max_tries = max_tries;
             h.lines = 0;
@@ -495,14 +495,16 @@ async fn one_try(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<bool, TryError> {
     let failed = TryError::Failed;
+    // Errors name the address without its credentials, if it has any.
+    let shown = super::job::shown_url(url);
     let lines_d = Arc::new(Deliveries::default());
     s.control(ControlKind::Begin, hour_ms, batch, partitions, &lines_d).map_err(failed)?;
     let resp = tokio::time::timeout(s.read_timeout, s.http.get(url).send())
         .await
-        .map_err(|_| failed(format!("no answer from {url} within {}", humantime::format_duration(s.read_timeout))))?
-        .map_err(|e| failed(format!("cannot download {url}: {e}")))?;
+        .map_err(|_| failed(format!("no answer from {shown} within {}", humantime::format_duration(s.read_timeout))))?
+        .map_err(|e| failed(format!("cannot download {shown}: {}", e.without_url())))?;
     if !resp.status().is_success() {
-        return Err(failed(format!("HTTP {} from {url}", resp.status())));
+        return Err(failed(format!("HTTP {} from {shown}", resp.status())));
     }
     let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, String>>(CHUNKS_IN_FLIGHT);
     let stop = Arc::new(AtomicBool::new(false));
@@ -525,11 +527,12 @@ async fn one_try(
             }
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
-                download_error = Some(format!("the download of {url} broke off: {e}"));
+                download_error = Some(format!("the download of {shown} broke off: {}", e.without_url()));
                 break;
             }
             Err(_) => {
-                download_error = Some(format!("no data from {url} for {}", humantime::format_duration(s.read_timeout)));
+                download_error =
+                    Some(format!("no data from {shown} for {}", humantime::format_duration(s.read_timeout)));
                 break;
             }
         }
