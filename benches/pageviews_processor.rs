@@ -19,7 +19,7 @@ use pagepulse::clock::ManualClock;
 use pagepulse::config::Config;
 use pagepulse::engine::{Emit, Processor, RawRecord, RecordMeta};
 use pagepulse::metrics::Metrics;
-use pagepulse::pipelines::pageviews::{Blacklist, PageviewsProcessor, INPUT};
+use pagepulse::pipelines::pageviews::{Blacklist, PageviewInput, PageviewsProcessor, INPUT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -85,7 +85,10 @@ fn main() {
     let t = Instant::now();
     let mut n = 0u64;
     for r in &recs {
-        n += p.decode(INPUT, r).expect("valid").views;
+        n += match p.decode(INPUT, r).expect("valid") {
+            PageviewInput::View(v) => v.views,
+            PageviewInput::Control(_) => 0,
+        };
     }
     let decode = t.elapsed();
     println!("decode alone: {:.0} ns/line (checksum {n})", decode.as_nanos() as f64 / lines as f64);

@@ -662,15 +662,12 @@ fn the_same_dump_ingested_twice_counts_once() {
     assert_eq!(a.status, 200, "an ingested hour has a document: {}", String::from_utf8_lossy(&a.body));
 }
 
-#[test]
-fn a_job_killed_mid_download_completes_exactly_after_a_restart() {
-    let env = TestEnv::new();
+/// A mirror serving `n` hours from `start` (seeds from `seed`), hour `slow` of them slowly: about
+/// 10 s every time it is downloaded.
+fn with_a_slow_hour(start: &str, n: i64, slow: usize, seed: u64) -> (Mirror, Vec<Dump>) {
     let mirror = Mirror::start();
-    let dumps: Vec<Dump> =
-        (0..4).map(|h| Dump::new(&hour_name(ms("2024-07-01T00") + h * HOUR), 300 + h as u64)).collect();
-    let slow = 2;
+    let dumps: Vec<Dump> = (0..n).map(|h| Dump::new(&hour_name(ms(start) + h * HOUR), seed + h as u64)).collect();
     for (i, d) in dumps.iter().enumerate() {
-        // The slow hour takes about 10 s, every time it is downloaded.
         let behaviour = if i == slow {
             Behaviour::Slow { chunk: d.gz.len() / 40 + 1, every: Duration::from_millis(250) }
         } else {
@@ -678,15 +675,29 @@ fn a_job_killed_mid_download_completes_exactly_after_a_restart() {
         };
         mirror.put(&d.path(), d.gz.clone(), behaviour);
     }
+    (mirror, dumps)
+}
+
+/// Waits until a third of `dump` went out of `mirror`; returns its path.
+fn a_third_of(mirror: &Mirror, dump: &Dump) -> String {
+    let path = dump.path();
+    let size = mirror.size(&path);
+    wait_for("a third of the slow hour downloaded", Duration::from_secs(90), || {
+        (mirror.sent(&path) >= size / 3).then_some(())
+    });
+    path
+}
+
+#[test]
+fn a_job_killed_mid_download_completes_exactly_after_a_restart() {
+    let env = TestEnv::new();
+    let slow = 2;
+    let (mirror, dumps) = with_a_slow_hour("2024-07-01T00", 4, slow, 300);
     let mut pp = start(&env, &mirror);
     let id = submit(&pp, json!({"start": dumps[0].hour(), "end": dumps[3].hour()}), 4);
 
     // Killed when a third of the slow hour is out: mid-job, mid-hour.
-    let slow_path = dumps[slow].path();
-    let size = mirror.size(&slow_path);
-    wait_for("a third of the slow hour downloaded", Duration::from_secs(90), || {
-        (mirror.sent(&slow_path) >= size / 3).then_some(())
-    });
+    let slow_path = a_third_of(&mirror, &dumps[slow]);
     assert_eq!(mirror.completed(&slow_path), 0, "the slow hour was still downloading");
     pp.signal(libc::SIGKILL);
     pp.wait_exit(Duration::from_secs(10));
@@ -758,18 +769,8 @@ fn the_cli_waits_for_a_job_and_exits_by_its_outcome() {
 #[test]
 fn a_job_moves_to_another_instance_when_its_owner_dies() {
     let env = TestEnv::new();
-    let mirror = Mirror::start();
-    let dumps: Vec<Dump> =
-        (0..3).map(|h| Dump::new(&hour_name(ms("2024-08-01T00") + h * HOUR), 700 + h as u64)).collect();
     let slow = 1;
-    for (i, d) in dumps.iter().enumerate() {
-        let behaviour = if i == slow {
-            Behaviour::Slow { chunk: d.gz.len() / 40 + 1, every: Duration::from_millis(250) }
-        } else {
-            Behaviour::Normal
-        };
-        mirror.put(&d.path(), d.gz.clone(), behaviour);
-    }
+    let (mirror, dumps) = with_a_slow_hour("2024-08-01T00", 3, slow, 700);
     // Two instances of one group: the job runs on the one owning its `pageviews.reports` partition.
     let mut a = start(&env, &mirror);
     let mut b = start(&env, &mirror);
@@ -778,11 +779,7 @@ fn a_job_moves_to_another_instance_when_its_owner_dies() {
         (held(&a) && held(&b)).then_some(())
     });
     let id = submit(&a, json!({"start": dumps[0].hour(), "end": dumps[2].hour()}), 3);
-    let slow_path = dumps[slow].path();
-    let size = mirror.size(&slow_path);
-    wait_for("a third of the slow hour downloaded", Duration::from_secs(90), || {
-        (mirror.sent(&slow_path) >= size / 3).then_some(())
-    });
+    let slow_path = a_third_of(&mirror, &dumps[slow]);
     let running = |pp: &Pagepulse| pp.metric("pagepulse_backfill_jobs_running", "");
     let (ra, rb) = (running(&a), running(&b));
     assert_eq!(ra + rb, 1.0, "exactly one instance runs the job: {ra} and {rb}");

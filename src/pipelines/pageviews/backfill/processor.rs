@@ -79,7 +79,7 @@ impl Processor for ReportsProcessor {
     type Input<'a> = Request;
     type Part = ();
 
-    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<Request, Rejection> {
+    fn decode(&self, _topic: &'static str, rec: &RawRecord) -> Result<Request, Rejection> {
         let req = decode_request(rec, self.max_hours)?;
         if self.jobs.len() >= MAX_JOBS && !self.jobs.contains_key(&req.job) {
             return Err(Rejection::new(
