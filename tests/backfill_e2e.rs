@@ -280,7 +280,8 @@ fn check_hour_doc(doc: &Value, dump: &Dump, mirror: &Mirror, job: &str) {
     assert_eq!(doc["job"], job, "{doc}");
     assert_eq!(doc["max_tries"], MAX_TRIES, "{doc}");
     assert_eq!(doc["url"], mirror.url_of(&dump.path()).as_str(), "the download URL (Wikimedia's layout): {doc}");
-    assert!(doc["results"].as_str().is_some_and(|r| r.ends_with(&dump.hour())), "results link: {doc}");
+    let report = format!("/api/v1/pageviews/hours/{}/top", dump.hour());
+    assert_eq!(doc["results"], report.as_str(), "results link: {doc}");
 }
 
 /// Checks the document of an hour that was downloaded and ingested in `tries` tries.
@@ -528,6 +529,41 @@ fn a_six_hour_job_with_a_missing_a_slow_and_a_truncated_hour() {
             .collect();
         assert_eq!(have, want[&key].top, "{path}");
     }
+
+    // Each done hour's report (its `results` link): every domain's top 25, JSON and CSV.
+    for d in dumps.iter().filter(|d| d.hour() != dumps[missing].hour()) {
+        let link = docs[&d.hour()]["results"].as_str().expect("a results link").to_string();
+        let a = get(&pp, &link).expect("an answer");
+        assert_eq!(a.status, 200, "{link}: {}", String::from_utf8_lossy(&a.body));
+        let v = a.json();
+        assert_eq!(v["hour"], d.hour().as_str(), "{link}");
+        let mut domains = Vec::new();
+        for t in v["domains"].as_array().expect("domains") {
+            let key = format!("{}|{}", t["domain"].as_str().expect("domain"), d.hour());
+            let have: Vec<(String, u64)> = t["articles"]
+                .as_array()
+                .expect("articles")
+                .iter()
+                .map(|a| (a["title"].as_str().expect("title").to_string(), a["views"].as_u64().expect("views")))
+                .collect();
+            assert_eq!((have, t["final"].as_bool()), (want[&key].top.clone(), Some(true)), "{link}: {key}");
+            domains.push(t["domain"].as_str().expect("domain").to_string());
+        }
+        let mut all: Vec<String> = DOMAINS.iter().map(|d| d.to_string()).collect();
+        all.sort();
+        assert_eq!(domains, all, "{link}: every domain, in order");
+        let csv = http(&pp.addr, "GET", &format!("{link}?format=csv"), &[], b"").expect("an answer");
+        let text = String::from_utf8_lossy(&csv.body).into_owned();
+        let rows = DOMAINS.iter().map(|dm| want[&format!("{dm}|{}", d.hour())].top.len()).sum::<usize>();
+        assert_eq!(
+            (csv.status, text.lines().count()),
+            (200, rows + 1),
+            "{link}?format=csv: a header and a row per article"
+        );
+        assert_eq!(text.lines().next(), Some("domain,hour_start,final,rank,title,views"));
+    }
+    let a = get(&pp, &format!("/api/v1/pageviews/hours/{}/top", dumps[missing].hour())).expect("an answer");
+    assert_problem(&a, 404, &dumps[missing].hour(), "the report of an hour never computed");
 
     // Hour documents.
     let slow_hour = dumps[slow].hour();

@@ -223,6 +223,22 @@ impl LatestTable {
             .map(|(k, (v, _))| (k.to_string(), v.clone()))
     }
 
+    /// Every key ending with `suffix` and its value, in key order (e.g. `|2026-12-05T10`: every
+    /// domain's record of an hour). Scans every key: for occasional readers such as a report
+    /// download, not for hot paths.
+    pub fn with_suffix(&self, suffix: &str) -> Vec<(String, Value)> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut found: Vec<(String, Value)> = inner
+            .map
+            .iter()
+            .filter(|(k, _)| k.ends_with(suffix))
+            .map(|(k, (v, _))| (k.to_string(), v.clone()))
+            .collect();
+        drop(inner);
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
     /// Bytes held, as counted against [`Bounds::max_bytes`].
     pub fn bytes(&self) -> usize {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).bytes

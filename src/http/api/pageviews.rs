@@ -12,6 +12,7 @@
 //! | `POST /api/v1/pageviews/reports` `{"start", "end"}` | 202: a backfill job computing every hour of the range from the dump mirror; `Location` is its state |
 //! | `GET /api/v1/pageviews/reports/{job}` | 200: the job, its counts and every hour's state (`pageviews.jobs`) |
 //! | `GET /api/v1/pageviews/hours/{hour}` | 200: the hour's latest state, whichever job (or ingestion) computed it |
+//! | `GET /api/v1/pageviews/hours/{hour}/top` | 200: every domain's top articles of the hour, JSON or CSV (the hour's report) |
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -289,6 +290,68 @@ async fn hour(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pro
     }
 }
 
+/// The report of an hour: every domain's top articles, by domain (JSON: `{"hour", "domains":
+/// [...pageviews.top records]}`; CSV: `domain,hour_start,final,rank,title,views`). Final once
+/// every domain's record is.
+#[utoipa::path(get, path = "/api/v1/pageviews/hours/{hour}/top", tag = "pageviews",
+    params(("hour" = String, Path, description = "`YYYY-MM-DDTHH`, the hour's start in UTC", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3])$"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`; or `Accept: text/csv`", pattern = "^(json|csv)$")),
+    responses((status = 200, content((Object = "application/json"), (String = "text/csv"))), (status = 304), (status = 400), (status = 401), (status = 403), (status = 404), (status = 429),
+        (status = 503, description = "this instance is still reading `pageviews.top` after its start")),
+    security(("bearer" = [])))]
+async fn hour_top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let gated = api.gate(&req, Class::Read)?;
+    let params = query(&req, &["format"])?;
+    let csv = wants_csv(&req, param(&params, "format"))?;
+    let hour = super::decode(req.match_info().get("hour").unwrap_or_default(), false, "the hour")?;
+    check_hour(&hour)?;
+    let table = api.live.results.table(TOP).ok_or_else(|| {
+        Problem::not_found(format!("`{TOP}` is not served here: its pipeline is disabled on this instance"))
+    })?;
+    let found = table.with_suffix(&format!("|{hour}"));
+    if found.is_empty() {
+        if !table.caught_up() {
+            return Err(Problem::unavailable(
+                format!("the hour {hour} is not known yet: this instance is still reading `{TOP}` after its start"),
+                2,
+            ));
+        }
+        return Err(Problem::not_found(format!(
+            "no top articles of any domain for the hour {hour} in `{TOP}`: none was computed, or it is older than \
+             the retention (http.results_retention)"
+        )));
+    }
+    let tops: Vec<HourTop> = found
+        .iter()
+        .map(|(_, v)| serde_json::from_slice(&v.bytes))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Problem::unavailable(format!("unreadable top articles of the hour {hour}: {e}"), 1))?;
+    let freshness = if tops.iter().all(|t| t.is_final) { Freshness::Immutable } else { Freshness::Live };
+    if !csv {
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            hour: &'a str,
+            domains: &'a [HourTop],
+        }
+        let body = serde_json::to_vec(&Report { hour: &hour, domains: &tops }).expect("plain struct");
+        return Ok(gated.answer(cache::answer(&req, "application/json", body, freshness)));
+    }
+    let mut out = Csv::new(&["domain", "hour_start", "final", "rank", "title", "views"]);
+    for t in &tops {
+        for a in &t.articles {
+            out.row([
+                &t.domain,
+                &t.hour_start,
+                &t.is_final.to_string(),
+                &a.rank.to_string(),
+                &a.title,
+                &a.views.to_string(),
+            ]);
+        }
+    }
+    Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), freshness)))
+}
+
 /// The state of an hour no job computed, from its close acknowledgements: final if every
 /// partition of `pageviews` this instance has heard from says so (up to the highest partition
 /// that acknowledged the hour).
@@ -334,13 +397,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/reports/{job}").route(web::get().to(report)).default_service(super::not_allowed("GET")),
         )
-        .service(web::resource("/hours/{hour}").route(web::get().to(hour)).default_service(super::not_allowed("GET")));
+        .service(web::resource("/hours/{hour}").route(web::get().to(hour)).default_service(super::not_allowed("GET")))
+        .service(
+            web::resource("/hours/{hour}/top")
+                .route(web::get().to(hour_top))
+                .default_service(super::not_allowed("GET")),
+        );
 }
 
 /// The OpenAPI operations of this file.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(add, remove, top, trending, create_report, report, hour),
+    paths(add, remove, top, trending, create_report, report, hour, hour_top),
     components(schemas(Entry, ReportRequest, ReportAccepted, ReportLinks))
 )]
 pub struct Doc;

@@ -166,7 +166,8 @@ pub struct HourDoc {
     pub ingested_at: Option<String>,
     /// When it ended.
     pub finished_at: Option<String>,
-    /// Where its results are read: the top articles of a domain for the hour.
+    /// Where its results are read: every domain's top articles of the hour
+    /// (`/api/v1/pageviews/hours/{hour}/top`, JSON or CSV).
     pub results: String,
 }
 
@@ -175,7 +176,7 @@ impl HourDoc {
     pub fn pending(job: &str, hour_ms: i64, url: String, max_tries: u32) -> Self {
         let hour = hour_name(hour_ms);
         Self {
-            results: format!("/api/v1/pageviews/top/{{domain}}/{hour}"),
+            results: format!("/api/v1/pageviews/hours/{hour}/top"),
             hour,
             job: Some(job.to_string()),
             status: HourStatus::Pending,
