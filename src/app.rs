@@ -256,6 +256,8 @@ struct Process {
     /// Member ids this process had in the group, across engine incarnations (the watchdog
     /// releases its predecessors').
     members: crate::kafka::watchdog::MemberHistory,
+    /// Who holds which input partition (kept by the watchdog, read by HTTP).
+    directory: Arc<crate::kafka::instances::Directory>,
 }
 
 /// How an engine incarnation ended, when not by an operator's stop.
@@ -288,15 +290,17 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let live = LiveViews::new(&cfg);
     let results = crate::pipelines::export::ResultsCollector::new(Arc::new(cfg.clone()), live.clone());
     metrics.register(Box::new(results)).expect("result metric names are unique");
-    let server = http::start(&cfg, metrics.clone(), health.clone(), live.clone())?;
+    let directory = Arc::new(crate::kafka::instances::Directory::new());
+    let server = http::start(&cfg, metrics.clone(), health.clone(), live.clone(), directory.clone())?;
     tracing::info!(addr = %server.addr(), "HTTP endpoint listening (/api/v1, /docs, /metrics, /healthz, /readyz)");
     let process = Process {
         metrics,
         health,
         signals: signals.clone(),
         live,
-        http: server.addr().to_string(),
+        http: cfg.http.advertise.clone().unwrap_or_else(|| server.addr().to_string()),
         members: Default::default(),
+        directory,
     };
     let engine = actix_rt::spawn(supervise(cfg, process));
     Ok(Running { server, signals, engine })
@@ -470,6 +474,7 @@ async fn run_engine(cfg: &Config, process: &Process, first: bool, from_beginning
             stop: stop_watchdog.clone(),
             shutdown: shutdown.clone(),
             members: process.members.clone(),
+            directory: process.directory.clone(),
         },
     )
     .map_err(|e| setup_failed(Error::Fatal(format!("cannot start the membership watchdog: {e}"))))?;

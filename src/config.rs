@@ -11,7 +11,8 @@
 //! - `PAGEPULSE_BROKERS` → `kafka.brokers`
 //! - `PAGEPULSE_TOPIC_PREFIX` → `kafka.topic_prefix`
 //! - `PAGEPULSE_GROUP_ID` → `kafka.group_id`
-//! - `PAGEPULSE_HTTP_LISTEN` → `http.listen`
+//! - `PAGEPULSE_HTTP_LISTEN` → `http.listen`, `PAGEPULSE_HTTP_ADVERTISE` → `http.advertise`
+//! - `PAGEPULSE_CLUSTER_TOKEN` → `http.cluster_token`
 //! - `PAGEPULSE_WRITE_TOKEN` → `http.write_token`, `PAGEPULSE_READ_TOKEN` → `http.read_token`
 //! - `PAGEPULSE_FACEBOOK_TOKEN` → `platforms.facebook.access_token`
 //! - `PAGEPULSE_MASTODON_TOKEN` → `platforms.mastodon.access_token`
@@ -193,6 +194,36 @@ pub struct HttpConfig {
     /// held for reads by key, 1 MiB..16 GiB (default 67108864, 64 MiB: about 200,000 post
     /// analyses); past it the entries written least recently are dropped first.
     pub results_max_bytes: usize,
+    /// `host:port` at which the other instances of the group reach this one's HTTP endpoint
+    /// (default: `listen`; env `PAGEPULSE_HTTP_ADVERTISE`). Set it when `listen` is `0.0.0.0` or
+    /// not reachable as such from the other instances.
+    pub advertise: Option<String>,
+    /// What a read for a key held by another instance gets (a page of a `fans.observations`
+    /// partition this instance does not own): `proxy` (default: this instance asks the owner and
+    /// passes its answer on), `redirect` (a `307` to the owner's address) or `off` (a `404`, as
+    /// if there were one instance).
+    pub forward: Forward,
+    /// The secret instances of one group share to vouch for requests they forward (env
+    /// `PAGEPULSE_CLUSTER_TOKEN`; at least 16 characters; default none). With it, a forwarded
+    /// request's credentials and rate limit are checked once, by the instance the client called;
+    /// without it, the client's `Authorization` header is forwarded and checked again by the
+    /// owner.
+    pub cluster_token: Option<Secret>,
+    /// Longest a forwarded request waits for the owner's answer before answering `503` (default
+    /// `5s`, 100ms..60s).
+    pub forward_timeout: Duration,
+}
+
+/// What a read for a key held by another instance gets (`http.forward`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forward {
+    /// This instance asks the owner and passes its answer on.
+    Proxy,
+    /// A `307 Temporary Redirect` to the owner's address.
+    Redirect,
+    /// No forwarding: a `404` naming the owner.
+    Off,
 }
 
 /// One bearer token of the HTTP API.
@@ -325,6 +356,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("PAGEPULSE_HTTP_LISTEN", "http.listen"),
     ("PAGEPULSE_WRITE_TOKEN", "http.write_token"),
     ("PAGEPULSE_READ_TOKEN", "http.read_token"),
+    ("PAGEPULSE_CLUSTER_TOKEN", "http.cluster_token"),
+    ("PAGEPULSE_HTTP_ADVERTISE", "http.advertise"),
     ("PAGEPULSE_FACEBOOK_TOKEN", "platforms.facebook.access_token"),
     ("PAGEPULSE_MASTODON_TOKEN", "platforms.mastodon.access_token"),
 ];
@@ -435,7 +468,28 @@ impl Config {
             cors_origins: h.take("cors_origins", Vec::new()),
             results_retention: h.duration("results_retention", Duration::from_secs(7 * 86_400)),
             results_max_bytes: h.take("results_max_bytes", 64 << 20),
+            advertise: h.take("advertise", None),
+            forward: h.take("forward", Forward::Proxy),
+            cluster_token: h.take::<Option<String>>("cluster_token", None).map(Secret::new),
+            forward_timeout: h.duration("forward_timeout", Duration::from_secs(5)),
         };
+        h.check(
+            http.cluster_token.as_ref().is_some_and(|t| t.len() < 16),
+            "cluster_token",
+            "must be at least 16 characters",
+        );
+        h.check(
+            !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&http.forward_timeout),
+            "forward_timeout",
+            "must be between 100ms and 60s",
+        );
+        h.check(
+            http.advertise.as_deref().is_some_and(|a| {
+                a.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            }),
+            "advertise",
+            "must be `host:port`, e.g. `10.0.0.5:9898`",
+        );
         h.check(
             !(Duration::from_secs(60)..=Duration::from_secs(365 * 86_400)).contains(&http.results_retention),
             "results_retention",

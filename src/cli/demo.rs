@@ -247,7 +247,7 @@ pub fn malformed(k: u64, n: u64) -> Vec<u8> {
 fn producer(cfg: &Config) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
     let admin = client::admin(&cfg.kafka)?;
     client::metadata(&admin, &cfg.kafka)?;
-    let mut pc = client::base(&cfg.kafka);
+    let mut pc = client::producer_base(&cfg.kafka);
     pc.set("linger.ms", "10").set("batch.num.messages", "10000").set("queue.buffering.max.messages", "1000000");
     Ok(pc.create()?)
 }

@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod csv;
+pub mod forward;
 pub mod limit;
 pub mod openapi;
 pub mod problem;
@@ -165,11 +166,17 @@ fn tls(cfg: &Config) -> Result<Option<rustls::ServerConfig>, Error> {
 
 /// Starts the server on the current actix system. Signals are left to the engine, which stops
 /// the server as part of its own shutdown. `live` are the pipelines' live views.
-pub fn start(cfg: &Config, metrics: Metrics, health: Arc<Health>, live: LiveViews) -> Result<Server, Error> {
+pub fn start(
+    cfg: &Config,
+    metrics: Metrics,
+    health: Arc<Health>,
+    live: LiveViews,
+    directory: Arc<crate::kafka::instances::Directory>,
+) -> Result<Server, Error> {
     let addr = cfg.http.listen;
     let state = State { metrics: metrics.clone(), health: health.clone() };
     let writer = writes::Writer::new(cfg).map_err(|e| Error::Writer(e.to_string()))?;
-    let api = web::Data::new(api::Api::new(Arc::new(cfg.clone()), writer, live, health, metrics.clone()));
+    let api = web::Data::new(api::Api::new(Arc::new(cfg.clone()), writer, live, health, metrics.clone(), directory));
     let origins = cfg.http.cors_origins.clone();
     let server = HttpServer::new(move || {
         // Per worker thread: a request clones this `Rc`, not every metric of the process.

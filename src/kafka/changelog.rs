@@ -27,7 +27,7 @@ pub struct KafkaBackend {
 impl KafkaBackend {
     /// A backend for `cfg`'s cluster.
     pub fn new(cfg: &Config) -> Result<Self, client::Error> {
-        let mut pc = client::base(&cfg.kafka);
+        let mut pc = client::producer_base(&cfg.kafka);
         pc.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "0");
         let producer = pc.create().map_err(client::Error::Client)?;
         Ok(Self { cfg: cfg.clone(), producer, cancel: None })

@@ -45,6 +45,15 @@ pub fn base(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Settings every producer shares: [`base`]'s, and Kafka's default partitioner for keyed
+/// records (`murmur2_random`, see [`super::partitioner`]), so that lookups find a key where
+/// pagepulse wrote it. An operator's `kafka.producer` properties may still override it.
+pub fn producer_base(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = base(cfg);
+    c.set("partitioner", super::partitioner::LIBRDKAFKA_PARTITIONER);
+    c
+}
+
 /// Consumer settings: at-least-once (offsets stored by pagepulse only after outputs are
 /// acknowledged, then auto-committed), reading from the earliest offset when the group has none.
 pub fn consumer(cfg: &KafkaConfig) -> ClientConfig {
@@ -75,7 +84,7 @@ pub fn consumer(cfg: &KafkaConfig) -> ClientConfig {
 /// Producer settings: idempotent, acknowledged by all in-sync replicas, batching briefly, with
 /// the local queue bounded so a slow broker makes tasks wait instead of memory grow.
 pub fn producer(cfg: &KafkaConfig, engine: &EngineConfig) -> ClientConfig {
-    let mut c = base(cfg);
+    let mut c = producer_base(cfg);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -127,7 +136,7 @@ pub fn metadata(admin: &AdminClient<DefaultClientContext>, cfg: &KafkaConfig) ->
 /// Kafka's default message limit is 1 MB); a queue of at most `queue_kbytes`. The operator's
 /// `kafka.producer` properties win, as for every other producer.
 pub fn bulk_producer(cfg: &KafkaConfig, queue_kbytes: u64) -> ClientConfig {
-    let mut pc = base(cfg);
+    let mut pc = producer_base(cfg);
     pc.set("enable.idempotence", "true")
         .set("compression.type", "lz4")
         .set("linger.ms", "50")

@@ -124,6 +124,106 @@ impl InstanceMap {
     }
 }
 
+/// Where an instance's HTTP endpoint is, as its claim gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The instance's id.
+    pub instance: String,
+    /// Its HTTP address (`host:port`).
+    pub http: String,
+}
+
+/// Who holds one partition, as far as this instance knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// This instance.
+    Me,
+    /// Another live instance.
+    Other(Owner),
+    /// No live instance claims it, or two do (a rebalance in progress): ask again shortly.
+    Moving,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    me: String,
+    /// Full topic name -> its partition count.
+    counts: HashMap<String, i32>,
+    /// Every partition claimed by exactly one live instance.
+    owners: HashMap<TopicPartition, Owner>,
+}
+
+/// Which instance holds which input partition and where it answers HTTP: what lets any
+/// instance answer a query for any key. The watchdog thread rebuilds it from the live claims at
+/// every check ([`Directory::update`]); HTTP handlers read it ([`Directory::holder`]).
+///
+/// It never names an owner it is unsure of: a partition claimed by two live instances (one has
+/// it, the other has not yet said it gave it up) or by none is [`Holder::Moving`], which a query
+/// answers with a `503` and `Retry-After`, not with a stale or wrong answer.
+#[derive(Debug, Default)]
+pub struct Directory {
+    inner: std::sync::RwLock<Snapshot>,
+}
+
+impl Directory {
+    /// An empty directory: every partition is [`Holder::Moving`] until the first update.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds the directory from this instance's own claim `own`, everyone's claims in `map`
+    /// (live if seen within `timeout_ms` of `now_ms`) and the input partitions `all`.
+    pub fn update(&self, own: &Claim, map: &InstanceMap, all: &BTreeSet<TopicPartition>, now_ms: i64, timeout_ms: i64) {
+        let mut counts: HashMap<String, i32> = HashMap::new();
+        for (t, _) in all {
+            *counts.entry(t.clone()).or_default() += 1;
+        }
+        let mut claimed: HashMap<TopicPartition, Option<Owner>> = HashMap::new();
+        let others = map.live(now_ms, timeout_ms).filter(|c| c.instance != own.instance);
+        for c in std::iter::once(own).chain(others) {
+            for tp in c.iter() {
+                let owner = Owner { instance: c.instance.clone(), http: c.http.clone() };
+                claimed
+                    .entry(tp)
+                    .and_modify(|o| {
+                        if o.as_ref().is_some_and(|o| o.instance != owner.instance) {
+                            *o = None; // claimed twice: moving
+                        }
+                    })
+                    .or_insert(Some(owner));
+            }
+        }
+        let owners = claimed.into_iter().filter_map(|(tp, o)| o.map(|o| (tp, o))).collect();
+        let snapshot = Snapshot { me: own.instance.clone(), counts, owners };
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+
+    /// This instance's id (empty before the first update).
+    pub fn me(&self) -> String {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).me.clone()
+    }
+
+    /// The partition count of full topic name `topic`, once known.
+    pub fn partitions(&self, topic: &str) -> Option<i32> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).counts.get(topic).copied()
+    }
+
+    /// Who holds the partition of `key` in full topic name `topic` (see
+    /// [`super::partitioner`]), with that partition; `None` before the topic's partition count
+    /// is known.
+    pub fn holder(&self, topic: &str, key: &[u8]) -> Option<(i32, Holder)> {
+        let s = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let n = *s.counts.get(topic)?;
+        let p = super::partitioner::partition_for(key, n);
+        let holder = match s.owners.get(&(topic.to_string(), p)) {
+            Some(o) if o.instance == s.me => Holder::Me,
+            Some(o) => Holder::Other(o.clone()),
+            None => Holder::Moving,
+        };
+        Some((p, holder))
+    }
+}
+
 /// What the watchdog sees at one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
@@ -344,6 +444,36 @@ mod tests {
         );
         map.expire(100_000, 60_000);
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn the_directory_names_an_owner_only_when_exactly_one_live_instance_claims_the_partition() {
+        let topic = "in";
+        let all = all(4);
+        let me = Claim { http: "10.0.0.1:1".into(), ..claim("me", &[0, 1], 1_000) };
+        let mut map = InstanceMap::new();
+        map.apply(Claim { http: "10.0.0.2:2".into(), ..claim("b", &[2], 1_000) }, 1_000);
+        // `c` still claims 1, which `me` already took: a rebalance in progress.
+        map.apply(claim("c", &[1], 1_000), 1_000);
+        // `d`'s claim is stale: dead.
+        map.apply(claim("d", &[3], 0), 0);
+        let d = Directory::new();
+        assert_eq!(d.holder(topic, b"x"), None, "nothing known before the first update");
+        d.update(&me, &map, &all, 5_000, 4_000);
+        assert_eq!(d.me(), "me");
+        assert_eq!(d.partitions(topic), Some(4));
+        // Find a key of each partition with the partitioner the producers use.
+        let key_of = |p: i32| {
+            (0..).map(|i| format!("k{i}")).find(|k| crate::kafka::partitioner::partition_for(k.as_bytes(), 4) == p).unwrap()
+        };
+        assert_eq!(d.holder(topic, key_of(0).as_bytes()), Some((0, Holder::Me)));
+        assert_eq!(d.holder(topic, key_of(1).as_bytes()), Some((1, Holder::Moving)), "claimed twice");
+        assert_eq!(
+            d.holder(topic, key_of(2).as_bytes()),
+            Some((2, Holder::Other(Owner { instance: "b".into(), http: "10.0.0.2:2".into() })))
+        );
+        assert_eq!(d.holder(topic, key_of(3).as_bytes()), Some((3, Holder::Moving)), "its claimant is dead");
+        assert_eq!(d.holder("other", b"x"), None);
     }
 
     #[test]

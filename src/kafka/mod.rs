@@ -8,6 +8,7 @@ pub mod coordinator;
 pub mod global;
 pub mod guard;
 pub mod instances;
+pub mod partitioner;
 pub mod results;
 pub mod sink;
 pub mod source;

@@ -94,6 +94,8 @@ pub struct Setup {
     pub shutdown: crate::engine::Shutdown,
     /// This process's member ids, across engine incarnations.
     pub members: MemberHistory,
+    /// Kept current at every check: who holds which input partition, for the HTTP API.
+    pub directory: Arc<super::instances::Directory>,
 }
 
 fn now_ms() -> i64 {
@@ -422,6 +424,7 @@ impl Runner {
         let now = now_ms();
         let timeout = Self::ms(self.timing.timeout);
         self.map.expire(now, 10 * timeout);
+        self.setup.directory.update(&own, &self.map, &all, now, timeout);
         let (check, verdict) = self.watchdog.check(&own, &self.map, &all, now, timeout);
         let m = &self.setup.metrics;
         m.group_live_instances.set(check.live_instances as i64);

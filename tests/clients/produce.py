@@ -15,7 +15,9 @@ from confluent_kafka import Producer
 
 def main() -> int:
     brokers, topic, path = sys.argv[1:4]
-    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 5, "enable.idempotence": True})
+    # Kafka's default partitioner (what pagepulse's producers and lookups use), not librdkafka's CRC32.
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 5, "enable.idempotence": True,
+                         "partitioner": "murmur2_random"})
     failures = []
     acked = [0]
 

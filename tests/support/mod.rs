@@ -660,8 +660,9 @@ impl rdkafka::producer::ProducerContext for CountingContext {
 }
 
 /// A Kafka producer for test input (idempotent, so the records of one partition keep the order
-/// they were sent in; keyed records go to the partition librdkafka's default partitioner picks,
-/// the same for every prefix). Safe to share between threads.
+/// they were sent in; keyed records go to the partition Kafka's default partitioner picks,
+/// `murmur2_random` in librdkafka, as every pagepulse producer does: see
+/// `pagepulse::kafka::partitioner`). Safe to share between threads.
 pub struct TestProducer {
     producer: rdkafka::producer::ThreadedProducer<CountingContext>,
 }
@@ -723,6 +724,7 @@ impl TestEnv {
             .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .set("partitioner", "murmur2_random")
             .set("linger.ms", linger.as_millis().to_string())
             .create_with_context(CountingContext { failed: std::sync::atomic::AtomicU64::new(0) })
             .expect("test producer");

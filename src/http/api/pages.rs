@@ -20,6 +20,8 @@ use serde::Serialize;
 
 use super::{param, query, wants_csv, Api};
 use crate::health::Health;
+use crate::http::auth::Caller;
+use crate::http::forward::Route;
 use crate::http::cache::{self, Freshness};
 use crate::http::csv::{self, Csv};
 use crate::http::limit::Class;
@@ -52,7 +54,7 @@ struct TrackPage {
 }
 
 /// The answer to a multi-page request.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 struct Comparison {
     /// The pages held, in the order asked.
     #[schema(value_type = Vec<Object>)]
@@ -156,7 +158,10 @@ async fn one(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
     let params = query(&req, &["series"])?;
     let detail = detail(&params)?;
     let key = path_key(&req)?;
-    let view = live(&api)?.page(&key, detail).ok_or_else(|| no_page(&api.health, &key))?;
+    let Some(view) = live(&api)?.page(&key, detail) else {
+        let theirs = elsewhere(&api, &req, &gated.caller, &key).await?;
+        return Ok(gated.answer(theirs));
+    };
     Ok(gated.answer(cache::json(&req, &view, Freshness::Live)))
 }
 
@@ -179,6 +184,69 @@ fn path_key(req: &HttpRequest) -> Result<String, Problem> {
     let key = super::decode(req.match_info().get("key").unwrap_or_default(), false, "the page key")?;
     check_key(&key)?;
     Ok(key)
+}
+
+/// Fills in the pages of `keys` not found here (`None` in `found`) from the instances holding
+/// them: one request per instance. A key whose partition is moving, or whose owner does not
+/// answer, makes the whole answer a 503: a comparison is never missing a page that exists.
+async fn gather(
+    api: &Api,
+    req: &HttpRequest,
+    caller: &Caller,
+    keys: &[String],
+    found: &mut [Option<PageView>],
+    detail: Detail,
+) -> Result<(), Problem> {
+    let topic = api.cfg.topic(crate::pipelines::fans::names::INPUT);
+    let live = live(api)?;
+    let mut by_owner: std::collections::BTreeMap<String, (crate::kafka::instances::Owner, Vec<usize>)> =
+        Default::default();
+    for (i, key) in keys.iter().enumerate() {
+        if found[i].is_some() {
+            continue;
+        }
+        if let Route::Remote(owner) =
+            api.forwarder.route(req, &topic, key, |p| live.holds(p)).map_err(|p| p.with_field("keys"))?
+        {
+            by_owner.entry(owner.instance.clone()).or_insert_with(|| (owner, Vec::new())).1.push(i);
+        }
+    }
+    for (owner, idx) in by_owner.into_values() {
+        let list: Vec<String> = idx.iter().map(|&i| super::segment(&keys[i]).replace(',', "%2C")).collect();
+        let series = if detail == Detail::Full { "true" } else { "false" };
+        let path = format!("/api/v1/pages?keys={}&series={series}", list.join(","));
+        let url = format!("{}://{}{}", api.forwarder.scheme(), owner.http, path);
+        let unavailable = |why: String| {
+            Problem::unavailable(
+                format!("the instance holding some of these pages ({} at {}) did not answer: {why}", owner.instance, owner.http),
+                1,
+            )
+        };
+        let (status, _, body) = api.forwarder.fetch_json(req, caller, &url).await.map_err(unavailable)?;
+        if status != 200 {
+            return Err(unavailable(format!("it answered {status}")));
+        }
+        let theirs: Comparison = serde_json::from_slice(&body).map_err(|e| unavailable(format!("its answer is not a comparison: {e}")))?;
+        for page in theirs.pages {
+            let key = format!("{}:{}", page.platform, page.page_id);
+            if let Some(&i) = idx.iter().find(|&&i| keys[i] == key) {
+                found[i] = Some(page);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The answer for a page this instance holds no state for: the answer of the instance that
+/// holds its `fans.observations` partition (see [`crate::http::forward`]); a 503 while that
+/// partition moves; else [`no_page`].
+async fn elsewhere(api: &Api, req: &HttpRequest, caller: &Caller, key: &str) -> Result<HttpResponse, Problem> {
+    let topic = api.cfg.topic(crate::pipelines::fans::names::INPUT);
+    let live = live(api)?;
+    match api.forwarder.route(req, &topic, key, |p| live.holds(p)).map_err(|p| p.with_field("key"))? {
+        Route::Remote(owner) => api.forwarder.forward(req, caller, &owner, None).await,
+        Route::Local => Err(no_page(&api.health, key)),
+    }
 }
 
 /// The answer for a page this instance holds no state for: 503 with `Retry-After` while its
@@ -221,7 +289,10 @@ async fn chart(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pr
             Problem::bad_request(format!("`resolution` must be `10m` or `1h`, got `{r}`")).with_field("resolution")
         })?,
     };
-    let (points, _) = live(&api)?.history(&key).ok_or_else(|| no_page(&api.health, &key))?;
+    let Some((points, _)) = live(&api)?.history(&key) else {
+        let theirs = elsewhere(&api, &req, &gated.caller, &key).await?;
+        return Ok(gated.answer(theirs));
+    };
     let points = history::chart(&points, from, to, resolution);
     if csv {
         let mut out = Csv::new(&["at", "fans", "bucket_start", "bucket_s"]);
@@ -271,7 +342,10 @@ async fn table(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pr
                 .with_field("cursor")
         })?,
     };
-    let (points, samples) = live(&api)?.history(&key).ok_or_else(|| no_page(&api.health, &key))?;
+    let Some((points, samples)) = live(&api)?.history(&key) else {
+        let theirs = elsewhere(&api, &req, &gated.caller, &key).await?;
+        return Ok(gated.answer(theirs));
+    };
     let page = history::table(&samples, &points, before, limit);
     let resp = if csv {
         let mut out = Csv::new(&["observed_at", "fans", "followers", "kind"]);
@@ -336,8 +410,10 @@ async fn many(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Pro
         return Err(Problem::bad_request("query parameter `keys` lists no key").with_field("keys"));
     }
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut found: Vec<Option<PageView>> = live(&api)?.pages(&refs, detail);
+    gather(&api, &req, &gated.caller, &keys, &mut found, detail).await?;
     let mut out = Comparison { pages: Vec::new(), missing: Vec::new() };
-    for (key, view) in refs.iter().zip(live(&api)?.pages(&refs, detail)) {
+    for (key, view) in refs.iter().zip(found) {
         match view {
             Some(v) => out.pages.push(v),
             None => out.missing.push(key.to_string()),

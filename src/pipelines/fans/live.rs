@@ -188,6 +188,11 @@ impl FansLive {
         v
     }
 
+    /// Whether `partition`'s pages are registered here (its task runs on this instance).
+    pub fn holds(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
     /// The view of page `key` (`<platform>:<page_id>`); `None` when no registered partition
     /// holds it.
     pub fn page(&self, key: &str, detail: Detail) -> Option<PageView> {
