@@ -1,10 +1,23 @@
 //! Cross-partition aggregates: state that needs every partition's records, such as a global
-//! top-N. Tasks merge their parts into one shared aggregate per pipeline after each batch (a
-//! short lock per batch, no queue to bound); an [`AggregatorActor`] ticks it to emit results.
+//! top-N. An [`AggregatorActor`] ticks the aggregate to emit results.
 //!
-//! This is exact within one instance. With several instances each sees only its own partitions;
-//! a repartition topic is the way to make it global across instances.
+//! Two ways parts reach the aggregate:
+//!
+//! - **Within one instance** ([`merge_fn`]): tasks merge their parts into the instance's shared
+//!   aggregate after each batch (a short lock per batch, no queue to bound). Exact only for the
+//!   partitions this instance holds.
+//! - **Across instances** ([`PublishFn`]): each task turns its parts into **share** records (its
+//!   partition's current contribution, keyed by partition and what it counts, so the latest record
+//!   per key is the truth) and sends them to the pipeline's internal shares topic with the batch's
+//!   outputs, so they are as durable as any output. Every instance reads that topic whole (a
+//!   global table, `crate::kafka::global`) into its aggregate, which then holds every
+//!   partition's share, wherever the partition runs: the union a single instance holding every
+//!   partition would have. Only the instance that holds partition 0 of the pipeline's input
+//!   writes the results ([`Leadership`]): one writer per output key at a time; the others keep
+//!   the same ranking for their own queries. This is Kafka Streams' repartition topic, with the
+//!   partition as the grouping key and the aggregate re-read by everyone instead of one task.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,11 +25,54 @@ use actix::{Actor, AsyncContext, Context, Handler, Message};
 use chrono::{DateTime, Utc};
 
 use super::offsets::BatchAck;
-use super::record::OutRecord;
+use super::processor::{Emit, Processor, RecordMeta, RejectClass, Rejection};
+use super::record::{OutRecord, RawRecord};
 use super::sink::Sink;
 
 /// Merges a batch's parts into the pipeline's shared aggregate: what a task calls after each batch.
 pub type MergeFn<T> = Arc<dyn Fn(&mut Vec<T>) + Send + Sync>;
+
+/// Turns the parts a task of partition `.0` emitted in one batch (drained from `.1`) into share
+/// records (pushed to `.2`), sent with the batch's outputs.
+pub type PublishFn<T> = Arc<dyn Fn(i32, &mut Vec<T>, &mut Vec<OutRecord>) + Send + Sync>;
+
+/// Whether this instance writes a pipeline's aggregate results: while it runs the task of the
+/// pipeline's partition 0 (the consumer group gives that partition to one instance at a time).
+/// Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Leadership {
+    tasks: Arc<AtomicUsize>,
+}
+
+impl Leadership {
+    /// Not leading until a task holds a [`LeaderGuard`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A guard that makes this instance the leader while it lives (held by the partition 0 task).
+    pub fn guard(&self) -> LeaderGuard {
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        LeaderGuard { tasks: self.tasks.clone() }
+    }
+
+    /// True while a task of partition 0 runs here.
+    pub fn leading(&self) -> bool {
+        self.tasks.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// Held by the task of partition 0: see [`Leadership`].
+#[derive(Debug)]
+pub struct LeaderGuard {
+    tasks: Arc<AtomicUsize>,
+}
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        self.tasks.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// A pipeline-wide aggregate fed by every partition task.
 pub trait Aggregate: Send + 'static {
@@ -34,6 +90,12 @@ pub trait Aggregate: Send + 'static {
     /// [`BatchAck::failed`]). For an aggregate that must not forget what it emitted before it is
     /// durable. The default ignores it.
     fn sent(&mut self, _ack: &Arc<BatchAck>) {}
+
+    /// Forgets what was emitted, so the next [`on_tick`](Aggregate::on_tick) emits the current
+    /// results even if unchanged: called when this instance becomes the writer (the previous
+    /// writer may not have written the latest results before it lost the role). The default
+    /// does nothing.
+    fn forget_emitted(&mut self) {}
 }
 
 /// A handle tasks use to merge into `shared`.
@@ -49,24 +111,48 @@ pub struct AggregatorActor<A: Aggregate> {
     shared: Arc<Mutex<A>>,
     interval: Duration,
     sink: Arc<dyn Sink>,
+    /// With shares: who writes, and whether the shares table is read up to where it ended at
+    /// start-up (before that the aggregate holds only part of the shares).
+    cluster: Option<(Leadership, Arc<AtomicBool>)>,
+    was_leading: bool,
 }
 
 impl<A: Aggregate> AggregatorActor<A> {
     /// An actor ticking `shared` every `interval`, sending to `sink`.
     pub fn new(shared: Arc<Mutex<A>>, interval: Duration, sink: Arc<dyn Sink>) -> Self {
-        Self { shared, interval, sink }
+        Self { shared, interval, sink, cluster: None, was_leading: false }
+    }
+
+    /// For an aggregate fed by a shares table (see the module docs): it is ticked only once the
+    /// table is `caught_up`, and its results are sent only while `leadership` says this instance
+    /// leads (the ticks still update what queries read on every instance).
+    pub fn with_shares(mut self, leadership: Leadership, caught_up: Arc<AtomicBool>) -> Self {
+        self.cluster = Some((leadership, caught_up));
+        self
     }
 
     fn tick(&mut self) {
         let mut out = Vec::new();
         let ack = BatchAck::untracked();
+        let leading = match &self.cluster {
+            None => true,
+            Some((_, caught_up)) if !caught_up.load(Ordering::Acquire) => return,
+            Some((leadership, _)) => leadership.leading(),
+        };
         {
             let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if leading && !self.was_leading && self.cluster.is_some() {
+                shared.forget_emitted();
+            }
             shared.on_tick(Utc::now(), &mut out);
+            if !leading {
+                out.clear();
+            }
             if !out.is_empty() {
                 shared.sent(&ack);
             }
         }
+        self.was_leading = leading;
         if out.is_empty() {
             return;
         }
@@ -97,5 +183,55 @@ impl<A: Aggregate + Unpin> Handler<Flush> for AggregatorActor<A> {
         self.tick();
         // Sent once, when the engine stops: its ticks must not outlive the engine's sink.
         actix::ActorContext::stop(ctx);
+    }
+}
+
+/// The key of a share record of `partition`: `<partition>/<what>` (`what` names the part of the
+/// partition's share, e.g. a bucket and a tag).
+pub fn share_key(partition: i32, what: &str) -> Vec<u8> {
+    format!("{partition}/{what}").into_bytes()
+}
+
+/// Decodes one share record into a part: the partition and the rest of its key, and its value
+/// (`None`: a tombstone).
+pub type DecodeShare<T> = fn(i32, &str, Option<&[u8]>) -> Result<T, Rejection>;
+
+/// Reads a shares topic (as a global table, on every instance) into an aggregate: each record is
+/// decoded into a part and merged at once. A record that does not decode is refused (and
+/// dead-lettered by the table's reader).
+pub struct SharesReader<A: Aggregate> {
+    shared: Arc<Mutex<A>>,
+    decode: DecodeShare<A::Part>,
+}
+
+impl<A: Aggregate> SharesReader<A> {
+    /// A reader merging into `shared`, decoding with `decode`.
+    pub fn new(shared: Arc<Mutex<A>>, decode: DecodeShare<A::Part>) -> Self {
+        Self { shared, decode }
+    }
+}
+
+impl<A: Aggregate> Processor for SharesReader<A>
+where
+    A::Part: Unpin,
+{
+    type Input<'a> = A::Part;
+    type Part = ();
+
+    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<A::Part, Rejection> {
+        let key = rec.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).ok_or_else(|| {
+            Rejection::new(RejectClass::MissingField, "a share record needs a UTF-8 key `<partition>/<what>`")
+        })?;
+        let (partition, what) = key
+            .split_once('/')
+            .and_then(|(p, w)| Some((p.parse::<i32>().ok().filter(|p| *p >= 0)?, w)))
+            .ok_or_else(|| {
+                Rejection::new(RejectClass::InvalidValue, format!("share key `{key}` is not `<partition>/<what>`"))
+            })?;
+        (self.decode)(partition, what, rec.value.as_deref())
+    }
+
+    fn process(&mut self, part: A::Part, _meta: &RecordMeta, _out: &mut Emit<()>) {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).merge(&mut vec![part]);
     }
 }

@@ -26,7 +26,7 @@ pub mod state;
 pub mod stop;
 pub mod task;
 
-pub use aggregate::{Aggregate, AggregatorActor};
+pub use aggregate::{Aggregate, AggregatorActor, Leadership, PublishFn};
 pub use flush::Flusher;
 pub use offsets::{BatchAck, OffsetStore, OffsetTracker};
 pub use processor::{Emit, Processor, RecordMeta, RejectClass, Rejection};

@@ -11,7 +11,7 @@ use actix::{Actor, ArbiterHandle, StreamHandler};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::aggregate::MergeFn;
+use super::aggregate::{Leadership, MergeFn, PublishFn};
 use super::flush::Flusher;
 use super::processor::{Emit, Processor};
 use super::record::Batch;
@@ -51,6 +51,8 @@ pub struct PipelineSpec<P: Processor> {
     metrics: Metrics,
     commits: bool,
     store: Option<Store>,
+    /// Parts published as share records, and the leadership partition 0's task holds.
+    shares: Option<(PublishFn<P::Part>, Leadership)>,
     /// Partition -> how many tasks of it this instance has started: a task's merges count only
     /// while it is its partition's newest (see [`current_only`]).
     generations: Arc<RwLock<HashMap<i32, u64>>>,
@@ -90,6 +92,7 @@ impl<P: Processor> PipelineSpec<P> {
             metrics,
             commits: true,
             store: None,
+            shares: None,
             generations: Arc::default(),
         }
     }
@@ -98,6 +101,14 @@ impl<P: Processor> PipelineSpec<P> {
     /// batch and flushes its changes (see [`state`]). `None` keeps state in memory only.
     pub fn with_store(mut self, store: Option<Store>) -> Self {
         self.store = store;
+        self
+    }
+
+    /// Publishes the tasks' parts as share records with `publish` (sent with each batch's
+    /// outputs) instead of merging them, and gives `leadership` to this instance while it runs
+    /// the task of partition 0 (see [`super::aggregate`]).
+    pub fn with_shares(mut self, publish: PublishFn<P::Part>, leadership: Leadership) -> Self {
+        self.shares = Some((publish, leadership));
         self
     }
 
@@ -132,6 +143,11 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
             *g
         };
         let merge = self.merge.clone().map(|m| current_only(m, self.generations.clone(), partition, generation));
+        let shares = self.shares.clone();
+        let with_shares = move |task: Task<P>| match shares {
+            Some((publish, leadership)) => task.with_shares(publish, (partition == 0).then(|| leadership.guard())),
+            None => task,
+        };
         // A task of its own sink (exactly-once: its transactional producer), unless the pipeline
         // re-reads its input on assignment: it commits nothing, so it has nothing to transact.
         let commits = self.commits;
@@ -143,7 +159,7 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
             Task::start_in_arbiter(arbiter, move |ctx| {
                 let sink = task_sink(sink);
                 Task::add_stream(ReceiverStream::new(inbox), ctx);
-                Task::new(name, partition, make(partition), sink, merge, metrics, Some(done))
+                with_shares(Task::new(name, partition, make(partition), sink, merge, metrics, Some(done)))
             });
             return;
         };
@@ -191,7 +207,8 @@ impl<P: Processor + Unpin + Send> TaskFactory for PipelineSpec<P> {
             store.health.set_restoring(false);
             Task::start_in_arbiter(&arbiter, move |ctx| {
                 Task::add_stream(ReceiverStream::new(inbox), ctx);
-                Task::new(name, partition, processor, sink, merge, metrics, Some(done)).with_store(flusher, out)
+                with_shares(Task::new(name, partition, processor, sink, merge, metrics, Some(done)))
+                    .with_store(flusher, out)
             });
         });
         if let Err(e) = spawned {

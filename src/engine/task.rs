@@ -12,7 +12,7 @@ use chrono::Utc;
 use prometheus::IntGauge;
 use tokio::sync::mpsc;
 
-use super::aggregate::MergeFn;
+use super::aggregate::{LeaderGuard, MergeFn, PublishFn};
 use super::deadletter::dead_letter;
 use super::flush::Flusher;
 use super::offsets::BatchAck;
@@ -35,6 +35,10 @@ pub struct Task<P: Processor> {
     processor: P,
     sink: Arc<dyn Sink>,
     merge: Option<MergeFn<P::Part>>,
+    /// Instead of `merge`: turns parts into share records (see [`super::aggregate`]).
+    publish: Option<PublishFn<P::Part>>,
+    /// Held by the task of partition 0 of a pipeline whose aggregate this instance then writes.
+    _leader: Option<LeaderGuard>,
     emit: Emit<P::Part>,
     metrics: Metrics,
     inbox_depth: IntGauge,
@@ -61,6 +65,8 @@ impl<P: Processor> Task<P> {
             partition,
             processor,
             merge,
+            publish: None,
+            _leader: None,
             emit: Emit::default(),
             metrics,
             inbox_depth,
@@ -68,6 +74,14 @@ impl<P: Processor> Task<P> {
             sink,
             _done: done,
         }
+    }
+
+    /// Publishes the parts as share records with `publish` instead of merging them, and holds
+    /// `leader` (if any) while it runs (see [`super::aggregate`]).
+    pub fn with_shares(mut self, publish: PublishFn<P::Part>, leader: Option<LeaderGuard>) -> Self {
+        self.publish = Some(publish);
+        self._leader = leader;
+        self
     }
 
     /// Makes the task durable: `flusher` ([`Flusher::with_store`]) skips the input its restored
@@ -152,6 +166,13 @@ impl<P: Processor> Task<P> {
             self.sink.send(rec, ack);
         }
         if !self.emit.parts.is_empty() {
+            if let Some(publish) = &self.publish {
+                let mut shares = Vec::new();
+                publish(self.partition, &mut self.emit.parts, &mut shares);
+                for rec in shares {
+                    self.sink.send(rec, ack);
+                }
+            }
             match &self.merge {
                 Some(merge) => merge(&mut self.emit.parts),
                 None => self.emit.parts.clear(),

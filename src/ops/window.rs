@@ -119,6 +119,36 @@ impl<K: Eq + Hash + Clone> SlidingCounts<K> {
         AddOutcome::Counted
     }
 
+    /// Takes back `n` occurrences of `key` at event time `ts_ms` (a correction: the counts of a
+    /// bucket that is still in the window). Does nothing for a bucket outside the window or
+    /// counts it does not hold; never goes below zero.
+    pub fn sub(&mut self, key: &K, ts_ms: i64, n: u64) {
+        let bucket = self.bucket_of(ts_ms);
+        let Some(counts) = self.buckets.get_mut(&bucket) else { return };
+        let Some(c) = counts.get_mut(key) else { return };
+        let taken = n.min(*c);
+        *c -= taken;
+        if *c == 0 {
+            counts.remove(key);
+        }
+        if counts.is_empty() {
+            self.buckets.remove(&bucket);
+        }
+        if !self.single {
+            if let Some(total) = self.totals.get_mut(key) {
+                *total -= taken.min(*total);
+                if *total == 0 {
+                    self.totals.remove(key);
+                }
+            }
+            if self.buckets.len() <= 1 {
+                self.totals = HashMap::new();
+                self.single = true;
+            }
+        }
+        self.version += 1;
+    }
+
     /// Moves the head to `bucket` and expires the buckets that fall out of the window.
     fn advance_to(&mut self, bucket: i64) {
         self.head = Some(bucket);
@@ -246,6 +276,23 @@ mod tests {
 
     fn total(w: &SlidingCounts<String>, k: &str) -> u64 {
         w.totals().find(|(key, _)| key.as_str() == k).map(|(_, n)| n).unwrap_or(0)
+    }
+
+    #[test]
+    fn sub_takes_back_counts_in_buckets_and_totals() {
+        let mut w = SlidingCounts::new(3_600_000, 60_000, 100);
+        w.add(&"a", 0, 5);
+        w.add(&"a", 60_000, 3);
+        w.add(&"b", 60_000, 1);
+        w.sub(&"a", 10, 2);
+        let totals: std::collections::BTreeMap<_, _> = w.totals().map(|(k, n)| (*k, n)).collect();
+        assert_eq!(totals, [("a", 6), ("b", 1)].into_iter().collect());
+        w.sub(&"b", 60_000, 5); // never below zero; the key goes
+        w.sub(&"a", 0, 3); // its first bucket empties: one bucket left, which is the totals again
+        let totals: std::collections::BTreeMap<_, _> = w.totals().map(|(k, n)| (*k, n)).collect();
+        assert_eq!(totals, [("a", 3)].into_iter().collect());
+        w.sub(&"zz", 0, 1); // unknown: nothing
+        assert_eq!(w.len(), 1);
     }
 
     #[test]

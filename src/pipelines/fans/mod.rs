@@ -25,28 +25,29 @@ pub mod store;
 pub mod top;
 pub mod watch;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use actix::Actor;
 
 pub use self::config::FansConfig;
 pub use self::live::FansLive;
-pub use self::names::{INPUT, PIPELINE, STATS, TOP};
+pub use self::names::{INPUT, PIPELINE, SHARES, STATS, TOP};
 pub use self::processor::{decode_observation, FansProcessor, Observation};
 pub use self::records::{DeltaOut, FansTop, PageStats, TopEntry};
 pub use self::store::FansStore;
 pub use self::top::{FansTopView, PartitionTop, TOP_INTERVAL, TOP_KEY};
 pub use self::watch::{WatchProcessor, Watched};
 use super::{Built, Error, GlobalTable, Pipeline, Wiring};
-use crate::engine::aggregate::merge_fn;
-use crate::engine::{AggregatorActor, PipelineSpec};
+use crate::engine::aggregate::SharesReader;
+use crate::engine::{AggregatorActor, Leadership, PipelineSpec};
 
 /// The fans pipeline's line in the [registry](super::REGISTRY).
 pub const ENTRY: Pipeline = Pipeline {
     name: PIPELINE,
     enabled: |cfg| cfg.fans.enabled,
     inputs: &[INPUT],
-    outputs: &[STATS, TOP],
+    outputs: &[STATS, TOP, SHARES],
     store_input: Some(INPUT),
     served: &[],
     exports: export::FAMILIES,
@@ -58,19 +59,27 @@ pub const ENTRY: Pipeline = Pipeline {
 /// aggregate the live view holds, ticked every [`TOP_INTERVAL`].
 fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let top = w.live.fans.top_view();
-    let actor = AggregatorActor::new(top.clone(), TOP_INTERVAL, w.sink.clone()).start();
+    // Cluster-wide: every partition's lists go through `fans.shares`, read whole here.
+    let (leadership, caught_up) = (Leadership::new(), Arc::new(AtomicBool::new(false)));
+    let actor = AggregatorActor::new(top.clone(), TOP_INTERVAL, w.sink.clone())
+        .with_shares(leadership.clone(), caught_up.clone())
+        .start();
     let (fc, live) = (w.cfg.fans.clone(), w.live.fans.clone());
     let tasks = PipelineSpec::new(
         PIPELINE,
         vec![INPUT],
         move |partition| FansProcessor::new(partition, &fc).with_live(&live),
         w.sink,
-        Some(merge_fn(top)),
+        None,
         w.metrics.clone(),
     )
+    .with_shares(Arc::new(top::publish), leadership)
     .with_store(w.store);
     // Pages marked `"watch": true` in `pages`, read whole on every instance (see `watch`).
     let watch = WatchProcessor::new(w.live.fans.watched());
-    let globals = vec![GlobalTable::new(PIPELINE, crate::pipelines::pages::INPUT, watch)];
+    let globals = vec![
+        GlobalTable::new(PIPELINE, crate::pipelines::pages::INPUT, watch),
+        GlobalTable::new(PIPELINE, SHARES, SharesReader::new(top, top::decode_share)).with_caught_up(caught_up),
+    ];
     Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals, helpers: None })
 }

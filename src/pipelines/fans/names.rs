@@ -9,3 +9,6 @@ pub const INPUT: &str = crate::poll::observation::TOPIC;
 pub const STATS: &str = "fans.stats";
 /// Top pages.
 pub const TOP: &str = "fans.top";
+/// Every partition's top lists, read whole by every instance (internal; see
+/// [`crate::engine::aggregate`]).
+pub const SHARES: &str = "fans.shares";

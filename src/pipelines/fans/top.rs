@@ -1,19 +1,27 @@
 //! `fans.top`: the global ranking, merged from every partition's top lists (a cross-partition
 //! aggregate, [`crate::engine::aggregate`]). Exact: the global top N is always inside the union
 //! of the partitions' top N.
+//!
+//! Across instances: each partition's task publishes its lists to `fans.shares` (key
+//! `<partition>/top`) every [`TOP_INTERVAL`]; every instance reads that topic whole into its
+//! [`FansTopView`], so each holds every partition's lists and ranks the same pages one instance
+//! holding every partition would; the instance holding partition 0 writes `fans.top`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::names::TOP;
+use super::names::{SHARES, TOP};
 use super::records::{FansTop, TopEntry};
 use crate::clock::format_ms;
-use crate::engine::{Aggregate, OutRecord};
+use crate::engine::aggregate::share_key;
+use crate::engine::{Aggregate, OutRecord, RejectClass, Rejection};
 
-/// A partition's best pages, handed to the cross-partition [`FansTopView`].
-#[derive(Debug, Clone, PartialEq)]
+/// A partition's best pages, handed to the cross-partition [`FansTopView`] (through
+/// `fans.shares`, as JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PartitionTop {
     /// The partition.
     pub partition: i32,
@@ -35,12 +43,14 @@ pub struct FansTopView {
     partitions: HashMap<i32, PartitionTop>,
     /// The last `fans.top` value emitted.
     last: Option<FansTop>,
+    /// Emit at the next tick even if unchanged (this instance just became the writer).
+    force: bool,
 }
 
 impl FansTopView {
     /// An empty view ranking `top_n` pages.
     pub fn new(top_n: usize) -> Self {
-        Self { top_n, partitions: HashMap::new(), last: None }
+        Self { top_n, partitions: HashMap::new(), last: None, force: false }
     }
 
     /// The last `fans.top` value emitted, `None` before the first: what the topic's latest record
@@ -85,10 +95,11 @@ impl Aggregate for FansTopView {
         let stale = 3 * TOP_INTERVAL.as_millis() as i64;
         self.partitions.retain(|_, p| now_ms - p.at_ms <= stale);
         let (by_growth_24h_pct, by_delta_24h) = self.current();
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|l| l.by_growth_24h_pct == by_growth_24h_pct && l.by_delta_24h == by_delta_24h)
+        if !std::mem::take(&mut self.force)
+            && self
+                .last
+                .as_ref()
+                .is_some_and(|l| l.by_growth_24h_pct == by_growth_24h_pct && l.by_delta_24h == by_delta_24h)
         {
             return;
         }
@@ -100,6 +111,39 @@ impl Aggregate for FansTopView {
         ));
         self.last = Some(value);
     }
+
+    fn forget_emitted(&mut self) {
+        self.force = true;
+    }
+}
+
+/// The share records of a task's parts: its newest lists, as `<partition>/top` (see
+/// [`crate::engine::aggregate::PublishFn`]).
+pub fn publish(partition: i32, parts: &mut Vec<PartitionTop>, out: &mut Vec<OutRecord>) {
+    if let Some(top) = parts.drain(..).next_back() {
+        let value = serde_json::to_vec(&top).expect("serializing plain structs cannot fail");
+        out.push(OutRecord::new(SHARES, share_key(partition, "top"), value));
+    }
+}
+
+/// A `fans.shares` record back into the lists it carries (see
+/// [`crate::engine::aggregate::DecodeShare`]); a tombstone is an empty list.
+pub fn decode_share(partition: i32, what: &str, value: Option<&[u8]>) -> Result<PartitionTop, Rejection> {
+    if what != "top" {
+        return Err(Rejection::new(RejectClass::InvalidValue, format!("unknown fans share `{what}` (expected `top`)")));
+    }
+    let Some(value) = value else {
+        return Ok(PartitionTop { partition, at_ms: 0, by_growth: Vec::new(), by_delta: Vec::new() });
+    };
+    let top: PartitionTop = serde_json::from_slice(value)
+        .map_err(|e| Rejection::new(RejectClass::InvalidJson, format!("not a partition's top lists: {e}")))?;
+    if top.partition != partition {
+        return Err(Rejection::new(
+            RejectClass::InvalidValue,
+            format!("the key says partition {partition}, the value {}", top.partition),
+        ));
+    }
+    Ok(top)
 }
 
 /// Key of every `fans.top` record.

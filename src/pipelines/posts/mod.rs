@@ -24,27 +24,28 @@ pub mod records;
 pub mod store;
 pub mod trending;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use actix::Actor;
 
 pub use self::config::PostsConfig;
 pub use self::live::PostsLive;
-pub use self::names::{ANALYSIS, INPUT, MAX_FUTURE_SKEW_MS, PIPELINE, TRENDING, TRENDING_KEY};
+pub use self::names::{ANALYSIS, INPUT, MAX_FUTURE_SKEW_MS, PIPELINE, SHARES, TRENDING, TRENDING_KEY};
 pub use self::processor::{decode_post, Analysis, Post, PostsProcessor};
 pub use self::records::{Trending, TrendingTag};
 pub use self::store::TagBuckets;
 pub use self::trending::{HashtagTrending, TagHit};
-use super::{Built, Error, Pipeline, Wiring};
-use crate::engine::aggregate::merge_fn;
-use crate::engine::{AggregatorActor, PipelineSpec};
+use super::{Built, Error, GlobalTable, Pipeline, Wiring};
+use crate::engine::aggregate::SharesReader;
+use crate::engine::{AggregatorActor, Leadership, PipelineSpec};
 
 /// The posts pipeline's line in the [registry](super::REGISTRY).
 pub const ENTRY: Pipeline = Pipeline {
     name: PIPELINE,
     enabled: |cfg| cfg.posts.enabled,
     inputs: &[INPUT],
-    outputs: &[ANALYSIS, TRENDING],
+    outputs: &[ANALYSIS, TRENDING, SHARES],
     store_input: Some(INPUT),
     served: &[ANALYSIS],
     exports: export::FAMILIES,
@@ -58,18 +59,25 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let live = w.live.posts.clone();
     let publish = Box::new(move |t: &Trending| live.set_hashtags(t.clone()));
     let trending = Arc::new(Mutex::new(HashtagTrending::new(cfg, w.metrics.clone()).with_publisher(publish)));
-    let actor = AggregatorActor::new(trending.clone(), cfg.trending_emit_interval, w.sink.clone()).start();
-    let (pc, clock) = (cfg.clone(), w.clock);
+    // Cluster-wide: every partition's counts go through `posts.shares`, read whole here.
+    let (leadership, caught_up) = (Leadership::new(), Arc::new(AtomicBool::new(false)));
+    let actor = AggregatorActor::new(trending.clone(), cfg.trending_emit_interval, w.sink.clone())
+        .with_shares(leadership.clone(), caught_up.clone())
+        .start();
+    let (pc, clock, metrics) = (cfg.clone(), w.clock, w.metrics.clone());
     let tasks = PipelineSpec::new(
         PIPELINE,
         vec![INPUT],
-        move |_| PostsProcessor::new(&pc, clock.clone()),
+        move |p| PostsProcessor::new(&pc, clock.clone()).for_partition(p).with_metrics(&metrics),
         w.sink,
-        Some(merge_fn(trending)),
+        None,
         w.metrics.clone(),
     )
+    .with_shares(trending::publisher(cfg.trending_bucket.as_millis() as i64), leadership)
     .with_store(w.store);
-    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals: Vec::new(), helpers: None })
+    let shares = GlobalTable::new(PIPELINE, SHARES, SharesReader::new(trending, trending::decode_share));
+    let globals = vec![shares.with_caught_up(caught_up)];
+    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals, helpers: None })
 }
 
 #[cfg(test)]

@@ -14,3 +14,6 @@ pub const TRENDING_KEY: &str = "hashtags";
 /// Event times further than this ahead of the wall clock are clamped to it, so one post dated
 /// in the far future cannot push the trending window past every real post.
 pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
+/// Every partition's hashtag counts per minute, read whole by every instance (internal; see
+/// [`super::trending`]).
+pub const SHARES: &str = "posts.shares";

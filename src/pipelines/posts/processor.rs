@@ -12,6 +12,7 @@ use super::config::PostsConfig;
 use super::names::{ANALYSIS, MAX_FUTURE_SKEW_MS};
 use super::store::TagBuckets;
 use super::trending::TagHit;
+use crate::ops::window::AddOutcome;
 use crate::clock::{format_ms, Clock};
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
@@ -113,13 +114,31 @@ pub struct PostsProcessor {
     stamp: (i64, String),
     /// The durable share of the trending counts.
     tags: TagBuckets,
+    /// The input partition (its trending share is published under it).
+    partition: i32,
+    /// Hashtags ignored: too late for the window, or past `trending_max_tags`.
+    ignored: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
 
 impl PostsProcessor {
     /// A processor with the pipeline's config.
     pub fn new(cfg: &PostsConfig, clock: Arc<dyn Clock>) -> Self {
         let tags = TagBuckets::new(cfg);
-        Self { max_content_bytes: cfg.max_content_bytes, clock, stamp: (i64::MIN, String::new()), tags }
+        Self { max_content_bytes: cfg.max_content_bytes, clock, stamp: (i64::MIN, String::new()), tags, partition: 0, ignored: None }
+    }
+
+    /// Counts ignored hashtags in `pagepulse_window_ignored_events_total{pipeline="posts"}`.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        let m = &metrics.window_ignored;
+        self.ignored =
+            Some((m.with_label_values(&[super::PIPELINE, "late"]), m.with_label_values(&[super::PIPELINE, "over_capacity"])));
+        self
+    }
+
+    /// The processor of input partition `partition` (default 0).
+    pub fn for_partition(mut self, partition: i32) -> Self {
+        self.partition = partition;
+        self
     }
 }
 
@@ -137,8 +156,14 @@ impl Processor for PostsProcessor {
         let stats = text::analyze(&post.content);
         let event_ms = post.created_at_ms.or(meta.timestamp_ms).unwrap_or(now_ms).min(now_ms + MAX_FUTURE_SKEW_MS);
         for tag in &stats.hashtags {
-            self.tags.add(tag, event_ms);
-            out.part(TagHit { tag: tag.clone(), ts_ms: event_ms, count: 1 });
+            match self.tags.add(tag, event_ms) {
+                Ok(count) => out.part(TagHit { partition: self.partition, tag: tag.clone(), ts_ms: event_ms, count }),
+                Err(why) => {
+                    if let Some((late, over)) = &self.ignored {
+                        if why == AddOutcome::Late { late.inc() } else { over.inc() }
+                    }
+                }
+            }
         }
         if self.stamp.0 != now_ms {
             self.stamp = (now_ms, format_ms(now_ms));
@@ -162,7 +187,7 @@ impl Processor for PostsProcessor {
     }
 
     fn restore(&mut self, entries: Entries, out: &mut Emit<TagHit>) {
-        self.tags.restore(entries, &mut out.parts);
+        self.tags.restore(self.partition, entries, &mut out.parts);
     }
 }
 
@@ -301,6 +326,6 @@ mod tests {
         assert_eq!(a.analyzed_at, "2026-11-23T10:00:00.000Z");
         assert_eq!(out.records[0].key.as_deref(), Some(&b"9"[..]));
         // No created_at: the record timestamp is the event time.
-        assert_eq!(out.parts, vec![TagHit { tag: "rust".into(), ts_ms: 1_000, count: 1 }]);
+        assert_eq!(out.parts, vec![TagHit { partition: 0, tag: "rust".into(), ts_ms: 1_000, count: 1 }]);
     }
 }

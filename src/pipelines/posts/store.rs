@@ -8,6 +8,7 @@ use super::config::PostsConfig;
 use super::trending::TagHit;
 use crate::engine::state::{Change, Entries};
 use crate::ops::codec::{self, Reader};
+use crate::ops::window::AddOutcome;
 
 /// Version byte of a bucket value in the changelog.
 const BUCKET_FORMAT: u8 = 1;
@@ -38,23 +39,28 @@ impl TagBuckets {
         }
     }
 
-    /// Counts one occurrence of `tag` at event time `ts_ms`.
+    /// Counts one occurrence of `tag` at event time `ts_ms`; returns the tag's count in that
+    /// bucket now, or why the occurrence was ignored.
     #[inline] // per hashtag of every post, called from the processor's module
-    pub fn add(&mut self, tag: &str, ts_ms: i64) {
+    pub fn add(&mut self, tag: &str, ts_ms: i64) -> Result<u64, AddOutcome> {
         let start = ts_ms.div_euclid(self.bucket_ms) * self.bucket_ms;
         let newest = self.buckets.last_key_value().map_or(start, |(k, _)| (*k).max(start));
         if start <= newest - self.window_ms {
-            return; // too late for the window: the aggregate ignores it too
+            return Err(AddOutcome::Late); // too late for the window: the aggregate ignores it too
         }
         let bucket = self.buckets.entry(start).or_default();
-        match bucket.get_mut(tag) {
-            Some(n) => *n += 1,
-            None if self.entries >= self.max_tags => return, // the aggregate's bound applies
+        let count = match bucket.get_mut(tag) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None if self.entries >= self.max_tags => return Err(AddOutcome::OverCapacity), // the aggregate's bound
             None => {
                 bucket.insert(tag.to_string(), 1);
                 self.entries += 1;
+                1
             }
-        }
+        };
         self.dirty.insert(start);
         while let Some((&oldest, _)) = self.buckets.first_key_value() {
             if oldest > newest - self.window_ms {
@@ -65,6 +71,7 @@ impl TagBuckets {
             self.dirty.remove(&oldest);
             self.expired.push(oldest);
         }
+        Ok(count)
     }
 
     fn key(start: i64) -> Vec<u8> {
@@ -104,8 +111,9 @@ impl TagBuckets {
         Ok(tags)
     }
 
-    /// Rebuilds from changelog entries; returns the restored counts as aggregate parts.
-    pub fn restore(&mut self, entries: Entries, out: &mut Vec<TagHit>) {
+    /// Rebuilds from changelog entries; returns the restored counts as aggregate parts of
+    /// `partition`.
+    pub fn restore(&mut self, partition: i32, entries: Entries, out: &mut Vec<TagHit>) {
         for (key, value) in entries {
             let start = std::str::from_utf8(&key).ok().and_then(|k| k.strip_prefix("b/")?.parse::<i64>().ok());
             let (Some(start), Ok(tags)) = (start, Self::decode(&value)) else {
@@ -117,7 +125,7 @@ impl TagBuckets {
         }
         for (&start, tags) in &self.buckets {
             for (tag, &count) in tags {
-                out.push(TagHit { tag: tag.clone(), ts_ms: start, count });
+                out.push(TagHit { partition, tag: tag.clone(), ts_ms: start, count });
             }
         }
     }
