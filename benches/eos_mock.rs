@@ -74,7 +74,7 @@ fn run_once(cfg: &Config, n: u64, ends: &std::collections::HashMap<(String, i32)
             PipelineSpec::new(
                 posts::PIPELINE,
                 vec![posts::INPUT],
-                move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+                move |p| PostsProcessor::new(&pc, Arc::new(SystemClock)).for_partition(p),
                 sink,
                 None,
                 metrics.clone(),

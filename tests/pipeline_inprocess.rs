@@ -62,7 +62,7 @@ fn router(
     let spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
         posts::PIPELINE,
         vec![posts::INPUT],
-        move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+        move |p| PostsProcessor::new(&pc, Arc::new(SystemClock)).for_partition(p),
         sink,
         trending.map(merge_fn),
         metrics.clone(),
@@ -286,7 +286,7 @@ fn durable_router(
         PipelineSpec::new(
             posts::PIPELINE,
             vec![posts::INPUT],
-            move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+            move |p| PostsProcessor::new(&pc, Arc::new(SystemClock)).for_partition(p),
             sink,
             Some(merge_fn(trending)),
             metrics.clone(),
@@ -417,7 +417,7 @@ fn two_pipelines_reading_one_topic_each_see_every_record_once_and_the_offset_wai
         let posts_spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
             posts::PIPELINE,
             vec![posts::INPUT],
-            move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+            move |p| PostsProcessor::new(&pc, Arc::new(SystemClock)).for_partition(p),
             posts_sink.clone(),
             None,
             metrics.clone(),
@@ -573,7 +573,7 @@ fn a_restored_reader_skips_only_the_input_its_own_state_covers() {
             PipelineSpec::new(
                 posts::PIPELINE,
                 vec![posts::INPUT],
-                move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+                move |p| PostsProcessor::new(&pc, Arc::new(SystemClock)).for_partition(p),
                 out.clone(),
                 Some(merge_fn(trending.clone())),
                 metrics.clone(),
@@ -639,7 +639,7 @@ fn a_stalled_reader_parks_its_own_copies_while_the_other_reader_keeps_going() {
         let posts_spec: Arc<dyn TaskFactory> = Arc::new(PipelineSpec::new(
             posts::PIPELINE,
             vec![posts::INPUT],
-            move |_| PostsProcessor::new(&pc, Arc::new(SystemClock)),
+            move |p| PostsProcessor::new(&pc, Arc::new(SystemClock)).for_partition(p),
             posts_sink.clone(),
             None,
             metrics.clone(),

@@ -411,3 +411,61 @@ fn apps_examples_match_the_real_decoder_and_outputs_match_their_schemas() {
         let _: MentionsValue = serde_json::from_value(ex.value.clone()).expect("example decodes as MentionsValue");
     }
 }
+
+/// The shares topics' examples are what the readers accept, and what the tasks really publish
+/// matches the schemas.
+#[test]
+fn shares_examples_match_the_real_readers_and_publishers() {
+    use pagepulse::engine::OutRecord;
+    use pagepulse::pipelines::fans::top as fans_top;
+    use pagepulse::pipelines::posts::trending;
+    let split = |key: &str| -> (i32, String) {
+        let (p, what) = key.split_once('/').expect("`<partition>/<what>`");
+        (p.parse().expect("partition"), what.to_string())
+    };
+    let d = def(fans::SHARES);
+    for ex in &d.examples {
+        let (p, what) = split(ex.key.as_deref().expect("key"));
+        let value = ex.value.to_string().into_bytes();
+        fans_top::decode_share(p, &what, Some(&value)).unwrap_or_else(|e| panic!("{}: {e}", ex.value));
+    }
+    let d = def(posts::SHARES);
+    for ex in &d.examples {
+        let (p, what) = split(ex.key.as_deref().expect("key"));
+        let value = ex.value.to_string().into_bytes();
+        trending::decode_share(p, &what, Some(&value)).unwrap_or_else(|e| panic!("{}: {e}", ex.value));
+    }
+    // Real records, through the publishers.
+    let cfg = Config::default();
+    let mut fp = FansProcessor::new(3, &cfg.fans);
+    let obs = serde_json::json!({"platform": "facebook", "page_id": "nasa", "fans": 100,
+        "observed_at": "2026-11-23T10:00:00Z"});
+    let rec = RawRecord { key: Some(b"facebook:nasa".to_vec()), value: Some(obs.to_string().into_bytes()), offset: 0, timestamp_ms: None };
+    let o = fp.decode(fans::INPUT, &rec).expect("valid");
+    let mut out = Emit::default();
+    fp.process(o, &RecordMeta { topic: fans::INPUT, partition: 3, offset: 0, timestamp_ms: None }, &mut out);
+    fp.on_tick(chrono::Utc::now(), &mut out);
+    let mut recs: Vec<OutRecord> = Vec::new();
+    fans_top::publish(3, &mut out.parts, &mut recs);
+    assert_eq!(recs.len(), 1);
+    let check = |topic: &str, recs: &[OutRecord]| {
+        let v = validator(def(topic));
+        for r in recs {
+            assert_eq!(r.topic, topic);
+            let json: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
+            let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{topic}: {json} violates its schema: {errors:?}");
+        }
+    };
+    check(fans::SHARES, &recs);
+    assert_eq!(recs[0].key.as_deref(), Some(&b"3/top"[..]));
+    let mut pp = PostsProcessor::new(&cfg.posts, Arc::new(ManualClock::at_ms(1_795_428_100_000))).for_partition(5);
+    let mut out = Emit::default();
+    let rec = raw(&serde_json::json!({"id": "p1", "content": "hi #Rust #rust #kafka"}));
+    let post = pp.decode(posts::INPUT, &rec).expect("valid");
+    pp.process(post, &RecordMeta { topic: posts::INPUT, partition: 5, offset: 0, timestamp_ms: rec.timestamp_ms }, &mut out);
+    let mut recs: Vec<OutRecord> = Vec::new();
+    trending::publisher(60_000)(5, &mut out.parts, &mut recs);
+    assert_eq!(recs.len(), 2, "one record per (minute, tag)");
+    check(posts::SHARES, &recs);
+}

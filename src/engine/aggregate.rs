@@ -218,7 +218,7 @@ where
     type Input<'a> = A::Part;
     type Part = ();
 
-    fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<A::Part, Rejection> {
+    fn decode(&self, _topic: &'static str, rec: &RawRecord) -> Result<A::Part, Rejection> {
         let key = rec.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).ok_or_else(|| {
             Rejection::new(RejectClass::MissingField, "a share record needs a UTF-8 key `<partition>/<what>`")
         })?;

@@ -209,7 +209,7 @@ mod tests {
         let base = 1_795_428_000_000;
         let publish = publisher(60_000);
         let mut t = HashtagTrending::new(&cfg, Metrics::new());
-        let mut through_topic = |partition: i32, hits: Vec<(&str, i64, u64)>, t: &mut HashtagTrending| {
+        let through_topic = |partition: i32, hits: Vec<(&str, i64, u64)>, t: &mut HashtagTrending| {
             let mut parts: Vec<TagHit> = hits
                 .into_iter()
                 .map(|(tag, ts_ms, count)| TagHit { partition, tag: tag.into(), ts_ms, count })
