@@ -42,6 +42,7 @@ pub type PublishFn<T> = Arc<dyn Fn(i32, &mut Vec<T>, &mut Vec<OutRecord>) + Send
 #[derive(Debug, Clone, Default)]
 pub struct Leadership {
     tasks: Arc<AtomicUsize>,
+    gauge: Option<prometheus::IntGauge>,
 }
 
 impl Leadership {
@@ -50,10 +51,20 @@ impl Leadership {
         Self::default()
     }
 
+    /// Shows the role in `gauge` (1 while leading), e.g. `pagepulse_aggregate_writer{pipeline}`.
+    pub fn with_gauge(mut self, gauge: prometheus::IntGauge) -> Self {
+        gauge.set(0);
+        self.gauge = Some(gauge);
+        self
+    }
+
     /// A guard that makes this instance the leader while it lives (held by the partition 0 task).
     pub fn guard(&self) -> LeaderGuard {
         self.tasks.fetch_add(1, Ordering::SeqCst);
-        LeaderGuard { tasks: self.tasks.clone() }
+        if let Some(g) = &self.gauge {
+            g.set(1);
+        }
+        LeaderGuard { tasks: self.tasks.clone(), gauge: self.gauge.clone() }
     }
 
     /// True while a task of partition 0 runs here.
@@ -66,11 +77,15 @@ impl Leadership {
 #[derive(Debug)]
 pub struct LeaderGuard {
     tasks: Arc<AtomicUsize>,
+    gauge: Option<prometheus::IntGauge>,
 }
 
 impl Drop for LeaderGuard {
     fn drop(&mut self) {
-        self.tasks.fetch_sub(1, Ordering::SeqCst);
+        let left = self.tasks.fetch_sub(1, Ordering::SeqCst) - 1;
+        if let Some(g) = &self.gauge {
+            g.set(i64::from(left > 0));
+        }
     }
 }
 

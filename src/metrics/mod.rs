@@ -92,6 +92,9 @@ pub struct Metrics {
     pub group_rejoins: IntCounterVec,
     /// Instances of this consumer group alive as the instances topic tells (this one included).
     pub group_live_instances: IntGauge,
+    /// 1 while this instance writes a pipeline's cluster-wide results (it holds partition 0 of
+    /// the pipeline's input), by pipeline.
+    pub aggregate_writer: IntGaugeVec,
     /// Input partitions that no live instance holds, as the watchdog last saw them.
     pub group_orphaned_partitions: IntGauge,
     /// Input partitions paused because their task is too far behind.
@@ -305,6 +308,11 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         registry.register(Box::new(partition_pauses.clone())).expect("metric names are unique");
+        let aggregate_writer = gauge(
+            "pagepulse_aggregate_writer",
+            "1 while this instance writes the pipeline's cluster-wide results (rankings): it holds partition 0 of the pipeline's input.",
+            &["pipeline"],
+        );
         let engine_restarts = counter(
             "pagepulse_engine_restarts_total",
             "Times the engine restarted in-process after a failure (from the last committed offsets and state).",
@@ -386,6 +394,7 @@ impl Metrics {
             state_skipped,
             group_rejoins,
             group_live_instances,
+            aggregate_writer,
             group_orphaned_partitions,
             partitions_paused,
             partition_pauses,

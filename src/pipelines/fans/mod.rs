@@ -60,7 +60,8 @@ pub const ENTRY: Pipeline = Pipeline {
 fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let top = w.live.fans.top_view();
     // Cluster-wide: every partition's lists go through `fans.shares`, read whole here.
-    let (leadership, caught_up) = (Leadership::new(), Arc::new(AtomicBool::new(false)));
+    let leadership = Leadership::new().with_gauge(w.metrics.aggregate_writer.with_label_values(&[PIPELINE]));
+    let caught_up = Arc::new(AtomicBool::new(false));
     let actor = AggregatorActor::new(top.clone(), TOP_INTERVAL, w.sink.clone())
         .with_shares(leadership.clone(), caught_up.clone())
         .start();

@@ -60,7 +60,8 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let publish = Box::new(move |t: &Trending| live.set_hashtags(t.clone()));
     let trending = Arc::new(Mutex::new(HashtagTrending::new(cfg, w.metrics.clone()).with_publisher(publish)));
     // Cluster-wide: every partition's counts go through `posts.shares`, read whole here.
-    let (leadership, caught_up) = (Leadership::new(), Arc::new(AtomicBool::new(false)));
+    let leadership = Leadership::new().with_gauge(w.metrics.aggregate_writer.with_label_values(&[PIPELINE]));
+    let caught_up = Arc::new(AtomicBool::new(false));
     let actor = AggregatorActor::new(trending.clone(), cfg.trending_emit_interval, w.sink.clone())
         .with_shares(leadership.clone(), caught_up.clone())
         .start();
