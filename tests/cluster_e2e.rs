@@ -191,8 +191,22 @@ fn any_instance_answers_any_page_across_a_kill_and_a_join() {
 }
 
 const TAGS: [&str; 16] = [
-    "rust", "kafka", "flink", "actix", "tokio", "serde", "streams", "wasm", "grafana", "prometheus", "tansu",
-    "dashmap", "pagepulse", "analytics", "social", "web",
+    "rust",
+    "kafka",
+    "flink",
+    "actix",
+    "tokio",
+    "serde",
+    "streams",
+    "wasm",
+    "grafana",
+    "prometheus",
+    "tansu",
+    "dashmap",
+    "pagepulse",
+    "analytics",
+    "social",
+    "web",
 ];
 const TRENDING_TOP_N: usize = 10;
 const FANS_TOP_N: usize = 25;
@@ -269,8 +283,9 @@ fn expected_fans(round: u64) -> (Vec<(String, i64)>, Vec<String>) {
     let mut by_delta = rows.clone();
     by_delta.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| format!("facebook:{}", a.0).cmp(&format!("facebook:{}", b.0))));
     let mut by_growth = rows;
-    by_growth
-        .sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| format!("facebook:{}", a.0).cmp(&format!("facebook:{}", b.0))));
+    by_growth.sort_by(|a, b| {
+        b.2.total_cmp(&a.2).then_with(|| format!("facebook:{}", a.0).cmp(&format!("facebook:{}", b.0)))
+    });
     (
         by_delta.into_iter().take(FANS_TOP_N).map(|(id, d, _)| (id, d)).collect(),
         by_growth.into_iter().take(FANS_TOP_N).map(|(id, _, _)| id).collect(),
@@ -294,7 +309,9 @@ fn observe_ranked(env: &TestEnv, round: u64, now_ms: i64) {
 fn trending_of(v: &serde_json::Value) -> Vec<(String, u64)> {
     v["tags"]
         .as_array()
-        .map(|a| a.iter().map(|t| (t["tag"].as_str().unwrap_or("").to_string(), t["count"].as_u64().unwrap_or(0))).collect())
+        .map(|a| {
+            a.iter().map(|t| (t["tag"].as_str().unwrap_or("").to_string(), t["count"].as_u64().unwrap_or(0))).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -311,14 +328,22 @@ fn fans_of(v: &serde_json::Value) -> (Vec<(String, i64)>, Vec<String>) {
 
 /// Waits until every instance in `pps` serves exactly the expected rankings, the topics' latest
 /// records are them, and exactly one instance writes each.
-fn rankings_settle(env: &TestEnv, pps: &[&Pagepulse], trending: &[(String, u64)], fans: &(Vec<(String, i64)>, Vec<String>)) {
+fn rankings_settle(
+    env: &TestEnv,
+    pps: &[&Pagepulse],
+    trending: &[(String, u64)],
+    fans: &(Vec<(String, i64)>, Vec<String>),
+) {
     wait_for("every instance ranks every partition's hashtags and pages", Duration::from_secs(120), || {
         pps.iter()
             .all(|pp| {
                 let t = support::http_get(&pp.addr, "/api/v1/posts/trending");
                 let f = support::http_get(&pp.addr, "/api/v1/pages/top");
-                let ok_t = t.is_some_and(|(s, b)| s == 200 && trending_of(&serde_json::from_str(&b).unwrap_or_default()) == trending);
-                let ok_f = f.is_some_and(|(s, b)| s == 200 && &fans_of(&serde_json::from_str(&b).unwrap_or_default()) == fans);
+                let ok_t = t.is_some_and(|(s, b)| {
+                    s == 200 && trending_of(&serde_json::from_str(&b).unwrap_or_default()) == trending
+                });
+                let ok_f =
+                    f.is_some_and(|(s, b)| s == 200 && &fans_of(&serde_json::from_str(&b).unwrap_or_default()) == fans);
                 ok_t && ok_f
             })
             .then_some(())
@@ -332,10 +357,8 @@ fn rankings_settle(env: &TestEnv, pps: &[&Pagepulse], trending: &[(String, u64)]
     last("fans.top", &|v| &fans_of(v) == fans);
     for pipeline in ["posts", "fans"] {
         wait_for(&format!("exactly one instance writes the {pipeline} results"), Duration::from_secs(60), || {
-            let writers: f64 = pps
-                .iter()
-                .map(|pp| pp.metric("pagepulse_aggregate_writer", &format!("pipeline=\"{pipeline}\"")))
-                .sum();
+            let writers: f64 =
+                pps.iter().map(|pp| pp.metric("pagepulse_aggregate_writer", &format!("pipeline=\"{pipeline}\""))).sum();
             (writers == 1.0).then_some(())
         });
     }

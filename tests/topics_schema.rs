@@ -440,7 +440,12 @@ fn shares_examples_match_the_real_readers_and_publishers() {
     let mut fp = FansProcessor::new(3, &cfg.fans);
     let obs = serde_json::json!({"platform": "facebook", "page_id": "nasa", "fans": 100,
         "observed_at": "2026-11-23T10:00:00Z"});
-    let rec = RawRecord { key: Some(b"facebook:nasa".to_vec()), value: Some(obs.to_string().into_bytes()), offset: 0, timestamp_ms: None };
+    let rec = RawRecord {
+        key: Some(b"facebook:nasa".to_vec()),
+        value: Some(obs.to_string().into_bytes()),
+        offset: 0,
+        timestamp_ms: None,
+    };
     let o = fp.decode(fans::INPUT, &rec).expect("valid");
     let mut out = Emit::default();
     fp.process(o, &RecordMeta { topic: fans::INPUT, partition: 3, offset: 0, timestamp_ms: None }, &mut out);
@@ -463,7 +468,11 @@ fn shares_examples_match_the_real_readers_and_publishers() {
     let mut out = Emit::default();
     let rec = raw(&serde_json::json!({"id": "p1", "content": "hi #Rust #rust #kafka"}));
     let post = pp.decode(posts::INPUT, &rec).expect("valid");
-    pp.process(post, &RecordMeta { topic: posts::INPUT, partition: 5, offset: 0, timestamp_ms: rec.timestamp_ms }, &mut out);
+    pp.process(
+        post,
+        &RecordMeta { topic: posts::INPUT, partition: 5, offset: 0, timestamp_ms: rec.timestamp_ms },
+        &mut out,
+    );
     let mut recs: Vec<OutRecord> = Vec::new();
     trending::publisher(60_000)(5, &mut out.parts, &mut recs);
     assert_eq!(recs.len(), 2, "one record per (minute, tag)");

@@ -237,12 +237,10 @@ where
         let key = rec.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).ok_or_else(|| {
             Rejection::new(RejectClass::MissingField, "a share record needs a UTF-8 key `<partition>/<what>`")
         })?;
-        let (partition, what) = key
-            .split_once('/')
-            .and_then(|(p, w)| Some((p.parse::<i32>().ok().filter(|p| *p >= 0)?, w)))
-            .ok_or_else(|| {
-                Rejection::new(RejectClass::InvalidValue, format!("share key `{key}` is not `<partition>/<what>`"))
-            })?;
+        let (partition, what) =
+            key.split_once('/').and_then(|(p, w)| Some((p.parse::<i32>().ok().filter(|p| *p >= 0)?, w))).ok_or_else(
+                || Rejection::new(RejectClass::InvalidValue, format!("share key `{key}` is not `<partition>/<what>`")),
+            )?;
         (self.decode)(partition, what, rec.value.as_deref())
     }
 

@@ -464,7 +464,10 @@ mod tests {
         assert_eq!(d.partitions(topic), Some(4));
         // Find a key of each partition with the partitioner the producers use.
         let key_of = |p: i32| {
-            (0..).map(|i| format!("k{i}")).find(|k| crate::kafka::partitioner::partition_for(k.as_bytes(), 4) == p).unwrap()
+            (0..)
+                .map(|i| format!("k{i}"))
+                .find(|k| crate::kafka::partitioner::partition_for(k.as_bytes(), 4) == p)
+                .unwrap()
         };
         assert_eq!(d.holder(topic, key_of(0).as_bytes()), Some((0, Holder::Me)));
         assert_eq!(d.holder(topic, key_of(1).as_bytes()), Some((1, Holder::Moving)), "claimed twice");

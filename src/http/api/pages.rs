@@ -21,9 +21,9 @@ use serde::Serialize;
 use super::{param, query, wants_csv, Api};
 use crate::health::Health;
 use crate::http::auth::Caller;
-use crate::http::forward::Route;
 use crate::http::cache::{self, Freshness};
 use crate::http::csv::{self, Csv};
+use crate::http::forward::Route;
 use crate::http::limit::Class;
 use crate::http::problem::Problem;
 use crate::pipelines::fans::history::{self, Resolution};
@@ -218,7 +218,10 @@ async fn gather(
         let url = format!("{}://{}{}", api.forwarder.scheme(), owner.http, path);
         let unavailable = |why: String| {
             Problem::unavailable(
-                format!("the instance holding some of these pages ({} at {}) did not answer: {why}", owner.instance, owner.http),
+                format!(
+                    "the instance holding some of these pages ({} at {}) did not answer: {why}",
+                    owner.instance, owner.http
+                ),
                 1,
             )
         };
@@ -226,7 +229,8 @@ async fn gather(
         if status != 200 {
             return Err(unavailable(format!("it answered {status}")));
         }
-        let theirs: Comparison = serde_json::from_slice(&body).map_err(|e| unavailable(format!("its answer is not a comparison: {e}")))?;
+        let theirs: Comparison =
+            serde_json::from_slice(&body).map_err(|e| unavailable(format!("its answer is not a comparison: {e}")))?;
         for page in theirs.pages {
             let key = format!("{}:{}", page.platform, page.page_id);
             if let Some(&i) = idx.iter().find(|&&i| keys[i] == key) {

@@ -12,11 +12,11 @@ use super::config::PostsConfig;
 use super::names::{ANALYSIS, MAX_FUTURE_SKEW_MS};
 use super::store::TagBuckets;
 use super::trending::TagHit;
-use crate::ops::window::AddOutcome;
 use crate::clock::{format_ms, Clock};
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, OutRecord, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
 use crate::ops::text;
+use crate::ops::window::AddOutcome;
 use crate::pipelines::decode::{object, optional_str, plain_string_fields, required_str, rfc3339_ms, utf8_value};
 
 #[derive(Deserialize)]
@@ -124,14 +124,23 @@ impl PostsProcessor {
     /// A processor with the pipeline's config.
     pub fn new(cfg: &PostsConfig, clock: Arc<dyn Clock>) -> Self {
         let tags = TagBuckets::new(cfg);
-        Self { max_content_bytes: cfg.max_content_bytes, clock, stamp: (i64::MIN, String::new()), tags, partition: 0, ignored: None }
+        Self {
+            max_content_bytes: cfg.max_content_bytes,
+            clock,
+            stamp: (i64::MIN, String::new()),
+            tags,
+            partition: 0,
+            ignored: None,
+        }
     }
 
     /// Counts ignored hashtags in `pagepulse_window_ignored_events_total{pipeline="posts"}`.
     pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
         let m = &metrics.window_ignored;
-        self.ignored =
-            Some((m.with_label_values(&[super::PIPELINE, "late"]), m.with_label_values(&[super::PIPELINE, "over_capacity"])));
+        self.ignored = Some((
+            m.with_label_values(&[super::PIPELINE, "late"]),
+            m.with_label_values(&[super::PIPELINE, "over_capacity"]),
+        ));
         self
     }
 
@@ -160,7 +169,11 @@ impl Processor for PostsProcessor {
                 Ok(count) => out.part(TagHit { partition: self.partition, tag: tag.clone(), ts_ms: event_ms, count }),
                 Err(why) => {
                     if let Some((late, over)) = &self.ignored {
-                        if why == AddOutcome::Late { late.inc() } else { over.inc() }
+                        if why == AddOutcome::Late {
+                            late.inc()
+                        } else {
+                            over.inc()
+                        }
                     }
                 }
             }
