@@ -225,18 +225,20 @@ fn wait_for_results(
     env: &TestEnv,
     counts: &BTreeMap<String, (u64, u64)>,
     top: &[(String, String, u64, u64)],
-    pp: &Pagepulse,
+    pps: &[&Pagepulse],
     posts: &[Post],
     earlier: f64,
 ) {
+    // Every instance's metrics, one after the other (an instance reports the partitions it holds).
+    let all_metrics = || pps.iter().map(|pp| pp.metrics()).collect::<Vec<_>>().join("\n");
     // Done: both readers through every post, lag 0, and no apps.mentions record for a while.
     const QUIET: Duration = Duration::from_secs(3);
     let produced = |m: &str| support::metric_value(m, "pagepulse_records_produced_total", "topic=\"apps.mentions\"");
     let mut last: Option<(f64, std::time::Instant)> = None;
     let quiet = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         support::wait_for("pagepulse done with every post and apps.mentions quiet", Duration::from_secs(150), || {
-            let m = pp.metrics();
-            let n = produced(&m);
+            let m = all_metrics();
+            let n: f64 = pps.iter().map(|pp| produced(&pp.metrics())).sum();
             let since = match last {
                 Some((prev, since)) if prev == n => since,
                 _ => {
@@ -253,7 +255,7 @@ fn wait_for_results(
     }));
     // A whole read from the beginning, once nothing is written: until no record came for 3 s with
     // at least `min` had; then again, until two reads in a row have as many.
-    let min = earlier + produced(&pp.metrics());
+    let min = earlier + pps.iter().map(|pp| produced(&pp.metrics())).sum::<f64>();
     let read_whole = || {
         let mut had = (0, std::time::Instant::now());
         env.read_until("apps.mentions", Duration::from_secs(120), |recs| {
@@ -294,8 +296,7 @@ fn wait_for_results(
             wrong.len(),
             &wrong[..wrong.len().min(5)]
         );
-        let figures: Vec<String> = pp
-            .metrics()
+        let figures: Vec<String> = all_metrics()
             .lines()
             .filter(|l| {
                 !l.starts_with('#')
@@ -348,7 +349,11 @@ fn wait_for_results(
             whereabouts += &format!("{id} {:?} {:?} at {at:?}\n", counts[*id], got.get(*id));
         }
         let quiet = quiet.err().map(|e| format!("{e:?}")).unwrap_or_default();
-        panic!("{diff}\n{quiet}\n{whereabouts}\nmetrics:\n{}\npagepulse log:\n{}", figures.join("\n"), pp.log_text());
+        panic!(
+            "{diff}\n{quiet}\n{whereabouts}\nmetrics:\n{}\npagepulse log:\n{}",
+            figures.join("\n"),
+            pps.iter().map(|pp| pp.log_text()).collect::<Vec<_>>().join("\n---\n")
+        );
     }
     // Nothing repeated (no app above its independent count), nothing lost (none below).
     assert_eq!((more, less), (0, 0));
@@ -433,7 +438,7 @@ fn posts_mentioning_apps_of_the_real_catalogue_give_the_independent_counts() {
 
     let mut pp = env.start_with(FAST);
     pp.wait_ready(Duration::from_secs(60));
-    wait_for_results(&apps, &env, &counts, &top, &pp, &posts, 0.0);
+    wait_for_results(&apps, &env, &counts, &top, &[&pp], &posts, 0.0);
 
     // Both pipelines read every post once; a malformed one is dead-lettered once, by the posts
     // pipeline, and only counted by the apps pipeline.
@@ -454,6 +459,35 @@ fn posts_mentioning_apps_of_the_real_catalogue_give_the_independent_counts() {
     });
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// Three instances split the posts: every instance holds part of every app's mentions, and
+/// `apps.mentions` and `apps.top` (written by the one instance holding partition 0, through the
+/// shares every instance reads) still equal the independent counts over every post.
+#[test]
+fn three_instances_give_the_same_independent_counts_as_one() {
+    let Some(csv) = apple_store_csv() else { return };
+    let apps = read_catalogue(&csv);
+    let env = TestEnv::new();
+    ingest(&env, &csv);
+    let base = chrono::Utc::now().timestamp_millis() - 10 * MIN;
+    let posts = generate_posts(&apps, 3000, 3, base);
+    let counts = expected_counts(&apps, &posts);
+    let top = expected_top(&apps, &counts);
+    let mut pps: Vec<Pagepulse> = (0..3).map(|_| env.start_with(FAST)).collect();
+    for pp in &mut pps {
+        pp.wait_ready(Duration::from_secs(90));
+    }
+    support::wait_for("every instance holds a posts partition", Duration::from_secs(60), || {
+        pps.iter().all(|pp| pp.metric("pagepulse_assigned_partitions", "") >= 1.0).then_some(())
+    });
+    let records: Vec<(Option<String>, Option<Vec<u8>>)> =
+        posts.iter().map(|(id, v, _)| (Some(id.clone()), Some(v.clone()))).collect();
+    env.produce_python("posts", &records);
+    let refs: Vec<&Pagepulse> = pps.iter().collect();
+    wait_for_results(&apps, &env, &counts, &top, &refs, &posts, 0.0);
+    let writers: f64 = pps.iter().map(|pp| pp.metric("pagepulse_aggregate_writer", "pipeline=\"apps\"")).sum();
+    assert_eq!(writers, 1.0, "exactly one instance writes apps.mentions and apps.top");
 }
 
 #[test]
@@ -510,12 +544,12 @@ fn a_crash_mid_stream_loses_and_repeats_no_mention() {
     });
     if std::env::var_os("APPS_E2E_NO_KILL").is_some() {
         // Diagnosis: streaming alone, no crash.
-        wait_for_results(&apps, &env, &counts, &top, &pp, &posts, 0.0);
+        wait_for_results(&apps, &env, &counts, &top, &[&pp], &posts, 0.0);
         return;
     }
     let mut pp = env.start_with(FAST);
     pp.wait_ready(Duration::from_secs(60));
-    wait_for_results(&apps, &env, &counts, &top, &pp, &posts, before_kill);
+    wait_for_results(&apps, &env, &counts, &top, &[&pp], &posts, before_kill);
     let restored: HashSet<i32> = support::restores_in_log(&pp.log_text())
         .iter()
         .filter(|r| r.store == "apps" && r.records > 0)

@@ -192,8 +192,15 @@ fn stream_views(
 
 /// The pages whose `/pages/{key}` an instance serves (the pages of its `fans` partitions), with
 /// their current view.
+/// The pages `pp` holds itself (answered without forwarding: no `X-Pagepulse-Served-By`), with
+/// what it shows of them.
 fn served_pages(pp: &Pagepulse) -> BTreeMap<u64, Value> {
-    (1..=PAGES).filter_map(|i| Some((i, get_json(&pp.addr, &format!("/api/v1/pages/{}", key(i)))?))).collect()
+    (1..=PAGES)
+        .filter_map(|i| {
+            let a = support::http(&pp.addr, "GET", &format!("/api/v1/pages/{}", key(i)), &[], b"")?;
+            (a.status == 200 && a.header("x-pagepulse-served-by").is_none()).then(|| (i, a.json()))
+        })
+        .collect()
 }
 
 fn table_times(view: &Value) -> Vec<String> {

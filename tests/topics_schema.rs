@@ -435,6 +435,13 @@ fn shares_examples_match_the_real_readers_and_publishers() {
         let value = ex.value.to_string().into_bytes();
         trending::decode_share(p, &what, Some(&value)).unwrap_or_else(|e| panic!("{}: {e}", ex.value));
     }
+    let d = def(pagepulse::pipelines::apps::SHARES);
+    for ex in &d.examples {
+        let (p, what) = split(ex.key.as_deref().expect("key"));
+        let value = ex.value.to_string().into_bytes();
+        pagepulse::pipelines::apps::aggregate::decode_share(p, &what, Some(&value))
+            .unwrap_or_else(|e| panic!("{}: {e}", ex.value));
+    }
     // Real records, through the publishers.
     let cfg = Config::default();
     let mut fp = FansProcessor::new(3, &cfg.fans);

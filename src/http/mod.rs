@@ -5,7 +5,7 @@
 //!
 //! Parts: [`auth`] (tokens and scopes), [`limit`] (rate limits per client), [`problem`] (every
 //! error as `application/problem+json`), [`cache`] (ETags), [`writes`] (the producer of API
-//! writes), [`openapi`]. Every request is counted by route template and status, and timed
+//! writes), [`forward`] (reads of keys another instance holds), [`openapi`]. Every request is counted by route template and status, and timed
 //! ([`Metrics::http_requests`]); a slow client cannot hold a worker (`http.request_timeout`).
 
 // A `Problem` is ~150 bytes and only ever built to be answered at once: returning it by value

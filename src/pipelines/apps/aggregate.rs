@@ -17,16 +17,39 @@ use hashbrown::{HashMap, HashSet};
 
 use super::catalogue::{AppId, Catalogue};
 use super::config::AppsConfig;
-use super::names::{MENTIONS, TOP};
+use super::names::{MENTIONS, SHARES, TOP};
 use super::rankings::{rank, MentionsValue, RankedApp, TopValue};
 use super::store::{window_start, Share};
 use crate::clock::format_ms;
-use crate::engine::{Aggregate, OutRecord};
+use crate::engine::aggregate::share_key;
+use crate::engine::{Aggregate, OutRecord, RejectClass, Rejection};
 
 /// What a mention-counting task hands the aggregate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MentionPart {
-    /// A post of event time `ts_ms` in `partition` mentioned `app`.
+    /// `partition`'s count of mentions of `app` since it was loaded, now (not an increment).
+    Total {
+        /// The partition.
+        partition: i32,
+        /// The app.
+        app: AppId,
+        /// Its count.
+        count: u64,
+    },
+    /// `partition`'s count of mentions of `app` in the bucket starting at `bucket`, now.
+    Bucket {
+        /// The partition.
+        partition: i32,
+        /// The bucket's start (ms).
+        bucket: i64,
+        /// The app.
+        app: AppId,
+        /// Its count.
+        count: u64,
+    },
+    /// One more mention: a post of event time `ts_ms` in `partition` mentioned `app`. For
+    /// callers that count within one instance (unit tests, benchmarks); the pipeline's tasks
+    /// send [`MentionPart::Total`] and [`MentionPart::Bucket`], which survive redelivery.
     Hit {
         /// The post's partition.
         partition: i32,
@@ -129,6 +152,45 @@ impl AppsAggregate {
         if in_window {
             *share.buckets.entry(bucket).or_default().entry_ref(&app).or_insert(0) += 1;
             *self.window.entry_ref(&app).or_insert(0) += 1;
+        }
+        self.dirty.insert(app);
+        self.counts_moved = true;
+    }
+
+    /// Sets `partition`'s total of `app` to `count`.
+    fn set_total(&mut self, partition: i32, app: AppId, count: u64) {
+        let share = self.shares.entry(partition).or_default();
+        let old = share.totals.get(&app).copied().unwrap_or(0);
+        if old == count {
+            return;
+        }
+        share.totals.insert(app.clone(), count);
+        if count > old {
+            *self.total.entry_ref(&app).or_insert(0) += count - old;
+        } else {
+            subtract(&mut self.total, &app, old - count);
+        }
+        self.dirty.insert(app);
+        self.counts_moved = true;
+    }
+
+    /// Sets `partition`'s count of `app` in the bucket starting at `bucket` to `count`.
+    fn set_bucket(&mut self, partition: i32, bucket: i64, app: AppId, count: u64) {
+        self.advance(bucket);
+        if self.start().is_some_and(|s| bucket < s) {
+            return; // out of the window
+        }
+        let share = self.shares.entry(partition).or_default();
+        let counts = share.buckets.entry(bucket).or_default();
+        let old = counts.get(&app).copied().unwrap_or(0);
+        if old == count {
+            return;
+        }
+        counts.insert(app.clone(), count);
+        if count > old {
+            *self.window.entry_ref(&app).or_insert(0) += count - old;
+        } else {
+            subtract(&mut self.window, &app, old - count);
         }
         self.dirty.insert(app);
         self.counts_moved = true;
@@ -259,10 +321,21 @@ impl Aggregate for AppsAggregate {
     fn merge(&mut self, parts: &mut Vec<MentionPart>) {
         for part in parts.drain(..) {
             match part {
+                MentionPart::Total { partition, app, count } => self.set_total(partition, app, count),
+                MentionPart::Bucket { partition, bucket, app, count } => self.set_bucket(partition, bucket, app, count),
                 MentionPart::Hit { partition, app, ts_ms } => self.hit(partition, app, ts_ms),
                 MentionPart::Restored { partition, share } => self.replace(partition, share),
             }
         }
+    }
+
+    fn forget_emitted(&mut self) {
+        // The new writer writes every app's counts and every ranking again.
+        self.dirty.extend(self.total.keys().cloned());
+        self.emitted.clear();
+        self.last_top.clear();
+        self.ranked_version = None;
+        self.counts_moved = true;
     }
 
     /// Writes what is due: nothing until the catalogue has loaded (a ranking of half a catalogue
@@ -287,6 +360,69 @@ impl Aggregate for AppsAggregate {
         self.mentions(now_ms, out);
         self.rankings(now_ms, out);
     }
+}
+
+/// The share records of a task's parts (see [`crate::engine::aggregate::PublishFn`]): the newest
+/// total of each app it counted, `<partition>/t/<app>`, and the newest count of each (bucket,
+/// app), `<partition>/b/<bucket start ms>/<app>`, each with the count as its value. A restored
+/// partition's whole share goes out the same way. (Increments, [`MentionPart::Hit`], are for
+/// counting within one instance and are not published.)
+pub fn publish(partition: i32, parts: &mut Vec<MentionPart>, out: &mut Vec<OutRecord>) {
+    let mut totals: hashbrown::HashMap<AppId, u64> = hashbrown::HashMap::new();
+    let mut buckets: hashbrown::HashMap<(i64, AppId), u64> = hashbrown::HashMap::new();
+    for part in parts.drain(..) {
+        match part {
+            MentionPart::Total { app, count, .. } => {
+                totals.insert(app, count);
+            }
+            MentionPart::Bucket { bucket, app, count, .. } => {
+                buckets.insert((bucket, app), count);
+            }
+            MentionPart::Restored { share, .. } => {
+                totals.extend(share.totals);
+                for (bucket, counts) in share.buckets {
+                    buckets.extend(counts.into_iter().map(|(app, n)| ((bucket, app), n)));
+                }
+            }
+            MentionPart::Hit { .. } => {}
+        }
+    }
+    let rec = |what: String, n: u64| OutRecord {
+        topic: SHARES,
+        key: Some(share_key(partition, &what)),
+        // A count of zero (a bucket that left the window) is a tombstone: compaction drops it.
+        value: (n > 0).then(|| n.to_string().into_bytes()),
+        headers: Vec::new(),
+        partition: None,
+    };
+    out.extend(totals.into_iter().map(|(app, n)| rec(format!("t/{app}"), n)));
+    out.extend(buckets.into_iter().map(|((b, app), n)| rec(format!("b/{b}/{app}"), n)));
+}
+
+/// An `apps.shares` record back into the count it carries (see
+/// [`crate::engine::aggregate::DecodeShare`]); a tombstone is a count of zero.
+pub fn decode_share(partition: i32, what: &str, value: Option<&[u8]>) -> Result<MentionPart, Rejection> {
+    let bad = || {
+        Rejection::new(
+            RejectClass::InvalidValue,
+            format!("apps share `{what}` is not `t/<app>` or `b/<bucket start ms>/<app>`"),
+        )
+    };
+    let count = match value {
+        None => 0,
+        Some(v) => std::str::from_utf8(v).ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+            Rejection::new(RejectClass::InvalidValue, "an apps share's value is a count (a decimal integer)")
+        })?,
+    };
+    if let Some(app) = what.strip_prefix("t/").filter(|a| !a.is_empty()) {
+        return Ok(MentionPart::Total { partition, app: app.into(), count });
+    }
+    let (bucket, app) = what.strip_prefix("b/").and_then(|r| r.split_once('/')).ok_or_else(bad)?;
+    let bucket = bucket.parse::<i64>().map_err(|_| bad())?;
+    if app.is_empty() {
+        return Err(bad());
+    }
+    Ok(MentionPart::Bucket { partition, bucket, app: app.into(), count })
 }
 
 #[cfg(test)]
@@ -332,6 +468,47 @@ mod tests {
         let mut out = Vec::new();
         a.on_tick(DateTime::from_timestamp_millis(now_ms).expect("valid time"), &mut out);
         out
+    }
+
+    /// What the tasks really send (absolute counts), through the shares topic's codec: counts
+    /// of several partitions add up, a count read again changes nothing, a lower one corrects,
+    /// and a bucket that left a partition's window is a tombstone.
+    #[test]
+    fn shares_through_the_topic_replace_per_partition_and_add_up_across_partitions() {
+        let cfg = Config::default().apps;
+        let mut a = AppsAggregate::new(catalogue(), &cfg);
+        let through = |a: &mut AppsAggregate, partition: i32, mut parts: Vec<MentionPart>| {
+            let mut recs = Vec::new();
+            publish(partition, &mut parts, &mut recs);
+            for r in recs {
+                let key = String::from_utf8(r.key.clone().expect("key")).expect("UTF-8");
+                let (p, what) = key.split_once('/').expect("partition/what");
+                assert_eq!(p, partition.to_string());
+                a.merge(&mut vec![decode_share(partition, what, r.value.as_deref()).expect("decodes")]);
+            }
+        };
+        let b = T0 - T0 % 300_000;
+        let total = |p, app: &str, count| MentionPart::Total { partition: p, app: app.into(), count };
+        let bucket = |p, bucket, app: &str, count| MentionPart::Bucket { partition: p, bucket, app: app.into(), count };
+        // Partition 0 counted #1 twice in one batch: the newest counts win.
+        through(&mut a, 0, vec![bucket(0, b, "1", 1), total(0, "1", 1), bucket(0, b, "1", 2), total(0, "1", 2)]);
+        through(&mut a, 1, vec![bucket(1, b, "1", 3), total(1, "1", 5)]);
+        assert_eq!(a.counts("1"), (7, 5));
+        through(&mut a, 1, vec![bucket(1, b, "1", 3), total(1, "1", 5)]);
+        assert_eq!(a.counts("1"), (7, 5), "read again: no change");
+        through(&mut a, 1, vec![bucket(1, b, "1", 1), total(1, "1", 4)]);
+        assert_eq!(a.counts("1"), (6, 3), "a partition's next owner from an older state: replaced");
+        through(&mut a, 0, vec![bucket(0, b, "1", 0)]);
+        assert_eq!(a.counts("1"), (6, 1), "a released bucket is a tombstone");
+        // A restored share goes out as counts too.
+        let mut share = Share::default();
+        share.totals.insert("2".into(), 9);
+        share.buckets.entry(b).or_default().insert("2".into(), 4);
+        through(&mut a, 2, vec![MentionPart::Restored { partition: 2, share }]);
+        assert_eq!(a.counts("2"), (9, 4));
+        assert!(decode_share(0, "x/1", Some(b"1")).is_err());
+        assert!(decode_share(0, "b/notabucket/1", Some(b"1")).is_err());
+        assert!(decode_share(0, "t/1", Some(b"many")).is_err());
     }
 
     #[test]

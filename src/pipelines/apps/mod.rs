@@ -19,9 +19,14 @@
 //! catalogue change (new app, new name, removal) applies to the posts processed after it; a
 //! renamed app keeps its counts (they belong to its id), a removed one loses them.
 //!
+//! - Internal `apps.shares`: each partition's total and per-bucket count of every app it counted
+//!   (absolute counts, key `<partition>/t/<app>` and `<partition>/b/<bucket>/<app>`), read whole
+//!   by every instance, so every instance's counts and rankings cover every partition; the
+//!   instance holding partition 0 of `posts` writes `apps.mentions` and `apps.top`.
+//!
 //! Durable state: each `posts` partition's share of the counts, in the `apps` store's changelog
-//! ([`store`]); the instance's counts are their sum ([`aggregate`]), which a restored partition
-//! replaces its share of. The tasks start only once the catalogue has loaded, so no post is
+//! ([`store`]); the counts are the sum of every partition's share ([`aggregate`]), which a share
+//! record (or a restored partition) replaces, never adds to. The tasks start only once the catalogue has loaded, so no post is
 //! matched against half a catalogue.
 //!
 //! Parts: [`config`] (`[pipelines.apps]`), [`catalogue`] (the global table), [`matcher`] (names
@@ -50,19 +55,19 @@ pub use self::aggregate::{AppsAggregate, MentionPart};
 pub use self::catalogue::{decode_app, App, Catalogue, CatalogueChange, CatalogueProcessor};
 pub use self::config::AppsConfig;
 pub use self::matcher::{app_name, Matcher};
-pub use self::names::{CATALOGUE, CATALOGUE_PIPELINE, MENTIONS, PIPELINE, POSTS, TOP};
+pub use self::names::{CATALOGUE, CATALOGUE_PIPELINE, MENTIONS, PIPELINE, POSTS, SHARES, TOP};
 pub use self::processor::{MentionsProcessor, MentionsSetup};
 pub use self::rankings::{MentionsValue, RankedApp, TopValue};
 use super::{Built, Error, GlobalTable, Pipeline, Wiring};
-use crate::engine::aggregate::merge_fn;
-use crate::engine::{AggregatorActor, Batch, PipelineSpec, TaskFactory};
+use crate::engine::aggregate::SharesReader;
+use crate::engine::{AggregatorActor, Batch, Leadership, PipelineSpec, TaskFactory};
 
 /// The apps pipeline's line in the [registry](super::REGISTRY).
 pub const ENTRY: Pipeline = Pipeline {
     name: PIPELINE,
     enabled: |cfg| cfg.apps.enabled,
     inputs: &[CATALOGUE, POSTS],
-    outputs: &[TOP, MENTIONS],
+    outputs: &[TOP, MENTIONS, SHARES],
     store_input: Some(POSTS),
     served: &[TOP, MENTIONS, CATALOGUE],
     exports: export::FAMILIES,
@@ -84,7 +89,12 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let processor = CatalogueProcessor::new(catalogue.clone(), w.metrics.catalogue_apps.clone());
     let table = GlobalTable::new(CATALOGUE_PIPELINE, CATALOGUE, processor).with_caught_up(caught_up.clone());
     let aggregate = Arc::new(Mutex::new(AppsAggregate::new(catalogue.clone(), cfg)));
-    let actor = AggregatorActor::new(aggregate.clone(), TICK.min(cfg.mentions_interval), w.sink.clone()).start();
+    // Cluster-wide: every partition's counts go through `apps.shares`, read whole here.
+    let leadership = Leadership::new().with_gauge(w.metrics.aggregate_writer.with_label_values(&[PIPELINE]));
+    let shares_read = Arc::new(AtomicBool::new(false));
+    let actor = AggregatorActor::new(aggregate.clone(), TICK.min(cfg.mentions_interval), w.sink.clone())
+        .with_shares(leadership.clone(), shares_read.clone())
+        .start();
     let setup = MentionsSetup {
         catalogue,
         max_content_bytes: w.cfg.posts.max_content_bytes,
@@ -98,12 +108,20 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
         vec![POSTS],
         move |partition| MentionsProcessor::new(partition, setup.clone()),
         w.sink,
-        Some(merge_fn(aggregate)),
+        None,
         w.metrics.clone(),
     )
+    .with_shares(Arc::new(aggregate::publish), leadership)
     .with_store(w.store);
     let tasks = AfterTable { inner: Arc::new(tasks), ready: caught_up };
-    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals: vec![table], helpers: None })
+    let shares = GlobalTable::new(PIPELINE, SHARES, SharesReader::new(aggregate, aggregate::decode_share))
+        .with_caught_up(shares_read);
+    Ok(Built {
+        tasks: Arc::new(tasks),
+        aggregator: Some(actor.recipient()),
+        globals: vec![table, shares],
+        helpers: None,
+    })
 }
 
 /// Starts a pipeline's tasks only once a global table has loaded: a task started earlier would

@@ -13,3 +13,6 @@ pub const POSTS: &str = crate::pipelines::posts::names::INPUT;
 pub const TOP: &str = "apps.top";
 /// Mention counts, one record per app.
 pub const MENTIONS: &str = "apps.mentions";
+/// Every partition's mention counts, read whole by every instance (internal; see
+/// [`super::aggregate`]).
+pub const SHARES: &str = "apps.shares";

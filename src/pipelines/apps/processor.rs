@@ -124,8 +124,14 @@ impl Processor for MentionsProcessor {
         let event_ms = post.created_at_ms.or(meta.timestamp_ms).unwrap_or(now_ms).min(now_ms + MAX_FUTURE_SKEW_MS);
         self.setup.metrics.app_mentions.inc_by(self.found.len() as u64);
         for app in self.found.drain(..) {
-            self.counts.add(&app, event_ms);
-            out.part(MentionPart::Hit { partition: self.partition, app, ts_ms: event_ms });
+            let (total, bucket) = self.counts.add(&app, event_ms);
+            if let Some((bucket, count)) = bucket {
+                out.part(MentionPart::Bucket { partition: self.partition, bucket, app: app.clone(), count });
+            }
+            out.part(MentionPart::Total { partition: self.partition, app, count: total });
+        }
+        for (bucket, app) in self.counts.take_released() {
+            out.part(MentionPart::Bucket { partition: self.partition, bucket, app, count: 0 });
         }
     }
 
@@ -201,19 +207,31 @@ mod tests {
         let mut p = MentionsProcessor::new(3, setup(false));
         let parts =
             run(&mut p, r##"{"id":"a","content":"#Spotify music and PANDORA, pandora"}"##, NOW - 10).expect("valid");
-        let apps: Vec<&str> = parts
-            .iter()
-            .map(|x| match x {
-                MentionPart::Hit { app, partition: 3, ts_ms } if *ts_ms == NOW - 10 => &**app,
+        // Each app once: its bucket's count and its total, both 1, for partition 3.
+        let bucket = (NOW - 10).div_euclid(300_000) * 300_000;
+        let mut apps: Vec<&str> = Vec::new();
+        for x in &parts {
+            match x {
+                MentionPart::Total { app, partition: 3, count: 1 } => apps.push(app),
+                MentionPart::Bucket { partition: 3, bucket: b, count: 1, .. } if *b == bucket => {}
                 other => panic!("unexpected {other:?}"),
-            })
-            .collect();
+            }
+        }
+        assert_eq!(parts.len(), 4);
         assert_eq!(apps.len(), 2);
         assert!(apps.contains(&"1") && apps.contains(&"2"));
         assert_eq!(p.counts().share().totals.get("2"), Some(&1));
         let far_future = r#"{"id":"b","content":"pandora","created_at":"2099-01-01T00:00:00Z"}"#;
         let parts = run(&mut p, far_future, NOW).expect("valid");
-        assert_eq!(parts, vec![MentionPart::Hit { partition: 3, app: "2".into(), ts_ms: NOW + MAX_FUTURE_SKEW_MS }]);
+        let capped = (NOW + MAX_FUTURE_SKEW_MS).div_euclid(300_000) * 300_000;
+        assert_eq!(
+            parts,
+            vec![
+                MentionPart::Bucket { partition: 3, bucket: capped, app: "2".into(), count: 1 },
+                MentionPart::Total { partition: 3, app: "2".into(), count: 2 },
+            ],
+            "event time capped at now + the allowed skew"
+        );
     }
 
     #[test]

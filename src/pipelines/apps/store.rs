@@ -48,6 +48,8 @@ pub struct MentionCounts {
     dirty_buckets: BTreeSet<i64>,
     gone_totals: Vec<AppId>,
     expired: Vec<i64>,
+    /// (bucket, app) counts that left the window since [`MentionCounts::take_released`].
+    released: Vec<(i64, AppId)>,
 }
 
 /// The first bucket of the window whose newest bucket starts at `head`.
@@ -66,6 +68,7 @@ impl MentionCounts {
             dirty_buckets: BTreeSet::new(),
             gone_totals: Vec::new(),
             expired: Vec::new(),
+            released: Vec::new(),
         }
     }
 
@@ -75,9 +78,14 @@ impl MentionCounts {
     }
 
     /// Counts one mention of `app` by a post of event time `ts_ms`; a post older than the window
-    /// counts in the total only.
-    pub fn add(&mut self, app: &AppId, ts_ms: i64) {
-        *self.share.totals.entry_ref(app).or_insert(0) += 1;
+    /// counts in the total only. Returns the app's total now, and its bucket's start and count
+    /// when the mention counted in the window.
+    pub fn add(&mut self, app: &AppId, ts_ms: i64) -> (u64, Option<(i64, u64)>) {
+        let total = {
+            let t = self.share.totals.entry_ref(app).or_insert(0);
+            *t += 1;
+            *t
+        };
         self.dirty_totals.get_or_insert_with(app, AppId::clone);
         let bucket = ts_ms.div_euclid(self.bucket_ms) * self.bucket_ms;
         if self.head.is_none_or(|h| bucket > h) {
@@ -87,17 +95,27 @@ impl MentionCounts {
                 if *entry.key() >= start {
                     break;
                 }
-                let (gone, _) = entry.remove_entry();
+                let (gone, apps) = entry.remove_entry();
+                self.released.extend(apps.into_keys().map(|app| (gone, app)));
                 self.dirty_buckets.remove(&gone);
                 self.expired.push(gone);
             }
         }
         let start = window_start(self.head.expect("set above"), self.bucket_ms);
         if bucket < start {
-            return;
+            return (total, None);
         }
-        *self.share.buckets.entry(bucket).or_default().entry_ref(app).or_insert(0) += 1;
+        let n = self.share.buckets.entry(bucket).or_default().entry_ref(app).or_insert(0);
+        *n += 1;
+        let n = *n;
         self.dirty_buckets.insert(bucket);
+        (total, Some((bucket, n)))
+    }
+
+    /// The (bucket, app) counts that left the window since the last call: their share records
+    /// are removed (tombstones).
+    pub fn take_released(&mut self) -> Vec<(i64, AppId)> {
+        std::mem::take(&mut self.released)
     }
 
     /// Forgets every app `keep` refuses (they left the catalogue). Returns true if any was

@@ -10,8 +10,10 @@
 //! shut down) unregisters it, so its pages leave the view at once, and their memory goes when the
 //! last reader lets go of the map.
 //!
-//! A query does not know a page's partition (the producers chose it, and partitioners differ), so
-//! it looks the key up in every registered map: one hash lookup per partition. It holds one
+//! A query looks the key up in every registered map, one hash lookup per partition: a producer
+//! with another partitioner than pagepulse's (see [`crate::kafka::partitioner`]) may have put it
+//! in any partition. A key found in none is asked of the instance that holds its partition
+//! ([`crate::http::forward`]). It holds one
 //! shard's read lock only while it copies one page's figures out (the stats, and the chart and
 //! table when asked for: microseconds); formatting and serialization happen after. The processor
 //! holds one shard's write lock per observation. Nobody holds two of these locks at once (the

@@ -4,13 +4,16 @@
 //! - Output `posts.analysis` (key = post id): word count, average word length, hashtags and
 //!   mentions of each post (see [`crate::ops::text`]).
 //! - Output `posts.trending` (key `hashtags`): the top hashtags over the last hour of event time,
-//!   from a cross-partition [`HashtagTrending`] aggregate.
+//!   from a cross-partition [`HashtagTrending`] aggregate, exact across instances (written by the
+//!   instance holding partition 0).
+//! - Internal `posts.shares`: each partition's count of every (minute, hashtag), read whole by
+//!   every instance into its aggregate (see [`trending`]).
 //!
 //! Durable state: each partition's task keeps its own share of the trending counts (per minute
 //! bucket, per tag) and writes each changed bucket whole to the `posts` store's changelog (key
 //! `b/<bucket start ms>`, tombstoned when the bucket leaves the window). A restored partition
-//! hands its buckets to the instance's aggregate, so trending survives restarts and follows a
-//! partition to its new instance.
+//! publishes its buckets again, so trending survives restarts and follows a partition to its new
+//! instance.
 //!
 //! Parts: [`config`] (`[pipelines.posts]`), [`processor`] (decode, analyse, count),
 //! [`store`] (the durable trending counts), [`trending`] (the cross-partition ranking).
