@@ -120,7 +120,7 @@ fn pipelines(
         let built = (p.build)(wiring).map_err(|e| Error::Platform(e.to_string()))?;
         out.factories.push(built.tasks);
         out.globals.extend(built.globals);
-        out.aggregators.extend(built.aggregator);
+        out.aggregators.extend(built.aggregators);
         out.dispatchers.extend(built.helpers);
     }
     Ok(out)

@@ -442,6 +442,13 @@ fn shares_examples_match_the_real_readers_and_publishers() {
         pagepulse::pipelines::apps::aggregate::decode_share(p, &what, Some(&value))
             .unwrap_or_else(|e| panic!("{}: {e}", ex.value));
     }
+    let d = def(pagepulse::pipelines::messages::SHARES);
+    for ex in &d.examples {
+        let (p, what) = split(ex.key.as_deref().expect("key"));
+        let value = ex.value.to_string().into_bytes();
+        pagepulse::pipelines::messages::totals::decode_share(p, &what, Some(&value))
+            .unwrap_or_else(|e| panic!("{}: {e}", ex.value));
+    }
     // Real records, through the publishers.
     let cfg = Config::default();
     let mut fp = FansProcessor::new(3, &cfg.fans);

@@ -108,8 +108,8 @@ pub struct Wiring<'a> {
 pub struct Built {
     /// Starts the pipeline's task for each assigned partition.
     pub tasks: Arc<dyn TaskFactory>,
-    /// Its cross-partition aggregate's actor, flushed once the tasks have finished.
-    pub aggregator: Option<Recipient<Flush>>,
+    /// Its cross-partition aggregates' actors, flushed once the tasks have finished.
+    pub aggregators: Vec<Recipient<Flush>>,
     /// Global tables it reads whole on every instance.
     pub globals: Vec<GlobalTable>,
     /// A thread of helper actors (the poll dispatchers), stopped once the tasks have finished.

@@ -118,7 +118,7 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
         .with_caught_up(shares_read);
     Ok(Built {
         tasks: Arc::new(tasks),
-        aggregator: Some(actor.recipient()),
+        aggregators: vec![actor.recipient()],
         globals: vec![table, shares],
         helpers: None,
     })

@@ -82,5 +82,5 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
         GlobalTable::new(PIPELINE, crate::pipelines::pages::INPUT, watch),
         GlobalTable::new(PIPELINE, SHARES, SharesReader::new(top, top::decode_share)).with_caught_up(caught_up),
     ];
-    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals, helpers: None })
+    Ok(Built { tasks: Arc::new(tasks), aggregators: vec![actor.recipient()], globals, helpers: None })
 }

@@ -94,6 +94,9 @@ pub struct MinuteBoard {
     /// The figures of the last `messages.totals` record, when it was written, and what the
     /// partitions' inputs were then.
     totals: Option<(Totals, i64, Signature)>,
+    /// Whether this board writes `messages.totals` (within one instance); the pipeline's
+    /// cluster-wide [`super::totals::TotalsBoard`] does instead.
+    write_totals: bool,
 }
 
 /// What the partitions' inputs were when the totals were taken: (partition, registration,
@@ -113,7 +116,14 @@ impl MinuteBoard {
             unacked: VecDeque::new(),
             emitted: None,
             totals: None,
+            write_totals: true,
         }
+    }
+
+    /// A board that leaves `messages.totals` to the cluster-wide totals board.
+    pub fn without_totals(mut self) -> Self {
+        self.write_totals = false;
+        self
     }
 
     /// Minutes starting before this are final.
@@ -328,7 +338,9 @@ impl Aggregate for MinuteBoard {
             // No partition with recent input: the instance is idle, every open minute closes.
             self.close(watermark, out);
         }
-        self.emit_totals(now_ms, out);
+        if self.write_totals {
+            self.emit_totals(now_ms, out);
+        }
     }
 
     fn sent(&mut self, ack: &Arc<BatchAck>) {

@@ -27,7 +27,9 @@ pub mod names;
 pub mod processor;
 pub mod records;
 pub mod store;
+pub mod totals;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,19 +38,21 @@ use tokio::sync::mpsc;
 
 pub use self::board::{minute_key, BoardSettings, Membership, MinuteBoard};
 pub use self::config::MessagesConfig;
-pub use self::names::{INPUT, MINUTE_MS, PIPELINE, STATS, TOTALS, TOTALS_KEY};
+pub use self::names::{INPUT, MINUTE_MS, PIPELINE, SHARES, STATS, TOTALS, TOTALS_KEY};
 pub use self::processor::{decode_message, Message, MessagesProcessor};
 pub use self::records::{CityRank, MinuteStats, StateCount, Totals};
 pub use self::store::{MessagesStore, PartitionCounts};
-use super::{Built, Error, Pipeline, Wiring};
-use crate::engine::{AggregatorActor, Batch, PipelineSpec, TaskFactory};
+pub use self::totals::{TotalsBoard, TotalsPart};
+use super::{Built, Error, GlobalTable, Pipeline, Wiring};
+use crate::engine::aggregate::SharesReader;
+use crate::engine::{AggregatorActor, Batch, Leadership, PipelineSpec, TaskFactory};
 
 /// The messages pipeline's line in the [registry](super::REGISTRY).
 pub const ENTRY: Pipeline = Pipeline {
     name: PIPELINE,
     enabled: |cfg| cfg.messages.enabled,
     inputs: &[INPUT],
-    outputs: &[STATS, TOTALS],
+    outputs: &[STATS, TOTALS, SHARES],
     store_input: Some(INPUT),
     served: &[STATS, TOTALS],
     exports: export::FAMILIES,
@@ -75,8 +79,16 @@ pub fn board_settings(cfg: &MessagesConfig) -> BoardSettings {
 /// [`BOARD_TICK`].
 fn build(w: Wiring<'_>) -> Result<Built, Error> {
     let cfg = w.cfg.messages.clone();
-    let board = Arc::new(Mutex::new(MinuteBoard::new(board_settings(&cfg))));
+    let settings = board_settings(&cfg);
+    let board = Arc::new(Mutex::new(MinuteBoard::new(settings).without_totals()));
     let actor = AggregatorActor::new(board.clone(), BOARD_TICK, w.sink.clone()).start();
+    // `messages.totals` is cluster-wide: every partition's figures go through `messages.shares`.
+    let totals = Arc::new(Mutex::new(TotalsBoard::new(settings.top_cities, settings.totals_every_ms)));
+    let leadership = Leadership::new().with_gauge(w.metrics.aggregate_writer.with_label_values(&[PIPELINE]));
+    let shares_read = Arc::new(AtomicBool::new(false));
+    let totals_actor = AggregatorActor::new(totals.clone(), BOARD_TICK, w.sink.clone())
+        .with_shares(leadership.clone(), shares_read.clone())
+        .start();
     let (b, m, durable) = (board.clone(), w.metrics.clone(), w.store.is_some());
     let spec = PipelineSpec::new(
         PIPELINE,
@@ -86,9 +98,17 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
         None,
         w.metrics.clone(),
     )
+    .with_shares(Arc::new(totals::publish), leadership)
     .with_store(w.store);
     let tasks = Arc::new(Tasks { spec, board });
-    Ok(Built { tasks, aggregator: Some(actor.recipient()), globals: Vec::new(), helpers: None })
+    let shares =
+        GlobalTable::new(PIPELINE, SHARES, SharesReader::new(totals, totals::decode_share)).with_caught_up(shares_read);
+    Ok(Built {
+        tasks,
+        aggregators: vec![actor.recipient(), totals_actor.recipient()],
+        globals: vec![shares],
+        helpers: None,
+    })
 }
 
 /// The pipeline's tasks: a [`PipelineSpec`] that also tells the board of every assignment before

@@ -13,3 +13,6 @@ pub const TOTALS: &str = "messages.totals";
 pub const TOTALS_KEY: &str = "totals";
 /// Length of a window: one minute of event time.
 pub const MINUTE_MS: i64 = 60_000;
+/// Every partition's all-time figures, read whole by every instance (internal; see
+/// [`super::totals`]).
+pub const SHARES: &str = "messages.shares";

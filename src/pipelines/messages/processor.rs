@@ -14,7 +14,8 @@ use serde_json::value::RawValue;
 use super::board::{Membership, MinuteBoard};
 use super::config::MessagesConfig;
 use super::names::PIPELINE;
-use super::store::{Counted, Limits, MessagesStore};
+use super::store::{Counted, Limits, MessagesStore, Place};
+use super::totals::{PlaceShare, TotalsPart};
 use crate::engine::state::{Change, Entries};
 use crate::engine::{Emit, Processor, RawRecord, RecordMeta, RejectClass, Rejection};
 use crate::metrics::Metrics;
@@ -285,7 +286,7 @@ impl MessagesProcessor {
 
 impl Processor for MessagesProcessor {
     type Input<'a> = Message<'a>;
-    type Part = ();
+    type Part = TotalsPart;
 
     fn decode<'a>(&self, _topic: &'static str, rec: &'a RawRecord) -> Result<Message<'a>, Rejection> {
         let m = decode_message(rec)?;
@@ -293,9 +294,17 @@ impl Processor for MessagesProcessor {
         Ok(m)
     }
 
-    fn process(&mut self, m: Message<'_>, _meta: &RecordMeta, _out: &mut Emit<()>) {
-        if self.store.add(&m.counted()).minute.is_none() {
+    /// Counts the message, and hands on the partition's new all-time figures and those of the
+    /// message's place (published to `messages.shares`).
+    fn process(&mut self, m: Message<'_>, _meta: &RecordMeta, out: &mut Emit<TotalsPart>) {
+        let added = self.store.add(&m.counted());
+        if added.minute.is_none() {
             self.late.inc();
+        }
+        let counts = self.store.lock();
+        out.part(TotalsPart::Counts { partition: self.partition, total: counts.total(), users: counts.users() as u64 });
+        if let Some(p) = counts.places().get(added.place as usize) {
+            out.part(place_part(self.partition, p));
         }
     }
 
@@ -305,7 +314,7 @@ impl Processor for MessagesProcessor {
 
     /// Drops the minutes the board has seen written (their memory, and in durable mode their
     /// chunks at the next flush).
-    fn on_tick(&mut self, _now: DateTime<Utc>, _out: &mut Emit<()>) {
+    fn on_tick(&mut self, _now: DateTime<Utc>, _out: &mut Emit<TotalsPart>) {
         self.store.prune();
     }
 
@@ -315,9 +324,29 @@ impl Processor for MessagesProcessor {
     }
 
     /// Rebuilds the counts ([`MessagesStore::restore`]), then joins the board.
-    fn restore(&mut self, entries: Entries, _out: &mut Emit<()>) {
+    fn restore(&mut self, entries: Entries, out: &mut Emit<TotalsPart>) {
         self.store.restore(entries);
         self.join();
+        // The restored figures go to `messages.shares` again (a crash may have lost the last).
+        let counts = self.store.lock();
+        out.part(TotalsPart::Counts { partition: self.partition, total: counts.total(), users: counts.users() as u64 });
+        for p in counts.places() {
+            out.part(place_part(self.partition, p));
+        }
+    }
+}
+
+/// A place's figures in `partition`, as the totals board takes them.
+fn place_part(partition: i32, p: &Place) -> TotalsPart {
+    TotalsPart::Place {
+        partition,
+        key: p.key.clone(),
+        place: PlaceShare {
+            state: p.state.to_string(),
+            count: p.count,
+            city: p.city.text.to_string(),
+            city_ts_ms: p.city.ts_ms,
+        },
     }
 }
 

@@ -81,7 +81,7 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
         w.metrics.clone(),
     )
     .reread_on_assignment();
-    Ok(Built { tasks: Arc::new(tasks), aggregator: None, globals: Vec::new(), helpers: Some(arbiter) })
+    Ok(Built { tasks: Arc::new(tasks), aggregators: Vec::new(), globals: Vec::new(), helpers: Some(arbiter) })
 }
 
 /// The limits and retry policy of a platform's config.

@@ -83,5 +83,5 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
         w.metrics.clone(),
     )
     .with_store(w.store);
-    Ok(Built { tasks: Arc::new(tasks), aggregator: None, globals, helpers: None })
+    Ok(Built { tasks: Arc::new(tasks), aggregators: Vec::new(), globals, helpers: None })
 }

@@ -81,7 +81,7 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
     .with_store(w.store);
     let shares = GlobalTable::new(PIPELINE, SHARES, SharesReader::new(trending, trending::decode_share));
     let globals = vec![shares.with_caught_up(caught_up)];
-    Ok(Built { tasks: Arc::new(tasks), aggregator: Some(actor.recipient()), globals, helpers: None })
+    Ok(Built { tasks: Arc::new(tasks), aggregators: vec![actor.recipient()], globals, helpers: None })
 }
 
 #[cfg(test)]

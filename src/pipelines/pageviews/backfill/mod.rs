@@ -58,5 +58,5 @@ fn build(w: Wiring<'_>) -> Result<Built, Error> {
         w.metrics.clone(),
     )
     .with_store(w.store);
-    Ok(Built { tasks: Arc::new(tasks), aggregator: None, globals: Vec::new(), helpers: None })
+    Ok(Built { tasks: Arc::new(tasks), aggregators: Vec::new(), globals: Vec::new(), helpers: None })
 }
