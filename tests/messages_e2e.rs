@@ -313,3 +313,51 @@ fn minutes_of_messages_equal_an_independent_count() {
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(15)).success());
 }
+
+/// Three instances split the users: `messages.totals`, written by the one holding partition 0
+/// from every partition's figures (`messages.shares`), equals the independent count over every
+/// message, and every instance answers `GET /api/v1/messages/totals` with it.
+#[test]
+fn three_instances_write_the_totals_of_every_partition() {
+    let env = TestEnv::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let base = (now - 86_400_000).div_euclid(MIN) * MIN;
+    let mut rng = StdRng::seed_from_u64(31);
+    let msgs = messages(&mut rng, base);
+    let vars = [
+        ("PAGEPULSE__pipelines__messages__totals_interval", "\"1s\""),
+        ("PAGEPULSE__pipelines__posts__enabled", "false"),
+        ("PAGEPULSE__pipelines__pages__enabled", "false"),
+        ("PAGEPULSE__pipelines__fans__enabled", "false"),
+        ("PAGEPULSE__pipelines__apps__enabled", "false"),
+        ("PAGEPULSE__pipelines__pageviews__enabled", "false"),
+    ];
+    let mut pps: Vec<support::Pagepulse> = (0..3).map(|_| env.start_with(&vars)).collect();
+    for pp in &mut pps {
+        pp.wait_ready(Duration::from_secs(90));
+    }
+    wait_for("every instance holds a messages partition", Duration::from_secs(60), || {
+        pps.iter().all(|pp| pp.metric("pagepulse_assigned_partitions", "") >= 1.0).then_some(())
+    });
+    let records: Vec<support::StampedRecord> = msgs
+        .iter()
+        .map(|m| {
+            let v = json!({"username": m.user, "city": m.city, "state": m.state, "message": "hi", "ts": m.ts});
+            (Some(m.user.clone()), Some(v.to_string().into_bytes()), Some(m.ts))
+        })
+        .collect();
+    env.produce_python_at("messages", &records);
+    let all: Vec<&Msg> = msgs.iter().collect();
+    let want = count(&all);
+    let t = totals(&env, msgs.len() as u64);
+    assert_eq!(figures(&t), want);
+    for pp in &pps {
+        wait_for("every instance answers the cluster-wide totals", Duration::from_secs(60), || {
+            let (status, body) = support::http_get(&pp.addr, "/api/v1/messages/totals")?;
+            let v: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+            (figures(&v) == want).then_some(())
+        });
+    }
+    let writers: f64 = pps.iter().map(|pp| pp.metric("pagepulse_aggregate_writer", "pipeline=\"messages\"")).sum();
+    assert_eq!(writers, 1.0, "exactly one instance writes messages.totals");
+}

@@ -14,10 +14,11 @@ use pagepulse::clock::SystemClock;
 use pagepulse::config::Config;
 use pagepulse::engine::aggregate::Flush;
 use pagepulse::engine::offsets::RecordingStore;
+use pagepulse::engine::Aggregate;
 use pagepulse::engine::{BatchAck, MemoryBackend, MemorySink, OutRecord, RawRecord, Router, Sink, Store};
 use pagepulse::health::Health;
 use pagepulse::metrics::Metrics;
-use pagepulse::pipelines::messages::{self, MinuteStats, Totals};
+use pagepulse::pipelines::messages::{self, MinuteStats, TotalsBoard};
 use pagepulse::pipelines::{LiveViews, Wiring};
 use tokio::sync::mpsc;
 
@@ -264,24 +265,28 @@ fn minutes_span_partitions_and_survive_a_rebalance() {
         }
         let in_1002_late = (200..400).filter(|i| message(*i).3 < T0 + 3 * 60_000).count() as u64;
         assert_eq!(late, in_1002_late, "10:02 was final: its second-half messages are late");
-        // The totals count all 400 messages once, late ones included, across the rebalance.
-        until("totals of 400 messages", || {
-            sink.records_for(messages::TOTALS)
-                .last()
-                .map(|r| serde_json::from_slice::<Totals>(r.value.as_deref().expect("v")).expect("json").total)
-                == Some(400)
-        })
-        .await;
-        let t: Totals = serde_json::from_slice(
-            sink.records_for(messages::TOTALS).last().expect("totals").value.as_deref().expect("v"),
-        )
-        .expect("json");
+        // The totals count all 400 messages once, late ones included, across the rebalance: the
+        // shares the tasks wrote (what every instance reads from `messages.shares`), through the
+        // totals board, as an instance reading the topic would.
+        let totals_of_shares = || {
+            let mut board = TotalsBoard::new(5, 0);
+            for r in sink.records_for(messages::SHARES) {
+                let key = String::from_utf8(r.key.clone().expect("key")).expect("UTF-8");
+                let (p, what) = key.split_once('/').expect("partition/what");
+                let part = messages::totals::decode_share(p.parse().expect("partition"), what, r.value.as_deref())
+                    .expect("decodes");
+                board.merge(&mut vec![part]);
+            }
+            board.totals(0)
+        };
+        until("totals of 400 messages", || totals_of_shares().total == 400).await;
+        let t = totals_of_shares();
         assert_eq!(t.users, (0..400).map(|i| message(i).0).collect::<HashSet<_>>().len() as u64);
         assert_eq!(t.top_cities[0].city, "New York");
 
         drop(router);
         tokio::time::timeout(Duration::from_secs(10), done.recv()).await.expect("tasks stop");
-        if let Some(agg) = built.aggregator {
+        for agg in built.aggregators {
             agg.send(Flush).await.expect("the board flushes");
         }
     });

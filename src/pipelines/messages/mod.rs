@@ -6,8 +6,9 @@
 //!   collapsed, and shown as first seen (see [`store::Spelling`]).
 //! - Output `messages.stats` (compacted, key = the minute, `YYYY-MM-DDTHH:MM`): exactly one
 //!   final record per event-time minute that had messages, with every partition's counts.
-//! - Output `messages.totals` (compacted, key `totals`): the all-time figures, at most every
-//!   `totals_interval` and only when they changed.
+//! - Output `messages.totals` (compacted, key `totals`): the all-time figures of every partition,
+//!   at most every `totals_interval` and only when they changed, exact across instances (see
+//!   [`totals`]: every partition's figures go through the internal `messages.shares`).
 //!
 //! Minutes span partitions (the key is the username), so each task counts its partition's share
 //! into a [`PartitionCounts`] (its durable state) and the instance's [`MinuteBoard`] decides when
@@ -18,7 +19,8 @@
 //!
 //! Parts: [`config`] (`[pipelines.messages]`), [`processor`] (decode, normalize, count),
 //! [`store`] (each partition's counts: the durable state), [`board`] (the cross-partition
-//! minutes and totals), [`records`] (the values written, the ranking).
+//! minutes), [`totals`] (the all-time figures across instances), [`records`] (the values
+//! written, the ranking).
 
 pub mod board;
 pub mod config;
