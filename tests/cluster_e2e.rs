@@ -36,19 +36,52 @@ fn fans(p: u64, k: u64) -> u64 {
     10_000 + p * 37 + k * (p % 7 + 1)
 }
 
-fn start(env: &TestEnv) -> Pagepulse {
-    env.start_with(&[
-        ("PAGEPULSE__http__public_reads", "false"),
-        ("PAGEPULSE_READ_TOKEN", READ_TOKEN),
-        ("PAGEPULSE_CLUSTER_TOKEN", CLUSTER_TOKEN),
-        // Only the fans pipeline: the other pipelines have nothing to do here.
-        ("PAGEPULSE__pipelines__pages__enabled", "false"),
-        ("PAGEPULSE__pipelines__posts__enabled", "false"),
-        ("PAGEPULSE__pipelines__pageviews__enabled", "false"),
-        ("PAGEPULSE__pipelines__messages__enabled", "false"),
-        ("PAGEPULSE__pipelines__apps__enabled", "false"),
-    ])
+/// Where the instances run: each on a host (network namespace) of its own where the machine
+/// allows it, with its broker on the test's own address; else on loopback ports.
+struct Cluster {
+    hosts: Option<support::netns::Hosts>,
+    _broker: Option<support::netns::HostBroker>,
+    env: TestEnv,
+    started: usize,
 }
+
+impl Cluster {
+    fn new(instances: usize) -> Self {
+        match support::netns::Hosts::create(instances) {
+            Some(hosts) => {
+                let broker = support::netns::HostBroker::start(&hosts.host_ip);
+                let env = TestEnv::on(broker.addr.clone());
+                eprintln!("{instances} hosts of their own: {:?}, broker at {}", hosts.ips, broker.addr);
+                Self { hosts: Some(hosts), _broker: Some(broker), env, started: 0 }
+            }
+            None => {
+                eprintln!("network namespaces are not allowed here: the instances share loopback, on ports");
+                Self { hosts: None, _broker: None, env: TestEnv::new(), started: 0 }
+            }
+        }
+    }
+
+    /// Starts the next instance with `vars`.
+    fn start(&mut self, vars: &[(&str, &str)]) -> Pagepulse {
+        self.started += 1;
+        match &self.hosts {
+            Some(h) => self.env.start_in(h, self.started - 1, vars),
+            None => self.env.start_with(vars),
+        }
+    }
+}
+
+const PAGE_VARS: &[(&str, &str)] = &[
+    ("PAGEPULSE__http__public_reads", "false"),
+    ("PAGEPULSE_READ_TOKEN", READ_TOKEN),
+    ("PAGEPULSE_CLUSTER_TOKEN", CLUSTER_TOKEN),
+    // Only the fans pipeline: the other pipelines have nothing to do here.
+    ("PAGEPULSE__pipelines__pages__enabled", "false"),
+    ("PAGEPULSE__pipelines__posts__enabled", "false"),
+    ("PAGEPULSE__pipelines__pageviews__enabled", "false"),
+    ("PAGEPULSE__pipelines__messages__enabled", "false"),
+    ("PAGEPULSE__pipelines__apps__enabled", "false"),
+];
 
 fn get(addr: &str, path: &str) -> Option<support::Answer> {
     http(addr, "GET", path, &[("Authorization", &format!("Bearer {READ_TOKEN}"))], b"")
@@ -112,22 +145,22 @@ fn observe(env: &TestEnv, k: u64, t_ms: i64) {
 
 #[test]
 fn any_instance_answers_any_page_across_a_kill_and_a_join() {
-    let env = TestEnv::new();
+    let mut cluster = Cluster::new(4);
     let t0 = chrono::Utc::now().timestamp_millis() - 3 * 3_600_000;
-    observe(&env, 0, t0);
+    observe(&cluster.env, 0, t0);
 
     // The partitioner, checked against librdkafka's own murmur2_random (the Python client).
-    let topic = env.topic("fans.observations");
-    let n = env.partitions_of(&topic).expect("fans.observations exists") as i32;
+    let topic = cluster.env.topic("fans.observations");
+    let n = cluster.env.partitions_of(&topic).expect("fans.observations exists") as i32;
     assert!(n >= 3, "the test needs at least 3 partitions, has {n}");
-    let recs = env.read_until("fans.observations", Duration::from_secs(60), |r| r.len() as u64 >= PAGES);
+    let recs = cluster.env.read_until("fans.observations", Duration::from_secs(60), |r| r.len() as u64 >= PAGES);
     assert_eq!(recs.len() as u64, PAGES);
     for r in &recs {
         let k = r.key.as_deref().expect("keyed");
         assert_eq!(r.partition, partition_for(k, n), "{}", String::from_utf8_lossy(k));
     }
 
-    let mut pps: Vec<Pagepulse> = (0..3).map(|_| start(&env)).collect();
+    let mut pps: Vec<Pagepulse> = (0..3).map(|_| cluster.start(PAGE_VARS)).collect();
     for pp in &mut pps {
         pp.wait_ready(Duration::from_secs(90));
     }
@@ -174,18 +207,18 @@ fn any_instance_answers_any_page_across_a_kill_and_a_join() {
     pps[2].signal(libc::SIGKILL);
     pps[2].wait_exit(Duration::from_secs(10));
     let survivors: Vec<String> = addrs[..2].to_vec();
-    observe(&env, 1, t0 + 3_600_000);
+    observe(&cluster.env, 1, t0 + 3_600_000);
     settle(&survivors, 1, Duration::from_secs(120));
 
     // One joins: it takes partitions over, and every instance answers every page again.
-    let mut joined = start(&env);
+    let mut joined = cluster.start(PAGE_VARS);
     joined.wait_ready(Duration::from_secs(90));
     let mut all = survivors.clone();
     all.push(joined.addr.clone());
     wait_for("the new instance holds a partition", Duration::from_secs(60), || {
         (joined.metric("pagepulse_assigned_partitions", "") >= 1.0).then_some(())
     });
-    observe(&env, 2, t0 + 2 * 3_600_000);
+    observe(&cluster.env, 2, t0 + 2 * 3_600_000);
     let forwarded = settle(&all, 2, Duration::from_secs(120));
     assert!(forwarded > 0);
 }
@@ -212,15 +245,15 @@ const TRENDING_TOP_N: usize = 10;
 const FANS_TOP_N: usize = 25;
 const RANKED_PAGES: u64 = 60;
 
-fn start_ranking(env: &TestEnv) -> Pagepulse {
-    env.start_with(&[
-        ("PAGEPULSE__pipelines__pages__enabled", "false"),
-        ("PAGEPULSE__pipelines__pageviews__enabled", "false"),
-        ("PAGEPULSE__pipelines__messages__enabled", "false"),
-        ("PAGEPULSE__pipelines__apps__enabled", "false"),
-        ("PAGEPULSE__pipelines__posts__trending_emit_interval", "\"1s\""),
-    ])
-}
+const RANK_VARS: &[(&str, &str)] = &[
+    ("PAGEPULSE__pipelines__pages__enabled", "false"),
+    ("PAGEPULSE__pipelines__pageviews__enabled", "false"),
+    ("PAGEPULSE__pipelines__messages__enabled", "false"),
+    ("PAGEPULSE__pipelines__apps__enabled", "false"),
+    ("PAGEPULSE__pipelines__posts__trending_emit_interval", "\"1s\""),
+    // Instances on hosts of their own listen on a non-loopback address: that needs a token.
+    ("PAGEPULSE_READ_TOKEN", READ_TOKEN),
+];
 
 /// Posts `from..to`, each with one to three hashtags (some repeated, some upper-cased: a post
 /// counts a tag once), spread over every partition, written in the last 30 minutes of event time.
@@ -366,8 +399,8 @@ fn rankings_settle(
 
 #[test]
 fn rankings_equal_one_instance_over_every_partition_across_a_kill_and_a_join() {
-    let env = TestEnv::new();
-    let mut pps: Vec<Pagepulse> = (0..3).map(|_| start_ranking(&env)).collect();
+    let mut cluster = Cluster::new(4);
+    let mut pps: Vec<Pagepulse> = (0..3).map(|_| cluster.start(RANK_VARS)).collect();
     for pp in &mut pps {
         pp.wait_ready(Duration::from_secs(90));
     }
@@ -376,33 +409,38 @@ fn rankings_equal_one_instance_over_every_partition_across_a_kill_and_a_join() {
     });
     let now = chrono::Utc::now().timestamp_millis();
     let mut all_posts = posts(0, 600, now);
-    env.produce_python("posts", &all_posts);
-    observe_ranked(&env, 0, now);
+    cluster.env.produce_python("posts", &all_posts);
+    observe_ranked(&cluster.env, 0, now);
     let trending = expected_trending(&all_posts);
     // The test means something only if the top tags' counts come from several partitions.
     assert!(trending[0].1 > 100);
-    rankings_settle(&env, &pps.iter().collect::<Vec<_>>(), &trending, &expected_fans(0));
+    rankings_settle(&cluster.env, &pps.iter().collect::<Vec<_>>(), &trending, &expected_fans(0));
 
     // One instance dies; more posts and new samples arrive: the survivors' rankings take in the
     // dead instance's partitions (restored) and the new input, exactly.
     pps[2].signal(libc::SIGKILL);
     pps[2].wait_exit(Duration::from_secs(10));
     let more = posts(600, 900, now);
-    env.produce_python("posts", &more);
+    cluster.env.produce_python("posts", &more);
     all_posts.extend(more);
-    observe_ranked(&env, 1, now + 60_000);
-    rankings_settle(&env, &pps[..2].iter().collect::<Vec<_>>(), &expected_trending(&all_posts), &expected_fans(1));
+    observe_ranked(&cluster.env, 1, now + 60_000);
+    rankings_settle(
+        &cluster.env,
+        &pps[..2].iter().collect::<Vec<_>>(),
+        &expected_trending(&all_posts),
+        &expected_fans(1),
+    );
 
     // One joins and takes partitions over: the same, on all three.
-    let mut joined = start_ranking(&env);
+    let mut joined = cluster.start(RANK_VARS);
     joined.wait_ready(Duration::from_secs(90));
     wait_for("the new instance holds a partition", Duration::from_secs(60), || {
         (joined.metric("pagepulse_assigned_partitions", "") >= 1.0).then_some(())
     });
     let more = posts(900, 1100, now);
-    env.produce_python("posts", &more);
+    cluster.env.produce_python("posts", &more);
     all_posts.extend(more);
-    observe_ranked(&env, 2, now + 120_000);
+    observe_ranked(&cluster.env, 2, now + 120_000);
     let all = [&pps[0], &pps[1], &joined];
-    rankings_settle(&env, &all, &expected_trending(&all_posts), &expected_fans(2));
+    rankings_settle(&cluster.env, &all, &expected_trending(&all_posts), &expected_fans(2));
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod mirror;
+pub mod netns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -308,15 +309,37 @@ impl TestEnv {
     /// A `pagepulse` command with this environment's broker, prefix and group.
     pub fn cli(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pagepulse"));
-        c.args(args)
-            .env("PAGEPULSE_BROKERS", &self.brokers)
+        c.args(args);
+        self.with_env(&mut c);
+        c
+    }
+
+    fn with_env(&self, c: &mut Command) {
+        c.env("PAGEPULSE_BROKERS", &self.brokers)
             .env("PAGEPULSE_TOPIC_PREFIX", &self.prefix)
             .env("PAGEPULSE_GROUP_ID", &self.group)
             .env("PAGEPULSE__kafka__session_timeout", "\"6s\"")
             .env("PAGEPULSE_LOG", "info,librdkafka=warn")
             // The tests read the API without tokens unless they test tokens (they set it false).
             .env("PAGEPULSE__http__public_reads", "true");
-        c
+    }
+
+    /// Starts `pagepulse run` inside host `i` of `hosts`, its HTTP endpoint on that host's address
+    /// (port 9898 on every host: they are different hosts), with extra environment variables.
+    pub fn start_in(&self, hosts: &netns::Hosts, i: usize, vars: &[(&str, &str)]) -> Pagepulse {
+        let addr = format!("{}:9898", hosts.ips[i]);
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut c = hosts.command(i, env!("CARGO_BIN_EXE_pagepulse"));
+        c.arg("run");
+        self.with_env(&mut c);
+        let child = c
+            .envs(vars.iter().copied())
+            .env("PAGEPULSE_HTTP_LISTEN", &addr)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log.reopen().expect("reopen log")))
+            .spawn()
+            .expect("spawn pagepulse run in a namespace");
+        Pagepulse { child: Some(child), addr, log }
     }
 
     /// Runs `pagepulse args` of this environment to its end; panics with its stderr if it fails.
