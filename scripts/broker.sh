@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a tansu broker on 127.0.0.1:PORT (default 9092) in the background, waits until it accepts
-# connections, and prints its PID. Stop it with `kill PID`.
+# connections, and prints its PID. Stop it with `kill PID` (memory) or `kill -KILL PID` (sqlite:
+# see below).
 #   usage: [BROKER_STORAGE=memory|sqlite] [BROKER_DATA=DIR] scripts/broker.sh [PORT] [LOGFILE]
 # BROKER_STORAGE=memory (the default, what the tests use): everything lives in the broker's
 #   memory and is gone when it stops; never compacts.
@@ -8,7 +9,10 @@
 #   BROKER_DATA/tansu.db (default $HOME/.local/share/pagepulse/tansu), so a broker started again on
 #   the same directory carries on where the last one stopped, and compacted topics are compacted
 #   (at start-up, then every 10 minutes). Needs the `tansu-sqlite` build of scripts/install-tansu.sh.
-#   Only one broker may run on a data directory at a time.
+#   Only one broker may run on a data directory at a time. Stop it with SIGKILL once its clients
+#   are gone: a kill loses nothing acknowledged (SQLite in WAL mode), whereas a graceful stop
+#   (SIGTERM) answers every request with UNKNOWN_SERVER_ERROR for 5 s, after which a still
+#   connected idempotent producer crashes the restarted broker's storage (tansu 0.6.0; README).
 set -euo pipefail
 PORT="${1:-9092}"
 LOG="${2:-/tmp/pagepulse-tansu-$PORT.log}"
