@@ -72,9 +72,14 @@ impl Obs {
     }
 }
 
+/// Every page's observations, oldest first, by page key.
+type Samples = BTreeMap<String, Vec<Obs>>;
+/// Input records in the order written: (key, value).
+type Records = Vec<(String, Vec<u8>)>;
+
 /// Every page's observations (oldest first) and the records to write, in order: observations by
 /// time, one in 20 sent again a little later (a scraper retrying; it changes nothing).
-fn generate(seed: u64) -> (BTreeMap<String, Vec<Obs>>, Vec<(String, Vec<u8>)>) {
+fn generate(seed: u64) -> (Samples, Records) {
     let mut rng = StdRng::seed_from_u64(seed);
     let t0 = H0 - FAN_HOURS * HOUR;
     let mut all = Vec::new();
@@ -157,7 +162,7 @@ fn check_stats(v: &Value, samples: &[Obs], i: usize) -> Result<(), String> {
 fn stream(
     producer: Arc<TestProducer>,
     topic: String,
-    records: Arc<Vec<(String, Vec<u8>)>>,
+    records: Arc<Records>,
     sent: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -330,7 +335,9 @@ fn a_sqlite_broker_restarted_under_load_keeps_topics_offsets_and_changelogs_and_
 
     // 3. A second SIGKILL mid-load, while the new instance processes.
     eprintln!("a new pagepulse instance restored {restored} changelog records");
-    wait_for("three fifths of the input written", Duration::from_secs(60), || (written() >= total * 3 / 5).then_some(()));
+    wait_for("three fifths of the input written", Duration::from_secs(60), || {
+        (written() >= total * 3 / 5).then_some(())
+    });
     let base = consumed(&pp);
     until_rises(&pp, "processing by the new instance", Duration::from_secs(60), base, consumed);
     let before = holdings(&env);
@@ -397,7 +404,11 @@ fn a_sqlite_broker_restarted_under_load_keeps_topics_offsets_and_changelogs_and_
     }
     for (key, obs) in &samples {
         let last = &latest.get(key).unwrap_or_else(|| panic!("no fans.stats for {key}"))["observed_at"];
-        assert_eq!(last, &serde_json::json!(rfc(obs[obs.len() - 1].at)), "{key}: the latest value is not the last observation's");
+        assert_eq!(
+            last,
+            &serde_json::json!(rfc(obs[obs.len() - 1].at)),
+            "{key}: the latest value is not the last observation's"
+        );
     }
     let repeats: usize = per_obs.values().map(|n| n - 1).sum();
     // Compaction: below the ends read just before the last kill, no page has two values left.
@@ -431,7 +442,11 @@ fn a_sqlite_broker_restarted_under_load_keeps_topics_offsets_and_changelogs_and_
     let restored = env.restore_changelog("fans", PARTITIONS);
     for (p, r) in restored.iter().enumerate() {
         let position = r.position.unwrap_or(0);
-        assert!(position >= committed[p], "fans/{p}: committed offset {} is past the durable position {position}", committed[p]);
+        assert!(
+            position >= committed[p],
+            "fans/{p}: committed offset {} is past the durable position {position}",
+            committed[p]
+        );
     }
     let entries: usize = restored.iter().map(|r| r.entries.len()).sum();
     let read: u64 = restored.iter().map(|r| r.records).sum();
