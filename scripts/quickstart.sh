@@ -8,7 +8,10 @@
 # reused), PAGEPULSE_HTTP_LISTEN (default 127.0.0.1:9898), SIM_LISTEN (default 127.0.0.1:8787),
 # DEMO_PAGES (default 2000), DEMO_INTERVAL_S (default 20), DEMO_RATE (posts/s, default 20),
 # DEMO_MESSAGES_RATE (messages/s, default 50), APPS_CSV (an App Store catalogue in the form of
-# Kaggle's AppleStore.csv; default one generated in that form).
+# Kaggle's AppleStore.csv; default one generated in that form), BROKER_STORAGE (sqlite, the
+# default: the broker keeps its topics, committed offsets and changelogs in BROKER_DATA, default
+# .run/broker, so a later run, or a broker restarted on the same directory, carries on where the
+# last one stopped; memory: nothing is kept). `rm -rf .run/broker` starts from nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -19,9 +22,15 @@ export PAGEPULSE_HTTP_LISTEN="${PAGEPULSE_HTTP_LISTEN:-127.0.0.1:9898}"
 RUN_DIR=.run
 mkdir -p "$RUN_DIR"
 PIDS=()
+BROKER_PID=
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # The broker last, once its clients are gone, and killed rather than asked to stop: tansu
+  # 0.6.0's SQLite engine answers requests with errors for the 5 s of a graceful stop, which makes
+  # a connected idempotent producer crash the next broker's storage (README, "The local broker").
+  # A kill loses nothing acknowledged (SQLite, WAL journal).
+  if [ -n "$BROKER_PID" ]; then kill -KILL "$BROKER_PID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -34,8 +43,10 @@ PORT="${PAGEPULSE_BROKERS##*:}"
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "using the broker already listening on $PAGEPULSE_BROKERS"
 else
-  PIDS+=("$(scripts/broker.sh "$PORT" "$RUN_DIR/tansu.log")")
-  echo "started tansu on $PAGEPULSE_BROKERS (log: $RUN_DIR/tansu.log)"
+  export BROKER_STORAGE="${BROKER_STORAGE:-sqlite}" BROKER_DATA="${BROKER_DATA:-$RUN_DIR/broker}"
+  BROKER_PID="$(scripts/broker.sh "$PORT" "$RUN_DIR/tansu.log")"
+  if [ "$BROKER_STORAGE" = sqlite ]; then kept=" (topics kept in $BROKER_DATA/tansu.db)"; else kept=""; fi
+  echo "started tansu on $PAGEPULSE_BROKERS$kept (log: $RUN_DIR/tansu.log)"
 fi
 
 $PP topics create

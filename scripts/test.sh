@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine of this kind: installs what the tests need (tansu,
-# Python confluent-kafka, schemathesis, Debian's prometheus, docker-compose and chromium), then
-# runs every unit, pipeline and integration test. Integration tests start their own tansu broker
+# The whole test suite, on a fresh machine of this kind: installs what the tests need (tansu's
+# memory build, and its SQLite build for tests/broker_restart_e2e.rs; Python confluent-kafka,
+# schemathesis, Debian's prometheus, docker-compose and chromium), then runs every unit, pipeline
+# and integration test. Integration tests start their own tansu broker
 # on a free port (or use PAGEPULSE_TEST_BROKERS).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,8 @@
 //! The container deployment as shipped: `docker-compose.yml` is valid for Compose (checked by
 //! Debian's `docker-compose`, which validates a file without a Docker engine) and runs the whole
 //! job, every service has a health check, Prometheus loads the alert rules, Grafana
-//! gets its provisioning, and the image runs as a non-root user with CA certificates.
+//! gets its provisioning, the broker keeps its data in a named volume, and the image runs as a
+//! non-root user with CA certificates.
 
 use std::process::Command;
 
@@ -40,6 +41,10 @@ assert "grafana/provisioning" in vols and "grafana/dashboards" in vols, vols
 env = s["pagepulse"]["environment"]
 assert env["PAGEPULSE__platforms__facebook__base_url"] == "http://simulator:8787"
 assert "PAGEPULSE__pipelines__fans__watch" in env
+# The broker keeps its data across restarts: its log directory is a named volume.
+logdir = s["kafka"]["environment"]["KAFKA_LOG_DIRS"]
+mounts = [v.split(":")[:2] if isinstance(v, str) else [v["source"], v["target"]] for v in s["kafka"].get("volumes", [])]
+assert any(target == logdir and source in (cfg.get("volumes") or {}) for source, target in mounts), (logdir, mounts)
 print("ok")
 "#;
     let out =

@@ -53,14 +53,41 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
 }
 
+/// The tansu build with the SQLite storage engine (`scripts/install-tansu.sh` installs it as
+/// `~/.cargo/bin/tansu-sqlite`; `TANSU_SQLITE_BIN` names another), `None` when it is not installed.
+pub fn tansu_sqlite_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TANSU_SQLITE_BIN") {
+        return Some(p.into());
+    }
+    let home = PathBuf::from(std::env::var("HOME").unwrap_or_default());
+    [home.join(".cargo/bin/tansu-sqlite"), home.join(".cache/pagepulse/tansu-libsql/bin/tansu")]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+/// Where a test broker keeps its topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory (`memory://`): gone when the broker stops. Fast; what the tests use.
+    Memory,
+    /// In `tansu.db` in the broker's directory (`sqlite://`): kept across restarts, compacted.
+    Sqlite,
+}
+
 /// The tansu command for a broker on 127.0.0.1:`port`, run in `dir` (it reads `.env` from its
-/// working directory), logging to `dir/tansu.log`, killed when the spawning thread ends.
-fn tansu_command(port: u16, dir: &std::path::Path) -> Command {
+/// working directory; the SQLite engine keeps its database there), logging to `dir/tansu.log`,
+/// killed when the spawning thread ends.
+fn tansu_command(port: u16, dir: &std::path::Path, storage: Storage) -> Command {
     let url = format!("tcp://127.0.0.1:{port}");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).expect("log file");
-    let mut cmd = Command::new(tansu_bin());
+    let (bin, engine) = match storage {
+        Storage::Memory => (tansu_bin(), "memory://tansu/"),
+        // tansu resolves the URL against its working directory (scripts/broker.sh).
+        Storage::Sqlite => (tansu_sqlite_bin().expect("tansu-sqlite (scripts/install-tansu.sh)"), "sqlite://tansu.db"),
+    };
+    let mut cmd = Command::new(bin);
     cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
+        .args(["--storage-engine", engine])
         .current_dir(dir)
         .stdout(Stdio::from(log.try_clone().expect("dup log")))
         .stderr(Stdio::from(log));
@@ -93,7 +120,7 @@ fn start_tansu() -> String {
         .spawn(move || {
             let port = free_port();
             let dir = tempfile::tempdir().expect("temp dir for tansu (it reads .env from its cwd)");
-            let child = tansu_command(port, dir.path()).spawn().unwrap_or_else(|e| {
+            let child = tansu_command(port, dir.path(), Storage::Memory).spawn().unwrap_or_else(|e| {
                 panic!("cannot start tansu ({e}); run scripts/install-tansu.sh or set PAGEPULSE_TEST_BROKERS")
             });
             let addr = format!("127.0.0.1:{port}");
@@ -117,17 +144,34 @@ pub struct Broker {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    storage: Storage,
 }
 
 impl Broker {
     /// Starts a tansu broker with in-memory storage on a free port.
     pub fn start() -> Self {
+        Self::start_on(Storage::Memory)
+    }
+
+    /// Starts a tansu broker with SQLite storage (in its own temporary directory) on a free port,
+    /// or `None` when the SQLite build of tansu is not installed.
+    pub fn start_sqlite() -> Option<Self> {
+        tansu_sqlite_bin()?;
+        Some(Self::start_on(Storage::Sqlite))
+    }
+
+    fn start_on(storage: Storage) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir for tansu");
-        let child = tansu_command(port, dir.path()).spawn().expect("start tansu (scripts/install-tansu.sh)");
+        let child = tansu_command(port, dir.path(), storage).spawn().expect("start tansu (scripts/install-tansu.sh)");
         let addr = format!("127.0.0.1:{port}");
         wait_listening(&addr);
-        Self { addr, port, child, dir }
+        Self { addr, port, child, dir, storage }
+    }
+
+    /// The broker's directory (with SQLite storage, its database `tansu.db` is there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Freezes the broker process (SIGSTOP): connections stay open, nothing is answered.
@@ -143,14 +187,31 @@ impl Broker {
     }
 
     /// Kills the broker and starts a new one on the same port: with in-memory storage every
-    /// topic, offset and group is gone.
+    /// topic, offset and group is gone; with SQLite storage the new one opens the same database.
     pub fn restart(&mut self) {
         let _ = self.child.kill(); // Err only if it already exited
         let _ = self.child.wait();
+        self.start_again();
+    }
+
+    /// Stops the broker with `signal` (e.g. SIGTERM or SIGKILL), waits until it has exited
+    /// (failing the test after 20 s) and starts it again on the same port and directory; returns
+    /// how long the old one took to exit.
+    pub fn restart_after(&mut self, signal: i32) -> Duration {
+        let asked = Instant::now();
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        wait_for("the broker to exit", Duration::from_secs(20), || self.child.try_wait().ok().flatten());
+        let took = asked.elapsed();
+        self.start_again();
+        took
+    }
+
+    fn start_again(&mut self) {
         // The port is free again once the process is gone; a new broker may take a moment.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match tansu_command(self.port, self.dir.path()).spawn() {
+            match tansu_command(self.port, self.dir.path(), self.storage).spawn() {
                 Ok(child) => {
                     self.child = child;
                     break;
