@@ -20,13 +20,15 @@ if ! command -v st >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check schemathesis
 fi
 
-# Debian packages: prometheus (promtool and a real server for the dashboard tests),
+# Debian packages: prometheus (promtool and a real server for the dashboard tests), iproute2,
 # docker-compose (validates docker-compose.yml without a Docker engine) and chromium (drives the
 # live page headless).
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# iproute2: network namespaces, so the multi-instance tests give each instance a host of its own.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)..."
   export DEBIAN_FRONTEND=noninteractive

@@ -10,7 +10,9 @@
 //!   ─> kafka::KafkaSink ─> broker ack ─> engine::offsets (store offset when the batch is done)
 //!   engine::flush: when a batch is done (acked; after the state flush that covers it; or
 //!                  at its transaction's commit)
-//!   parts ─> engine::aggregate (cross-partition state, ticked by an actor) ─> outputs
+//!   parts ─> share records ─> `<pipeline>.shares` ─> read whole by every instance
+//!         ─> engine::aggregate (cross-partition state, ticked by an actor) ─> outputs (written by
+//!            the instance holding partition 0; every instance answers queries from it)
 //!
 //! pages ─> pipelines::pages (a poll::scheduler::Schedule per partition) ─ due pages ─>
 //!   poll::dispatch::Dispatcher per platform (limits, retries, pauses) ─> poll::platform::Platform
@@ -26,7 +28,8 @@
 //! - [`cli`]: the command line, one file per subcommand.
 //! - [`app`]: `pagepulse run`: wiring (loops over [`pipelines::REGISTRY`]) and the ordered,
 //!   lossless shutdown.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and `/pages` (the fans pipeline's live view).
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and `/api/v1` over the live views; reads of keys
+//!   another instance holds are forwarded to it (`http::forward`).
 //! - [`pipelines`]: the registry and one folder per pipeline (posts, fans, pages, pageviews with
 //!   its backfill jobs, messages, apps), each with `config.rs`, `processor.rs`, `store.rs` (durable state) and `live.rs`
 //!   (what queries read) where it has them, and a `mod.rs` whose `build` wires them.
