@@ -32,7 +32,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,7 @@ use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::Value;
+use support::fans::{check_stats, rfc, Obs};
 use support::{metric_value, wait_for, Broker, Pagepulse, TestEnv, TestProducer};
 
 const H0: i64 = 1_795_424_400_000; // 2026-11-23T09:00:00Z
@@ -52,25 +53,6 @@ const FAN_HOURS: i64 = 72;
 /// Wall-clock time over which the input is written: both broker restarts land inside it.
 const STREAM: Duration = Duration::from_secs(75);
 const PARTITIONS: i32 = 4;
-
-fn rfc(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).expect("valid").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-#[derive(Clone)]
-struct Obs {
-    platform: &'static str,
-    page_id: String,
-    fans: u64,
-    followers: Option<u64>,
-    at: i64,
-}
-
-impl Obs {
-    fn key(&self) -> String {
-        format!("{}:{}", self.platform, self.page_id)
-    }
-}
 
 /// Every page's observations, oldest first, by page key.
 type Samples = BTreeMap<String, Vec<Obs>>;
@@ -124,39 +106,6 @@ fn generate(seed: u64) -> (Samples, Records) {
     (samples, records)
 }
 
-/// Checks a `fans.stats` value against the page's samples: the baseline of horizon `h` is the
-/// latest sample at or before `now - h`, else the first sample (partial).
-fn check_stats(v: &Value, samples: &[Obs], i: usize) -> Result<(), String> {
-    let now = &samples[i];
-    let delta = |h: i64| {
-        let (base, partial) = match samples[..=i].iter().rev().find(|s| s.at <= now.at - h) {
-            Some(s) => (s, false),
-            None => (&samples[0], true),
-        };
-        serde_json::json!({"value": now.fans as i64 - base.fans as i64, "partial": partial,
-            "since": rfc(base.at), "baseline_fans": base.fans})
-    };
-    let want = [
-        ("fans", serde_json::json!(now.fans)),
-        ("followers", serde_json::json!(now.followers)),
-        ("observed_at", serde_json::json!(rfc(now.at))),
-        ("delta_1h", delta(HOUR)),
-        ("delta_24h", delta(24 * HOUR)),
-        ("delta_7d", delta(7 * 24 * HOUR)),
-    ];
-    for (field, w) in want {
-        if v[field] != w {
-            return Err(format!("{field}: got {} want {w}", v[field]));
-        }
-    }
-    let d24 = delta(24 * HOUR);
-    let pct = d24["value"].as_f64().unwrap_or(0.0) / d24["baseline_fans"].as_f64().unwrap_or(1.0) * 100.0;
-    match v["growth_24h_pct"].as_f64() {
-        Some(got) if (got - pct).abs() < 1e-9 => Ok(()),
-        got => Err(format!("growth_24h_pct: got {got:?} want {pct}")),
-    }
-}
-
 /// Writes `records` to `topic` evenly over [`STREAM`] (pacing the input, not waiting for
 /// results), then flushes; `sent` counts the records queued.
 fn stream(
@@ -166,20 +115,11 @@ fn stream(
     sent: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let started = Instant::now();
-        let total = records.len();
-        let mut i = 0;
-        while i < total {
-            let due = ((started.elapsed().as_secs_f64() / STREAM.as_secs_f64()) * total as f64).ceil() as usize;
-            while i < due.min(total) {
-                let (key, value) = &records[i];
-                producer.send(&topic, key.as_bytes(), Some(value));
-                i += 1;
-            }
-            sent.store(i, Ordering::Release);
-            // Pacing the producer to its steady rate, not a wait for a result.
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let never = AtomicBool::new(false);
+        support::fans::pace(records.len(), STREAM, &sent, &never, |i| {
+            let (key, value) = &records[i];
+            producer.send(&topic, key.as_bytes(), Some(value));
+        });
         producer.flush();
     })
 }

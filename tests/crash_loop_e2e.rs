@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use support::fans::{check_stats, rfc, Obs};
 use support::{metric_value, restores_in_log, wait_for, RestoreLine, TestEnv, TestProducer};
 
 const H0: i64 = 1_795_424_400_000; // 2026-11-23T09:00:00Z
@@ -61,10 +62,6 @@ const IDLE_TIMEOUT: &str = "\"8s\"";
 /// The expected `pageviews.top` of every window: key -> (total views, top articles).
 type Tops = BTreeMap<String, (u64, Vec<(String, u64)>)>;
 
-fn rfc(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).expect("valid").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn hour_key(domain: &str, hour_start: i64) -> String {
     let t = chrono::DateTime::from_timestamp_millis(hour_start).expect("valid");
     format!("{domain}|{}", t.format("%Y-%m-%dT%H"))
@@ -84,21 +81,6 @@ struct View {
     title: String,
     views: u64,
     ts: i64,
-}
-
-#[derive(Clone)]
-struct Obs {
-    platform: &'static str,
-    page_id: String,
-    fans: u64,
-    followers: Option<u64>,
-    at: i64,
-}
-
-impl Obs {
-    fn key(&self) -> String {
-        format!("{}:{}", self.platform, self.page_id)
-    }
 }
 
 /// The input, in the order it is written: (logical topic, key, value).
@@ -229,40 +211,6 @@ fn expected_tops(input: &Input) -> Tops {
         .collect()
 }
 
-/// Checks a `fans.stats` value against the page's samples: the baseline of horizon `h` is the
-/// latest sample at or before `now - h`, else the first sample (partial).
-fn check_stats(v: &Value, samples: &[Obs], i: usize) -> Result<(), String> {
-    let now = &samples[i];
-    let delta = |h: i64| {
-        let (base, partial) = match samples[..=i].iter().rev().find(|s| s.at <= now.at - h) {
-            Some(s) => (s, false),
-            None => (&samples[0], true),
-        };
-        serde_json::json!({"value": now.fans as i64 - base.fans as i64, "partial": partial,
-            "since": rfc(base.at), "baseline_fans": base.fans})
-    };
-    let want = [
-        ("fans", serde_json::json!(now.fans)),
-        ("followers", serde_json::json!(now.followers)),
-        ("observed_at", serde_json::json!(rfc(now.at))),
-        ("delta_1h", delta(HOUR)),
-        ("delta_24h", delta(24 * HOUR)),
-        ("delta_7d", delta(7 * 24 * HOUR)),
-    ];
-    for (field, w) in want {
-        if v[field] != w {
-            return Err(format!("{field}: got {} want {w}", v[field]));
-        }
-    }
-    let d24 = delta(24 * HOUR);
-    let pct = d24["value"].as_f64().unwrap_or(0.0) / d24["baseline_fans"].as_f64().unwrap_or(1.0) * 100.0;
-    match v["growth_24h_pct"].as_f64() {
-        Some(got) if (got - pct).abs() < 1e-9 => Ok(()),
-        got => Err(format!("growth_24h_pct: got {got:?} want {pct}")),
-    }
-}
-
-/// Every value of every key of a topic: key -> values in the order read.
 fn by_key(recs: &[support::Rec]) -> HashMap<String, Vec<Value>> {
     let mut out: HashMap<String, Vec<Value>> = HashMap::new();
     for r in recs {
@@ -296,25 +244,12 @@ fn stream(
     hurry: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let started = Instant::now();
-        let total = input.records.len();
-        let mut i = 0;
-        while i < total {
-            let due = match hurry.load(Ordering::Acquire) {
-                true => total,
-                false => ((started.elapsed().as_secs_f64() / over.as_secs_f64()) * total as f64).ceil() as usize,
-            };
-            while i < due.min(total) {
-                let (topic, key, value) = &input.records[i];
-                for p in &prefixes {
-                    producer.send(&format!("{p}{topic}"), key.as_bytes(), Some(value));
-                }
-                i += 1;
+        support::fans::pace(input.records.len(), over, &sent, &hurry, |i| {
+            let (topic, key, value) = &input.records[i];
+            for p in &prefixes {
+                producer.send(&format!("{p}{topic}"), key.as_bytes(), Some(value));
             }
-            sent.store(i, Ordering::Release);
-            // Pacing the producer to its steady rate, not a wait for a result.
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        });
         producer.flush();
     })
 }

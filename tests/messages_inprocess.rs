@@ -12,9 +12,9 @@ use std::time::Duration;
 use actix::Arbiter;
 use pagepulse::clock::SystemClock;
 use pagepulse::config::Config;
+use pagepulse::engine::aggregate::read_shares;
 use pagepulse::engine::aggregate::Flush;
 use pagepulse::engine::offsets::RecordingStore;
-use pagepulse::engine::Aggregate;
 use pagepulse::engine::{BatchAck, MemoryBackend, MemorySink, OutRecord, RawRecord, Router, Sink, Store};
 use pagepulse::health::Health;
 use pagepulse::metrics::Metrics;
@@ -270,13 +270,8 @@ fn minutes_span_partitions_and_survive_a_rebalance() {
         // totals board, as an instance reading the topic would.
         let totals_of_shares = || {
             let mut board = TotalsBoard::new(5, 0);
-            for r in sink.records_for(messages::SHARES) {
-                let key = String::from_utf8(r.key.clone().expect("key")).expect("UTF-8");
-                let (p, what) = key.split_once('/').expect("partition/what");
-                let part = messages::totals::decode_share(p.parse().expect("partition"), what, r.value.as_deref())
-                    .expect("decodes");
-                board.merge(&mut vec![part]);
-            }
+            let refused = read_shares(&mut board, &sink.records_for(messages::SHARES), messages::totals::decode_share);
+            assert!(refused.is_empty(), "{refused:?}");
             board.totals(0)
         };
         until("totals of 400 messages", || totals_of_shares().total == 400).await;

@@ -234,17 +234,39 @@ where
     type Part = ();
 
     fn decode(&self, _topic: &'static str, rec: &RawRecord) -> Result<A::Part, Rejection> {
-        let key = rec.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).ok_or_else(|| {
-            Rejection::new(RejectClass::MissingField, "a share record needs a UTF-8 key `<partition>/<what>`")
-        })?;
-        let (partition, what) =
-            key.split_once('/').and_then(|(p, w)| Some((p.parse::<i32>().ok().filter(|p| *p >= 0)?, w))).ok_or_else(
-                || Rejection::new(RejectClass::InvalidValue, format!("share key `{key}` is not `<partition>/<what>`")),
-            )?;
+        let (partition, what) = split_share_key(rec.key.as_deref())?;
         (self.decode)(partition, what, rec.value.as_deref())
     }
 
     fn process(&mut self, part: A::Part, _meta: &RecordMeta, _out: &mut Emit<()>) {
         self.shared.lock().unwrap_or_else(|p| p.into_inner()).merge(&mut vec![part]);
     }
+}
+
+/// The partition and the rest of a share record's key `<partition>/<what>`.
+fn split_share_key(key: Option<&[u8]>) -> Result<(i32, &str), Rejection> {
+    let key = key.and_then(|k| std::str::from_utf8(k).ok()).ok_or_else(|| {
+        Rejection::new(RejectClass::MissingField, "a share record needs a UTF-8 key `<partition>/<what>`")
+    })?;
+    key.split_once('/').and_then(|(p, w)| Some((p.parse::<i32>().ok().filter(|p| *p >= 0)?, w))).ok_or_else(|| {
+        Rejection::new(RejectClass::InvalidValue, format!("share key `{key}` is not `<partition>/<what>`"))
+    })
+}
+
+/// Merges share records into `aggregate` as an instance reading the shares topic does, in order;
+/// returns the refusals of records that do not decode. What tests and in-process harnesses use
+/// instead of a broker.
+pub fn read_shares<A: Aggregate>(
+    aggregate: &mut A,
+    records: &[OutRecord],
+    decode: DecodeShare<A::Part>,
+) -> Vec<Rejection> {
+    let mut refused = Vec::new();
+    for r in records {
+        match split_share_key(r.key.as_deref()).and_then(|(p, what)| decode(p, what, r.value.as_deref())) {
+            Ok(part) => aggregate.merge(&mut vec![part]),
+            Err(why) => refused.push(why),
+        }
+    }
+    refused
 }

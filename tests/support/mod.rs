@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fans;
 pub mod mirror;
 pub mod netns;
 
