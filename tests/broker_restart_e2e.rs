@@ -46,7 +46,6 @@ use support::{metric_value, wait_for, Broker, Pagepulse, TestEnv, TestProducer};
 
 const H0: i64 = 1_795_424_400_000; // 2026-11-23T09:00:00Z
 const HOUR: i64 = 3_600_000;
-const MIN: i64 = 60_000;
 /// Pages observed, each about once per simulated hour.
 const PAGES: usize = 150;
 const FAN_HOURS: i64 = 72;
@@ -63,29 +62,7 @@ type Records = Vec<(String, Vec<u8>)>;
 /// time, one in 20 sent again a little later (a scraper retrying; it changes nothing).
 fn generate(seed: u64) -> (Samples, Records) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let t0 = H0 - FAN_HOURS * HOUR;
-    let mut all = Vec::new();
-    let mut samples: BTreeMap<String, Vec<Obs>> = BTreeMap::new();
-    for p in 0..PAGES {
-        let (platform, page_id) = if p % 10 == 9 {
-            ("mastodon", format!("@user{p}@example.social"))
-        } else {
-            ("facebook", format!("page-{p:04}"))
-        };
-        // At most one sample per 10-minute bucket, so every delta is exact.
-        let phase = rng.gen_range(0..50 * MIN);
-        let trend: i64 = rng.gen_range(-5..=25);
-        let mut fans: i64 = 1000 + p as i64 * 37;
-        for k in 0..FAN_HOURS {
-            fans = (fans + trend + rng.gen_range(-10..=10)).max(1);
-            let followers = (platform == "facebook").then(|| fans as u64 + p as u64);
-            let at = t0 + k * HOUR + phase + rng.gen_range(0..5 * MIN);
-            let o = Obs { platform, page_id: page_id.clone(), fans: fans as u64, followers, at };
-            samples.entry(o.key()).or_default().push(o.clone());
-            all.push(o);
-        }
-    }
-    all.sort_by_key(|o| o.at);
+    let (samples, all) = support::fans::observations(&mut rng, PAGES, FAN_HOURS, H0 - FAN_HOURS * HOUR);
     let mut stream = all.clone();
     let mut inserted = 0;
     for (i, o) in all.iter().enumerate() {
@@ -199,6 +176,33 @@ fn assert_kept(env: &TestEnv, before: &Holdings, what: &str) -> Holdings {
     after
 }
 
+/// SIGKILLs the broker and starts it again on its data, then checks it kept everything of
+/// `before` and that `pp` consumes again; reports what it saw (`written`: input records written
+/// at the kill).
+fn kill_and_check(broker: &mut Broker, env: &TestEnv, pp: &Pagepulse, before: &Holdings, what: &str, written: usize) {
+    let consumed_at_kill = consumed(pp);
+    broker.restart_after(libc::SIGKILL);
+    let restarted = Instant::now();
+    let after = assert_kept(env, before, &format!("after the {what}"));
+    until_rises(
+        pp,
+        &format!("processing after the {what} restart"),
+        Duration::from_secs(90),
+        consumed_at_kill,
+        consumed,
+    );
+    eprintln!(
+        "{what} at {written} records written: {} topics kept, committed {:?} -> {:?}, changelog ends {:?} -> {:?}; \
+         pagepulse consumed again {:.2} s after the restart",
+        after.topics.len(),
+        before.committed,
+        after.committed,
+        before.changelog_ends,
+        after.changelog_ends,
+        restarted.elapsed().as_secs_f64()
+    );
+}
+
 /// Waits until `f()` is above `base`, failing with `pp`'s log after `limit`; returns the wait.
 fn until_rises(pp: &Pagepulse, what: &str, limit: Duration, base: f64, f: impl Fn(&Pagepulse) -> f64) -> Duration {
     let t0 = Instant::now();
@@ -242,23 +246,8 @@ fn a_sqlite_broker_restarted_under_load_keeps_topics_offsets_and_changelogs_and_
     });
     let before = holdings(&env);
     assert!(before.topics.contains_key(&env.changelog("fans")), "no changelog topic: {:?}", before.topics);
-    let (written_at_kill, consumed_at_kill) = (written(), consumed(&pp));
-    assert!(written_at_kill < total, "the input was all written before the crash: raise STREAM");
-    broker.restart_after(libc::SIGKILL);
-    let restarted = Instant::now();
-    let after_kill = assert_kept(&env, &before, "after SIGKILL");
-    until_rises(&pp, "processing after the SIGKILL restart", Duration::from_secs(90), consumed_at_kill, consumed);
-    let resumed_kill = restarted.elapsed();
-    eprintln!(
-        "SIGKILL at {written_at_kill}/{total} records written: {} topics kept, committed {:?} -> {:?}, changelog ends \
-         {:?} -> {:?}; pagepulse consumed again {:.2} s after the restart",
-        after_kill.topics.len(),
-        before.committed,
-        after_kill.committed,
-        before.changelog_ends,
-        after_kill.changelog_ends,
-        resumed_kill.as_secs_f64()
-    );
+    assert!(written() < total, "the input was all written before the crash: raise STREAM");
+    kill_and_check(&mut broker, &env, &pp, &before, "SIGKILL", written());
 
     // 2. A new pagepulse instance restores its state from the changelog kept through the crash.
     let base = produced(&pp);
@@ -282,23 +271,9 @@ fn a_sqlite_broker_restarted_under_load_keeps_topics_offsets_and_changelogs_and_
     until_rises(&pp, "processing by the new instance", Duration::from_secs(60), base, consumed);
     let before = holdings(&env);
     let stats_ends = ends_of(&env, "fans.stats");
-    let (written_at_kill, consumed_at_kill) = (written(), consumed(&pp));
+    let written_at_kill = written();
     assert!(written_at_kill < total, "the input was all written before the second kill: raise STREAM");
-    broker.restart_after(libc::SIGKILL);
-    let restarted = Instant::now();
-    let after_kill = assert_kept(&env, &before, "after the second SIGKILL");
-    until_rises(&pp, "processing after the second restart", Duration::from_secs(90), consumed_at_kill, consumed);
-    let resumed_kill = restarted.elapsed();
-    eprintln!(
-        "second SIGKILL at {written_at_kill}/{total} records written: {} topics kept, committed {:?} -> {:?}, \
-         changelog ends {:?} -> {:?}; pagepulse consumed again {:.2} s after the restart",
-        after_kill.topics.len(),
-        before.committed,
-        after_kill.committed,
-        before.changelog_ends,
-        after_kill.changelog_ends,
-        resumed_kill.as_secs_f64()
-    );
+    kill_and_check(&mut broker, &env, &pp, &before, "second SIGKILL", written_at_kill);
 
     // 4. The rest of the input, then the results against the independent computation. fans.stats
     // is compacted (key: the page), and the broker compacted it at each start-up: of the values

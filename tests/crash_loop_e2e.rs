@@ -125,28 +125,7 @@ fn generate(seed: u64) -> Input {
 
     // Fan observations: page p every 55 to 65 minutes of simulated time for 72 hours (at most one
     // sample per 10-minute bucket, so every delta is exact), growing or shrinking at its own pace.
-    let t0 = H0 - FAN_HOURS * HOUR;
-    let mut all: Vec<Obs> = Vec::new();
-    let mut samples: BTreeMap<String, Vec<Obs>> = BTreeMap::new();
-    for p in 0..PAGES {
-        let (platform, page_id) = if p % 10 == 9 {
-            ("mastodon", format!("@user{p}@example.social"))
-        } else {
-            ("facebook", format!("page-{p:04}"))
-        };
-        let phase = rng.gen_range(0..50 * MIN);
-        let trend: i64 = rng.gen_range(-5..=25);
-        let mut fans: i64 = 1000 + p as i64 * 37;
-        for k in 0..FAN_HOURS {
-            fans = (fans + trend + rng.gen_range(-10..=10)).max(1);
-            let followers = (platform == "facebook").then(|| fans as u64 + p as u64);
-            let at = t0 + k * HOUR + phase + rng.gen_range(0..5 * MIN);
-            let o = Obs { platform, page_id: page_id.clone(), fans: fans as u64, followers, at };
-            samples.entry(o.key()).or_default().push(o.clone());
-            all.push(o);
-        }
-    }
-    all.sort_by_key(|o| o.at);
+    let (samples, all) = support::fans::observations(&mut rng, PAGES, FAN_HOURS, H0 - FAN_HOURS * HOUR);
     // One observation in 20 is sent again a little later (a scraper retrying): it changes nothing.
     let mut obs_stream: Vec<Obs> = all.clone();
     let mut duplicates = 0;

@@ -87,3 +87,39 @@ pub fn pace(total: usize, over: Duration, sent: &AtomicUsize, hurry: &AtomicBool
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `pages` pages (every tenth a Mastodon account), each observed once an hour for `hours` hours
+/// from `t0` (at most one sample per 10-minute bucket, so every delta is exact), growing or
+/// shrinking at its own pace: every page's samples (oldest first, by page key), and every
+/// observation by time.
+pub fn observations(
+    rng: &mut rand::rngs::StdRng,
+    pages: usize,
+    hours: i64,
+    t0: i64,
+) -> (std::collections::BTreeMap<String, Vec<Obs>>, Vec<Obs>) {
+    use rand::Rng;
+    const MIN: i64 = 60_000;
+    let mut all = Vec::new();
+    let mut samples: std::collections::BTreeMap<String, Vec<Obs>> = Default::default();
+    for p in 0..pages {
+        let (platform, page_id) = if p % 10 == 9 {
+            ("mastodon", format!("@user{p}@example.social"))
+        } else {
+            ("facebook", format!("page-{p:04}"))
+        };
+        let phase = rng.gen_range(0..50 * MIN);
+        let trend: i64 = rng.gen_range(-5..=25);
+        let mut fans: i64 = 1000 + p as i64 * 37;
+        for k in 0..hours {
+            fans = (fans + trend + rng.gen_range(-10..=10)).max(1);
+            let followers = (platform == "facebook").then(|| fans as u64 + p as u64);
+            let at = t0 + k * HOUR + phase + rng.gen_range(0..5 * MIN);
+            let o = Obs { platform, page_id: page_id.clone(), fans: fans as u64, followers, at };
+            samples.entry(o.key()).or_default().push(o.clone());
+            all.push(o);
+        }
+    }
+    all.sort_by_key(|o| o.at);
+    (samples, all)
+}
