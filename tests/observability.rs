@@ -471,9 +471,17 @@ fn every_dashboard_query_returns_data_from_the_whole_job_and_chosen_values_equal
     }
 
     // Chosen values equal the pipelines' own output records.
+    // The latest record of `key`, once there is one (a result may follow its inputs by a tick, and
+    // the cluster-wide ones by their shares' round trip through the broker).
+    // A whole read up to the end offsets; when that misses the key (tansu's end offsets can lag
+    // its newest records), a read until the key is there.
     let latest = |topic: &str, key: &str| -> serde_json::Value {
-        let recs = env.read_all(topic, Duration::from_secs(30));
-        let rec = recs.iter().rev().find(|r| r.key.as_deref() == Some(key.as_bytes())).expect("a record");
+        let of_key = |r: &&support::Rec| r.key.as_deref() == Some(key.as_bytes());
+        let mut recs = env.read_all(topic, Duration::from_secs(30));
+        if !recs.iter().any(|r| of_key(&r)) {
+            recs = env.read_until(topic, Duration::from_secs(60), |recs| recs.iter().any(|r| of_key(&r)));
+        }
+        let rec = recs.iter().rev().find(of_key).expect("read_until waited for one");
         serde_json::from_slice(rec.value.as_ref().expect("a value")).expect("json")
     };
     // The page is polled every 20 s: between two polls, the gauge and the topic agree.
