@@ -74,18 +74,7 @@ async fn top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, Prob
     let t: HourTop =
         serde_json::from_slice(&v.bytes).map_err(|e| Problem::unavailable(format!("unreadable {what}: {e}"), 1))?;
     let freshness = if t.is_final { Freshness::Immutable } else { Freshness::Live };
-    let mut out = Csv::new(&["domain", "hour_start", "final", "rank", "title", "views"]);
-    for a in &t.articles {
-        out.row([
-            &t.domain,
-            &t.hour_start,
-            &t.is_final.to_string(),
-            &a.rank.to_string(),
-            &a.title,
-            &a.views.to_string(),
-        ]);
-    }
-    Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), freshness)))
+    Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, hour_csv(std::slice::from_ref(&t)), freshness)))
 }
 
 /// A domain's trending articles: the top over the last 60 minutes of event time.
@@ -336,20 +325,7 @@ async fn hour_top(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse,
         let body = serde_json::to_vec(&Report { hour: &hour, domains: &tops }).expect("plain struct");
         return Ok(gated.answer(cache::answer(&req, "application/json", body, freshness)));
     }
-    let mut out = Csv::new(&["domain", "hour_start", "final", "rank", "title", "views"]);
-    for t in &tops {
-        for a in &t.articles {
-            out.row([
-                &t.domain,
-                &t.hour_start,
-                &t.is_final.to_string(),
-                &a.rank.to_string(),
-                &a.title,
-                &a.views.to_string(),
-            ]);
-        }
-    }
-    Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, out.into_bytes(), freshness)))
+    Ok(gated.answer(cache::answer(&req, csv::CONTENT_TYPE, hour_csv(&tops), freshness)))
 }
 
 /// The state of an hour no job computed, from its close acknowledgements: final if every
@@ -373,6 +349,24 @@ fn ingested_hour(api: &Api, hour: &str) -> Option<HourDoc> {
     };
     doc.lines = acks.iter().flatten().filter(|a| a.outcome == "final").map(|a| a.records).sum();
     Some(doc)
+}
+
+/// The CSV of hour tops: one row per ranked article, `domain,hour_start,final,rank,title,views`.
+fn hour_csv(tops: &[HourTop]) -> Vec<u8> {
+    let mut out = Csv::new(&["domain", "hour_start", "final", "rank", "title", "views"]);
+    for t in tops {
+        for a in &t.articles {
+            out.row([
+                &t.domain,
+                &t.hour_start,
+                &t.is_final.to_string(),
+                &a.rank.to_string(),
+                &a.title,
+                &a.views.to_string(),
+            ]);
+        }
+    }
+    out.into_bytes()
 }
 
 /// Mounts the routes, under the scope `/api/v1/pageviews`.
