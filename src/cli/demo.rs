@@ -28,6 +28,62 @@ pub enum DemoCommand {
     /// Write an app catalogue in the CSV form of Kaggle's `AppleStore.csv` (17 columns), with
     /// well-known apps first (Pandora, Spotify Music, Shazam, ...).
     AppsCsv(AppsCsvArgs),
+    /// Produce a history of fan-count observations (`fans.observations`) for the simulator's
+    /// pages, as the poller would have written them: every page once per interval, at its slot
+    /// plus a random delay, with the simulator's fan counts; oldest first, all pages per slot.
+    Observations(ObservationsArgs),
+    /// Write the fans pipeline's changelog as if it had processed `demo observations` with the
+    /// same arguments (each page's series built by the pipeline's own code, then one complete
+    /// flush per partition at input position 0), for restore benchmarks: restoring it is what an
+    /// instance does after a crash, without first pushing the observations through the broker.
+    FansChangelog(ObservationsArgs),
+}
+
+/// Arguments of `demo observations`.
+#[derive(Debug, Args)]
+pub struct ObservationsArgs {
+    /// Pages: page-000001 ..= page-N on Facebook.
+    #[arg(long, default_value_t = 1000)]
+    pub pages: u64,
+    /// The first page index (to add pages to an earlier run's).
+    #[arg(long, default_value_t = 1)]
+    pub first: u64,
+    /// Hours of history per page, ending at `--end`.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u64,
+    /// Seconds between two observations of a page (10 to 86400).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub interval_s: u64,
+    /// Each observation is stamped at its slot plus a uniform delay in `0..=jitter_ms` (the
+    /// poller stamps the time its answer arrived); 0 for exact slots.
+    #[arg(long, default_value_t = 100)]
+    pub jitter_ms: u64,
+    /// The end of the history (RFC 3339); the current time when absent.
+    #[arg(long)]
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+    /// Random seed of the delays (the same seed gives the same records).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// The observations `demo observations` writes for slot `slot_ms`: (key, value) per page, in
+/// page order. Each page's slot is shifted by its poll phase, as the poller's schedule would.
+pub fn observation_records<'a, R: Rng>(
+    args: &'a ObservationsArgs,
+    slot_ms: i64,
+    rng: &'a mut R,
+) -> impl Iterator<Item = (String, Vec<u8>)> + 'a {
+    let interval = (args.interval_s * 1000) as i64;
+    (args.first..args.first + args.pages).map(move |i| {
+        let id = crate::simulate::trajectory::page_id(i);
+        let key = format!("facebook:{id}");
+        let phase = crate::poll::scheduler::phase_ms(&key, interval);
+        let delay = if args.jitter_ms == 0 { 0 } else { rng.gen_range(0..=args.jitter_ms) as i64 };
+        let at_ms = slot_ms + phase + delay;
+        let (fans, followers) = crate::simulate::trajectory::fans_at(&id, at_ms);
+        let rec = crate::poll::dispatch::observation(&key, fans, Some(followers), at_ms);
+        (key, rec.value.unwrap_or_default())
+    })
 }
 
 /// Arguments of `demo apps-csv`.
@@ -260,6 +316,8 @@ pub fn run(cmd: &DemoCommand, cfg: &Config) -> anyhow::Result<()> {
         DemoCommand::PageviewsDump(args) => pageviews_dump(args),
         DemoCommand::AppsCsv(args) => apps_csv(args),
         DemoCommand::Messages(args) => messages(args, cfg),
+        DemoCommand::Observations(args) => observations(args, cfg),
+        DemoCommand::FansChangelog(args) => fans_changelog(args, cfg),
     }
 }
 
@@ -316,6 +374,100 @@ fn pages(args: &PagesArgs, cfg: &Config) -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(60))?;
     let verb = if args.untrack { "untracked" } else { "tracked" };
     eprintln!("{verb} {sent} pages in {topic} in {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The slots of `args`: (first slot, number of slots, interval), in epoch milliseconds. The last
+/// slot's phase-shifted observations stay before the end.
+fn slots(args: &ObservationsArgs) -> (i64, i64, i64) {
+    let interval = (args.interval_s * 1000) as i64;
+    let end = args.end.unwrap_or_else(chrono::Utc::now).timestamp_millis();
+    let n = (args.hours * 3_600_000).div_ceil(args.interval_s * 1000) as i64;
+    ((end - interval).div_euclid(interval) * interval - (n - 1) * interval, n, interval)
+}
+
+fn observations(args: &ObservationsArgs, cfg: &Config) -> anyhow::Result<()> {
+    let producer = producer(cfg)?;
+    let topic = cfg.topic(crate::poll::observation::TOPIC);
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let (first_slot, n, interval) = slots(args);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    for k in 0..n {
+        for (key, value) in observation_records(args, first_slot + k * interval, &mut rng) {
+            let rec = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_slice());
+            client::send_waiting(&producer, rec, || {})?;
+            sent += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("produced {sent} observations to {topic} in {secs:.2} s: {:.0}/s", sent as f64 / secs);
+    Ok(())
+}
+
+fn fans_changelog(args: &ObservationsArgs, cfg: &Config) -> anyhow::Result<()> {
+    use crate::engine::state;
+    use crate::ops::series::{RollingFans, Sample};
+    use crate::pipelines::fans::{INPUT, PIPELINE};
+    let producer = producer(cfg)?;
+    let changelog = state::changelog_topic(&cfg.kafka.group_id, PIPELINE);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(crate::kafka::changelog::ensure(cfg, &[(changelog.as_str(), INPUT)]))?;
+    let admin = client::admin(&cfg.kafka)?;
+    let input = cfg.topic(INPUT);
+    let partitions = client::metadata(&admin, &cfg.kafka)?
+        .topics()
+        .iter()
+        .find(|t| t.name() == input)
+        .map(|t| t.partitions().len() as i32)
+        .ok_or_else(|| anyhow::anyhow!("topic {input} does not exist: run `pagepulse topics create` first"))?;
+    let topic = cfg.topic(&changelog);
+    let owners: Vec<u64> = (0..partitions).map(|_| state::new_owner()).collect();
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let (first_slot, n, interval) = slots(args);
+    let started = Instant::now();
+    let (mut bytes, mut buf) = (0usize, Vec::new());
+    // Page by page (not slot by slot as `observations` sends them): a series depends only on
+    // the set of its samples, so the order does not change it, and one page is held at a time.
+    for i in args.first..args.first + args.pages {
+        let id = crate::simulate::trajectory::page_id(i);
+        let key = format!("facebook:{id}");
+        let phase = crate::poll::scheduler::phase_ms(&key, interval);
+        let mut series = RollingFans::new();
+        for k in 0..n {
+            let delay = if args.jitter_ms == 0 { 0 } else { rng.gen_range(0..=args.jitter_ms) as i64 };
+            let at_ms = first_slot + k * interval + phase + delay;
+            let (fans, followers) = crate::simulate::trajectory::fans_at(&id, at_ms);
+            series.observe(Sample { at_ms, fans, followers: Some(followers) });
+        }
+        buf.clear();
+        series.encode(&mut buf);
+        bytes += buf.len();
+        let p = crate::kafka::partitioner::partition_for(key.as_bytes(), partitions);
+        let owner = owners[p as usize].to_le_bytes();
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header { key: state::OWNER_HEADER, value: Some(&owner[..]) });
+        let rec = BaseRecord::to(&topic).partition(p).key(key.as_bytes()).payload(buf.as_slice()).headers(headers);
+        client::send_waiting(&producer, rec, || {})?;
+    }
+    for (p, owner) in owners.iter().enumerate() {
+        let marker = state::marker_record("", p as i32, *owner, Some(0));
+        let owner = owner.to_le_bytes();
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header { key: state::OWNER_HEADER, value: Some(&owner[..]) });
+        let key = marker.key.unwrap_or_default();
+        let value = marker.value.unwrap_or_default();
+        let rec = BaseRecord::to(&topic).partition(p as i32).key(&key[..]).payload(&value[..]).headers(headers);
+        client::send_waiting(&producer, rec, || {})?;
+    }
+    producer.flush(Duration::from_secs(120))?;
+    eprintln!(
+        "wrote {} pages x {n} samples to {topic} ({partitions} partitions, {:.1} MB of values) in {:.2} s",
+        args.pages,
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

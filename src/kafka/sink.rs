@@ -36,9 +36,9 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {
-    fn stats(&self, _: Statistics) {
-        // Producer statistics are requested only so that librdkafka keeps its broker state
-        // current; the consumer's statistics feed the metrics.
+    fn stats(&self, stats: Statistics) {
+        // The bytes waiting in the producer's queue; the consumer's statistics feed the rest.
+        self.metrics.memory.set_queue("kafka_produce_queue", i64::try_from(stats.msg_size).unwrap_or(i64::MAX));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

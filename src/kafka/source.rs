@@ -102,6 +102,8 @@ impl SourceContext {
 impl ClientContext for SourceContext {
     fn stats(&self, stats: Statistics) {
         self.health.set_broker_up(stats.brokers.values().any(|b| b.state == "UP"));
+        let fetched: u64 = stats.topics.values().flat_map(|t| t.partitions.values()).map(|p| p.fetchq_size).sum();
+        self.metrics.memory.set_queue("kafka_fetch_queue", i64::try_from(fetched).unwrap_or(i64::MAX));
         for (name, topic) in &stats.topics {
             for (p, part) in &topic.partitions {
                 if *p >= 0 && part.desired {

@@ -7,6 +7,7 @@
 //! these: the pipelines' results, which do carry them, are [`results`] families, each bounded by
 //! the configuration.
 
+pub mod memory;
 pub mod results;
 
 use prometheus::{
@@ -124,6 +125,8 @@ pub struct Metrics {
     /// API requests refused before their handler ran, by reason: `unauthorized`, `forbidden`,
     /// `rate_limited`.
     pub http_refused: IntCounterVec,
+    /// Memory by area (`pagepulse_memory_bytes{area}`, see [`memory`]).
+    pub memory: memory::MemoryCollector,
 }
 
 impl Metrics {
@@ -359,8 +362,11 @@ impl Metrics {
             "API requests refused before their handler ran: unauthorized, forbidden, rate_limited.",
             &["reason"],
         );
+        let memory = memory::MemoryCollector::new();
+        registry.register(Box::new(memory.clone())).expect("metric names are unique");
         Self {
             registry,
+            memory,
             consumed,
             produced,
             produce_errors,
