@@ -144,7 +144,7 @@ def main():
                    PAGEPULSE_LOG="info,librdkafka=warn")
         subprocess.run([PP, "topics", "create"], env=env, check=True, capture_output=True)
         sim = subprocess.Popen([PP, "simulate", "graph-api", "--listen", f"127.0.0.1:{sport}", "--pages",
-                                str(min(args.pages, 4_000_000))], env=env, stdout=subprocess.PIPE,
+                                str(min(args.pages, 20_000_000))], env=env, stdout=subprocess.PIPE,
                                stderr=open(f"{work}/sim.log", "w"), text=True)
         procs.append(sim)
         sim.stdout.readline()

@@ -191,3 +191,83 @@ fn observations_become_exact_rolling_stats_and_rankings() {
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(10)).success());
 }
+
+/// A day of 10-minute history restored through the broker: `demo fans-changelog` writes the fans
+/// changelog of 300 pages x 25 h (the simulator's fan counts at each page's poll phase), a fresh
+/// instance restores it from Kafka, and every page's figures equal a brute-force computation over
+/// the samples here; then a new observation is processed on top of the restored history.
+#[test]
+fn a_day_of_history_restores_from_the_changelog_and_processing_resumes() {
+    use pagepulse::poll::scheduler::phase_ms;
+    use pagepulse::simulate::trajectory::{fans_at, page_id};
+    const PAGES: u64 = 300;
+    const SLOT: i64 = 600_000;
+    let env = TestEnv::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let end = now - now % H;
+    env.run(&[
+        "demo",
+        "fans-changelog",
+        "--pages",
+        &PAGES.to_string(),
+        "--hours",
+        "25",
+        "--jitter-ms",
+        "0",
+        "--end",
+        &rfc(end),
+    ]);
+    // The samples `demo fans-changelog` promises: 150 slots ending before `end`, each page at
+    // slot + its poll phase.
+    let slots: i64 = 25 * 6;
+    let first_slot = (end - SLOT).div_euclid(SLOT) * SLOT - (slots - 1) * SLOT;
+    let samples = |i: u64| -> Vec<(i64, u64)> {
+        let key = format!("facebook:{}", page_id(i));
+        let phase = phase_ms(&key, SLOT);
+        (0..slots).map(|k| first_slot + k * SLOT + phase).map(|at| (at, fans_at(&page_id(i), at).0)).collect()
+    };
+    // Brute force: the newest sample minus the latest one at or before newest - h.
+    let delta = |s: &[(i64, u64)], h: i64| -> (i64, bool) {
+        let (n_at, n_fans) = *s.last().expect("samples");
+        match s.iter().rev().find(|(at, _)| *at <= n_at - h) {
+            Some((_, f)) => (n_fans as i64 - *f as i64, false),
+            None => (n_fans as i64 - s[0].1 as i64, true),
+        }
+    };
+    let mut pp = env.start();
+    pp.wait_ready(Duration::from_secs(60));
+    assert!(pp.metric("pagepulse_state_restored_records_total", "store=\"fans\"") >= PAGES as f64);
+    for i in [1, 2, 77, 150, 299, 300] {
+        let key = format!("facebook:{}", page_id(i));
+        let s = samples(i);
+        let (status, v) = get_json(&pp.addr, &format!("/api/v1/pages/{key}?series=false")).expect("JSON answer");
+        assert_eq!(status, 200, "{key}: {v}");
+        let st = &v["stats"];
+        assert_eq!(st["fans"].as_u64(), Some(s.last().expect("samples").1), "{key}: {st}");
+        assert_eq!(st["observed_at"], rfc(s.last().expect("samples").0));
+        for (name, h) in [("delta_1h", H), ("delta_24h", 24 * H), ("delta_7d", 168 * H)] {
+            let (value, partial) = delta(&s, h);
+            assert_eq!((st[name]["value"].as_i64(), st[name]["partial"].as_bool()), (Some(value), Some(partial)), "{key} {name}: {st}");
+        }
+    }
+    // Processing resumes on the restored history: one more sample of page 77, ten minutes on.
+    let key = format!("facebook:{}", page_id(77));
+    let mut s = samples(77);
+    let at = s.last().expect("samples").0 + SLOT;
+    let fans = s.last().expect("samples").1 + 1234;
+    s.push((at, fans));
+    let v = serde_json::json!({"platform": "facebook", "page_id": page_id(77), "fans": fans, "observed_at": rfc(at)});
+    env.produce_python("fans.observations", &[(Some(key.clone()), Some(v.to_string().into_bytes()))]);
+    let st = wait_for("the new observation on top of the restored history", Duration::from_secs(60), || {
+        match get_json(&pp.addr, &format!("/api/v1/pages/{key}?series=false")) {
+            Some((200, v)) if v["stats"]["fans"].as_u64() == Some(fans) => Some(v["stats"].clone()),
+            _ => None,
+        }
+    });
+    for (name, h) in [("delta_1h", H), ("delta_24h", 24 * H)] {
+        let (value, partial) = delta(&s, h);
+        assert_eq!((st[name]["value"].as_i64(), st[name]["partial"].as_bool()), (Some(value), Some(partial)), "{name}: {st}");
+    }
+    pp.signal(libc::SIGTERM);
+    assert!(pp.wait_exit(Duration::from_secs(10)).success());
+}

@@ -10,9 +10,9 @@ use std::time::Duration;
 use super::trajectory::mix;
 use crate::clock::{Clock, SystemClock};
 
-/// Largest population: one 4-byte serve counter per page is allocated up front (16 MB here),
-/// enough for the benchmarks past a million pages.
-pub const MAX_PAGES: u64 = 4_000_000;
+/// Largest population: one 4-byte serve counter per page is allocated up front (80 MB here),
+/// enough for the benchmarks of ten million pages polled by one instance.
+pub const MAX_PAGES: u64 = 20_000_000;
 /// Longest configurable delay: long enough for any client timeout, short enough that a
 /// mistyped value does not hang a test for hours.
 pub const MAX_SLOW_MS: u64 = 60_000;
