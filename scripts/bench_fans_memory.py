@@ -20,7 +20,7 @@ fans pipeline; pages polling off).
            start -> one new observation of each of 1,000 pages processed (`fans.stats` written
            and acknowledged: processing again). Also RSS after the restore.
 
-usage: scripts/bench_fans_memory.py memory [--pages N] [--stages N,N,...] [--days D] [--fine-hours H]
+usage: [PAGEPULSE_BIN=path] scripts/bench_fans_memory.py memory [--pages N] [--stages N,N,...] [--days D] [--fine-hours H]
                                            [--jitter-ms J] [--no-build]
        scripts/bench_fans_memory.py restore [--pages N] [--hours H] [--no-build]
 Not part of the test suite.

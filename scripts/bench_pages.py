@@ -16,7 +16,7 @@ interval plus a minute by default, so every page is polled at least once in it):
 
 Not part of the test suite. A run takes about INTERVAL + 2 minutes.
 
-usage: scripts/bench_pages.py [--pages N] [--interval S] [--window S] [--no-build]
+usage: [PAGEPULSE_BIN=path] scripts/bench_pages.py [--pages N] [--interval S] [--window S] [--no-build]
 """
 import argparse
 import json
@@ -31,7 +31,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PP = os.path.join(ROOT, "target", "release", "pagepulse")
+PP = os.environ.get("PAGEPULSE_BIN", os.path.join(ROOT, "target", "release", "pagepulse"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
