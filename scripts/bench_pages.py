@@ -141,7 +141,10 @@ def main():
                    # The benchmark measures pagepulse, not a platform's quota.
                    PAGEPULSE__platforms__facebook__rate_per_sec="100000",
                    PAGEPULSE__platforms__facebook__burst="10000",
-                   PAGEPULSE_LOG="info,librdkafka=warn")
+                   # One instance holds every page: its per-partition bounds must allow them all.
+                   PAGEPULSE__pipelines__pages__max_pages_per_partition=str(max(args.pages, 2_000_000)),
+                   PAGEPULSE__pipelines__fans__max_pages_per_partition=str(max(args.pages, 1_000_000)),
+                   PAGEPULSE_LOG="info,librdkafka=warn,rdkafka::client=warn")
         subprocess.run([PP, "topics", "create"], env=env, check=True, capture_output=True)
         sim = subprocess.Popen([PP, "simulate", "graph-api", "--listen", f"127.0.0.1:{sport}", "--pages",
                                 str(min(args.pages, 20_000_000))], env=env, stdout=subprocess.PIPE,
