@@ -51,19 +51,27 @@ HOUR = "2026-11-23T09"
 TOP_N = 25
 OTHER_PIPELINES = ["posts", "fans", "pages", "apps", "messages"]
 
+# key: (name in the table, PyPI package, script in scripts/peers, variant, what it does)
 PEERS = {
-    "quix": ("Quix Streams", "quixstreams",
-             "StreamingDataFrame, consumer group; `.update()` counts per (domain, hour, title) in a Python "
-             "dict (no Quix state store, no changelog); at the N-th record: top 25 minus blacklist "
-             "produced to a topic"),
-    "bytewax": ("Bytewax", "bytewax",
-                "1 worker; KafkaSource (partitions read directly, ends at end of partition) → json.loads → "
+    "quix": ("Quix Streams", "quixstreams", "quix", "dict",
+             "consumer group; `StreamingDataFrame.update()` counts per (domain, hour, title) in a Python "
+             "dict (no Quix state, no changelog); at the N-th record, top 25 minus blacklist produced to a "
+             "topic; 1 Python thread"),
+    "quix-state": ("Quix Streams, stateful", "quixstreams", "quix", "state",
+                   "as Quix's docs count per key: `group_by` (domain, hour, title) through a repartition "
+                   "topic, then a stateful `apply` adding views in Quix state (RocksDB + changelog topic); "
+                   "top 25 minus blacklist produced to a topic at the end"),
+    "bytewax": ("Bytewax", "bytewax", "bytewax", "",
+                "1 worker; `KafkaSource` (partitions read directly, stops at their ends) → `json.loads` → "
                 "`fold_final` per domain: dict (hour, title) → views → top 25 per hour minus blacklist → "
-                "KafkaSink; no recovery snapshots"),
-    "pathway": ("Pathway", "pathway",
-                "`pw.io.kafka.read` json, static mode; groupby (domain, hour, title) sum → anti-join "
-                "blacklist → groupby (domain, hour) sorted_tuple, top 25 → `pw.io.kafka.write` (every change); "
-                "1 engine thread, no persistence"),
+                "`KafkaSink`; no recovery snapshots"),
+    "pathway": ("Pathway", "pathway", "pathway", "top",
+                "`pw.io.kafka.read` json, static mode → groupby (domain, hour, title) sum → anti-join "
+                "blacklist → groupby (domain, hour) `sorted_tuple`, first 25 → `pw.io.kafka.write` (every "
+                "change, kept exact after each input batch); 1 engine thread, no persistence"),
+    "pathway-count": ("Pathway, counting only", "pathway", "pathway", "count",
+                      "less work: the same read and groupby (domain, hour, title) sum, plus totals per "
+                      "(domain, hour); no blacklist, no top 25, nothing written to Kafka"),
 }
 
 
@@ -125,14 +133,19 @@ def reference(dump, blacklist):
 
 
 def check(tops, ref):
-    """'ok' when every (domain, hour) has the reference's top 25 and total, else what differs."""
-    got = {k: {"total_views": v["total_views"], "articles": [[a["title"], a["views"]] for a in v["articles"]]}
+    """'ok' when every (domain, hour) has the reference's top 25 and total, else what differs.
+    A result without articles (a peer that only counts) is checked on its totals."""
+    got = {k: {"total_views": v["total_views"],
+               "articles": None if v["articles"] is None else [[a["title"], a["views"]] for a in v["articles"]]}
            for k, v in tops.items()}
+    totals_only = all(v["articles"] is None for v in got.values())
+    if totals_only:
+        ref = {k: {"total_views": v["total_views"], "articles": None} for k, v in ref.items()}
     missing = sorted(set(ref) - set(got))
     extra = sorted(set(got) - set(ref))
     wrong = sorted(k for k in set(ref) & set(got) if ref[k] != got[k])
     if not (missing or extra or wrong):
-        return f"ok ({len(ref)} windows)"
+        return f"ok ({len(ref)} windows{', totals only' if totals_only else ''})"
     return f"DIFFERS: {len(missing)} missing, {len(extra)} extra, {len(wrong)} wrong" + (
         f" (e.g. {wrong[0]})" if wrong else "")
 
@@ -213,11 +226,12 @@ def run_pagepulse(env, n, domains, work, label):
     }
 
 
-def run_peer(py, name, brokers, topic, out_topic, group, n, blacklist_file, work):
+def run_peer(py, name, script, variant, brokers, topic, out_topic, group, n, blacklist_file, work):
+    """One peer in a process of its own: its report line, CPU and results."""
     result = f"{work}/{name}.json"
-    cmd = [py, os.path.join(PEERS_DIR, f"{name}_pageviews.py"), "--brokers", brokers, "--topic", topic,
+    cmd = [py, os.path.join(PEERS_DIR, f"{script}_pageviews.py"), "--brokers", brokers, "--topic", topic,
            "--out-topic", out_topic, "--group", group, "--n", str(n), "--blacklist", blacklist_file,
-           "--result", result]
+           "--result", result, "--variant", variant, "--state-dir", f"{work}/{name}-state"]
     errlog = open(f"{work}/{name}.log", "w")
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     t = time.time()
@@ -245,7 +259,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--domains", type=int, default=20)
-    ap.add_argument("--peers", default="quix,bytewax,pathway")
+    ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--venv", default=os.path.expanduser("~/.cache/pagepulse/peers-venv"))
     ap.add_argument("--markdown", help="where to write the table (default: the work directory)")
     ap.add_argument("--no-build", action="store_true")
@@ -318,9 +332,9 @@ def main():
         rows.append(("pagepulse, `engine.durable_state=false`", rows[0][1],
                      "the same without the changelog (state in memory only, as the peers)", pp["memory"]))
         for p in peers:
-            name, _, work_done = PEERS[p]
-            r = run_peer(py, p, brokers, f"{prefix}pageviews", out_topics[p], f"{prefix}{p}", args.lines,
-                         blacklist_file, work)
+            name, _, script, variant, work_done = PEERS[p]
+            r = run_peer(py, p, script, variant, brokers, f"{prefix}pageviews", out_topics[p], f"{prefix}{p}",
+                         args.lines, blacklist_file, work)
             if "tops" in r:
                 r["check"] = check(r.pop("tops"), ref)
                 if r.get("counted") != args.lines:
@@ -346,20 +360,22 @@ def main():
 
 def table(rows, base, args):
     out = [f"{args.lines:,} page views (one hour, {args.domains} domains, 4 partitions), tansu in memory, "
-           "2 cores; records/s from the first record consumed to the last one counted.",
+           "2 cores; records/s from the first record consumed to the last one counted; CPU: the process's "
+           "user + system seconds (the broker's not included).",
            "",
-           "| system | version | work done | records/s | ratio to pagepulse | first record → results | "
-           "CPU s | results |",
-           "|---|---|---|---|---|---|---|---|"]
-    for name, version, work, r in rows:
+           "| system | version | records/s | ratio to pagepulse | first record → results | CPU s | results |",
+           "|---|---|---|---|---|---|---|"]
+    for name, version, _, r in rows:
         if "error" in r:
-            out.append(f"| {name} | {version} | {work} | could not run: {r['error']} | | | | |")
+            out.append(f"| {name} | {version} | could not run: {r['error']} | | | | |")
             continue
         rate = r.get("records_per_s")
         ratio = f"{rate / base:.2f}" if rate and base else ""
         res = r.get("first_to_results_s")
-        out.append(f"| {name} | {version} | {work} | {rate:,} | {ratio} | "
+        out.append(f"| {name} | {version} | {rate:,} | {ratio} | "
                    f"{f'{res:.1f} s' if res is not None else ''} | {r.get('cpu_s', '')} | {r.get('check', '')} |")
+    out += ["", "What each does:", ""]
+    out += [f"- **{name}**: {work}" for name, _, work, _ in rows]
     return "\n".join(out)
 
 

@@ -38,7 +38,8 @@ def args():
     ap.add_argument("--n", type=int, required=True, help="view records to count (control records excluded)")
     ap.add_argument("--blacklist", required=True, help="file of `domain title` lines")
     ap.add_argument("--result", required=True, help="where to write the report as JSON, for the check")
-    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--variant", default="", help="a peer's variant of the work (see its docstring)")
+    ap.add_argument("--state-dir", default=None, help="where a peer keeps local state (Quix's RocksDB)")
     return ap.parse_args()
 
 
