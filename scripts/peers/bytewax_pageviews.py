@@ -28,6 +28,7 @@ def main():
     tops_all = []
 
     def parse(msg):
+        meter.saw()
         if msg.key == common.CONTROL_KEY:
             return None
         v = json.loads(msg.value)

@@ -55,7 +55,7 @@ def load_blacklist(path):
 
 
 class Meter:
-    """First record counted to the N-th: the rate each peer is measured by."""
+    """First input record seen to the N-th view counted: the rate each peer is measured by."""
 
     def __init__(self, n):
         self.n = n
@@ -64,9 +64,15 @@ class Meter:
         self.last = None
         self.start = time.time()
 
+    def saw(self):
+        """An input record arrived (called before any processing of it)."""
+        if self.first is None:
+            self.first = time.time()
+
     def tick(self):
+        """A view was counted; true for the N-th."""
         self.count += 1
-        if self.count == 1:
+        if self.first is None:
             self.first = time.time()
         if self.count == self.n:
             self.last = time.time()

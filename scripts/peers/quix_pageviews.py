@@ -45,6 +45,7 @@ def main():
     )
     topic = app.topic(a.topic, value_deserializer="json", key_deserializer="bytes")
     sdf = app.dataframe(topic)
+    sdf = sdf.update(lambda v: meter.saw())  # the clock starts at the first record read
 
     if stateful:
         def add(v, state):
@@ -69,7 +70,7 @@ def main():
             if meter.tick():
                 app.stop()
 
-        sdf.update(count)
+        sdf = sdf.update(count)
     app.run()
     tops = common.top_records(counts, blacklist)
     with app.get_producer() as producer:
