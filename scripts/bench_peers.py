@@ -271,6 +271,7 @@ def main():
     py = ensure_venv(args.venv) if peers else None
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    load_start = os.getloadavg()[0]
     work = tempfile.mkdtemp(prefix="bench-peers-")
     kport = free_port()
     brokers = f"127.0.0.1:{kport}"
@@ -361,6 +362,7 @@ def main():
                         {"records_per_s": round(sum(raw) / len(raw)) if raw else None}))
     finally:
         os.kill(broker, signal.SIGTERM)
+    args.load = (load_start, os.getloadavg()[0])
     md = table(rows, base, args)
     log("\n" + md)
     path = args.markdown or f"{work}/peers.md"
@@ -371,10 +373,12 @@ def main():
 
 def table(rows, base, args):
     out = [f"{args.lines:,} page views (one hour, {args.domains} domains, 4 partitions), tansu in memory, "
-           "2 cores; records/s from the first record consumed to the last one counted; CPU: the process's "
-           "user + system seconds (the broker's not included).",
+           f"{os.cpu_count()} cores; records/s from the first record read to the last one counted; CPU: the "
+           "process's user + system seconds, all threads (the broker's not included); load average "
+           f"{args.load[0]:.1f} at the start, {args.load[1]:.1f} at the end.",
            "",
-           "| system | version | records/s | ratio to pagepulse | first record → results | CPU s | results |",
+           "| system | version | records/s | ratio to pagepulse | first record → results | CPU s (µs per record) "
+           "| results |",
            "|---|---|---|---|---|---|---|"]
     for name, version, _, r in rows:
         if "error" in r:
@@ -384,7 +388,9 @@ def table(rows, base, args):
         ratio = f"{rate / base:.2f}" if rate and base else ""
         res = r.get("first_to_results_s")
         out.append(f"| {name} | {version} | {rate:,} | {ratio} | "
-                   f"{f'{res:.1f} s' if res is not None else ''} | {r.get('cpu_s', '')} | {r.get('check', '')} |")
+                   f"{f'{res:.1f} s' if res is not None else ''} | "
+                   f"{f'{cpu} ({cpu / args.lines * 1e6:.1f})' if (cpu := r.get('cpu_s')) else ''} | "
+                   f"{r.get('check', '')} |")
     out += ["", "What each does:", ""]
     out += [f"- **{name}**: {work}" for name, _, work, _ in rows]
     return "\n".join(out)
