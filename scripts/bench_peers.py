@@ -10,17 +10,19 @@ One command, one generated topic, everything on this machine:
 3. a reference result computed here from the dump file: per (domain, hour) the top 25 titles by
    views minus the blacklist, ties by title;
 4. raw read #1: `pagepulse consume pageviews -b -n LINES -f quiet`;
-5. `pagepulse run` with only the pageviews pipeline, a fresh group, durable state on (the default:
-   every window change goes to a changelog topic): records/s from the first record consumed to all
-   LINES consumed and processed (its /metrics polled every 0.1 s, as scripts/bench_pageviews.py),
-   and the time to the hour's final `pageviews.top` records;
-6. the same with `engine.durable_state=false` (state in memory only, as the peers below keep it);
-7. the peers, from a throwaway virtualenv (created on first use, PyPI versions pinned below), each
-   reading the same topic from the start in a process of its own: Quix Streams, Bytewax, Pathway
-   (scripts/peers/*.py say exactly what each does); records/s from the first record counted to
-   the LINES-th;
-8. raw read #2; then a table (system, version, work, records/s, ratio to pagepulse, CPU, result
-   check against the reference), printed and written as Markdown.
+5. `pagepulse run` with only the pageviews pipeline and a fresh group: records/s from the first
+   record consumed to all LINES consumed and processed (its /metrics polled every 0.1 s, as
+   scripts/bench_pageviews.py), and the time to the hour's final `pageviews.top` records; once with
+   `engine.durable_state=false` (state in memory only, as the peers keep it), then with durable
+   state (the default: every window change goes to a changelog topic) before, between and after
+   the peers: the machine is shared, so each peer is compared with the pagepulse runs just before
+   and after it;
+6. the peers, from a throwaway virtualenv (created on first use, PyPI versions pinned below), each
+   reading the same topic from the start in a process of its own: Quix Streams (with and without
+   its state store), Bytewax, Pathway (and Pathway only counting); scripts/peers/*.py say exactly
+   what each does; records/s from the first record read to the LINES-th counted;
+7. raw read #2; then a table (system, version, records/s, ratio to pagepulse, time to results,
+   CPU, result check against the reference), printed and written as Markdown.
 Not part of the test suite or CI.
 
 usage: scripts/bench_peers.py [--lines N] [--domains D] [--peers quix,bytewax,pathway]
@@ -313,17 +315,24 @@ def main():
 
         raw1 = raw_read(env, args.lines)
         log("raw read #1:", raw1[1])
-        pp = {}
-        for label, extra in (("durable", {}), ("memory", {"PAGEPULSE__engine__durable_state": "false"})):
+        runs = []
+
+        def pagepulse(label, **extra):
+            """One `pagepulse run` with a fresh group. Every run writes the same keys of the
+            compacted `pageviews.top`; run_pagepulse waited for this run's own final records (its
+            produced counter), so the latest per key are this run's."""
             e = dict(env, PAGEPULSE_GROUP_ID=f"pp{os.getpid()}-{label}", **extra)
             r = run_pagepulse(e, args.lines, len(domains), work, label)
-            # Both runs write the same keys of the compacted `pageviews.top`; run_pagepulse waited
-            # for this run's own final records (its produced counter), so the latest per key are
-            # this run's.
             r["check"] = check(read_top(env), ref)
-            pp[label] = r
-            log(f"pagepulse run ({label} state):", json.dumps(r))
-        for p in peers:
+            log(f"pagepulse run ({label}):", json.dumps(r))
+            return r
+
+        memory = pagepulse("memory", PAGEPULSE__engine__durable_state="false")
+        # pagepulse (durable state) runs before, between and after the peers: the machine is
+        # shared, so each peer's ratio uses the mean of the pagepulse runs just before and after it.
+        runs.append(pagepulse("durable-0"))
+        peer_rows = []
+        for i, p in enumerate(peers):
             name, _, script, variant, work_done = PEERS[p]
             r = run_peer(py, p, script, variant, brokers, f"{prefix}pageviews", out_topics[p], f"{prefix}{p}",
                          args.lines, blacklist_file, work)
@@ -332,38 +341,42 @@ def main():
                 if r.get("counted") != args.lines:
                     r["check"] += f"; counted {r.get('counted')} of {args.lines}"
             log(f"{name}:", json.dumps(r))
-            rows.append((name, r.get("version", "?"), work_done, r))
-        # pagepulse again after the peers, for drift (the machine is shared): the ratio uses the
-        # mean of both runs with durable state.
-        again = run_pagepulse(dict(env, PAGEPULSE_GROUP_ID=f"pp{os.getpid()}-again"), args.lines, len(domains),
-                              work, "again")
-        again["check"] = check(read_top(env), ref)
-        log("pagepulse run (durable state) again:", json.dumps(again))
-        pair = [x["records_per_s"] for x in (pp["durable"], again) if x["records_per_s"]]
-        base = sum(pair) / len(pair)
-        pp["durable"]["records_per_s"] = round(base)
-        pp["durable"]["runs"] = pair
+            runs.append(pagepulse(f"durable-{i + 1}"))
+            around = [x["records_per_s"] for x in runs[-2:] if x["records_per_s"]]
+            r["base"] = sum(around) / len(around) if around else None
+            peer_rows.append((name, r.get("version", "?"), work_done, r))
+        rates = sorted(x["records_per_s"] for x in runs if x["records_per_s"])
+        durable = dict(runs[0])
+        durable["records_per_s"] = rates[len(rates) // 2]
+        durable["cpu_s"] = sorted(x["cpu_s"] for x in runs)[len(runs) // 2]
+        durable["first_to_results_s"] = sorted(x["first_to_results_s"] or 0 for x in runs)[len(runs) // 2]
+        durable["check"] = "ok" if all(x["check"].startswith("ok") for x in runs) else "DIFFERS in a run"
+        durable["check"] += f" ({len(runs)} runs)"
+        durable["base"] = durable["records_per_s"]
+        memory["base"] = runs[0]["records_per_s"]
         version = subprocess.run([PP, "--version"], capture_output=True, text=True).stdout.split()[-1]
-        rows[:0] = [("pagepulse (durable state, the default)", version,
-                     "decode + validate, hourly counts per (domain, title), trending skipped (file batch), every "
-                     "window change to a changelog topic, top 25 minus blacklist (a global table read from its "
-                     "topic) to `pageviews.top` when the file's end record is in; 2 cores; run before and "
-                     "after the peers, the mean of "
-                     f"{' and '.join(f'{x / 1e3:.0f}k' for x in pp['durable']['runs'])} records/s",
-                     pp["durable"]),
-                    ("pagepulse, `engine.durable_state=false`", version,
-                     "the same without the changelog (state in memory only, as the peers)", pp["memory"])]
+        rows = [("pagepulse (durable state, the default)", version,
+                 "decode + validate, hourly counts per (domain, title), trending skipped (file batch), every "
+                 "window change to a changelog topic, top 25 minus blacklist (a global table read from its "
+                 "topic) to `pageviews.top` when the file's end record is in; 2 cores. Run before, between "
+                 f"and after the peers ({len(runs)} runs: {', '.join(f'{x / 1e3:.0f}k' for x in rates)} records/s; "
+                 "the table shows the median, each peer's ratio uses the runs just before and after it)",
+                 durable),
+                ("pagepulse, `engine.durable_state=false`", version,
+                 "the same without the changelog (state in memory only, as the peers), run once before the "
+                 "first durable run (its ratio is to that run)", memory)] + peer_rows
         raw2 = raw_read(env, args.lines)
         log("raw read #2:", raw2[1])
         raw = [x for x in (raw1[0], raw2[0]) if x]
         rows.insert(0, ("raw read (`pagepulse consume -f quiet`)", version,
                         "read every record, no decoding (librdkafka, pagepulse's consumer settings); "
                         f"runs before and after: {', '.join(f'{x / 1e3:.0f}k' for x in raw)}",
-                        {"records_per_s": round(sum(raw) / len(raw)) if raw else None}))
+                        {"records_per_s": round(sum(raw) / len(raw)) if raw else None,
+                         "base": rows[0][3]["records_per_s"]}))
     finally:
         os.kill(broker, signal.SIGTERM)
     args.load = (load_start, os.getloadavg()[0])
-    md = table(rows, base, args)
+    md = table(rows, args)
     log("\n" + md)
     path = args.markdown or f"{work}/peers.md"
     with open(path, "w") as f:
@@ -371,7 +384,7 @@ def main():
     log(f"table in {path}; logs in {work}")
 
 
-def table(rows, base, args):
+def table(rows, args):
     out = [f"{args.lines:,} page views (one hour, {args.domains} domains, 4 partitions), tansu in memory, "
            f"{os.cpu_count()} cores; records/s from the first record read to the last one counted; CPU: the "
            "process's user + system seconds, all threads (the broker's not included); load average "
@@ -385,6 +398,7 @@ def table(rows, base, args):
             out.append(f"| {name} | {version} | could not run: {r['error']} | | | | |")
             continue
         rate = r.get("records_per_s")
+        base = r.get("base")
         ratio = f"{rate / base:.2f}" if rate and base else ""
         res = r.get("first_to_results_s")
         out.append(f"| {name} | {version} | {rate:,} | {ratio} | "
