@@ -182,7 +182,7 @@ def run_pagepulse(env, n, domains, work, label):
     """pagepulse run until all n records are processed and the hour's final tops are out."""
     hport = free_port()
     env = dict(env, PAGEPULSE_HTTP_LISTEN=f"127.0.0.1:{hport}")
-    run = subprocess.Popen(["nice", "-n", "0", PP, "run"], env=env, stdout=subprocess.DEVNULL,
+    run = subprocess.Popen([PP, "run"], env=env, stdout=subprocess.DEVNULL,
                            stderr=open(f"{work}/pagepulse-{label}.log", "w"))
     http = f"127.0.0.1:{hport}"
     first = last = final = None
