@@ -340,6 +340,13 @@ pub struct PlatformConfig {
     /// How long to pause when the platform reports 100 % usage without saying for how long
     /// (default `60s`).
     pub saturated_pause: Duration,
+    /// An answer that arrives at most this long after its page's slot is stamped with the slot
+    /// (`observed_at` = the schedule's due time) instead of the arrival time, as Prometheus
+    /// aligns scrape timestamps (`--scrape.timestamp-tolerance`): a page's observations then lie
+    /// on its exact grid, which its 30-day series stores in about half the bytes (see the README,
+    /// *Memory*). Later answers keep their arrival time; `0s` stamps every answer on arrival
+    /// (default `1s`, at most `1m`).
+    pub stamp_tolerance: Duration,
 }
 
 impl Default for Config {
@@ -652,7 +659,9 @@ impl PlatformConfig {
             retry_base: p.duration("retry_base", Duration::from_millis(500)),
             retry_max: p.duration("retry_max", Duration::from_secs(30)),
             saturated_pause: p.duration("saturated_pause", Duration::from_secs(60)),
+            stamp_tolerance: p.duration("stamp_tolerance", Duration::from_secs(1)),
         };
+        p.check(cfg.stamp_tolerance > Duration::from_secs(60), "stamp_tolerance", "must be at most 1m");
         p.check(
             !(cfg.base_url.starts_with("http://") || cfg.base_url.starts_with("https://")),
             "base_url",

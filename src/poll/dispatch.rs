@@ -99,6 +99,20 @@ pub struct Policy {
     pub limits: Limits,
     /// Retries of transient failures.
     pub backoff: Backoff,
+    /// Answers arriving at most this many milliseconds after their slot are stamped with the
+    /// slot ([`stamp_ms`]).
+    pub stamp_tolerance_ms: i64,
+}
+
+/// The `observed_at` of an answer for the slot `due_ms` that arrived at `now_ms`: the slot when
+/// the answer came at most `tolerance_ms` after it (the page's observations then lie on its
+/// grid, which its series stores compactly), else the arrival time.
+pub fn stamp_ms(due_ms: i64, now_ms: i64, tolerance_ms: i64) -> i64 {
+    if (0..=tolerance_ms).contains(&(now_ms - due_ms)) {
+        due_ms
+    } else {
+        now_ms
+    }
 }
 
 /// One request on its way: the pages it asks for and its concurrency slot.
@@ -187,6 +201,7 @@ pub struct DispatchCore {
     limiter: Limiter,
     backoff: Backoff,
     saturated_pause_ms: i64,
+    stamp_tolerance_ms: i64,
     m: PlatformMetrics,
 }
 
@@ -204,6 +219,7 @@ impl DispatchCore {
             limiter: Limiter::new(policy.limits.clone(), now_ms),
             backoff: policy.backoff.clone(),
             saturated_pause_ms: policy.limits.saturated_pause_ms,
+            stamp_tolerance_ms: policy.stamp_tolerance_ms,
             m: PlatformMetrics::new(metrics, name),
         }
     }
@@ -305,7 +321,8 @@ impl DispatchCore {
                             if self.failing.remove(&job.key) {
                                 tracing::info!(page = %job.key, "page readable again");
                             }
-                            out.observations.push(observation(&job.key, *fans, *followers, now_ms));
+                            let at_ms = stamp_ms(job.due_ms, now_ms, self.stamp_tolerance_ms);
+                            out.observations.push(observation(&job.key, *fans, *followers, at_ms));
                         }
                         other => {
                             self.m.page_error.inc();
@@ -534,6 +551,7 @@ mod tests {
         Policy {
             limits: Limits { rate_per_sec: rate, burst, max_in_flight: in_flight, saturated_pause_ms: 60_000 },
             backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(10), attempts },
+            stamp_tolerance_ms: 0,
         }
     }
 
@@ -615,6 +633,30 @@ mod tests {
         c.complete(req, fetched(ok), T0 + 600_010, &mut StdRng::seed_from_u64(1));
         assert_eq!(c.failing(), 0);
         assert_eq!(m.pages_failing.with_label_values(&["fake"]).get(), 0);
+    }
+
+    #[test]
+    fn answers_within_the_tolerance_are_stamped_with_their_slot() {
+        assert_eq!(stamp_ms(1000, 1000, 0), 1000);
+        assert_eq!(stamp_ms(1000, 1001, 0), 1001);
+        assert_eq!(stamp_ms(1000, 1500, 500), 1000);
+        assert_eq!(stamp_ms(1000, 1501, 500), 1501);
+        assert_eq!(stamp_ms(1000, 999, 500), 999, "an answer before its slot keeps its time");
+        let observed_at = |tolerance_ms: i64, answered: i64| {
+            let (mut c, _) = core(50, &Policy { stamp_tolerance_ms: tolerance_ms, ..policy(1e6, 1000, 100, 3) });
+            c.submit(jobs(1..2, &Owner::new()));
+            let req = c.next_request(T0 + 100).expect("limits").expect("a request");
+            let ok = counts(&req);
+            let done = c.complete(req, fetched(ok), answered, &mut StdRng::seed_from_u64(1));
+            let v: serde_json::Value =
+                serde_json::from_slice(done.observations[0].value.as_deref().expect("value")).expect("json");
+            v["observed_at"].as_str().expect("observed_at").to_string()
+        };
+        // The slot of these jobs is T0 (2026-11-23T10:00:00Z).
+        assert_eq!(observed_at(1000, T0 + 400), "2026-11-23T10:00:00.000Z");
+        assert_eq!(observed_at(1000, T0 + 1000), "2026-11-23T10:00:00.000Z");
+        assert_eq!(observed_at(1000, T0 + 1001), "2026-11-23T10:00:01.001Z");
+        assert_eq!(observed_at(0, T0 + 400), "2026-11-23T10:00:00.400Z");
     }
 
     #[test]

@@ -94,6 +94,7 @@ fn policy(p: &PlatformConfig) -> Policy {
             saturated_pause_ms: i64::try_from(p.saturated_pause.as_millis()).unwrap_or(i64::MAX),
         },
         backoff: Backoff { base: p.retry_base, max: p.retry_max, attempts: p.retries },
+        stamp_tolerance_ms: i64::try_from(p.stamp_tolerance.as_millis()).unwrap_or(i64::MAX),
     }
 }
 
