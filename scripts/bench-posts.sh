@@ -13,6 +13,7 @@
 #   PAGEPULSE_BIN       the pagepulse binary to measure (default target/release/pagepulse, or
 #                       $CARGO_TARGET_DIR/release/pagepulse when CARGO_TARGET_DIR is set), e.g. a
 #                       copy of an older build for a before/after pair (then BENCH_BUILD=0)
+#   BENCH_PASSTHROUGH   0: skip the passthrough reference (phase 5; it builds a bench with cargo)
 #   BENCH_RUN_CONFIG    a config file given to `pagepulse run` only (`-c FILE`), e.g. to try
 #                       [kafka.producer] settings
 #   BENCH_POLL          seconds between /metrics polls in the pipeline phase (default 0.1)
@@ -277,8 +278,11 @@ BROKER_HWM="$(status_mb "$BROKER_PID" VmHWM)"
 # ---- 5. passthrough reference -------------------------------------------------------------------
 # Consume every post and produce it unchanged on one thread (pagepulse's client settings, no
 # processing): what the Kafka clients and the broker alone cost for a read-and-write-back.
-log "passthrough reference: cargo bench --bench kafka_passthrough"
-PT_OUT="$(cargo bench --quiet --bench kafka_passthrough -- "$PAGEPULSE_BROKERS" "${PREFIX}posts" "${PREFIX}posts.analysis" "$N" 2>"$WORK/passthrough.log" | grep passthrough || true)"
+PT_OUT=""
+if [[ "${BENCH_PASSTHROUGH:-1}" == 1 ]]; then
+  log "passthrough reference: cargo bench --bench kafka_passthrough"
+  PT_OUT="$(cargo bench --quiet --bench kafka_passthrough -- "$PAGEPULSE_BROKERS" "${PREFIX}posts" "${PREFIX}posts.analysis" "$N" 2>"$WORK/passthrough.log" | grep passthrough || true)"
+fi
 PT_RS="$(rate_of "$PT_OUT")"
 PT_RS="${PT_RS%.*}"
 [[ -n "$PT_RS" ]] || PT_RS="n/a"

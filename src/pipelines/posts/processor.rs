@@ -162,8 +162,8 @@ impl PostsProcessor {
         }
         // `format_ms` always ends with `.mmmZ`.
         if *at != i64::MIN && at.div_euclid(1000) == now_ms.div_euclid(1000) && text.len() >= 5 {
-            let ms = now_ms.rem_euclid(1000) as u8;
-            let digits = [b'0' + ms / 100, b'0' + ms / 10 % 10, b'0' + ms % 10];
+            let ms = now_ms.rem_euclid(1000);
+            let digits = [ms / 100, ms / 10 % 10, ms % 10].map(|d| b'0' + d as u8);
             let start = text.len() - 4;
             text.replace_range(start..start + 3, std::str::from_utf8(&digits).expect("ASCII digits"));
         } else {
