@@ -10,6 +10,12 @@
 #   SIZE                approximate post value size in bytes (default 100)
 #   BENCH_BUILD         1 (default): `cargo build --release` first (a no-op when up to date);
 #                       0: use the existing target/release/pagepulse as it is
+#   PAGEPULSE_BIN       the pagepulse binary to measure (default target/release/pagepulse, or
+#                       $CARGO_TARGET_DIR/release/pagepulse when CARGO_TARGET_DIR is set), e.g. a
+#                       copy of an older build for a before/after pair (then BENCH_BUILD=0)
+#   BENCH_PASSTHROUGH   0: skip the passthrough reference (phase 5; it builds a bench with cargo)
+#   BENCH_RUN_CONFIG    a config file given to `pagepulse run` only (`-c FILE`), e.g. to try
+#                       [kafka.producer] settings
 #   BENCH_POLL          seconds between /metrics polls in the pipeline phase (default 0.1)
 #   BENCH_STALL         seconds without progress after which the pipeline counts as stalled (30)
 #   BENCH_KEEP          1: keep the work directory (logs, metrics series); kept anyway on failure
@@ -49,7 +55,7 @@ POLL="${BENCH_POLL:-0.1}"
 STALL="${BENCH_STALL:-30}"
 KEEP="${BENCH_KEEP:-0}"
 FETCH_WAIT="${BENCH_FETCH_WAIT_MS:-}"
-BIN="$ROOT/target/release/pagepulse"
+BIN="${PAGEPULSE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/pagepulse}"
 CMDLINE="$0 $*"
 [[ "$N" =~ ^[0-9]+$ && "$N" -gt 0 ]] || { echo "N must be a positive integer, got '$N'" >&2; exit 2; }
 [[ -z "$FETCH_WAIT" || "$FETCH_WAIT" =~ ^[0-9]+$ ]] || { echo "BENCH_FETCH_WAIT_MS must be a number" >&2; exit 2; }
@@ -141,9 +147,12 @@ fi
 RUN_ARGS=(run)
 PY_EXTRA=()
 if [[ -n "$FETCH_WAIT" ]]; then
+  [[ -z "${BENCH_RUN_CONFIG:-}" ]] || { echo "BENCH_FETCH_WAIT_MS and BENCH_RUN_CONFIG do not combine" >&2; exit 2; }
   printf '[kafka.consumer]\n"fetch.wait.max.ms" = "%s"\n' "$FETCH_WAIT" >"$WORK/bench.toml"
   RUN_ARGS=(-c "$WORK/bench.toml" run)
   PY_EXTRA=(-X "fetch.wait.max.ms=$FETCH_WAIT")
+elif [[ -n "${BENCH_RUN_CONFIG:-}" ]]; then
+  RUN_ARGS=(-c "$BENCH_RUN_CONFIG" run)
 fi
 
 # ---- 1. produce --------------------------------------------------------------------------------
@@ -269,8 +278,11 @@ BROKER_HWM="$(status_mb "$BROKER_PID" VmHWM)"
 # ---- 5. passthrough reference -------------------------------------------------------------------
 # Consume every post and produce it unchanged on one thread (pagepulse's client settings, no
 # processing): what the Kafka clients and the broker alone cost for a read-and-write-back.
-log "passthrough reference: cargo bench --bench kafka_passthrough"
-PT_OUT="$(cargo bench --quiet --bench kafka_passthrough -- "$PAGEPULSE_BROKERS" "${PREFIX}posts" "${PREFIX}posts.analysis" "$N" 2>"$WORK/passthrough.log" | grep passthrough || true)"
+PT_OUT=""
+if [[ "${BENCH_PASSTHROUGH:-1}" == 1 ]]; then
+  log "passthrough reference: cargo bench --bench kafka_passthrough"
+  PT_OUT="$(cargo bench --quiet --bench kafka_passthrough -- "$PAGEPULSE_BROKERS" "${PREFIX}posts" "${PREFIX}posts.analysis" "$N" 2>"$WORK/passthrough.log" | grep passthrough || true)"
+fi
 PT_RS="$(rate_of "$PT_OUT")"
 PT_RS="${PT_RS%.*}"
 [[ -n "$PT_RS" ]] || PT_RS="n/a"
@@ -315,7 +327,7 @@ cat <<EOF
 
 ================ pagepulse posts benchmark ================
 date            $(date -u +%Y-%m-%dT%H:%M:%SZ); $NCPU cores, $(awk '/MemTotal/ { printf "%.1f GB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); load average at start $LOADAVG_START
-source          $GIT_REV (binary built $BIN_MTIME)
+source          $GIT_REV (binary $BIN, built $BIN_MTIME)
 broker          $(tansu --version 2>/dev/null | head -n 1), in-memory storage, 127.0.0.1:$BROKER_PORT; topic ${PREFIX}posts (4 partitions)
 N               $N posts, value ~$SIZE bytes
 command         $CMDLINE   (BENCH_BUILD=$BENCH_BUILD BENCH_POLL=$POLL BENCH_FETCH_WAIT_MS=${FETCH_WAIT:-unset})

@@ -14,6 +14,7 @@ On this machine, side by side: a tansu broker (in memory) and pagepulse.
 Peak RSS of `pagepulse run` from /proc (VmHWM). Not part of the test suite.
 
 usage: scripts/bench_pageviews.py [--lines N] [--domains D] [--no-build]
+(PAGEPULSE_BIN=path: measure that binary, e.g. an older build for a before/after pair, with --no-build)
 """
 import argparse
 import json
@@ -27,7 +28,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PP = os.path.join(ROOT, "target", "release", "pagepulse")
+# The binary measured: PAGEPULSE_BIN, else the release build (in CARGO_TARGET_DIR if set).
+PP = os.environ.get("PAGEPULSE_BIN") or os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"),
+                                                     "release", "pagepulse")
 
 
 def free_port():
@@ -132,6 +135,7 @@ def main():
         raw = [r for r in (raw1[0], raw2[0]) if r]
         mean = sum(raw) / len(raw) if raw else None
         print(json.dumps({
+            "binary": PP,
             "lines": args.lines,
             "pagepulse_records_per_s": round(rate) if rate else None,
             "raw_read_records_per_s": [round(r) for r in raw],

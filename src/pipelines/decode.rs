@@ -218,7 +218,14 @@ fn unsigned(name: &str, raw: &RawValue) -> Result<u64, Rejection> {
 }
 
 /// Parses an RFC 3339 timestamp field into epoch milliseconds.
+///
+/// The usual forms (`YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1 to 9 digits, then `Z` or
+/// `±HH:MM`) are read directly by [`rfc3339_ms_fast`]; anything else (lower-case `t`/`z`, a space
+/// separator, a leap second, an invalid date) goes through chrono, which also words the errors.
 pub fn rfc3339_ms(name: &str, value: &str) -> Result<i64, Rejection> {
+    if let Some(ms) = rfc3339_ms_fast(value.as_bytes()) {
+        return Ok(ms);
+    }
     chrono::DateTime::parse_from_rfc3339(value).map(|t| t.timestamp_millis()).map_err(|e| {
         Rejection::new(
             RejectClass::InvalidValue,
@@ -227,9 +234,129 @@ pub fn rfc3339_ms(name: &str, value: &str) -> Result<i64, Rejection> {
     })
 }
 
+/// The value of the ASCII digits `b` (at most 9 of them), or `None` if one is not a digit.
+#[inline]
+fn digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d` (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// [`rfc3339_ms`] of the strict usual form, computed without chrono (a timestamp is parsed per
+/// record in several pipelines): `None` for anything it does not read, which then goes to chrono.
+/// A property test checks that every value it reads is the one chrono reads.
+fn rfc3339_ms_fast(b: &[u8]) -> Option<i64> {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day == 0 || day > month_days[month as usize - 1] {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0;
+    if b[i] == b'.' {
+        let n = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        let frac = &b[i + 1..i + 1 + n];
+        // Milliseconds: the first three digits, the rest truncated (as chrono's timestamp_millis).
+        millis =
+            frac.iter().take(3).chain(std::iter::repeat(&b'0')).take(3).fold(0, |n, &c| n * 10 + i64::from(c - b'0'));
+        i += 1 + n;
+    }
+    let offset_s = match &b[i..] {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let s = i64::from(h * 3600 + m * 60);
+            if *sign == b'-' {
+                -s
+            } else {
+                s
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_s;
+    Some(secs * 1000 + millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every timestamp the fast reader reads must be read the same by chrono; and the usual forms
+    /// must take the fast path.
+    #[test]
+    fn fast_rfc3339_agrees_with_chrono() {
+        use rand::{Rng, SeedableRng};
+        let chrono_ms = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis());
+        for usual in ["2026-11-23T10:00:00Z", "1970-01-01T00:00:00.5+01:00", "2024-02-29T23:59:59.999999999-23:59"] {
+            assert_eq!(rfc3339_ms_fast(usual.as_bytes()), chrono_ms(usual), "{usual}");
+            assert!(rfc3339_ms_fast(usual.as_bytes()).is_some(), "{usual}");
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3339);
+        const PIECES: &[&str] =
+            &["0", "1", "2", "9", "5", "3", "-", ":", "T", "t", " ", "Z", "z", "+", ".", "60", "29", "31", "00"];
+        let mut fast_hits = 0;
+        for round in 0..200_000 {
+            // A valid timestamp (random date, time, fraction, zone), then sometimes mutated.
+            let (y, mo, d) = (rng.gen_range(0..10_000), rng.gen_range(0..14), rng.gen_range(0..33));
+            let (h, mi, s) = (rng.gen_range(0..25), rng.gen_range(0..61), rng.gen_range(0..61));
+            let frac = match rng.gen_range(0..4) {
+                0 => String::new(),
+                1 => format!(".{}", rng.gen_range(0..1000)),
+                2 => format!(".{:09}", rng.gen_range(0..1_000_000_000u32)),
+                _ => format!(".{}", "7".repeat(rng.gen_range(0..12))),
+            };
+            let zone = match rng.gen_range(0..3) {
+                0 => "Z".to_string(),
+                1 => format!("+{:02}:{:02}", rng.gen_range(0..25), rng.gen_range(0..61)),
+                _ => format!("-{:02}:{:02}", rng.gen_range(0..25), rng.gen_range(0..61)),
+            };
+            let mut v = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}{zone}");
+            if rng.gen_bool(0.3) {
+                let at = rng.gen_range(0..v.len());
+                let piece = PIECES[rng.gen_range(0..PIECES.len())];
+                match rng.gen_range(0..3) {
+                    0 => v.replace_range(at..at + 1, piece),
+                    1 => v.insert_str(at, piece),
+                    _ => {
+                        v.remove(at);
+                    }
+                }
+            }
+            let fast = rfc3339_ms_fast(v.as_bytes());
+            if fast.is_some() {
+                fast_hits += 1;
+                assert_eq!(fast, chrono_ms(&v), "round {round}: {v}");
+            }
+            assert_eq!(rfc3339_ms("t", &v).ok(), chrono_ms(&v), "round {round}: {v}");
+        }
+        assert!(fast_hits > 50_000, "the fast path read only {fast_hits} values");
+    }
 
     #[derive(serde::Deserialize)]
     struct W<'a> {

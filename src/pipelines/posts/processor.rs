@@ -110,7 +110,8 @@ pub struct Analysis<'a> {
 pub struct PostsProcessor {
     max_content_bytes: usize,
     clock: Arc<dyn Clock>,
-    /// `analyzed_at` of the last record, formatted: thousands of records share a millisecond.
+    /// `analyzed_at` of the last record, formatted: thousands of records share a second
+    /// ([`PostsProcessor::stamp_at`]).
     stamp: (i64, String),
     /// The durable share of the trending counts.
     tags: TagBuckets,
@@ -151,6 +152,73 @@ impl PostsProcessor {
     }
 }
 
+impl PostsProcessor {
+    /// Sets `self.stamp` to `now_ms` formatted. Thousands of records share a second: within
+    /// the same second only the three millisecond digits change, rewritten in place.
+    fn stamp_at(&mut self, now_ms: i64) {
+        let (at, text) = &mut self.stamp;
+        if *at == now_ms {
+            return;
+        }
+        // `format_ms` always ends with `.mmmZ`.
+        if *at != i64::MIN && at.div_euclid(1000) == now_ms.div_euclid(1000) && text.len() >= 5 {
+            let ms = now_ms.rem_euclid(1000);
+            let digits = [ms / 100, ms / 10 % 10, ms % 10].map(|d| b'0' + d as u8);
+            let start = text.len() - 4;
+            text.replace_range(start..start + 3, std::str::from_utf8(&digits).expect("ASCII digits"));
+        } else {
+            *text = format_ms(now_ms);
+        }
+        *at = now_ms;
+    }
+}
+
+/// Writes a JSON string as `serde_json` writes it: as is between quotes when nothing in it needs
+/// escaping (the usual case), through `serde_json` otherwise.
+fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        serde_json::to_writer(&mut *buf, s).expect("serializing a string into a Vec cannot fail");
+    } else {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    }
+}
+
+fn write_json_strs(buf: &mut Vec<u8>, list: &[String]) {
+    buf.push(b'[');
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_json_str(buf, s);
+    }
+    buf.push(b']');
+}
+
+/// Writes the [`Analysis`] of a post into `buf`, byte for byte what `serde_json::to_writer` writes
+/// for it (a property test checks it), without its per-field machinery: the analysis is written
+/// once per post.
+pub fn write_analysis(buf: &mut Vec<u8>, id: &str, stats: &text::TextStats, analyzed_at: &str) {
+    buf.extend_from_slice(b"{\"id\":");
+    write_json_str(buf, id);
+    buf.extend_from_slice(b",\"word_count\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(stats.word_count).as_bytes());
+    buf.extend_from_slice(b",\"avg_word_length\":");
+    if stats.avg_word_length.is_finite() {
+        buf.extend_from_slice(ryu::Buffer::new().format_finite(stats.avg_word_length).as_bytes());
+    } else {
+        buf.extend_from_slice(b"null"); // as serde_json (a mean of counts is always finite)
+    }
+    buf.extend_from_slice(b",\"hashtags\":");
+    write_json_strs(buf, &stats.hashtags);
+    buf.extend_from_slice(b",\"mentions\":");
+    write_json_strs(buf, &stats.mentions);
+    buf.extend_from_slice(b",\"analyzed_at\":");
+    write_json_str(buf, analyzed_at);
+    buf.push(b'}');
+}
+
 impl Processor for PostsProcessor {
     type Input<'a> = Post<'a>;
     type Part = TagHit;
@@ -160,13 +228,18 @@ impl Processor for PostsProcessor {
     }
 
     fn process(&mut self, post: Post<'_>, meta: &RecordMeta, out: &mut Emit<TagHit>) {
-        let now = self.clock.now();
-        let now_ms = now.timestamp_millis();
+        let now_ms = self.clock.now().timestamp_millis();
         let stats = text::analyze(&post.content);
         let event_ms = post.created_at_ms.or(meta.timestamp_ms).unwrap_or(now_ms).min(now_ms + MAX_FUTURE_SKEW_MS);
-        for tag in &stats.hashtags {
-            match self.tags.add(tag, event_ms) {
-                Ok(count) => out.part(TagHit { partition: self.partition, tag: tag.clone(), ts_ms: event_ms, count }),
+        self.stamp_at(now_ms);
+        // Room for the fixed fields and the usual tags, so the buffer is allocated once.
+        let mut value = Vec::with_capacity(128 + post.id.len() + post.content.len() / 2);
+        write_analysis(&mut value, &post.id, &stats, &self.stamp.1);
+        out.record(OutRecord::new(ANALYSIS, post.id.as_bytes(), value));
+        // The analysis is written: the hashtags move into the parts (no copy).
+        for tag in stats.hashtags {
+            match self.tags.add(&tag, event_ms) {
+                Ok(count) => out.part(TagHit { partition: self.partition, tag, ts_ms: event_ms, count }),
                 Err(why) => {
                     if let Some((late, over)) = &self.ignored {
                         if why == AddOutcome::Late {
@@ -178,21 +251,6 @@ impl Processor for PostsProcessor {
                 }
             }
         }
-        if self.stamp.0 != now_ms {
-            self.stamp = (now_ms, format_ms(now_ms));
-        }
-        let analysis = Analysis {
-            id: Cow::Borrowed(&post.id),
-            word_count: stats.word_count,
-            avg_word_length: stats.avg_word_length,
-            hashtags: stats.hashtags,
-            mentions: stats.mentions,
-            analyzed_at: Cow::Borrowed(&self.stamp.1),
-        };
-        // Room for the fixed fields and the usual tags, so the buffer is allocated once.
-        let mut value = Vec::with_capacity(128 + post.id.len() + post.content.len() / 2);
-        serde_json::to_writer(&mut value, &analysis).expect("serializing plain structs into a Vec cannot fail");
-        out.record(OutRecord::new(ANALYSIS, post.id.as_bytes(), value));
     }
 
     fn take_changes(&mut self, out: &mut Vec<Change>) {
@@ -340,5 +398,67 @@ mod tests {
         assert_eq!(out.records[0].key.as_deref(), Some(&b"9"[..]));
         // No created_at: the record timestamp is the event time.
         assert_eq!(out.parts, vec![TagHit { partition: 0, tag: "rust".into(), ts_ms: 1_000, count: 1 }]);
+    }
+
+    /// The hand-written analysis must be byte for byte what serde_json writes for [`Analysis`],
+    /// on strings full of what JSON escapes.
+    #[test]
+    fn written_analysis_equals_serde_json() {
+        use rand::{Rng, SeedableRng};
+        const PIECES: &[&str] = &[
+            "a", "Z", "7", "_", " ", "\"", "\\", "/", "\n", "\t", "\u{1}", "\u{1f}", "\u{7f}", "é", "東", "🎉",
+            "\u{2028}",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let piece = |rng: &mut rand::rngs::StdRng| -> String {
+            (0..rng.gen_range(0..6)).map(|_| PIECES[rng.gen_range(0..PIECES.len())]).collect()
+        };
+        for round in 0..20_000 {
+            let id = piece(&mut rng);
+            let stats = text::TextStats {
+                word_count: rng.gen_range(0..100_000),
+                avg_word_length: match rng.gen_range(0..4) {
+                    0 => 0.0,
+                    1 => f64::from(rng.gen_range(1..20)),
+                    2 => rng.gen_range(1..1000) as f64 / rng.gen_range(1..300) as f64,
+                    _ => rng.gen::<f64>() * 1e6,
+                },
+                hashtags: (0..rng.gen_range(0..4)).map(|_| piece(&mut rng)).collect(),
+                mentions: (0..rng.gen_range(0..3)).map(|_| piece(&mut rng)).collect(),
+            };
+            let at = piece(&mut rng);
+            let mut got = Vec::new();
+            write_analysis(&mut got, &id, &stats, &at);
+            let expected = serde_json::to_vec(&Analysis {
+                id: Cow::Borrowed(&id),
+                word_count: stats.word_count,
+                avg_word_length: stats.avg_word_length,
+                hashtags: stats.hashtags.clone(),
+                mentions: stats.mentions.clone(),
+                analyzed_at: Cow::Borrowed(&at),
+            })
+            .expect("serializable");
+            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expected), "round {round}");
+        }
+    }
+
+    /// The stamp rewritten in place within a second equals a fresh formatting, across second,
+    /// minute and day boundaries and backwards steps.
+    #[test]
+    fn stamps_equal_format_ms() {
+        use rand::{Rng, SeedableRng};
+        let cfg = Config::default().posts;
+        let mut p = PostsProcessor::new(&cfg, Arc::new(ManualClock::at_ms(0)));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut now = 1_795_391_999_000_i64; // a second before a day boundary
+        for _ in 0..100_000 {
+            now += match rng.gen_range(0..10) {
+                0 => -rng.gen_range(0..2_000),
+                1 => rng.gen_range(0..90_000),
+                _ => rng.gen_range(0..3),
+            };
+            p.stamp_at(now);
+            assert_eq!(p.stamp.1, format_ms(now), "{now}");
+        }
     }
 }

@@ -2,7 +2,11 @@
 //! bucket and tag, written to the `posts` store's changelog one changed bucket at a time (key
 //! `b/<bucket start ms>`, tombstoned when the bucket leaves the window).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+// hashbrown with foldhash: a tag is looked up per hashtag of every post; SipHash cost more than
+// the rest of the count.
+use hashbrown::HashMap;
 
 use super::config::PostsConfig;
 use super::trending::TagHit;
