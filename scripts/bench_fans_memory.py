@@ -22,7 +22,7 @@ fans pipeline; pages polling off).
 
 usage: [PAGEPULSE_BIN=path] scripts/bench_fans_memory.py memory [--pages N] [--stages N,N,...] [--days D] [--fine-hours H]
                                            [--jitter-ms J] [--no-build]
-       scripts/bench_fans_memory.py restore [--pages N] [--hours H] [--no-build]
+       scripts/bench_fans_memory.py restore [--pages N] [--hours H] [--jitter-ms J] [--no-build]
 Not part of the test suite.
 """
 import argparse
@@ -129,7 +129,7 @@ def memory(env, http, args, work):
 def restore(env, http, args, work):
     t = time.time()
     print(demo(env, "fans-changelog", "--pages", args.pages, "--hours", args.hours, "--interval-s", 600,
-               "--jitter-ms", 100), flush=True)
+               "--jitter-ms", args.jitter_ms), flush=True)
     print(f"changelog written in {time.time() - t:.1f} s", flush=True)
     t0 = time.time()
     run = subprocess.Popen([PP, "run"], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/run.log", "w"))
