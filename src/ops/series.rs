@@ -6,7 +6,8 @@
 //!
 //! Times are relative to the newest sample's `at_ms` (N); nothing depends on the wall clock.
 //!
-//! - **Raw samples** (32 bytes each): the newest [`TABLE_ROWS`], plus every sample after N − 1 h,
+//! - **Raw samples** (`raw.rs`: varint deltas, about 3 bytes each): the newest [`TABLE_ROWS`],
+//!   plus every sample after N − 1 h,
 //!   plus the latest one at or before N − 1 h; at most [`RAW_CAP`] (at one sample per 10 minutes,
 //!   [`TABLE_ROWS`]). They are a suffix of all samples seen, and stand for their own buckets: the
 //!   tiers below hold only buckets older than the oldest raw sample's.
@@ -70,12 +71,12 @@
 
 mod block;
 mod encoding;
-
-use std::mem::size_of;
+mod raw;
 
 use serde::{Deserialize, Serialize};
 
 use self::block::Tier;
+use self::raw::RawSamples;
 pub use self::encoding::{DecodeError, FORMAT_VERSION};
 
 const MINUTE_MS: i64 = 60_000;
@@ -116,7 +117,7 @@ const fn tier_bound(points: usize, blocks: usize) -> usize {
 /// Upper bound of [`RollingFans::heap_bytes`] whatever the samples (a page costs that plus
 /// `size_of::<RollingFans>()`). A real page holds far less: about 1.1 KB for 30 days of
 /// 10-minute samples with exact regular times (see `tests::memory_stays_bounded`).
-pub const MAX_HEAP_BYTES: usize = RAW_CAP * size_of::<Sample>()
+pub const MAX_HEAP_BYTES: usize = 9 + RAW_CAP * 30
     + tier_bound(MAX_FINE_POINTS, MAX_FINE_POINTS.div_ceil(FINE_BLOCK as usize) + 1)
     + tier_bound(MAX_COARSE_POINTS, MAX_COARSE_POINTS.div_ceil(COARSE_BLOCK as usize) + 1);
 
@@ -192,8 +193,8 @@ type CoarseTier = Tier<COARSE_MS, COARSE_BLOCK>;
 /// is; equal for equal sets of observed samples, whatever their order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RollingFans {
-    /// Oldest first, distinct `at_ms`, a suffix of all samples seen; its last is the newest (N).
-    raw: Vec<Sample>,
+    /// A suffix of all samples seen, distinct `at_ms`, packed newest first; the newest is N.
+    raw: RawSamples,
     /// One point per 10-minute bucket from [`Window::fine_lo`], before the oldest raw sample's
     /// bucket.
     fine: FineTier,
@@ -230,22 +231,6 @@ impl Window {
         } else {
             COARSE_MS
         }
-    }
-}
-
-/// Makes room for one more element with exact growth: a page's raw samples settle at
-/// [`TABLE_ROWS`] (+1 while inserting), and doubling would leave a third of that unused.
-fn reserve_one<T>(v: &mut Vec<T>, cap: usize) {
-    debug_assert!(v.len() < cap, "bound exceeded");
-    if v.len() == v.capacity() {
-        v.reserve_exact(1);
-    }
-}
-
-/// Gives memory back after evictions left a vector mostly empty (halving, so no thrashing).
-fn shrink<T>(v: &mut Vec<T>) {
-    if v.capacity() > 16 && v.len() * 4 < v.capacity() {
-        v.shrink_to(v.len() * 2);
     }
 }
 
@@ -290,32 +275,37 @@ impl RollingFans {
     pub fn observe(&mut self, s: Sample) -> bool {
         let p = s.point();
         // Smallest time, then most fans: the duplicate rule again, so the choice is order-free.
-        let mut changed = match self.first {
+        let changed = match self.first {
             Some(f) if (f.at_ms, std::cmp::Reverse(f.fans)) <= (p.at_ms, std::cmp::Reverse(p.fans)) => false,
             _ => {
                 self.first = Some(p);
                 true
             }
         };
-        let old = self.raw.last().map(|b| b.at_ms);
+        let old = self.raw.newest().map(|b| b.at_ms);
         let newest = old.map_or(s.at_ms, |b| b.max(s.at_ms));
         if s.at_ms < newest - RETENTION_MS {
             return changed;
         }
+        // Unpacked for the change (at most RAW_CAP + 1 samples), packed again if it changed.
+        let mut raw = Vec::with_capacity(RAW_CAP + 1);
+        self.raw.to_vec(&mut raw);
         let w = Window::of(newest);
         if let Some(old) = old.filter(|&o| o < newest) {
-            self.advance(Window::of(old), w);
+            self.advance(Window::of(old), w, raw[0].at_ms);
         }
-        changed |= self.insert_raw(s, w, newest);
-        changed
+        let (raw_changed, tiers_changed) = self.insert_raw(&mut raw, s, w, newest);
+        if raw_changed {
+            self.raw.set(&raw);
+        }
+        changed | raw_changed | tiers_changed
     }
 
     /// Moves the tiers from window `old` to `new`: evicts what left the retention, then moves
     /// the fine blocks that left the fine tier into their hours.
-    fn advance(&mut self, old: Window, new: Window) {
+    fn advance(&mut self, old: Window, new: Window, raw0: i64) {
         self.coarse.evict_before(new.cutoff);
         if new.fine_block > old.fine_block && !self.fine.is_empty() {
-            let raw0 = self.raw[0].at_ms;
             let mut moved: Vec<Point> = Vec::new();
             self.fine.drain_blocks_before(new.fine_block, |p| {
                 // Oldest first: the last point of each hour is its hour's point.
@@ -330,52 +320,48 @@ impl RollingFans {
         }
     }
 
-    /// Inserts `s` into the raw samples, trims them to the rules of the module documentation, and
-    /// settles what they left out in the tiers. Returns true when anything changed.
-    fn insert_raw(&mut self, s: Sample, w: Window, newest: i64) -> bool {
-        let mut i = self.raw.partition_point(|r| r.at_ms < s.at_ms);
-        if let Some(r) = self.raw.get_mut(i).filter(|r| r.at_ms == s.at_ms) {
+    /// Inserts `s` into the raw samples `raw` (unpacked, oldest first), trims them to the rules
+    /// of the module documentation, and settles what they left out in the tiers. Returns
+    /// whether `raw` changed, and whether a tier did.
+    fn insert_raw(&mut self, raw: &mut Vec<Sample>, s: Sample, w: Window, newest: i64) -> (bool, bool) {
+        let Self { fine, coarse, .. } = self;
+        let mut i = raw.partition_point(|r| r.at_ms < s.at_ms);
+        if let Some(r) = raw.get_mut(i).filter(|r| r.at_ms == s.at_ms) {
             let wins = (s.fans, s.followers) > (r.fans, r.followers);
             if wins {
                 *r = s;
             }
-            return wins;
+            return (wins, false);
         }
-        let mut changed = false;
-        if self.raw.len() == RAW_CAP {
+        let (mut changed, mut tiers) = (false, false);
+        if raw.len() == RAW_CAP {
             if i == 0 {
                 // It would be the oldest of RAW_CAP + 1: the cap leaves it out.
-                let raw0 = self.raw[0].at_ms;
-                return settle(&mut self.fine, &mut self.coarse, s.point(), w, raw0);
+                let raw0 = raw[0].at_ms;
+                return (false, settle(fine, coarse, s.point(), w, raw0));
             }
-            let dropped = self.raw.remove(0);
+            let dropped = raw.remove(0);
             i -= 1;
-            let raw0 = self.raw.first().map_or(s.at_ms, |r| r.at_ms.min(s.at_ms));
-            settle(&mut self.fine, &mut self.coarse, dropped.point(), w, raw0);
+            let raw0 = raw.first().map_or(s.at_ms, |r| r.at_ms.min(s.at_ms));
+            tiers |= settle(fine, coarse, dropped.point(), w, raw0);
             changed = true;
         }
-        reserve_one(&mut self.raw, RAW_CAP);
-        self.raw.insert(i, s);
+        raw.insert(i, s);
         let (cutoff, hour_ago) = (newest - RETENTION_MS, newest - HOUR_MS);
         // Past the table rows, the front is only needed while it is the latest sample at or
         // before N − 1 h (the baseline of delta_1h).
-        let keep_from = (0..self.raw.len())
+        let keep_from = (0..raw.len())
             .find(|&k| {
-                let redundant =
-                    self.raw.len() - k > TABLE_ROWS && self.raw.get(k + 1).is_some_and(|r| r.at_ms <= hour_ago);
-                self.raw[k].at_ms >= cutoff && !redundant
+                let redundant = raw.len() - k > TABLE_ROWS && raw.get(k + 1).is_some_and(|r| r.at_ms <= hour_ago);
+                raw[k].at_ms >= cutoff && !redundant
             })
             .expect("the newest sample is kept");
-        let raw0 = self.raw[keep_from].at_ms;
-        // Left out at once, `s` changed something only if it changed a tier (or the cap dropped
-        // another sample).
-        changed |= keep_from <= i;
-        let Self { raw, fine, coarse, .. } = self;
+        let raw0 = raw[keep_from].at_ms;
         for r in raw.drain(..keep_from) {
-            changed |= settle(fine, coarse, r.point(), w, raw0);
+            tiers |= settle(fine, coarse, r.point(), w, raw0);
         }
-        shrink(&mut self.raw);
-        changed
+        // Left out at once, `s` leaves the raw samples as they were (unless the cap dropped one).
+        (changed || keep_from <= i, tiers)
     }
 
     /// The first sample, while it is within the retention.
@@ -383,11 +369,11 @@ impl RollingFans {
         self.first.filter(|f| f.at_ms >= newest - RETENTION_MS)
     }
 
-    /// The delta of `cur` (the newest sample) over `horizon_ms`.
-    fn delta(&self, cur: Point, horizon_ms: i64) -> Delta {
+    /// The delta of `cur` (the newest sample) over `horizon_ms`; `raw0` is the oldest raw sample.
+    fn delta(&self, cur: Point, raw0: Point, horizon_ms: i64) -> Delta {
         let t = cur.at_ms - horizon_ms;
         let first = self.first_held(cur.at_ms);
-        let raw = self.raw[..self.raw.partition_point(|r| r.at_ms <= t)].last().map(Sample::point);
+        let raw = if raw0.at_ms <= t { self.raw.iter().find(|r| r.at_ms <= t).map(|r| r.point()) } else { None };
         // Two shortcuts spare young and regular pages the walks over the tiers; the result is
         // the same (`tests::shortcuts_change_no_delta`). The raw samples are a suffix of all
         // samples seen, so when one is at or before T, the latest of them is the latest of all;
@@ -401,31 +387,31 @@ impl RollingFans {
         let (base, partial) = match found {
             Some(b) => (b, false),
             // The first sample, while held, is the oldest.
-            None => (first.unwrap_or_else(|| self.oldest_held()), true),
+            None => (first.unwrap_or_else(|| self.oldest_held(raw0)), true),
         };
         let value = (i128::from(cur.fans) - i128::from(base.fans)).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
         Delta { value, partial, baseline_at_ms: base.at_ms, baseline_fans: base.fans }
     }
 
-    /// The oldest point held (the first sample aside); the page must hold one.
-    fn oldest_held(&self) -> Point {
-        let held = [self.coarse.first(), self.fine.first(), self.raw.first().map(Sample::point)];
-        held.into_iter().flatten().next().expect("a page with a newest sample holds at least that sample")
+    /// The oldest point held (the first sample aside), given the oldest raw sample.
+    fn oldest_held(&self, raw0: Point) -> Point {
+        self.coarse.first().or_else(|| self.fine.first()).unwrap_or(raw0)
     }
 
     /// The current figures; `None` before the first sample.
     pub fn stats(&self) -> Option<FanStats> {
-        let cur = *self.raw.last()?;
-        let delta_24h = self.delta(cur.point(), DAY_MS);
+        let cur = self.raw.newest()?;
+        let raw0 = self.raw.iter().last().expect("a newest sample").point();
+        let delta_24h = self.delta(cur.point(), raw0, DAY_MS);
         let growth_24h_pct =
             (delta_24h.baseline_fans > 0).then(|| delta_24h.value as f64 / delta_24h.baseline_fans as f64 * 100.0);
         Some(FanStats {
             fans: cur.fans,
             followers: cur.followers,
             observed_at_ms: cur.at_ms,
-            delta_1h: self.delta(cur.point(), HOUR_MS),
+            delta_1h: self.delta(cur.point(), raw0, HOUR_MS),
             delta_24h,
-            delta_7d: self.delta(cur.point(), 7 * DAY_MS),
+            delta_7d: self.delta(cur.point(), raw0, 7 * DAY_MS),
             growth_24h_pct,
         })
     }
@@ -434,12 +420,14 @@ impl RollingFans {
     /// `hour_start(N) − 7 d`, then of every 10-minute bucket. At most
     /// [`MAX_COARSE_POINTS`] + 1,014 points.
     pub fn series(&self) -> Vec<SeriesPoint> {
-        let Some(newest) = self.raw.last().map(|r| r.at_ms) else { return Vec::new() };
+        let Some(newest) = self.raw.newest().map(|r| r.at_ms) else { return Vec::new() };
         let w = Window::of(newest);
         let mut points = Vec::new();
         self.coarse.points(&mut points);
         self.fine.points(&mut points);
-        points.extend(self.raw.iter().map(Sample::point));
+        let from = points.len();
+        points.extend(self.raw.iter().map(|r| r.point()));
+        points[from..].reverse();
         // In time order, so the points of one chart bucket are adjacent: the last one stands.
         let mut out: Vec<SeriesPoint> = Vec::with_capacity(points.len());
         for p in points {
@@ -454,12 +442,12 @@ impl RollingFans {
 
     /// The newest [`TABLE_ROWS`] samples, newest first.
     pub fn table(&self) -> Vec<Sample> {
-        self.raw.iter().rev().take(TABLE_ROWS).copied().collect()
+        self.raw.iter().take(TABLE_ROWS).collect()
     }
 
     /// Heap bytes held (allocated capacity), at most [`MAX_HEAP_BYTES`].
     pub fn heap_bytes(&self) -> usize {
-        self.raw.capacity() * size_of::<Sample>() + self.fine.heap_bytes() + self.coarse.heap_bytes()
+        self.raw.heap_bytes() + self.fine.heap_bytes() + self.coarse.heap_bytes()
     }
 }
 
@@ -592,7 +580,7 @@ mod tests {
     /// Stores a page's history at a cadence and reports its heap bytes.
     fn page_at_cadence(days: i64, every_ms: i64) -> RollingFans {
         let mut page = RollingFans::new();
-        for k in 0..days * DAY_MS / every_ms {
+        for k in 0..(days * DAY_MS + every_ms - 1) / every_ms {
             page.observe(s(T0 + k * every_ms, 1_000_000 + k as u64));
         }
         page
@@ -626,7 +614,8 @@ mod tests {
         assert_eq!((vp(&st.delta_1h), st.delta_1h.baseline_at_ms), ((60, false), st.observed_at_ms - HOUR_MS));
         // A young page holds what it has, no ring: a few raw samples and nothing else.
         let young = page_at_cadence(1, 8 * HOUR_MS);
-        assert_eq!(young.heap_bytes(), 3 * size_of::<Sample>());
+        assert!(young.heap_bytes() <= 24, "{} bytes", young.heap_bytes());
+        assert_eq!(young.table().len(), 3);
     }
 
     /// Every sample's time mapped to its winning fans, as the duplicate rule picks them.
@@ -714,7 +703,7 @@ mod tests {
         let t = cur.at_ms - horizon_ms;
         let first = page.first_held(cur.at_ms);
         let found = [
-            page.raw[..page.raw.partition_point(|r| r.at_ms <= t)].last().map(Sample::point),
+            page.raw.iter().find(|r| r.at_ms <= t).map(|r| r.point()),
             page.fine.latest(t),
             page.coarse.latest(t),
             first.filter(|f| f.at_ms <= t),
@@ -725,7 +714,8 @@ mod tests {
         let (base, partial) = match found {
             Some(b) => (b, false),
             None => {
-                let held = [first, Some(page.oldest_held())];
+                let raw0 = page.raw.iter().last().expect("held").point();
+                let held = [first, Some(page.oldest_held(raw0))];
                 (held.into_iter().flatten().min_by_key(|p| p.at_ms).expect("held"), true)
             }
         };
@@ -746,9 +736,10 @@ mod tests {
                 let fans = if case % 5 == 4 { u64::from(u32::MAX) - 50 } else { 0 } + rng.gen_range(0..100);
                 let at = if regular { T0 + k * grid.max(FINE_MS) } else { T0 + rng.gen_range(0..span) / grid * grid };
                 page.observe(s(at, fans));
-                let cur = page.raw.last().expect("observed").point();
+                let cur = page.raw.newest().expect("observed").point();
+                let raw0 = page.raw.iter().last().expect("observed").point();
                 for horizon in [HOUR_MS, DAY_MS, 7 * DAY_MS] {
-                    assert_eq!(page.delta(cur, horizon), delta_by_full_walk(&page, cur, horizon), "case {case}");
+                    assert_eq!(page.delta(cur, raw0, horizon), delta_by_full_walk(&page, cur, horizon), "case {case}");
                 }
             }
         }

@@ -167,13 +167,13 @@ impl Head {
 
     fn offset(&self, bits: &[u8], i: usize) -> u64 {
         let pos = if i == 0 { 0 } else { self.row(i) + self.wg as usize };
-        self.omin + get_bits(bits, pos, self.wo)
+        self.omin.wrapping_add(get_bits(bits, pos, self.wo))
     }
 
     /// (gap in buckets minus one, fan delta) of row `i >= 1` to row `i - 1`.
     fn step(&self, bits: &[u8], i: usize) -> (u64, u64) {
         let pos = self.row(i);
-        let g = self.gmin + get_bits(bits, pos, self.wg);
+        let g = self.gmin.wrapping_add(get_bits(bits, pos, self.wg));
         let d = (self.dmin as u64).wrapping_add(get_bits(bits, pos + (self.wg + self.wo) as usize, self.wd));
         (g, d)
     }
@@ -298,7 +298,7 @@ impl<const W: i64, const B: i64> Tier<W, B> {
             let p = (idx as u8, Self::point(h.k, idx, h.offset(bits, i), fans));
             if i > 0 {
                 let (g, d) = h.step(bits, i);
-                idx = idx.wrapping_sub(g + 1);
+                idx = idx.wrapping_sub(g.wrapping_add(1));
                 fans = fans.wrapping_sub(d);
             }
             Some(p)
@@ -441,7 +441,7 @@ impl<const W: i64, const B: i64> Tier<W, B> {
         if !fits(g.into(), h.gmin.into(), h.wg)
             || !fits(pt.off.into(), h.omin.into(), h.wo)
             || !fits(d.into(), h.dmin.into(), h.wd)
-            || varint_len(pt.fans) != varint_len(h.f_last)
+            || varint_len(pt.fans) != h.bits_at - h.f_last_at
         {
             return false;
         }
@@ -581,11 +581,16 @@ impl<const W: i64, const B: i64> Tier<W, B> {
                 }
                 if i > 0 {
                     let g = h.step(bits, i).0;
-                    idx = idx.checked_sub(g + 1).ok_or("bucket gaps")?;
+                    idx = g.checked_add(1).and_then(|g| idx.checked_sub(g)).ok_or("bucket gaps")?;
                 }
             }
             if idx != u64::from(h.idx_first) {
                 return Err("bucket gaps");
+            }
+            // Padding bits are zero: appends write into them.
+            let used = h.bit_len() % 8;
+            if used != 0 && bits.last().is_some_and(|&b| b >> used != 0) {
+                return Err("block padding");
             }
             at += h.len;
         }

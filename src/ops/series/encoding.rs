@@ -9,22 +9,16 @@
 //!
 //! ```text
 //! u8  version (2)
-//! n   raw samples (0: an empty series, nothing follows)
-//! zz  N.at_ms            n   N.fans
-//! n-1 older raw samples, newest first:
-//!     zz  gap - previous gap     (gap = next newer time - this time > 0; the first previous gap
-//!                                 is 10 minutes, so a 10-minute cadence writes zeros)
-//!     zz  fans - next newer fans
-//! followers: n  mode (0 none, 1 all, 2 some: then n, a mask with bit i for the i-th newest)
-//!            zz per sample that has them, newest first: followers - previous followers (the
-//!               first: - its own fans)
+//! raw samples as held in memory (`raw.rs`), starting with their count (0: an empty series,
+//!     nothing follows)
 //! fine tier, coarse tier: n  length, then the tier's bytes as held in memory (`block.rs`)
 //! first sample: n  0 none, 1 the oldest raw sample, 2 explicit: then n N - at_ms, zz fans - N.fans
 //! ```
 //!
-//! The tiers are copied, not re-encoded, both ways: a restore copies them after checking every
-//! block. Version 1 (raw samples, followers and first sample as above; a 48-hour ring of
-//! 10-minute points and a 30-day ring of hourly points instead of the tiers) is still read: its
+//! The raw samples and tiers are copied, not re-encoded, both ways: a restore copies them after
+//! checking every sample and block. Version 1 (the raw samples as varint deltas with their
+//! followers after them, a 48-hour ring of 10-minute points, a 30-day ring of hourly points, the
+//! first sample as above) is still read: its
 //! samples and points are observed into a new series, which gives the state those samples make.
 //!
 //! Decoding checks what the state's code relies on (times within bounds and windows, raw samples
@@ -33,6 +27,7 @@
 //! but was not written by [`RollingFans::encode`] may still describe a state no sequence of
 //! observations produces; Kafka's record checksums make that a matter of bugs, not of bit rot.
 
+use super::raw::RawSamples;
 use super::{
     floor, CoarseTier, FineTier, Point, RollingFans, Sample, Window, DAY_MS, FINE_MS, HOUR_MS, RAW_CAP, RETENTION_MS,
 };
@@ -87,45 +82,20 @@ impl RollingFans {
     /// `series::encoding`), version byte first.
     pub fn encode(&self, buf: &mut Vec<u8>) {
         buf.push(FORMAT_VERSION);
-        put_u64(buf, self.raw.len() as u64);
-        let Some(&newest) = self.raw.last() else { return };
-        put_i64(buf, newest.at_ms);
-        put_u64(buf, newest.fans);
-        let (mut next, mut prev_gap) = (newest, FINE_MS);
-        for s in self.raw.iter().rev().skip(1) {
-            let gap = next.at_ms - s.at_ms;
-            put_i64(buf, gap - prev_gap);
-            put_i64(buf, diff(s.fans, next.fans));
-            (next, prev_gap) = (*s, gap);
+        let raw = self.raw.as_bytes();
+        if raw.is_empty() {
+            buf.push(0);
+            return;
         }
-
-        let with = self.raw.iter().filter(|s| s.followers.is_some()).count();
-        match with {
-            0 => put_u64(buf, 0),
-            w if w == self.raw.len() => put_u64(buf, 1),
-            _ => {
-                put_u64(buf, 2);
-                let mask =
-                    self.raw.iter().rev().enumerate().fold(0u64, |m, (i, s)| m | u64::from(s.followers.is_some()) << i);
-                put_u64(buf, mask);
-            }
-        }
-        let mut prev = None;
-        for s in self.raw.iter().rev() {
-            if let Some(f) = s.followers {
-                put_i64(buf, diff(f, prev.unwrap_or(s.fans)));
-                prev = Some(f);
-            }
-        }
-
+        buf.extend_from_slice(raw);
         for tier in [self.fine.as_bytes(), self.coarse.as_bytes()] {
             put_u64(buf, tier.len() as u64);
             buf.extend_from_slice(tier);
         }
-
+        let (newest, raw0) = (self.raw.newest().expect("not empty"), self.raw.iter().last().expect("not empty"));
         match self.first {
             None => put_u64(buf, 0),
-            Some(f) if f == self.raw[0].point() => put_u64(buf, 1),
+            Some(f) if f == raw0.point() => put_u64(buf, 1),
             Some(f) => {
                 put_u64(buf, 2);
                 put_u64(buf, newest.at_ms.abs_diff(f.at_ms));
@@ -136,8 +106,7 @@ impl RollingFans {
 
     /// The encoded size of the state: what [`encode`](Self::encode) appends.
     pub fn encoded_len(&self) -> usize {
-        let raw = if self.raw.is_empty() { 0 } else { 3 * self.raw.len() + 4 };
-        let mut buf = Vec::with_capacity(raw + self.fine.as_bytes().len() + self.coarse.as_bytes().len() + 16);
+        let mut buf = Vec::with_capacity(self.raw.as_bytes().len() + self.fine.as_bytes().len() + self.coarse.as_bytes().len() + 32);
         self.encode(&mut buf);
         buf.len()
     }
@@ -145,35 +114,35 @@ impl RollingFans {
     /// Reads a state [`encode`](Self::encode) wrote (this version or version 1). A corrupt value
     /// is an error, never a panic.
     pub fn decode(value: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(value);
-        let version = r.u8()?;
-        if version != FORMAT_VERSION && version != 1 {
-            return Err(DecodeError::Version(version));
+        let version = *value.first().ok_or(Corrupt { at: 0, what: "a byte" })?;
+        match version {
+            FORMAT_VERSION => {}
+            1 => return v1::decode(&value[1..]),
+            v => return Err(DecodeError::Version(v)),
         }
         let mut page = RollingFans::new();
-        let Some(raw) = read_raw(&mut r)? else {
+        let (raw, used) = RawSamples::check(&value[1..], MAX_ABS_AT_MS).map_err(DecodeError::Invalid)?;
+        let mut r = Reader::new(&value[1 + used..]);
+        let (Some(newest), Some(raw0)) = (raw.newest(), raw.iter().last()) else {
             ensure(r.is_empty(), "bytes after an empty series")?;
             return Ok(page);
         };
-        let newest = raw[raw.len() - 1];
-        if version == 1 {
-            return v1::decode_rest(&mut r, raw);
-        }
         let w = Window::of(newest.at_ms);
-        let raw0 = raw[0].at_ms;
         let fine = r.bytes()?;
-        page.fine = FineTier::from_bytes(fine, w.fine_lo, floor(raw0, FINE_MS) - 1).map_err(DecodeError::Invalid)?;
+        page.fine =
+            FineTier::from_bytes(fine, w.fine_lo, floor(raw0.at_ms, FINE_MS) - 1).map_err(DecodeError::Invalid)?;
         let coarse = r.bytes()?;
-        let coarse_hi = w.fine_lo.min(floor(raw0, HOUR_MS)) - 1;
+        let coarse_hi = w.fine_lo.min(floor(raw0.at_ms, HOUR_MS)) - 1;
         page.coarse = CoarseTier::from_bytes(coarse, w.cutoff, coarse_hi).map_err(DecodeError::Invalid)?;
-        page.first = read_first(&mut r, &raw)?;
+        page.first = read_first(&mut r, raw0, newest)?;
         page.raw = raw;
         ensure(r.is_empty(), "bytes after the state")?;
         Ok(page)
     }
 }
 
-/// Reads the raw samples and their followers, oldest first; `None` for an empty series.
+/// Reads the raw samples and their followers in version 1, oldest first; `None` for an empty
+/// series.
 fn read_raw(r: &mut Reader<'_>) -> Result<Option<Vec<Sample>>> {
     let n = r.u64()?;
     ensure(n <= RAW_CAP as u64, "more raw samples than kept")?;
@@ -220,12 +189,11 @@ fn read_raw(r: &mut Reader<'_>) -> Result<Option<Vec<Sample>>> {
     Ok(Some(raw))
 }
 
-/// Reads the first sample; `raw` is not empty.
-fn read_first(r: &mut Reader<'_>, raw: &[Sample]) -> Result<Option<Point>> {
-    let newest = raw[raw.len() - 1];
+/// Reads the first sample, given the oldest and newest raw samples.
+fn read_first(r: &mut Reader<'_>, raw0: Sample, newest: Sample) -> Result<Option<Point>> {
     let first = match r.u64()? {
         0 => None,
-        1 => Some(raw[0].point()),
+        1 => Some(raw0.point()),
         2 => {
             let back = r.u64()?;
             ensure(back <= 2 * MAX_ABS_AT_MS as u64, "first sample time out of range")?;
@@ -235,7 +203,7 @@ fn read_first(r: &mut Reader<'_>, raw: &[Sample]) -> Result<Option<Point>> {
         }
         _ => return Err(DecodeError::Invalid("first sample tag")),
     };
-    ensure(first.is_none_or(|f| f.at_ms <= raw[0].at_ms), "first sample after a held one")?;
+    ensure(first.is_none_or(|f| f.at_ms <= raw0.at_ms), "first sample after a held one")?;
     Ok(first)
 }
 
@@ -279,9 +247,15 @@ mod v1 {
         Ok(())
     }
 
-    /// Reads the rest of a version 1 value after its raw samples, and observes everything it
-    /// holds into a new series.
-    pub(super) fn decode_rest(r: &mut Reader<'_>, raw: Vec<Sample>) -> Result<RollingFans> {
+    /// Reads a version 1 value after its version byte, and observes everything it holds into a
+    /// new series.
+    pub(super) fn decode(value: &[u8]) -> Result<RollingFans> {
+        let mut r = Reader::new(value);
+        let r = &mut r;
+        let Some(raw) = read_raw(r)? else {
+            ensure(r.is_empty(), "bytes after an empty series")?;
+            return Ok(RollingFans::new());
+        };
         let newest = raw[raw.len() - 1].at_ms;
         let hour = floor(newest, HOUR_MS);
         let fine_lo = (hour - 48 * HOUR_MS) / FINE_MS;
@@ -292,7 +266,7 @@ mod v1 {
         ring(r, FINE_MS, FINE_SLOTS, (fine_lo, newest.div_euclid(FINE_MS)), bounds, phase, &mut fans, &mut points)?;
         let coarse = (coarse_lo, coarse_lo + COARSE_SLOTS - 1);
         ring(r, HOUR_MS, COARSE_SLOTS, coarse, bounds, HOUR_MS - FINE_MS + phase, &mut fans, &mut points)?;
-        let first = read_first(r, &raw)?;
+        let first = read_first(r, raw[0], raw[raw.len() - 1])?;
         ensure(r.is_empty(), "bytes after the state")?;
         let mut page = RollingFans::new();
         for s in raw {
@@ -485,7 +459,7 @@ mod tests {
             if let Ok(mut p) = RollingFans::decode(&v) {
                 decoded += 1;
                 let _ = (p.stats(), p.series(), p.table(), p.heap_bytes());
-                let newest = p.raw.last().map_or(T0, |r| r.at_ms);
+                let newest = p.raw.newest().map_or(T0, |r| r.at_ms);
                 for d in [-DAY_MS, 1, FINE_MS, 2 * DAY_MS, 40 * DAY_MS] {
                     p.observe(s(newest + d, rng.gen_range(0..u64::from(u32::MAX) + 9), None));
                     let _ = (p.stats(), p.series(), p.table());
