@@ -93,7 +93,7 @@ impl RollingFans {
             buf.extend_from_slice(tier);
         }
         let (newest, raw0) = (self.raw.newest().expect("not empty"), self.raw.iter().last().expect("not empty"));
-        match self.first {
+        match self.first.get() {
             None => put_u64(buf, 0),
             Some(f) if f == raw0.point() => put_u64(buf, 1),
             Some(f) => {
@@ -106,7 +106,9 @@ impl RollingFans {
 
     /// The encoded size of the state: what [`encode`](Self::encode) appends.
     pub fn encoded_len(&self) -> usize {
-        let mut buf = Vec::with_capacity(self.raw.as_bytes().len() + self.fine.as_bytes().len() + self.coarse.as_bytes().len() + 32);
+        let mut buf = Vec::with_capacity(
+            self.raw.as_bytes().len() + self.fine.as_bytes().len() + self.coarse.as_bytes().len() + 32,
+        );
         self.encode(&mut buf);
         buf.len()
     }
@@ -134,7 +136,7 @@ impl RollingFans {
         let coarse = r.bytes()?;
         let coarse_hi = w.fine_lo.min(floor(raw0.at_ms, HOUR_MS)) - 1;
         page.coarse = CoarseTier::from_bytes(coarse, w.cutoff, coarse_hi).map_err(DecodeError::Invalid)?;
-        page.first = read_first(&mut r, raw0, newest)?;
+        page.first = read_first(&mut r, raw0, newest)?.map_or_else(Default::default, super::First);
         page.raw = raw;
         ensure(r.is_empty(), "bytes after the state")?;
         Ok(page)
