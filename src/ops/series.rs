@@ -875,7 +875,7 @@ mod tests {
                         fans + rng.gen_range(0..21)
                     };
                     let at_ms = T0 + phase + k * every + if jitter > 0 { rng.gen_range(0..jitter) } else { 0 };
-                    Sample { at_ms, fans, followers: rng.gen_bool(0.9).then(|| fans / 3) }
+                    Sample { at_ms, fans, followers: rng.gen_bool(0.9).then_some(fans / 3) }
                 })
                 .collect();
             let all = dedup(&samples);

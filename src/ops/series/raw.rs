@@ -124,12 +124,6 @@ impl RawSamples {
         self.iter().next()
     }
 
-    /// How many samples.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.iter().left + usize::from(!self.bytes.is_empty())
-    }
-
     /// The samples, oldest first, into `out` (cleared first).
     pub(super) fn to_vec(&self, out: &mut Vec<Sample>) {
         out.clear();
