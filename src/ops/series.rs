@@ -387,11 +387,13 @@ impl RollingFans {
         self.first.get().filter(|f| f.at_ms >= newest - RETENTION_MS)
     }
 
-    /// The delta of `cur` (the newest sample) over `horizon_ms`; `raw0` is the oldest raw sample.
-    fn delta(&self, cur: Point, raw0: Point, horizon_ms: i64) -> Delta {
+    /// The delta of `cur` (the newest sample) over `horizon_ms`; `raw` are the raw samples,
+    /// newest first.
+    fn delta(&self, cur: Point, raw: &[Sample], horizon_ms: i64) -> Delta {
         let t = cur.at_ms - horizon_ms;
         let first = self.first_held(cur.at_ms);
-        let raw = if raw0.at_ms <= t { self.raw.iter().find(|r| r.at_ms <= t).map(|r| r.point()) } else { None };
+        let raw0 = raw[raw.len() - 1].point();
+        let raw = raw.get(raw.partition_point(|r| r.at_ms > t)).map(Sample::point);
         // Two shortcuts spare young and regular pages the walks over the tiers; the result is
         // the same (`tests::shortcuts_change_no_delta`). The raw samples are a suffix of all
         // samples seen, so when one is at or before T, the latest of them is the latest of all;
@@ -418,18 +420,25 @@ impl RollingFans {
 
     /// The current figures; `None` before the first sample.
     pub fn stats(&self) -> Option<FanStats> {
-        let cur = self.raw.newest()?;
-        let raw0 = self.raw.iter().last().expect("a newest sample").point();
-        let delta_24h = self.delta(cur.point(), raw0, DAY_MS);
+        // Unpacked once, newest first, on the stack.
+        let mut buf = [Sample { at_ms: 0, fans: 0, followers: None }; RAW_CAP];
+        let mut n = 0;
+        for (slot, s) in buf.iter_mut().zip(self.raw.iter()) {
+            *slot = s;
+            n += 1;
+        }
+        let raw = &buf[..n];
+        let cur = *raw.first()?;
+        let delta_24h = self.delta(cur.point(), raw, DAY_MS);
         let growth_24h_pct =
             (delta_24h.baseline_fans > 0).then(|| delta_24h.value as f64 / delta_24h.baseline_fans as f64 * 100.0);
         Some(FanStats {
             fans: cur.fans,
             followers: cur.followers,
             observed_at_ms: cur.at_ms,
-            delta_1h: self.delta(cur.point(), raw0, HOUR_MS),
+            delta_1h: self.delta(cur.point(), raw, HOUR_MS),
             delta_24h,
-            delta_7d: self.delta(cur.point(), raw0, 7 * DAY_MS),
+            delta_7d: self.delta(cur.point(), raw, 7 * DAY_MS),
             growth_24h_pct,
         })
     }
@@ -754,10 +763,10 @@ mod tests {
                 let fans = if case % 5 == 4 { u64::from(u32::MAX) - 50 } else { 0 } + rng.gen_range(0..100);
                 let at = if regular { T0 + k * grid.max(FINE_MS) } else { T0 + rng.gen_range(0..span) / grid * grid };
                 page.observe(s(at, fans));
-                let cur = page.raw.newest().expect("observed").point();
-                let raw0 = page.raw.iter().last().expect("observed").point();
+                let raw: Vec<Sample> = page.raw.iter().collect();
+                let cur = raw[0].point();
                 for horizon in [HOUR_MS, DAY_MS, 7 * DAY_MS] {
-                    assert_eq!(page.delta(cur, raw0, horizon), delta_by_full_walk(&page, cur, horizon), "case {case}");
+                    assert_eq!(page.delta(cur, &raw, horizon), delta_by_full_walk(&page, cur, horizon), "case {case}");
                 }
             }
         }

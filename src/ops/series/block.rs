@@ -478,26 +478,51 @@ impl<const W: i64, const B: i64> Tier<W, B> {
 
     /// The latest point at or before `t`.
     pub(super) fn latest(&self, t: i64) -> Option<Point> {
-        let mut cand = None;
-        for h in self.heads() {
+        // Blocks located by their length, number and first index alone: no full header parse.
+        let (mut at, mut cand, mut prev) = (0, None, None);
+        while at < self.bytes.len() {
+            let len = usize::from(u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]));
+            let mut pos = at + 2;
+            let k = unzz(get_varint(&self.bytes, &mut pos).expect("a tier's blocks are well-formed"));
             // The first point of a block is at or after its first bucket's start.
-            let first_bucket_start = (h.k * B + i64::from(h.idx_first)) * W;
-            if first_bucket_start > t {
+            if (k * B + i64::from(self.bytes[pos + 1])) * W > t {
                 break;
             }
-            cand = Some(h);
+            (prev, cand) = (cand, Some(at));
+            at += len;
         }
-        let h = cand?;
+        let h = self.head(cand?);
         let last = self.last_point(&h);
         if last.at_ms <= t {
             return Some(last);
         }
-        if let Some((_, p)) = self.rev_points(&h).find(|(_, p)| p.at_ms <= t) {
-            return Some(p);
-        }
+        let bits = self.bits(&h);
+        let found = if h.wg == 0 {
+            // Evenly spaced buckets (a regular cadence): the row of t's bucket is computed, and
+            // only the fan deltas after it are summed.
+            let step = h.gmin.wrapping_add(1);
+            let tb = (Self::bucket(t) - h.k * B) as u64;
+            let mut i = (((tb - u64::from(h.idx_first)) / step) as usize).min(h.n - 1);
+            let dpos = (h.wg + h.wo) as usize;
+            let delta = |j: usize| (h.dmin as u64).wrapping_add(get_bits(bits, h.row(j) + dpos, h.wd));
+            let mut fans = ((i + 1)..h.n).fold(h.f_last, |f, j| f.wrapping_sub(delta(j)));
+            loop {
+                let idx = u64::from(h.idx_first) + i as u64 * step;
+                let p = Self::point(h.k, idx, h.offset(bits, i), fans);
+                if p.at_ms <= t {
+                    break Some(p);
+                }
+                if i == 0 {
+                    break None;
+                }
+                fans = fans.wrapping_sub(delta(i));
+                i -= 1;
+            }
+        } else {
+            self.rev_points(&h).map(|(_, p)| p).find(|p| p.at_ms <= t)
+        };
         // Every point of the block is after t: the previous block's last.
-        let prev = self.heads().take_while(|x| x.at < h.at).last()?;
-        Some(self.last_point(&prev))
+        found.or_else(|| prev.map(|at| self.last_point(&self.head(at))))
     }
 
     /// Every point, oldest first.
