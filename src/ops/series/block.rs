@@ -395,12 +395,17 @@ impl<const W: i64, const B: i64> Tier<W, B> {
     /// more fans) than its point. Returns true when the tier changed.
     pub(super) fn merge(&mut self, p: Point) -> bool {
         let (k, pt) = Self::pt(p);
-        let (mut found, mut insert_at) = (None, self.bytes.len());
-        for h in self.heads() {
-            if h.k >= k {
-                (found, insert_at) = ((h.k == k).then_some(h), h.at);
+        // Blocks located by their length and number alone; only the one found is parsed.
+        let (mut found, mut insert_at, mut at) = (None, self.bytes.len(), 0);
+        while at < self.bytes.len() {
+            let len = usize::from(u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]));
+            let mut pos = at + 2;
+            let bk = unzz(get_varint(&self.bytes, &mut pos).expect("a tier's blocks are well-formed"));
+            if bk >= k {
+                (found, insert_at) = ((bk == k).then(|| self.head(at)), at);
                 break;
             }
+            at += len;
         }
         let Some(h) = found else {
             let mut enc = Vec::new();

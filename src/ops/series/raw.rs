@@ -27,12 +27,22 @@ fn unzz(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
-fn put(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
+/// A byte buffer on the stack, large enough for any packed samples.
+struct Buf<'a> {
+    b: &'a mut [u8],
+    len: usize,
+}
+
+impl Buf<'_> {
+    fn put(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.b[self.len] = (v as u8) | 0x80;
+            self.len += 1;
+            v >>= 7;
+        }
+        self.b[self.len] = v as u8;
+        self.len += 1;
     }
-    buf.push(v as u8);
 }
 
 #[inline]
@@ -134,29 +144,36 @@ impl RawSamples {
     /// Packs `samples` (oldest first, times strictly increasing, at most [`RAW_CAP`]).
     pub(super) fn set(&mut self, samples: &[Sample]) {
         debug_assert!(samples.len() <= RAW_CAP && samples.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
-        // Exact size, reusing the allocation when it fits: a page settles at a fixed count.
-        let mut buf = std::mem::take(&mut self.bytes).into_vec();
-        buf.clear();
+        // Packed on the stack (at most 1 + RAW_CAP · 30 bytes), then copied into the allocation
+        // in place when the length is unchanged (a page settles at a fixed count).
+        let mut stack = [0u8; 1 + RAW_CAP * 30];
+        let mut buf = Buf { b: &mut stack, len: 0 };
         let Some(&newest) = samples.last() else {
+            self.bytes = Box::default();
             return;
         };
-        put(&mut buf, samples.len() as u64);
-        put(&mut buf, zz(newest.at_ms) << 1 | u64::from(newest.followers.is_some()));
-        put(&mut buf, newest.fans);
+        buf.put(samples.len() as u64);
+        buf.put(zz(newest.at_ms) << 1 | u64::from(newest.followers.is_some()));
+        buf.put(newest.fans);
         if let Some(f) = newest.followers {
-            put(&mut buf, zz(f.wrapping_sub(newest.fans) as i64));
+            buf.put(zz(f.wrapping_sub(newest.fans) as i64));
         }
         let (mut newer, mut prev_gap) = (newest, FINE_MS);
         for s in samples.iter().rev().skip(1) {
             let gap = newer.at_ms - s.at_ms;
-            put(&mut buf, zz(gap - prev_gap) << 1 | u64::from(s.followers.is_some()));
-            put(&mut buf, zz(s.fans.wrapping_sub(newer.fans) as i64));
+            buf.put(zz(gap - prev_gap) << 1 | u64::from(s.followers.is_some()));
+            buf.put(zz(s.fans.wrapping_sub(newer.fans) as i64));
             if let Some(f) = s.followers {
-                put(&mut buf, zz(f.wrapping_sub(newer.followers.unwrap_or(s.fans)) as i64));
+                buf.put(zz(f.wrapping_sub(newer.followers.unwrap_or(s.fans)) as i64));
             }
             (newer, prev_gap) = (*s, gap);
         }
-        self.bytes = buf.into_boxed_slice();
+        let packed = &buf.b[..buf.len];
+        if self.bytes.len() == packed.len() {
+            self.bytes.copy_from_slice(packed);
+        } else {
+            self.bytes = packed.into();
+        }
     }
 
     /// The packed bytes: their durable form.
