@@ -499,4 +499,38 @@ mod tests {
         assert_eq!(ea, eb);
         assert!(a.table().len() == TABLE_ROWS && !a.fine.is_empty());
     }
+
+    #[test]
+    fn version_1_values_are_read_as_their_samples() {
+        use crate::ops::codec::{put_i64, put_u64};
+        // A value the previous format wrote: one raw sample N (no followers), its bucket and the
+        // one two buckets earlier in the fine ring, no coarse point, the first sample explicit.
+        let n = T0 + DAY_MS;
+        let mut v = vec![1u8];
+        put_u64(&mut v, 1);
+        put_i64(&mut v, n);
+        put_u64(&mut v, 5_000);
+        put_u64(&mut v, 0); // followers: none
+                            // Fine ring, newest first: N's bucket (offset as predicted, same fans), then a point two
+                            // buckets back (a gap of one empty bucket) with 10 fans less.
+        for x in [2, 0, 0, 1, 0] {
+            put_u64(&mut v, x);
+        }
+        put_i64(&mut v, -10);
+        put_u64(&mut v, 0); // coarse ring: empty
+        put_u64(&mut v, 2); // first sample: explicit, 20 minutes before N, 10 fans less
+        put_u64(&mut v, 2 * FINE_MS as u64);
+        put_i64(&mut v, -10);
+        let page = RollingFans::decode(&v).expect("a version 1 value decodes");
+        let mut want = RollingFans::new();
+        want.observe(s(n - 2 * FINE_MS, 4_990, None));
+        want.observe(s(n, 5_000, None));
+        assert_eq!(page, want);
+        assert_eq!(page.stats().map(|st| (st.delta_1h.value, st.delta_1h.partial)), Some((10, true)));
+        // Re-encoded in the current format.
+        let mut buf = Vec::new();
+        page.encode(&mut buf);
+        assert_eq!(buf[0], FORMAT_VERSION);
+        assert_eq!(RollingFans::decode(&buf), Ok(page));
+    }
 }
