@@ -1,31 +1,33 @@
 //! Rolling fan counts of one page: the current count, deltas over 1 h, 24 h and 7 d, a downsampled
-//! chart and the latest raw samples, in memory that is bounded per page ([`MAX_HEAP_BYTES`]), so
-//! one instance can hold a million pages.
+//! chart and the latest raw samples, in compressed memory that grows with what a page holds and
+//! is bounded ([`MAX_HEAP_BYTES`]), so one instance can hold ten million pages.
 //!
 //! # What is stored
 //!
 //! Times are relative to the newest sample's `at_ms` (N); nothing depends on the wall clock.
 //!
-//! - **Raw samples** (32 bytes each): the newest [`TABLE_ROWS`], plus every sample after N − 1 h,
+//! - **Raw samples** (`raw.rs`: varint deltas, about 3 bytes each): the newest [`TABLE_ROWS`],
+//!   plus every sample after N − 1 h,
 //!   plus the latest one at or before N − 1 h; at most [`RAW_CAP`] (at one sample per 10 minutes,
-//!   [`TABLE_ROWS`]).
-//! - **Fine ring** ([`FINE_SLOTS`] slots): the last sample (time, fans) of every 10-minute bucket
-//!   from `hour_start(N) − 48 h` on: the chart's 10-minute points and the baselines of delta_1h
-//!   and delta_24h.
-//! - **Coarse ring** ([`COARSE_SLOTS`] slots): the last sample of every older hour whose last
-//!   sample is within the 30-day retention: the chart's hourly points and the baseline of
-//!   delta_7d. Fine buckets move here as N advances.
+//!   [`TABLE_ROWS`]). They are a suffix of all samples seen, and stand for their own buckets: the
+//!   tiers below hold only buckets older than the oldest raw sample's.
+//! - **Fine tier**: the last sample (time, fans) of every 10-minute bucket from the start of the
+//!   day (UTC) holding `hour_start(N) − 7 d` on: the chart's 10-minute points from
+//!   `hour_start(N) − 7 d` (at least the last 7 days and 1 hour), and the baselines of every
+//!   delta. Its buckets before `hour_start(N) − 7 d` (under a day's worth) are charted hourly.
+//! - **Coarse tier**: the last sample of every older hour, back to N − 30 d: the chart's hourly
+//!   points. A day of fine buckets moves here (as the last sample of each hour) once the whole day
+//!   is before `hour_start(N) − 7 d`.
 //! - **The first sample ever seen** (time, fans), inline: the baseline of partial deltas of a
 //!   young page. It is ignored once it is older than the retention.
 //!
-//! A ring slot is 7 bytes and holds no timestamp: the ring is indexed by bucket number modulo its
-//! length, so the bucket is implicit, and the slot keeps the sample's offset in its bucket (3
-//! bytes, milliseconds, so times stay exact) and its fan count (4 bytes). A count of 2^32 − 1 or
-//! more (beyond any real page) is stored as that escape value and kept in full in a side list
-//! keyed by time, 16 bytes each; for every other page the list is empty and allocates nothing. A
-//! ring is allocated when it receives its first point and freed when its last point leaves it.
-//! Why not 10-minute buckets for 7 days, which would keep delta_7d exact at every cadence: they
-//! would take 1,008 buckets, more than the whole chart, and pages must fit in 8 KB each.
+//! A tier is a byte vector of sealed, bit-packed blocks (`block.rs`: a day of 10-minute buckets
+//! or a week of hours per block, frame-of-reference packed columns of bucket gaps, offsets in the
+//! bucket in milliseconds, and fan deltas; about 5 bits a point at a 10-minute cadence with
+//! exact, regular times). The newest block grows in place while a point fits its columns; a late
+//! point decodes, changes and re-encodes its block. Nothing is preallocated: a tier allocates with
+//! its first point, grows with its points and is freed with its last. The bytes are also the
+//! durable form: a restore copies and checks them.
 //!
 //! Anything older than N − 30 d is dropped. Followers are kept for raw samples only.
 //!
@@ -33,75 +35,92 @@
 //!
 //! Samples with the same `at_ms` are duplicates: the one with more fans wins, then the one with
 //! more followers (`None` < `Some`), so the outcome is the same whatever order they came in. Every
-//! part of the state is a function of the set of samples seen, not of their order: a bucket keeps
-//! the maximum of (time, fans), the raw samples are a suffix chosen by rules whose exclusions are
-//! final as N grows, a sample too old to be stored would have been evicted anyway, the side list
-//! holds exactly the escaped counts of the rings, and a ring is allocated exactly when it holds a
-//! point.
+//! part of the state is a function of the set of samples seen, not of their order: the raw
+//! samples are a suffix chosen by rules whose exclusions are final as N grows (a sample once left
+//! out never comes back, and the oldest raw sample only moves back when no older sample within
+//! the retention was ever left out); a sample left out goes to the tier of its bucket as of that
+//! N (the fine tier's start only moves forward), where a bucket keeps the maximum of (time,
+//! fans), unless a raw sample shares its bucket (then that later one stands for it); a sample
+//! too old to be stored would have been evicted anyway; and a block's encoding is a function of
+//! its points.
 //!
 //! # Exactness of the deltas
 //!
 //! A delta over horizon H compares the newest sample with the baseline, the latest sample at or
 //! before T = N − H. The baseline is always a real sample, and it is exactly that one unless T
-//! falls inside a bucket of the ring that covers T (a 10-minute bucket for delta_1h and
-//! delta_24h, an hour for delta_7d) that also holds a sample later than T, and the raw samples do
-//! not reach back to T. Then the baseline is the latest sample before that bucket starts (or the
-//! first sample, if it lies in the bucket). So:
+//! falls inside a 10-minute bucket that also holds a later sample, and the raw samples do not
+//! reach back to T. Then the baseline is the latest sample before that bucket starts (or the first
+//! sample, if it lies in the bucket). T is always in the fine tier's 10-minute buckets, for all
+//! three horizons, so:
 //!
-//! - delta_1h and delta_24h are exact for pages sampled at most once per 10-minute bucket,
-//!   whatever the phase; delta_1h also for any cadence down to about one sample a minute;
-//!   otherwise the baseline is at most one 10-minute bucket too early.
-//! - delta_7d is exact for pages sampled at most once per hour. Otherwise (a page sampled every
-//!   10 minutes, say) the baseline may be the last sample before T's hour starts instead: at most
-//!   one hour bucket too early, and never later than the exact one.
+//! - delta_1h, delta_24h and delta_7d are exact for pages sampled at most once per 10-minute
+//!   bucket, whatever the phase; delta_1h also for any cadence down to about one sample a minute
+//!   (the raw samples reach back to N − 1 h).
+//! - Otherwise the baseline is at most one 10-minute bucket too early, never later than the
+//!   exact one.
 //!
 //! A delta is `partial` when no sample at or before T exists; its baseline is then the oldest
 //! sample held (the first sample, unless that has left the retention).
 //!
 //! # Durable state
 //!
-//! [`RollingFans::encode`] writes all of the above, losslessly and compactly (times as deltas
-//! from the newest sample, counts as zig-zag deltas: about 2 bytes per ring point at a regular
-//! cadence), and [`RollingFans::decode`] reads it back into an equal state, so a restored page
-//! continues exactly as the original would have. The format is described in `encoding.rs`.
+//! [`RollingFans::encode`] writes all of the above, losslessly (raw samples as varint deltas, the
+//! tiers' bytes as they are in memory), and [`RollingFans::decode`] reads it back into an equal
+//! state, so a restored page continues exactly as the original would have. The format is
+//! described in `encoding.rs`; it also reads the previous format (version 1).
 
+mod block;
 mod encoding;
-
-use std::mem::size_of;
+mod raw;
 
 use serde::{Deserialize, Serialize};
 
+use self::block::Tier;
 pub use self::encoding::{DecodeError, FORMAT_VERSION};
+use self::raw::RawSamples;
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 60 * MINUTE_MS;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// Data older than this, relative to the newest sample, is dropped: the chart's 30 days.
 pub const RETENTION_MS: i64 = 30 * DAY_MS;
-/// Width of a fine bucket: the chart's resolution for the last 48 h and the precision of
-/// delta_1h and delta_24h.
+/// Width of a fine bucket: the chart's resolution for the last 7 days and the precision of
+/// every delta.
 pub const FINE_MS: i64 = 10 * MINUTE_MS;
-/// Width of a coarse bucket: the chart's resolution beyond 48 h and the precision of delta_7d.
+/// Width of a coarse bucket: the chart's resolution beyond 7 days.
 pub const COARSE_MS: i64 = HOUR_MS;
-/// The chart shows, and the fine ring holds, 10-minute buckets for the hours from
-/// `hour_start(N) − 48 h` on; this covers the baseline of delta_24h.
-const FINE_SPAN_MS: i64 = 48 * HOUR_MS;
+/// The chart shows 10-minute buckets for the hours from `hour_start(N) − 7 d` on; this covers
+/// the baseline of delta_7d.
+pub const FINE_SPAN_MS: i64 = 7 * DAY_MS;
 /// Rows of [`RollingFans::table`].
 pub const TABLE_ROWS: usize = 24;
 /// Most raw samples kept: enough to keep delta_1h exact at one sample a minute (64 cover 63 min).
 pub const RAW_CAP: usize = 64;
-/// Slots of the fine ring: 48 full hours before the newest hour, plus the newest hour, 6 each.
-pub const FINE_SLOTS: usize = ((FINE_SPAN_MS + HOUR_MS) / FINE_MS) as usize;
-/// Slots of the coarse ring: the hours from `hour_start(N − 30 d)` to `hour_start(N) − 49 h`.
-pub const COARSE_SLOTS: usize = ((RETENTION_MS - FINE_SPAN_MS) / HOUR_MS) as usize;
-/// Upper bound of [`RollingFans::heap_bytes`] (8,810 bytes on 64-bit targets) for pages whose fan
-/// counts stay below 2^32 − 1, which is every real page; a page costs that plus
-/// `size_of::<RollingFans>()`. Each point of a ring with a larger count adds 16 bytes, up to
-/// [`MAX_HEAP_BYTES_WIDE`].
-pub const MAX_HEAP_BYTES: usize = RAW_CAP * size_of::<Sample>() + (FINE_SLOTS + COARSE_SLOTS) * size_of::<Slot>();
-/// Upper bound of [`RollingFans::heap_bytes`] whatever the fan counts (24,282 bytes on 64-bit
-/// targets).
-pub const MAX_HEAP_BYTES_WIDE: usize = MAX_HEAP_BYTES + (FINE_SLOTS + COARSE_SLOTS + 1) * size_of::<(i64, u64)>();
+/// 10-minute buckets per fine block: a day (so fine blocks leave the fine tier as whole hours).
+const FINE_BLOCK: i64 = 144;
+/// Hours per coarse block: a week.
+const COARSE_BLOCK: i64 = 168;
+/// Most points the fine tier holds: 7 days and the newest hour, plus up to a day before them.
+pub const MAX_FINE_POINTS: usize = ((FINE_SPAN_MS + HOUR_MS) / FINE_MS + FINE_BLOCK) as usize;
+/// Most points the coarse tier holds: the hours of the retention before the fine tier, plus the
+/// one the cutoff cuts.
+pub const MAX_COARSE_POINTS: usize = ((RETENTION_MS - FINE_SPAN_MS) / HOUR_MS + 1) as usize;
+
+/// Bytes of a tier of `points` points in at most `blocks` blocks, at worst: a 44-byte header
+/// per block, 94 bits per point (8 of bucket gap, 22 of offset, 64 of fan delta), and the slack
+/// a tier's vector may keep after removals (a quarter, plus 16 bytes).
+const fn tier_bound(points: usize, blocks: usize) -> usize {
+    let bytes = blocks * 45 + (points * 94).div_ceil(8);
+    bytes + bytes / 4 + 16
+}
+
+/// Upper bound of [`RollingFans::heap_bytes`] whatever the samples (a page costs that plus
+/// `size_of::<RollingFans>()`). A real page holds far less: about 1.1 KB for 30 days of
+/// 10-minute samples with exact regular times (see `tests::memory_stays_bounded`).
+pub const MAX_HEAP_BYTES: usize = 9
+    + RAW_CAP * 30
+    + tier_bound(MAX_FINE_POINTS, MAX_FINE_POINTS.div_ceil(FINE_BLOCK as usize) + 1)
+    + tier_bound(MAX_COARSE_POINTS, MAX_COARSE_POINTS.div_ceil(COARSE_BLOCK as usize) + 1);
 
 /// One observation of a page's audience.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +160,7 @@ pub struct FanStats {
     pub delta_1h: Delta,
     /// Growth over the last 24 hours.
     pub delta_24h: Delta,
-    /// Growth over the last 7 days; its baseline may be up to one hour early (module docs).
+    /// Growth over the last 7 days (exactness: module docs).
     pub delta_7d: Delta,
     /// `delta_24h` in percent of its baseline; `None` when the baseline has 0 fans.
     pub growth_24h_pct: Option<f64>,
@@ -168,210 +187,68 @@ struct Point {
     fans: u64,
 }
 
-/// Fan counts from this one on are escaped in a ring slot and kept in [`RollingFans::wide`].
-const ESCAPE: u32 = u32::MAX;
-
-/// One ring slot, 7 bytes with alignment 1 (no padding): a point without its bucket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Slot {
-    /// Offset of the sample in its bucket plus one, little-endian; 0 for an empty slot. An hour
-    /// (3,600,000 ms) fits in 24 bits.
-    offset: [u8; 3],
-    /// The fan count, or [`ESCAPE`].
-    fans: [u8; 4],
-}
-
-const _: () = assert!(size_of::<Slot>() == 7 && COARSE_MS < 1 << 24);
-
-impl Slot {
-    fn new(offset: i64, fans: u64) -> Self {
-        let o = u32::try_from(offset + 1).expect("an offset within a bucket fits in 24 bits").to_le_bytes();
-        // u32::MAX itself is the escape, so it goes to the side list too.
-        let f = u32::try_from(fans).unwrap_or(ESCAPE);
-        Self { offset: [o[0], o[1], o[2]], fans: f.to_le_bytes() }
-    }
-
-    fn offset(&self) -> Option<i64> {
-        let [a, b, c] = self.offset;
-        let v = u32::from_le_bytes([a, b, c, 0]);
-        (v != 0).then(|| i64::from(v) - 1)
-    }
-}
-
-/// A ring of `N` buckets of `W` milliseconds, indexed by bucket number modulo `N`. The caller
-/// keeps the live buckets within a window of at most `N` consecutive ones and clears a slot when
-/// its bucket leaves the window, so slots never collide.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Ring<const W: i64, const N: usize> {
-    /// Empty (unallocated) exactly when `len` is 0, so that equal contents are equal states.
-    slots: Box<[Slot]>,
-    /// Occupied slots.
-    len: u16,
-}
-
-/// The escaped fan count of the point at `at_ms` in `wide`.
-fn wide_fans(wide: &[(i64, u64)], at_ms: i64) -> u64 {
-    let i = wide.binary_search_by_key(&at_ms, |e| e.0).expect("every escaped count is in the side list");
-    wide[i].1
-}
-
-impl<const W: i64, const N: usize> Ring<W, N> {
-    fn bucket(at_ms: i64) -> i64 {
-        at_ms.div_euclid(W)
-    }
-
-    fn index(bucket: i64) -> usize {
-        bucket.rem_euclid(N as i64) as usize
-    }
-
-    /// The point of `bucket`, which must be in the window.
-    fn get(&self, bucket: i64, wide: &[(i64, u64)]) -> Option<Point> {
-        Self::point(self.slots.get(Self::index(bucket))?, bucket, wide)
-    }
-
-    /// The point `slot` holds for `bucket`, if any.
-    fn point(slot: &Slot, bucket: i64, wide: &[(i64, u64)]) -> Option<Point> {
-        let at_ms = bucket * W + slot.offset()?;
-        let fans = match u32::from_le_bytes(slot.fans) {
-            ESCAPE => wide_fans(wide, at_ms),
-            f => u64::from(f),
-        };
-        Some(Point { at_ms, fans })
-    }
-
-    /// The points of the buckets `[lo, hi]` (at most `N` of them) with their bucket numbers,
-    /// oldest first, or newest first if `rev`. Steps through the slot indices, so the modulo is
-    /// taken once rather than per bucket: queries and restores walk whole windows of young pages.
-    fn walk<'a>(
-        &'a self,
-        lo: i64,
-        hi: i64,
-        rev: bool,
-        wide: &'a [(i64, u64)],
-    ) -> impl Iterator<Item = (i64, Point)> + 'a {
-        let n = if self.len == 0 || hi < lo { 0 } else { (hi - lo + 1) as usize };
-        debug_assert!(n <= N, "a window of at most N buckets");
-        let (from, start) = match (n, rev) {
-            (0, _) => (0, 0),
-            (_, false) => (lo, Self::index(lo)),
-            (_, true) => (hi, Self::index(hi)),
-        };
-        (0..n).filter_map(move |k| {
-            let (i, bucket) = if rev {
-                (if k <= start { start - k } else { start + N - k }, from - k as i64)
-            } else {
-                (if start + k < N { start + k } else { start + k - N }, from + k as i64)
-            };
-            Self::point(&self.slots[i], bucket, wide).map(|p| (bucket, p))
-        })
-    }
-
-    /// True when the ring holds a point observed at `at_ms`, given its window `[lo, hi]`.
-    fn holds(&self, at_ms: i64, lo: i64, hi: i64) -> bool {
-        let b = Self::bucket(at_ms);
-        (lo..=hi).contains(&b)
-            && self.slots.get(Self::index(b)).and_then(Slot::offset).is_some_and(|o| b * W + o == at_ms)
-    }
-
-    /// Merges `p` into its bucket (in the window). Returns true when the ring changed; the caller
-    /// then records an escaped count in the side list.
-    fn merge(&mut self, p: Point, wide: &[(i64, u64)]) -> bool {
-        let b = Self::bucket(p.at_ms);
-        match self.get(b, wide) {
-            Some(q) if p <= q => return false,
-            Some(_) => {}
-            None => {
-                if self.slots.is_empty() {
-                    self.slots = vec![Slot::default(); N].into_boxed_slice();
-                }
-                self.len += 1;
-            }
-        }
-        self.slots[Self::index(b)] = Slot::new(p.at_ms - b * W, p.fans);
-        true
-    }
-
-    /// Empties the slot of `bucket` and returns its point.
-    fn take(&mut self, bucket: i64, wide: &[(i64, u64)]) -> Option<Point> {
-        let p = self.get(bucket, wide)?;
-        self.slots[Self::index(bucket)] = Slot::default();
-        self.len -= 1;
-        if self.len == 0 {
-            self.slots = Box::default();
-        }
-        Some(p)
-    }
-
-    /// The latest point at or before `t` in the window `[lo, hi]`.
-    fn latest(&self, t: i64, lo: i64, hi: i64, wide: &[(i64, u64)]) -> Option<Point> {
-        if self.len == 0 {
-            return None;
-        }
-        let top = Self::bucket(t).min(hi);
-        // Only the bucket of `t` can hold a point after `t`; every earlier one is before it.
-        self.walk(lo, top, true, wide).map(|(_, p)| p).find(|p| p.at_ms <= t)
-    }
-
-    /// The points of the window `[lo, hi]`, oldest first.
-    fn points<'a>(&'a self, lo: i64, hi: i64, wide: &'a [(i64, u64)]) -> impl Iterator<Item = Point> + 'a {
-        self.walk(lo, hi, false, wide).map(|(_, p)| p)
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.slots.len() * size_of::<Slot>()
-    }
-}
+type FineTier = Tier<FINE_MS, FINE_BLOCK>;
+type CoarseTier = Tier<COARSE_MS, COARSE_BLOCK>;
 
 /// The rolling state of one page. See the module documentation for what is kept and how exact it
 /// is; equal for equal sets of observed samples, whatever their order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RollingFans {
-    /// Oldest first, distinct `at_ms`, a suffix of all samples seen; its last is the newest (N).
-    raw: Vec<Sample>,
-    /// One point per 10-minute bucket of [`Window::fine`].
-    fine: Ring<FINE_MS, FINE_SLOTS>,
-    /// One point per hour of [`Window::coarse`].
-    coarse: Ring<COARSE_MS, COARSE_SLOTS>,
-    /// (time, fans) of every ring point whose count is escaped, sorted by time.
-    wide: Vec<(i64, u64)>,
-    first: Option<Point>,
+    /// A suffix of all samples seen, distinct `at_ms`, packed newest first; the newest is N.
+    raw: RawSamples,
+    /// One point per 10-minute bucket from [`Window::fine_lo`], before the oldest raw sample's
+    /// bucket.
+    fine: FineTier,
+    /// One point per hour before [`Window::fine_lo`] and the oldest raw sample's hour, at or
+    /// after [`Window::cutoff`].
+    coarse: CoarseTier,
+    first: First,
 }
 
-/// The buckets each ring may hold, as of a newest time N (inclusive bucket numbers).
+/// The first sample ever seen, if any: a point whose time `i64::MIN` (never a sample's) means
+/// none, 8 bytes less than an `Option` in every page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct First(Point);
+
+impl Default for First {
+    fn default() -> Self {
+        Self(Point { at_ms: i64::MIN, fans: 0 })
+    }
+}
+
+impl First {
+    fn get(self) -> Option<Point> {
+        (self.0.at_ms != i64::MIN).then_some(self.0)
+    }
+}
+
+/// Where the tiers begin, as of a newest time N.
 #[derive(Debug, Clone, Copy)]
 struct Window {
-    fine: (i64, i64),
-    coarse: (i64, i64),
+    /// `hour_start(N) − 7 d`: 10-minute points are charted from here on.
+    chart_fine_lo: i64,
+    /// The fine tier's first block: the one holding `chart_fine_lo`.
+    fine_block: i64,
+    /// That block's start: samples from here on belong to the fine tier.
+    fine_lo: i64,
     /// N − 30 d: older points are dropped.
     cutoff: i64,
 }
 
 impl Window {
     fn of(newest: i64) -> Self {
-        let hour = floor(newest, HOUR_MS);
-        let fine_lo = (hour - FINE_SPAN_MS) / FINE_MS;
-        let coarse_lo = (hour - RETENTION_MS) / HOUR_MS;
-        Self {
-            fine: (fine_lo, newest.div_euclid(FINE_MS)),
-            coarse: (coarse_lo, coarse_lo + COARSE_SLOTS as i64 - 1),
-            cutoff: newest - RETENTION_MS,
+        let chart_fine_lo = floor(newest, HOUR_MS) - FINE_SPAN_MS;
+        let fine_block = FineTier::block_of(chart_fine_lo);
+        Self { chart_fine_lo, fine_block, fine_lo: FineTier::block_start(fine_block), cutoff: newest - RETENTION_MS }
+    }
+
+    /// The chart bucket width of a point at `at_ms`.
+    fn width(&self, at_ms: i64) -> i64 {
+        if at_ms >= self.chart_fine_lo {
+            FINE_MS
+        } else {
+            COARSE_MS
         }
-    }
-}
-
-/// Makes room for one more element with exact growth: a page's raw samples settle at
-/// [`TABLE_ROWS`] (+1 while inserting), and doubling would leave a third of that unused.
-fn reserve_one<T>(v: &mut Vec<T>, cap: usize) {
-    debug_assert!(v.len() < cap, "bound exceeded");
-    if v.len() == v.capacity() {
-        v.reserve_exact(1);
-    }
-}
-
-/// Gives memory back after evictions left a vector mostly empty (halving, so no thrashing).
-fn shrink<T>(v: &mut Vec<T>) {
-    if v.capacity() > 16 && v.len() * 4 < v.capacity() {
-        v.shrink_to(v.len() * 2);
     }
 }
 
@@ -391,6 +268,19 @@ impl SeriesPoint {
     }
 }
 
+/// Puts a sample the raw samples left out (or dropped) into the tier of its bucket as of window
+/// `w`, unless it is older than the retention, or the oldest raw sample `raw0` (which is later)
+/// shares its bucket. Returns true when a tier changed.
+fn settle(fine: &mut FineTier, coarse: &mut CoarseTier, p: Point, w: Window, raw0: i64) -> bool {
+    if p.at_ms < w.cutoff {
+        false
+    } else if p.at_ms >= w.fine_lo {
+        p.at_ms.div_euclid(FINE_MS) < raw0.div_euclid(FINE_MS) && fine.merge(p)
+    } else {
+        p.at_ms.div_euclid(HOUR_MS) < raw0.div_euclid(HOUR_MS) && coarse.merge(p)
+    }
+}
+
 impl RollingFans {
     /// An empty page.
     pub fn new() -> Self {
@@ -398,207 +288,193 @@ impl RollingFans {
     }
 
     /// Records one observation. Returns false when it changed nothing: a duplicate that lost the
-    /// tie-break, a sample hidden by a later one in all its buckets, or one older than the
-    /// retention (unless it is the earliest ever seen, which is remembered).
+    /// tie-break, a sample hidden by a later one in its bucket, or one older than the retention
+    /// (unless it is the earliest ever seen, which is remembered).
     pub fn observe(&mut self, s: Sample) -> bool {
         let p = s.point();
         // Smallest time, then most fans: the duplicate rule again, so the choice is order-free.
-        let mut changed = match self.first {
+        let changed = match self.first.get() {
             Some(f) if (f.at_ms, std::cmp::Reverse(f.fans)) <= (p.at_ms, std::cmp::Reverse(p.fans)) => false,
             _ => {
-                self.first = Some(p);
+                self.first = First(p);
                 true
             }
         };
-        let old = self.raw.last().map(|b| b.at_ms);
+        let old = self.raw.newest().map(|b| b.at_ms);
         let newest = old.map_or(s.at_ms, |b| b.max(s.at_ms));
         if s.at_ms < newest - RETENTION_MS {
             return changed;
         }
-        if let Some(old) = old.filter(|&o| o < newest) {
-            self.advance(Window::of(old), Window::of(newest));
-        }
-        changed |= self.insert_raw(s, newest);
+        // Unpacked for the change (at most RAW_CAP + 1 samples), packed again if it changed.
+        let mut raw = Vec::with_capacity(RAW_CAP + 1);
+        self.raw.to_vec(&mut raw);
         let w = Window::of(newest);
-        let merged = if s.at_ms.div_euclid(FINE_MS) >= w.fine.0 {
-            self.fine.merge(p, &self.wide)
-        } else {
-            self.coarse.merge(p, &self.wide)
-        };
-        if merged && p.fans >= u64::from(ESCAPE) {
-            match self.wide.binary_search_by_key(&p.at_ms, |e| e.0) {
-                // The same time in another bucket state: the duplicate rule keeps the most fans.
-                Ok(i) => self.wide[i].1 = self.wide[i].1.max(p.fans),
-                Err(i) => {
-                    reserve_one(&mut self.wide, FINE_SLOTS + COARSE_SLOTS + 1);
-                    self.wide.insert(i, (p.at_ms, p.fans));
+        if let Some(old) = old.filter(|&o| o < newest) {
+            self.advance(Window::of(old), w, raw[0].at_ms);
+        }
+        let (raw_changed, tiers_changed) = self.insert_raw(&mut raw, s, w, newest);
+        if raw_changed {
+            self.raw.set(&raw);
+        }
+        changed | raw_changed | tiers_changed
+    }
+
+    /// Moves the tiers from window `old` to `new`: evicts what left the retention, then moves
+    /// the fine blocks that left the fine tier into their hours.
+    fn advance(&mut self, old: Window, new: Window, raw0: i64) {
+        self.coarse.evict_before(new.cutoff);
+        if new.fine_block > old.fine_block && !self.fine.is_empty() {
+            let mut moved: Vec<Point> = Vec::new();
+            self.fine.drain_blocks_before(new.fine_block, |p| {
+                // Oldest first: the last point of each hour is its hour's point.
+                match moved.last_mut() {
+                    Some(last) if last.at_ms.div_euclid(HOUR_MS) == p.at_ms.div_euclid(HOUR_MS) => *last = p,
+                    _ => moved.push(p),
                 }
+            });
+            for p in moved {
+                settle(&mut self.fine, &mut self.coarse, p, new, raw0);
             }
         }
-        changed |= merged;
-        self.collect_wide(w);
-        changed
     }
 
-    /// Moves the rings from window `old` to `new`: evicts what left the retention, then moves
-    /// fine buckets that left the fine window into their hours (in that order, so that a moved
-    /// point always lands in the coarse window).
-    fn advance(&mut self, old: Window, new: Window) {
-        let (c0, c1) = (old.coarse.0, new.coarse.0);
-        for h in c0..c1.min(c0 + COARSE_SLOTS as i64) {
-            self.coarse.take(h, &self.wide);
-        }
-        // The oldest hour straddles the cutoff: its last sample decides.
-        if self.coarse.get(c1, &self.wide).is_some_and(|p| p.at_ms < new.cutoff) {
-            self.coarse.take(c1, &self.wide);
-        }
-        let (f0, f1) = (old.fine.0, new.fine.0);
-        for b in f0..f1.min(f0 + FINE_SLOTS as i64) {
-            if let Some(p) = self.fine.take(b, &self.wide).filter(|p| p.at_ms >= new.cutoff) {
-                self.coarse.merge(p, &self.wide);
-            }
-        }
-        self.collect_wide(new);
-    }
-
-    /// Drops the side-list entries of points that left the rings.
-    fn collect_wide(&mut self, w: Window) {
-        if self.wide.is_empty() {
-            return;
-        }
-        let (fine, coarse) = (&self.fine, &self.coarse);
-        self.wide.retain(|&(at, _)| fine.holds(at, w.fine.0, w.fine.1) || coarse.holds(at, w.coarse.0, w.coarse.1));
-        shrink(&mut self.wide);
-        if self.wide.is_empty() {
-            self.wide = Vec::new();
-        }
-    }
-
-    /// Inserts `s` into the raw samples and trims them to the rules of the module documentation.
-    /// Returns true when they changed.
-    fn insert_raw(&mut self, s: Sample, newest: i64) -> bool {
-        let mut i = self.raw.partition_point(|r| r.at_ms < s.at_ms);
-        if let Some(r) = self.raw.get_mut(i).filter(|r| r.at_ms == s.at_ms) {
+    /// Inserts `s` into the raw samples `raw` (unpacked, oldest first), trims them to the rules
+    /// of the module documentation, and settles what they left out in the tiers. Returns
+    /// whether `raw` changed, and whether a tier did.
+    fn insert_raw(&mut self, raw: &mut Vec<Sample>, s: Sample, w: Window, newest: i64) -> (bool, bool) {
+        let Self { fine, coarse, .. } = self;
+        let mut i = raw.partition_point(|r| r.at_ms < s.at_ms);
+        if let Some(r) = raw.get_mut(i).filter(|r| r.at_ms == s.at_ms) {
             let wins = (s.fans, s.followers) > (r.fans, r.followers);
             if wins {
                 *r = s;
             }
-            return wins;
+            return (wins, false);
         }
-        if self.raw.len() == RAW_CAP {
+        let (mut changed, mut tiers) = (false, false);
+        if raw.len() == RAW_CAP {
             if i == 0 {
-                // It would be the oldest of RAW_CAP + 1: the cap drops it.
-                return false;
+                // It would be the oldest of RAW_CAP + 1: the cap leaves it out.
+                let raw0 = raw[0].at_ms;
+                return (false, settle(fine, coarse, s.point(), w, raw0));
             }
-            self.raw.remove(0);
+            let dropped = raw.remove(0);
             i -= 1;
+            let raw0 = raw.first().map_or(s.at_ms, |r| r.at_ms.min(s.at_ms));
+            tiers |= settle(fine, coarse, dropped.point(), w, raw0);
+            changed = true;
         }
-        reserve_one(&mut self.raw, RAW_CAP);
-        self.raw.insert(i, s);
+        raw.insert(i, s);
         let (cutoff, hour_ago) = (newest - RETENTION_MS, newest - HOUR_MS);
         // Past the table rows, the front is only needed while it is the latest sample at or
         // before N − 1 h (the baseline of delta_1h).
-        let keep_from = (0..self.raw.len())
+        let keep_from = (0..raw.len())
             .find(|&k| {
-                let redundant =
-                    self.raw.len() - k > TABLE_ROWS && self.raw.get(k + 1).is_some_and(|r| r.at_ms <= hour_ago);
-                self.raw[k].at_ms >= cutoff && !redundant
+                let redundant = raw.len() - k > TABLE_ROWS && raw.get(k + 1).is_some_and(|r| r.at_ms <= hour_ago);
+                raw[k].at_ms >= cutoff && !redundant
             })
-            .unwrap_or(self.raw.len());
-        self.raw.drain(..keep_from);
-        shrink(&mut self.raw);
-        self.raw.binary_search_by_key(&s.at_ms, |r| r.at_ms).is_ok()
+            .expect("the newest sample is kept");
+        let raw0 = raw[keep_from].at_ms;
+        for r in raw.drain(..keep_from) {
+            tiers |= settle(fine, coarse, r.point(), w, raw0);
+        }
+        // Left out at once, `s` leaves the raw samples as they were (unless the cap dropped one).
+        (changed || keep_from <= i, tiers)
     }
 
     /// The first sample, while it is within the retention.
     fn first_held(&self, newest: i64) -> Option<Point> {
-        self.first.filter(|f| f.at_ms >= newest - RETENTION_MS)
+        self.first.get().filter(|f| f.at_ms >= newest - RETENTION_MS)
     }
 
-    /// The delta of `cur` (the newest sample) over `horizon_ms`.
-    fn delta(&self, cur: Point, horizon_ms: i64) -> Delta {
+    /// The delta of `cur` (the newest sample) over `horizon_ms`; `raw` are the raw samples,
+    /// newest first.
+    fn delta(&self, cur: Point, raw: &[Sample], horizon_ms: i64) -> Delta {
         let t = cur.at_ms - horizon_ms;
-        let w = Window::of(cur.at_ms);
         let first = self.first_held(cur.at_ms);
-        let raw = self.raw[..self.raw.partition_point(|r| r.at_ms <= t)].last().map(Sample::point);
-        // Two shortcuts spare young and regular pages the walks over the rings' windows; the
-        // result is the same (`tests::shortcuts_change_no_delta`). The raw samples are a suffix
-        // of all samples seen, so when one is at or before T, the latest of them is the latest
-        // of all; and no sample is older than the first.
+        let raw0 = raw[raw.len() - 1].point();
+        let raw = raw.get(raw.partition_point(|r| r.at_ms > t)).map(Sample::point);
+        // Two shortcuts spare young and regular pages the walks over the tiers; the result is
+        // the same (`tests::shortcuts_change_no_delta`). The raw samples are a suffix of all
+        // samples seen, so when one is at or before T, the latest of them is the latest of all;
+        // the fine tier is newer than the coarse one; and no sample is older than the first.
         let found = if raw.is_some() || first.is_some_and(|f| f.at_ms > t) {
             raw
         } else {
-            [
-                self.fine.latest(t, w.fine.0, w.fine.1, &self.wide),
-                self.coarse.latest(t, w.coarse.0, w.coarse.1, &self.wide),
-                first.filter(|f| f.at_ms <= t),
-            ]
-            .into_iter()
-            .flatten()
-            .max()
+            let tiers = self.fine.latest(t).or_else(|| self.coarse.latest(t));
+            [tiers, first.filter(|f| f.at_ms <= t)].into_iter().flatten().max()
         };
         let (base, partial) = match found {
             Some(b) => (b, false),
             // The first sample, while held, is the oldest.
-            None => (first.unwrap_or_else(|| self.oldest_held(w)), true),
+            None => (first.unwrap_or_else(|| self.oldest_held(raw0)), true),
         };
         let value = (i128::from(cur.fans) - i128::from(base.fans)).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
         Delta { value, partial, baseline_at_ms: base.at_ms, baseline_fans: base.fans }
     }
 
-    /// The oldest point held (the first sample aside); the page must hold one.
-    fn oldest_held(&self, w: Window) -> Point {
-        let held = [
-            self.raw.first().map(Sample::point),
-            self.fine.points(w.fine.0, w.fine.1, &self.wide).next(),
-            self.coarse.points(w.coarse.0, w.coarse.1, &self.wide).next(),
-        ];
-        held.into_iter()
-            .flatten()
-            .min_by_key(|p| p.at_ms)
-            .expect("a page with a newest sample holds at least that sample")
+    /// The oldest point held (the first sample aside), given the oldest raw sample.
+    fn oldest_held(&self, raw0: Point) -> Point {
+        self.coarse.first().or_else(|| self.fine.first()).unwrap_or(raw0)
     }
 
     /// The current figures; `None` before the first sample.
     pub fn stats(&self) -> Option<FanStats> {
-        let cur = *self.raw.last()?;
-        let delta_24h = self.delta(cur.point(), DAY_MS);
+        // Unpacked once, newest first, on the stack.
+        let mut buf = [Sample { at_ms: 0, fans: 0, followers: None }; RAW_CAP];
+        let mut n = 0;
+        for (slot, s) in buf.iter_mut().zip(self.raw.iter()) {
+            *slot = s;
+            n += 1;
+        }
+        let raw = &buf[..n];
+        let cur = *raw.first()?;
+        let delta_24h = self.delta(cur.point(), raw, DAY_MS);
         let growth_24h_pct =
             (delta_24h.baseline_fans > 0).then(|| delta_24h.value as f64 / delta_24h.baseline_fans as f64 * 100.0);
         Some(FanStats {
             fans: cur.fans,
             followers: cur.followers,
             observed_at_ms: cur.at_ms,
-            delta_1h: self.delta(cur.point(), HOUR_MS),
+            delta_1h: self.delta(cur.point(), raw, HOUR_MS),
             delta_24h,
-            delta_7d: self.delta(cur.point(), 7 * DAY_MS),
+            delta_7d: self.delta(cur.point(), raw, 7 * DAY_MS),
             growth_24h_pct,
         })
     }
 
-    /// The chart, oldest first: hourly points for the last 30 days up to `hour_start(N) − 48 h`,
-    /// then 10-minute points. At most 672 + 294 points.
+    /// The chart, oldest first: the last sample of every hour for the last 30 days up to
+    /// `hour_start(N) − 7 d`, then of every 10-minute bucket. At most
+    /// [`MAX_COARSE_POINTS`] + 1,014 points.
     pub fn series(&self) -> Vec<SeriesPoint> {
-        let Some(newest) = self.raw.last().map(|r| r.at_ms) else { return Vec::new() };
+        let Some(newest) = self.raw.newest().map(|r| r.at_ms) else { return Vec::new() };
         let w = Window::of(newest);
-        let mut out = Vec::with_capacity(usize::from(self.coarse.len) + usize::from(self.fine.len));
-        out.extend(self.coarse.points(w.coarse.0, w.coarse.1, &self.wide).map(|p| SeriesPoint::of(p, COARSE_MS)));
-        out.extend(self.fine.points(w.fine.0, w.fine.1, &self.wide).map(|p| SeriesPoint::of(p, FINE_MS)));
+        let mut points = Vec::new();
+        self.coarse.points(&mut points);
+        self.fine.points(&mut points);
+        let from = points.len();
+        points.extend(self.raw.iter().map(|r| r.point()));
+        points[from..].reverse();
+        // In time order, so the points of one chart bucket are adjacent: the last one stands.
+        let mut out: Vec<SeriesPoint> = Vec::with_capacity(points.len());
+        for p in points {
+            let sp = SeriesPoint::of(p, w.width(p.at_ms));
+            match out.last_mut() {
+                Some(last) if (last.start_ms, last.width_ms) == (sp.start_ms, sp.width_ms) => *last = sp,
+                _ => out.push(sp),
+            }
+        }
         out
     }
 
     /// The newest [`TABLE_ROWS`] samples, newest first.
     pub fn table(&self) -> Vec<Sample> {
-        self.raw.iter().rev().take(TABLE_ROWS).copied().collect()
+        self.raw.iter().take(TABLE_ROWS).collect()
     }
 
-    /// Heap bytes held (allocated capacity), at most [`MAX_HEAP_BYTES`] unless a fan count
-    /// reaches 2^32 − 1, and at most [`MAX_HEAP_BYTES_WIDE`] always.
+    /// Heap bytes held (allocated capacity), at most [`MAX_HEAP_BYTES`].
     pub fn heap_bytes(&self) -> usize {
-        self.raw.capacity() * size_of::<Sample>()
-            + self.fine.heap_bytes()
-            + self.coarse.heap_bytes()
-            + self.wide.capacity() * size_of::<(i64, u64)>()
+        self.raw.heap_bytes() + self.fine.heap_bytes() + self.coarse.heap_bytes()
     }
 }
 
@@ -644,23 +520,24 @@ mod tests {
                     assert_eq!(st.delta_24h.baseline_at_ms, T0);
                 }
                 1152 => {
-                    // N − 7 d is the hour's first sample and the hour holds later ones: delta_7d
-                    // falls back to the last sample of the hour before, one sample early.
-                    assert_eq!(deltas, ((30, false), (720, false), (5045, false)));
-                    assert_eq!(st.delta_7d.baseline_at_ms, T0 + 143 * FINE_MS);
+                    // N − 7 d is a sample, in a 10-minute bucket of its own: exact.
+                    assert_eq!(deltas, ((30, false), (720, false), (5040, false)));
+                    assert_eq!(st.delta_7d.baseline_at_ms, T0 + 144 * FINE_MS);
                     assert_eq!(st.growth_24h_pct, Some(720.0 / 6040.0 * 100.0));
                 }
                 _ => {}
             }
         }
         let series = page.series();
-        // 8 d − 48 h = 144 hourly points, then 48 h of 10-minute points plus the newest bucket.
-        assert_eq!(series.len(), 144 + 289);
+        // The first day's 24 hourly points, then 7 days of 10-minute points plus the newest bucket.
+        assert_eq!(series.len(), 24 + 1009);
         assert!(series.windows(2).all(|w| w[0].start_ms + w[0].width_ms <= w[1].start_ms));
         let point = |start_ms, width_ms, at_ms, fans| SeriesPoint { start_ms, width_ms, at_ms, fans };
         assert_eq!(series[0], point(T0 - 3 * MIN - 7_000, HOUR_MS, T0 + 5 * FINE_MS, 1025));
         let newest = T0 + 1152 * FINE_MS;
-        assert_eq!(series[432], point(newest - 3 * MIN - 7_000, FINE_MS, newest, 6760));
+        assert_eq!(series[1032], point(newest - 3 * MIN - 7_000, FINE_MS, newest, 6760));
+        assert_eq!(series[23], point(T0 - 3 * MIN - 7_000 + 23 * HOUR_MS, HOUR_MS, T0 + 143 * FINE_MS, 1715));
+        assert_eq!(series[24], point(T0 - 3 * MIN - 7_000 + DAY_MS, FINE_MS, T0 + 144 * FINE_MS, 1720));
         let table = page.table();
         assert_eq!(table.len(), TABLE_ROWS);
         assert_eq!((table[0].at_ms, table[23].at_ms), (newest, newest - 23 * FINE_MS));
@@ -730,7 +607,7 @@ mod tests {
     /// Stores a page's history at a cadence and reports its heap bytes.
     fn page_at_cadence(days: i64, every_ms: i64) -> RollingFans {
         let mut page = RollingFans::new();
-        for k in 0..days * DAY_MS / every_ms {
+        for k in 0..(days * DAY_MS + every_ms - 1) / every_ms {
             page.observe(s(T0 + k * every_ms, 1_000_000 + k as u64));
         }
         page
@@ -738,21 +615,34 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        assert_eq!((FINE_SLOTS, COARSE_SLOTS, MAX_HEAP_BYTES, MAX_HEAP_BYTES_WIDE), (294, 672, 8_810, 24_282));
+        assert_eq!((MAX_FINE_POINTS, MAX_COARSE_POINTS), (1158, 553));
         let month = page_at_cadence(30, FINE_MS);
         let year = page_at_cadence(365, MIN);
         // Printed for the README (cargo test ... -- --nocapture).
-        eprintln!("heap bytes: 30 d at 10 min {}, 365 d at 1 min {}", month.heap_bytes(), year.heap_bytes());
+        eprintln!(
+            "heap bytes: 30 d at 10 min {}, 365 d at 1 min {}; bound {MAX_HEAP_BYTES}",
+            month.heap_bytes(),
+            year.heap_bytes()
+        );
+        // Regular times and +1 fan a sample: a few bits a point.
+        assert!(month.heap_bytes() < 1_800, "{} bytes", month.heap_bytes());
         for page in [&month, &year] {
             assert!(page.heap_bytes() <= MAX_HEAP_BYTES, "{} bytes", page.heap_bytes());
             let newest = page.stats().expect("samples were observed").observed_at_ms;
             let series = page.series();
-            assert!(series.len() <= 672 + 294 && series[0].at_ms >= newest - RETENTION_MS);
+            assert!(series.len() <= MAX_COARSE_POINTS + 1014 && series[0].at_ms >= newest - RETENTION_MS);
+            // 10-minute points from hour_start(N) − 7 d on, hourly points before, back to N − 30 d.
+            let fine = series.iter().filter(|p| p.width_ms == FINE_MS).count();
+            assert_eq!(fine as i64, (newest - floor(newest, HOUR_MS) + FINE_SPAN_MS) / FINE_MS + 1);
+            assert!(series.len() - fine >= 551, "{} hourly points", series.len() - fine);
         }
-        assert_eq!(year.series().len(), 672 + 289);
         // 1-minute samples: the raw samples reach back to N − 1 h, so delta_1h is exact.
         let st = year.stats().expect("samples were observed");
         assert_eq!((vp(&st.delta_1h), st.delta_1h.baseline_at_ms), ((60, false), st.observed_at_ms - HOUR_MS));
+        // A young page holds what it has, no ring: a few raw samples and nothing else.
+        let young = page_at_cadence(1, 8 * HOUR_MS);
+        assert!(young.heap_bytes() <= 24, "{} bytes", young.heap_bytes());
+        assert_eq!(young.table().len(), 3);
     }
 
     /// Every sample's time mapped to its winning fans, as the duplicate rule picks them.
@@ -770,9 +660,9 @@ mod tests {
     fn check_deltas(samples: &[Sample], st: &FanStats) {
         let all = dedup(samples);
         let (&first, _) = all.first_key_value().expect("samples are not empty");
-        // Each horizon with the bucket width of the ring that covers its T.
+        // Every T lies in the fine tier's 10-minute buckets.
         let horizons =
-            [(HOUR_MS, FINE_MS, st.delta_1h), (DAY_MS, FINE_MS, st.delta_24h), (7 * DAY_MS, COARSE_MS, st.delta_7d)];
+            [(HOUR_MS, FINE_MS, st.delta_1h), (DAY_MS, FINE_MS, st.delta_24h), (7 * DAY_MS, FINE_MS, st.delta_7d)];
         for (horizon, width, d) in horizons {
             let t = st.observed_at_ms - horizon;
             let expected_at = match all.range(..=t).next_back() {
@@ -820,33 +710,29 @@ mod tests {
     }
 
     #[test]
-    fn counts_beyond_u32_are_escaped_exactly() {
-        let big = u64::from(ESCAPE);
-        let samples: Vec<Sample> = (0..4 * 24 * 6).map(|k| s(T0 + k * FINE_MS, big - 300 + k as u64)).collect();
+    fn counts_near_u64_max_are_exact() {
+        let big = u64::MAX - 10_000;
+        let samples: Vec<Sample> = (0..9 * 24 * 6).map(|k| s(T0 + k * FINE_MS, big + k as u64)).collect();
         let mut page = RollingFans::new();
         for x in &samples {
             page.observe(*x);
         }
         let st = page.stats().expect("samples were observed");
         check_deltas(&samples, &st);
-        assert_eq!((st.fans, vp(&st.delta_24h)), (big - 300 + 575, (144, false)));
-        // Counts from 2^32 − 1 on: the newest 276 samples, in 46 hours of fine buckets.
-        assert_eq!(page.wide.len(), 276);
-        assert!(page.series().iter().all(|p| p.fans == big - 300 + ((p.at_ms - T0) / FINE_MS) as u64));
-        // Once they leave the retention, the side list is freed.
+        assert_eq!((st.fans, vp(&st.delta_24h), vp(&st.delta_7d)), (big + 1295, (144, false), (1008, false)));
+        assert!(page.series().iter().all(|p| p.fans == big + ((p.at_ms - T0) / FINE_MS) as u64));
         page.observe(s(T0 + 40 * DAY_MS, 1));
-        assert_eq!((page.wide.len(), page.wide.capacity()), (0, 0));
+        assert_eq!(page.series().len(), 1);
     }
 
     /// `delta` before its shortcuts: every candidate baseline, then the oldest point held.
     fn delta_by_full_walk(page: &RollingFans, cur: Point, horizon_ms: i64) -> Delta {
         let t = cur.at_ms - horizon_ms;
-        let w = Window::of(cur.at_ms);
         let first = page.first_held(cur.at_ms);
         let found = [
-            page.raw[..page.raw.partition_point(|r| r.at_ms <= t)].last().map(Sample::point),
-            page.fine.latest(t, w.fine.0, w.fine.1, &page.wide),
-            page.coarse.latest(t, w.coarse.0, w.coarse.1, &page.wide),
+            page.raw.iter().find(|r| r.at_ms <= t).map(|r| r.point()),
+            page.fine.latest(t),
+            page.coarse.latest(t),
             first.filter(|f| f.at_ms <= t),
         ]
         .into_iter()
@@ -855,7 +741,8 @@ mod tests {
         let (base, partial) = match found {
             Some(b) => (b, false),
             None => {
-                let held = [first, Some(page.oldest_held(w))];
+                let raw0 = page.raw.iter().last().expect("held").point();
+                let held = [first, Some(page.oldest_held(raw0))];
                 (held.into_iter().flatten().min_by_key(|p| p.at_ms).expect("held"), true)
             }
         };
@@ -873,12 +760,13 @@ mod tests {
             let regular = case % 2 == 1;
             let mut page = RollingFans::new();
             for k in 0..rng.gen_range(1..400) {
-                let fans = if case % 5 == 4 { u64::from(ESCAPE) - 50 } else { 0 } + rng.gen_range(0..100);
+                let fans = if case % 5 == 4 { u64::from(u32::MAX) - 50 } else { 0 } + rng.gen_range(0..100);
                 let at = if regular { T0 + k * grid.max(FINE_MS) } else { T0 + rng.gen_range(0..span) / grid * grid };
                 page.observe(s(at, fans));
-                let cur = page.raw.last().expect("observed").point();
+                let raw: Vec<Sample> = page.raw.iter().collect();
+                let cur = raw[0].point();
                 for horizon in [HOUR_MS, DAY_MS, 7 * DAY_MS] {
-                    assert_eq!(page.delta(cur, horizon), delta_by_full_walk(&page, cur, horizon), "case {case}");
+                    assert_eq!(page.delta(cur, &raw, horizon), delta_by_full_walk(&page, cur, horizon), "case {case}");
                 }
             }
         }
@@ -894,9 +782,9 @@ mod tests {
             let mut samples: Vec<Sample> = (0..rng.gen_range(1..250))
                 .map(|_| Sample {
                     at_ms: T0 + rng.gen_range(0..span) / grid * grid,
-                    // Some pages straddle the 2^32 − 1 escape of the ring slots.
+                    // Some pages straddle 2^32 and jump around (wide fan deltas).
                     fans: if case % 3 == 2 {
-                        u64::from(ESCAPE) - 500 + rng.gen_range(0..1000)
+                        u64::from(u32::MAX) - 500 + rng.gen_range(0..1000) * rng.gen_range(1..1_000_000)
                     } else {
                         rng.gen_range(0..1000)
                     },
@@ -933,10 +821,106 @@ mod tests {
                 assert_eq!(all.get(&p.at_ms), Some(&p.fans), "case {case}");
                 assert_eq!(all.range(p.at_ms + 1..p.start_ms + p.width_ms).next(), None, "case {case}");
             }
-            assert!(sorted.heap_bytes() <= MAX_HEAP_BYTES_WIDE);
-            if case % 3 != 2 {
-                assert!(sorted.heap_bytes() <= MAX_HEAP_BYTES && sorted.wide.is_empty());
+            assert!(sorted.heap_bytes() <= MAX_HEAP_BYTES);
+        }
+    }
+
+    /// The baseline time and partial flag the module documentation promises for horizon `h`,
+    /// computed by brute force over every sample (`all`: time to winning fans), for cadences of
+    /// one sample a minute or slower: exact, unless T's 10-minute bucket holds a later sample and
+    /// the raw samples do not reach back to T (never for delta_1h at such cadences); then the
+    /// latest sample before that bucket, or the first sample if it lies in the bucket.
+    fn oracle_baseline(all: &BTreeMap<i64, u64>, n: i64, h: i64) -> (i64, bool) {
+        let t = n - h;
+        let held = all.range(n - RETENTION_MS..);
+        let Some((&exact, _)) = all.range(..=t).next_back() else {
+            let (&oldest, _) = held.into_iter().next().expect("the newest sample is held");
+            return (oldest, true);
+        };
+        let bucket = floor(t, FINE_MS);
+        let hidden = h > HOUR_MS && exact >= bucket && all.range(t + 1..bucket + FINE_MS).next().is_some();
+        if !hidden {
+            return (exact, false);
+        }
+        let (&first, _) = all.first_key_value().expect("not empty");
+        if first >= bucket {
+            (first, false)
+        } else {
+            (*all.range(..bucket).next_back().expect("the first sample is before the bucket").0, false)
+        }
+    }
+
+    /// The chart by brute force: the last sample of every 10-minute bucket from
+    /// `hour_start(N) − 7 d` on and of every hour before, back to N − 30 d.
+    fn oracle_chart(all: &BTreeMap<i64, u64>, n: i64) -> Vec<SeriesPoint> {
+        let fine_from = floor(n, HOUR_MS) - 7 * DAY_MS;
+        let mut last: BTreeMap<(i64, i64), (i64, u64)> = BTreeMap::new();
+        for (&at, &fans) in all.range(n - RETENTION_MS..) {
+            let width = if at >= fine_from { FINE_MS } else { HOUR_MS };
+            let e = last.entry((floor(at, width), width)).or_insert((at, fans));
+            *e = (*e).max((at, fans));
+        }
+        last.into_iter()
+            .map(|((start_ms, width_ms), (at_ms, fans))| SeriesPoint { start_ms, width_ms, at_ms, fans })
+            .collect()
+    }
+
+    #[test]
+    fn deltas_and_chart_match_a_brute_force_oracle() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        for case in 0..48 {
+            // Cadences from one sample a minute to one every 10 minutes, any phase, ms jitter.
+            let every = [MIN, 2 * MIN, 5 * MIN, 7 * MIN + 13_000, FINE_MS, FINE_MS][case % 6];
+            let span = [2 * HOUR_MS, 2 * DAY_MS, 8 * DAY_MS, 33 * DAY_MS][(case / 6) % 4];
+            let span = if every < 5 * MIN { span.min(8 * DAY_MS + 3 * HOUR_MS) } else { span };
+            let (phase, jitter) = (rng.gen_range(0..FINE_MS), [0, 100, 2_000][case % 3]);
+            let mut fans = rng.gen_range(0..5_000_000u64);
+            let samples: Vec<Sample> = (0..span / every)
+                .map(|k| {
+                    // Mostly growth, sometimes a loss.
+                    fans = if rng.gen_ratio(1, 50) {
+                        fans.saturating_sub(rng.gen_range(0..500))
+                    } else {
+                        fans + rng.gen_range(0..21)
+                    };
+                    let at_ms = T0 + phase + k * every + if jitter > 0 { rng.gen_range(0..jitter) } else { 0 };
+                    Sample { at_ms, fans, followers: rng.gen_bool(0.9).then_some(fans / 3) }
+                })
+                .collect();
+            let all = dedup(&samples);
+            let mut page = RollingFans::new();
+            for (i, x) in samples.iter().enumerate() {
+                page.observe(*x);
+                // Checked along the way too (not at every sample: the oracle is quadratic).
+                if i % 997 == 0 || i + 1 == samples.len() {
+                    let upto = dedup(&samples[..=i]);
+                    let st = page.stats().expect("observed");
+                    for (h, d) in [(HOUR_MS, st.delta_1h), (DAY_MS, st.delta_24h), (7 * DAY_MS, st.delta_7d)] {
+                        let (at, partial) = oracle_baseline(&upto, x.at_ms, h);
+                        assert_eq!((d.baseline_at_ms, d.partial), (at, partial), "case {case} sample {i} horizon {h}");
+                        assert_eq!(d.baseline_fans, upto[&at], "case {case}");
+                        assert_eq!(d.value, st.fans as i64 - upto[&at] as i64, "case {case}");
+                        // At one sample per 10-minute bucket, every delta is exact.
+                        if every >= FINE_MS && jitter == 0 && !partial {
+                            assert_eq!(Some(at), upto.range(..=x.at_ms - h).next_back().map(|e| *e.0), "case {case}");
+                        }
+                    }
+                }
             }
+            let n = samples.last().expect("samples").at_ms;
+            assert_eq!(page.series(), oracle_chart(&all, n), "case {case}: the chart");
+            let table: Vec<i64> = page.table().iter().map(|r| r.at_ms).collect();
+            assert_eq!(table, all.keys().rev().take(TABLE_ROWS).copied().collect::<Vec<_>>(), "case {case}");
+            let mut buf = Vec::new();
+            page.encode(&mut buf);
+            assert_eq!(RollingFans::decode(&buf).as_ref(), Ok(&page), "case {case}: round trip");
+            let mut shuffled = samples.clone();
+            shuffled.shuffle(&mut rng);
+            let mut other = RollingFans::new();
+            for x in shuffled {
+                other.observe(x);
+            }
+            assert_eq!(other, page, "case {case}: order");
         }
     }
 }

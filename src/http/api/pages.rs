@@ -6,7 +6,7 @@
 //! | `POST /api/v1/pages` `{"platform", "page_id", "interval_s"}` | 202: tracked (re-sending changes the interval) |
 //! | `DELETE /api/v1/pages/{platform}:{page_id}` | 202: no longer tracked (a tombstone) |
 //! | `GET /api/v1/pages/{platform}:{page_id}` | 200: `{"platform", "page_id", "stats", "series", "table"}`; 404 when this instance holds no state for it |
-//! | `GET /api/v1/pages/{platform}:{page_id}/chart?from&to&resolution` | 200: its line chart over `[from, to)` (RFC 3339; default the last 7 days) at `10m` (default; hourly beyond the last 48 hours, where only hours are kept) or `1h`; CSV `at,fans,bucket_start,bucket_s` |
+//! | `GET /api/v1/pages/{platform}:{page_id}/chart?from&to&resolution` | 200: its line chart over `[from, to)` (RFC 3339; default the last 7 days) at `10m` (default; hourly beyond the last 7 days, where only hours are kept) or `1h`; CSV `at,fans,bucket_start,bucket_s` |
 //! | `GET /api/v1/pages/{platform}:{page_id}/table?limit&cursor` | 200: every sample kept, newest first, `limit` (1..1000, default 100) at a time, `next_cursor` (and a `Link: rel="next"` header) for the next page; CSV `observed_at,fans,followers,kind` |
 //! | `GET /api/v1/pages?keys=k1,k2,...` | 200: `{"pages": [...], "missing": [...]}`, several pages side by side |
 //! | `GET /api/v1/pages/top` | 200: the current top pages by 24 h growth and by delta |

@@ -1,47 +1,40 @@
 //! The changelog encoding of a [`RollingFans`]: everything it holds, losslessly, so that a restored
 //! page answers every later observation exactly as the original would have.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! All integers are [`crate::ops::codec`] varints; "zz" marks a zig-zag signed one. Fan and
 //! follower deltas are wrapping `u64` differences read as `i64`, so any counts round-trip. Times
 //! are stored relative to the newest sample N; a regular cadence costs one byte per timestamp.
 //!
 //! ```text
-//! u8  version (1)
-//! n   raw samples (0: an empty series, nothing follows)
-//! zz  N.at_ms            n   N.fans
-//! n-1 older raw samples, newest first:
-//!     zz  gap - previous gap     (gap = next newer time - this time > 0; the first previous gap
-//!                                 is 10 minutes, so a 10-minute cadence writes zeros)
-//!     zz  fans - next newer fans
-//! followers: n  mode (0 none, 1 all, 2 some: then n, a mask with bit i for the i-th newest)
-//!            zz per sample that has them, newest first: followers - previous followers (the
-//!               first: - its own fans)
-//! fine ring, coarse ring: n  points, then per point, newest first:
-//!     n   zz(offset in bucket - previous offset) << 1 | (skipped buckets > 0)
-//!     [n  skipped buckets - 1]   (buckets between this point's and the previous one's; the first
-//!                                 is counted from the window's newest bucket)
-//!     zz  fans - previous fans   (the first of the fine ring: - N.fans; of the coarse ring: - the
-//!                                 last fine point's, or N.fans)
-//!     The first offset is predicted as N's offset in its 10-minute bucket (fine ring) or that
-//!     offset in the hour's last 10 minutes (coarse ring): what a 10-minute cadence gives.
+//! u8  version (2)
+//! raw samples as held in memory (`raw.rs`), starting with their count (0: an empty series,
+//!     nothing follows)
+//! fine tier, coarse tier: n  length, then the tier's bytes as held in memory (`block.rs`)
 //! first sample: n  0 none, 1 the oldest raw sample, 2 explicit: then n N - at_ms, zz fans - N.fans
 //! ```
 //!
-//! The side list of escaped counts is not stored: it is rebuilt from the ring points.
+//! The raw samples and tiers are copied, not re-encoded, both ways: a restore copies them after
+//! checking every sample and block. Version 1 (the raw samples as varint deltas with their
+//! followers after them, a 48-hour ring of 10-minute points, a 30-day ring of hourly points, the
+//! first sample as above) is still read: its
+//! samples and points are observed into a new series, which gives the state those samples make.
 //!
 //! Decoding checks what the state's code relies on (times within bounds and windows, raw samples
-//! strictly increasing and at most [`RAW_CAP`], one point per bucket, nothing left over), so a
-//! corrupt value is an error, never a panic later. A value that passes these checks but was not
-//! written by [`RollingFans::encode`] may still describe a state no sequence of observations
-//! produces; Kafka's record checksums make that a matter of bugs, not of bit rot.
+//! strictly increasing and at most [`RAW_CAP`], blocks well-formed and in order, nothing left
+//! over), so a corrupt value is an error, never a panic later. A value that passes these checks
+//! but was not written by [`RollingFans::encode`] may still describe a state no sequence of
+//! observations produces; Kafka's record checksums make that a matter of bugs, not of bit rot.
 
-use super::{Point, Ring, RollingFans, Sample, Slot, Window, DAY_MS, ESCAPE, FINE_MS, HOUR_MS, RAW_CAP, RETENTION_MS};
+use super::raw::RawSamples;
+use super::{
+    floor, CoarseTier, FineTier, Point, RollingFans, Sample, Window, DAY_MS, FINE_MS, HOUR_MS, RAW_CAP, RETENTION_MS,
+};
 use crate::ops::codec::{put_i64, put_u64, Corrupt, Reader};
 
 /// The format [`RollingFans::encode`] writes, its first byte.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Times beyond ±100,000 years (no RFC 3339 time is) are refused, so that the window arithmetic
 /// on decoded times cannot overflow.
@@ -54,7 +47,7 @@ pub enum DecodeError {
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
     /// Written in a format this version does not know.
-    #[error("unknown state format version {0} (this version reads {FORMAT_VERSION})")]
+    #[error("unknown state format version {0} (this version reads 1 and {FORMAT_VERSION})")]
     Version(u8),
     /// Well-formed varints that describe no valid state.
     #[error("invalid state value: {0}")]
@@ -62,10 +55,6 @@ pub enum DecodeError {
 }
 
 type Result<T, E = DecodeError> = std::result::Result<T, E>;
-
-fn zz(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
 
 fn unzz(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
@@ -88,123 +77,25 @@ fn ensure(ok: bool, what: &'static str) -> Result<()> {
     }
 }
 
-/// Predicted offsets of a ring's first point (see the module docs).
-fn predicted_offsets(newest: i64) -> (i64, i64) {
-    let phase = newest.rem_euclid(FINE_MS);
-    (phase, HOUR_MS - FINE_MS + phase)
-}
-
-impl<const W: i64, const N: usize> Ring<W, N> {
-    /// Appends the ring's points, newest first, continuing the fan deltas from `prev_fans`.
-    fn encode(&self, (lo, hi): (i64, i64), wide: &[(i64, u64)], offset: i64, prev_fans: &mut u64, buf: &mut Vec<u8>) {
-        put_u64(buf, u64::from(self.len));
-        let (mut prev_bucket, mut prev_offset, mut left) = (hi + 1, offset, self.len);
-        for (b, p) in self.walk(lo, hi, true, wide).take(usize::from(self.len)) {
-            let (gap, off) = (prev_bucket - 1 - b, p.at_ms - b * W);
-            put_u64(buf, zz(off - prev_offset) << 1 | u64::from(gap > 0));
-            if gap > 0 {
-                put_u64(buf, (gap - 1) as u64);
-            }
-            put_i64(buf, diff(p.fans, *prev_fans));
-            (prev_bucket, prev_offset, *prev_fans) = (b, off, p.fans);
-            left -= 1;
-        }
-        debug_assert_eq!(left, 0, "every point of a ring lies in its window");
-    }
-
-    /// Reads what [`Ring::encode`] wrote into this empty ring, adding escaped counts to `wide`
-    /// (newest first). Points must lie in `[lo, hi]` and at or after `cutoff`, and not after
-    /// `newest`.
-    #[allow(clippy::too_many_arguments)]
-    fn decode(
-        &mut self,
-        r: &mut Reader<'_>,
-        (lo, hi): (i64, i64),
-        newest: i64,
-        cutoff: i64,
-        offset: i64,
-        prev_fans: &mut u64,
-        wide: &mut Vec<(i64, u64)>,
-    ) -> Result<()> {
-        let count = r.u64()?;
-        ensure(count <= N as u64, "more ring points than slots")?;
-        if count > 0 {
-            self.slots = vec![Slot::default(); N].into_boxed_slice();
-            self.len = count as u16;
-        }
-        // The slot of `prev_bucket`, stepped down with the buckets (no modulo per point).
-        let mut slot = Self::index(hi + 1);
-        let (mut prev_bucket, mut prev_offset) = (hi + 1, offset);
-        for _ in 0..count {
-            let head = r.u64()?;
-            let gap =
-                if head & 1 == 1 { r.u64()?.checked_add(1).ok_or(DecodeError::Invalid("bucket gap"))? } else { 0 };
-            // Buckets strictly decrease, so each holds one point.
-            ensure(prev_bucket > lo && gap <= (prev_bucket - 1 - lo) as u64, "ring point outside its window")?;
-            let b = prev_bucket - 1 - gap as i64;
-            let off = prev_offset.checked_add(unzz(head >> 1)).ok_or(DecodeError::Invalid("offset"))?;
-            ensure((0..W).contains(&off), "offset outside its bucket")?;
-            let p = Point { at_ms: b * W + off, fans: undiff(*prev_fans, r.i64()?) };
-            ensure(p.at_ms <= newest && p.at_ms >= cutoff, "ring point outside the retention")?;
-            // Buckets strictly decrease within a window of at most N: each slot is written once.
-            let step = gap as usize + 1;
-            slot = if slot >= step { slot - step } else { slot + N - step };
-            debug_assert_eq!(slot, Self::index(b));
-            self.slots[slot] = Slot::new(off, p.fans);
-            if p.fans >= u64::from(ESCAPE) {
-                wide.push((p.at_ms, p.fans));
-            }
-            (prev_bucket, prev_offset, *prev_fans) = (b, off, p.fans);
-        }
-        Ok(())
-    }
-}
-
 impl RollingFans {
     /// Appends the whole state to `buf` in the changelog format (module docs of
     /// `series::encoding`), version byte first.
     pub fn encode(&self, buf: &mut Vec<u8>) {
         buf.push(FORMAT_VERSION);
-        put_u64(buf, self.raw.len() as u64);
-        let Some(&newest) = self.raw.last() else { return };
-        put_i64(buf, newest.at_ms);
-        put_u64(buf, newest.fans);
-        let (mut next, mut prev_gap) = (newest, FINE_MS);
-        for s in self.raw.iter().rev().skip(1) {
-            let gap = next.at_ms - s.at_ms;
-            put_i64(buf, gap - prev_gap);
-            put_i64(buf, diff(s.fans, next.fans));
-            (next, prev_gap) = (*s, gap);
+        let raw = self.raw.as_bytes();
+        if raw.is_empty() {
+            buf.push(0);
+            return;
         }
-
-        let with = self.raw.iter().filter(|s| s.followers.is_some()).count();
-        match with {
-            0 => put_u64(buf, 0),
-            w if w == self.raw.len() => put_u64(buf, 1),
-            _ => {
-                put_u64(buf, 2);
-                let mask =
-                    self.raw.iter().rev().enumerate().fold(0u64, |m, (i, s)| m | u64::from(s.followers.is_some()) << i);
-                put_u64(buf, mask);
-            }
+        buf.extend_from_slice(raw);
+        for tier in [self.fine.as_bytes(), self.coarse.as_bytes()] {
+            put_u64(buf, tier.len() as u64);
+            buf.extend_from_slice(tier);
         }
-        let mut prev = None;
-        for s in self.raw.iter().rev() {
-            if let Some(f) = s.followers {
-                put_i64(buf, diff(f, prev.unwrap_or(s.fans)));
-                prev = Some(f);
-            }
-        }
-
-        let w = Window::of(newest.at_ms);
-        let (fine_offset, coarse_offset) = predicted_offsets(newest.at_ms);
-        let mut fans = newest.fans;
-        self.fine.encode(w.fine, &self.wide, fine_offset, &mut fans, buf);
-        self.coarse.encode(w.coarse, &self.wide, coarse_offset, &mut fans, buf);
-
-        match self.first {
+        let (newest, raw0) = (self.raw.newest().expect("not empty"), self.raw.iter().last().expect("not empty"));
+        match self.first.get() {
             None => put_u64(buf, 0),
-            Some(f) if f == self.raw[0].point() => put_u64(buf, 1),
+            Some(f) if f == raw0.point() => put_u64(buf, 1),
             Some(f) => {
                 put_u64(buf, 2);
                 put_u64(buf, newest.at_ms.abs_diff(f.at_ms));
@@ -215,94 +106,187 @@ impl RollingFans {
 
     /// The encoded size of the state: what [`encode`](Self::encode) appends.
     pub fn encoded_len(&self) -> usize {
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(
+            self.raw.as_bytes().len() + self.fine.as_bytes().len() + self.coarse.as_bytes().len() + 32,
+        );
         self.encode(&mut buf);
         buf.len()
     }
 
-    /// Reads a state [`encode`](Self::encode) wrote. A corrupt value is an error, never a panic.
+    /// Reads a state [`encode`](Self::encode) wrote (this version or version 1). A corrupt value
+    /// is an error, never a panic.
     pub fn decode(value: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(value);
-        let version = r.u8()?;
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::Version(version));
+        let version = *value.first().ok_or(Corrupt { at: 0, what: "a byte" })?;
+        match version {
+            FORMAT_VERSION => {}
+            1 => return v1::decode(&value[1..]),
+            v => return Err(DecodeError::Version(v)),
         }
-        let n = r.u64()?;
-        ensure(n <= RAW_CAP as u64, "more raw samples than kept")?;
         let mut page = RollingFans::new();
-        if n == 0 {
+        let (raw, used) = RawSamples::check(&value[1..], MAX_ABS_AT_MS).map_err(DecodeError::Invalid)?;
+        let mut r = Reader::new(&value[1 + used..]);
+        let (Some(newest), Some(raw0)) = (raw.newest(), raw.iter().last()) else {
             ensure(r.is_empty(), "bytes after an empty series")?;
             return Ok(page);
-        }
-        let n = n as usize;
-        let at_ms = r.i64()?;
-        ensure(at_ms.abs() <= MAX_ABS_AT_MS, "time out of range")?;
-        let newest = Sample { at_ms, fans: r.u64()?, followers: None };
-        let cutoff = newest.at_ms - RETENTION_MS;
-        // Newest first while reading; reversed at the end.
-        let mut raw = Vec::with_capacity(n);
-        raw.push(newest);
-        let mut prev_gap = FINE_MS;
-        for _ in 1..n {
-            let next = raw[raw.len() - 1];
-            let gap = prev_gap.checked_add(r.i64()?).ok_or(DecodeError::Invalid("raw sample gap"))?;
-            ensure(gap > 0 && gap <= RETENTION_MS, "raw sample times not increasing within the retention")?;
-            let at_ms = next.at_ms - gap;
-            ensure(at_ms >= cutoff, "raw sample older than the retention")?;
-            raw.push(Sample { at_ms, fans: undiff(next.fans, r.i64()?), followers: None });
-            prev_gap = gap;
-        }
-        let mask = match r.u64()? {
-            0 => 0,
-            1 => u64::MAX,
-            2 => {
-                let m = r.u64()?;
-                ensure(n == 64 || m >> n == 0, "followers mask beyond the samples")?;
-                m
-            }
-            _ => return Err(DecodeError::Invalid("followers mode")),
         };
-        let mut prev = None;
-        for (i, s) in raw.iter_mut().enumerate() {
-            if mask >> i & 1 == 1 {
-                let f = undiff(prev.unwrap_or(s.fans), r.i64()?);
-                s.followers = Some(f);
-                prev = Some(f);
-            }
-        }
-        raw.reverse();
-        page.raw = raw;
-
         let w = Window::of(newest.at_ms);
-        let (fine_offset, coarse_offset) = predicted_offsets(newest.at_ms);
-        let (mut fans, mut wide) = (newest.fans, Vec::new());
-        page.fine.decode(&mut r, w.fine, newest.at_ms, cutoff, fine_offset, &mut fans, &mut wide)?;
-        page.coarse.decode(&mut r, w.coarse, newest.at_ms, cutoff, coarse_offset, &mut fans, &mut wide)?;
-        // Newest first, and the two rings' times are disjoint: sorted by time once reversed.
-        wide.reverse();
-        page.wide = wide;
-
-        page.first = match r.u64()? {
-            0 => None,
-            1 => Some(page.raw[0].point()),
-            2 => {
-                let back = r.u64()?;
-                ensure(back <= 2 * MAX_ABS_AT_MS as u64, "first sample time out of range")?;
-                let at_ms = newest.at_ms - back as i64;
-                ensure(at_ms.abs() <= MAX_ABS_AT_MS, "first sample time out of range")?;
-                Some(Point { at_ms, fans: undiff(newest.fans, r.i64()?) })
-            }
-            _ => return Err(DecodeError::Invalid("first sample tag")),
-        };
-        ensure(page.first.is_none_or(|f| f.at_ms <= page.raw[0].at_ms), "first sample after a held one")?;
+        let fine = r.bytes()?;
+        page.fine =
+            FineTier::from_bytes(fine, w.fine_lo, floor(raw0.at_ms, FINE_MS) - 1).map_err(DecodeError::Invalid)?;
+        let coarse = r.bytes()?;
+        let coarse_hi = w.fine_lo.min(floor(raw0.at_ms, HOUR_MS)) - 1;
+        page.coarse = CoarseTier::from_bytes(coarse, w.cutoff, coarse_hi).map_err(DecodeError::Invalid)?;
+        page.first = read_first(&mut r, raw0, newest)?.map_or_else(Default::default, super::First);
+        page.raw = raw;
         ensure(r.is_empty(), "bytes after the state")?;
+        Ok(page)
+    }
+}
+
+/// Reads the raw samples and their followers in version 1, oldest first; `None` for an empty
+/// series.
+fn read_raw(r: &mut Reader<'_>) -> Result<Option<Vec<Sample>>> {
+    let n = r.u64()?;
+    ensure(n <= RAW_CAP as u64, "more raw samples than kept")?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let n = n as usize;
+    let at_ms = r.i64()?;
+    ensure(at_ms.abs() <= MAX_ABS_AT_MS, "time out of range")?;
+    let newest = Sample { at_ms, fans: r.u64()?, followers: None };
+    let cutoff = newest.at_ms - RETENTION_MS;
+    // Newest first while reading; reversed at the end.
+    let mut raw = Vec::with_capacity(n);
+    raw.push(newest);
+    let mut prev_gap = FINE_MS;
+    for _ in 1..n {
+        let next = raw[raw.len() - 1];
+        let gap = prev_gap.checked_add(r.i64()?).ok_or(DecodeError::Invalid("raw sample gap"))?;
+        ensure(gap > 0 && gap <= RETENTION_MS, "raw sample times not increasing within the retention")?;
+        let at_ms = next.at_ms - gap;
+        ensure(at_ms >= cutoff, "raw sample older than the retention")?;
+        raw.push(Sample { at_ms, fans: undiff(next.fans, r.i64()?), followers: None });
+        prev_gap = gap;
+    }
+    let mask = match r.u64()? {
+        0 => 0,
+        1 => u64::MAX,
+        2 => {
+            let m = r.u64()?;
+            ensure(n == 64 || m >> n == 0, "followers mask beyond the samples")?;
+            m
+        }
+        _ => return Err(DecodeError::Invalid("followers mode")),
+    };
+    let mut prev = None;
+    for (i, s) in raw.iter_mut().enumerate() {
+        if mask >> i & 1 == 1 {
+            let f = undiff(prev.unwrap_or(s.fans), r.i64()?);
+            s.followers = Some(f);
+            prev = Some(f);
+        }
+    }
+    raw.reverse();
+    Ok(Some(raw))
+}
+
+/// Reads the first sample, given the oldest and newest raw samples.
+fn read_first(r: &mut Reader<'_>, raw0: Sample, newest: Sample) -> Result<Option<Point>> {
+    let first = match r.u64()? {
+        0 => None,
+        1 => Some(raw0.point()),
+        2 => {
+            let back = r.u64()?;
+            ensure(back <= 2 * MAX_ABS_AT_MS as u64, "first sample time out of range")?;
+            let at_ms = newest.at_ms - back as i64;
+            ensure(at_ms.abs() <= MAX_ABS_AT_MS, "first sample time out of range")?;
+            Some(Point { at_ms, fans: undiff(newest.fans, r.i64()?) })
+        }
+        _ => return Err(DecodeError::Invalid("first sample tag")),
+    };
+    ensure(first.is_none_or(|f| f.at_ms <= raw0.at_ms), "first sample after a held one")?;
+    Ok(first)
+}
+
+/// Version 1: the rings of the previous series, read as the points they hold.
+mod v1 {
+    use super::*;
+
+    /// 10-minute buckets of the fine ring: 48 hours before the newest hour, and that hour.
+    const FINE_SLOTS: i64 = (48 * HOUR_MS + HOUR_MS) / FINE_MS;
+    /// Hours of the coarse ring.
+    const COARSE_SLOTS: i64 = (RETENTION_MS - 48 * HOUR_MS) / HOUR_MS;
+
+    /// Reads one ring's points (newest first in the value) into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn ring(
+        r: &mut Reader<'_>,
+        width: i64,
+        slots: i64,
+        (lo, hi): (i64, i64),
+        (newest, cutoff): (i64, i64),
+        offset: i64,
+        prev_fans: &mut u64,
+        out: &mut Vec<Point>,
+    ) -> Result<()> {
+        let count = r.u64()?;
+        ensure(count <= slots as u64, "more ring points than slots")?;
+        let (mut prev_bucket, mut prev_offset) = (hi + 1, offset);
+        for _ in 0..count {
+            let head = r.u64()?;
+            let gap =
+                if head & 1 == 1 { r.u64()?.checked_add(1).ok_or(DecodeError::Invalid("bucket gap"))? } else { 0 };
+            ensure(prev_bucket > lo && gap <= (prev_bucket - 1 - lo) as u64, "ring point outside its window")?;
+            let b = prev_bucket - 1 - gap as i64;
+            let off = prev_offset.checked_add(unzz(head >> 1)).ok_or(DecodeError::Invalid("offset"))?;
+            ensure((0..width).contains(&off), "offset outside its bucket")?;
+            let p = Point { at_ms: b * width + off, fans: undiff(*prev_fans, r.i64()?) };
+            ensure(p.at_ms <= newest && p.at_ms >= cutoff, "ring point outside the retention")?;
+            out.push(p);
+            (prev_bucket, prev_offset, *prev_fans) = (b, off, p.fans);
+        }
+        Ok(())
+    }
+
+    /// Reads a version 1 value after its version byte, and observes everything it holds into a
+    /// new series.
+    pub(super) fn decode(value: &[u8]) -> Result<RollingFans> {
+        let mut r = Reader::new(value);
+        let r = &mut r;
+        let Some(raw) = read_raw(r)? else {
+            ensure(r.is_empty(), "bytes after an empty series")?;
+            return Ok(RollingFans::new());
+        };
+        let newest = raw[raw.len() - 1].at_ms;
+        let hour = floor(newest, HOUR_MS);
+        let fine_lo = (hour - 48 * HOUR_MS) / FINE_MS;
+        let coarse_lo = (hour - RETENTION_MS) / HOUR_MS;
+        let phase = newest.rem_euclid(FINE_MS);
+        let bounds = (newest, newest - RETENTION_MS);
+        let (mut fans, mut points) = (raw[raw.len() - 1].fans, Vec::new());
+        ring(r, FINE_MS, FINE_SLOTS, (fine_lo, newest.div_euclid(FINE_MS)), bounds, phase, &mut fans, &mut points)?;
+        let coarse = (coarse_lo, coarse_lo + COARSE_SLOTS - 1);
+        ring(r, HOUR_MS, COARSE_SLOTS, coarse, bounds, HOUR_MS - FINE_MS + phase, &mut fans, &mut points)?;
+        let first = read_first(r, raw[0], raw[raw.len() - 1])?;
+        ensure(r.is_empty(), "bytes after the state")?;
+        let mut page = RollingFans::new();
+        for s in raw {
+            page.observe(s);
+        }
+        for p in points.into_iter().rev() {
+            page.observe(Sample { at_ms: p.at_ms, fans: p.fans, followers: None });
+        }
+        if let Some(f) = first {
+            page.observe(Sample { at_ms: f.at_ms, fans: f.fans, followers: None });
+        }
         Ok(page)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{FINE_SLOTS, TABLE_ROWS};
+    use super::super::TABLE_ROWS;
     use super::*;
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
@@ -338,7 +322,7 @@ mod tests {
         let wide = case % 5 == 4;
         let mut v: Vec<Sample> = (0..rng.gen_range(1..300))
             .map(|_| {
-                let base = if wide { u64::from(ESCAPE) - 500 } else { rng.gen_range(0..3) * 1_000_000 };
+                let base = if wide { u64::from(u32::MAX) - 500 } else { rng.gen_range(0..3) * 1_000_000 };
                 s(
                     T0 + rng.gen_range(0..span) / grid * grid,
                     base + rng.gen_range(0..1000),
@@ -454,9 +438,9 @@ mod tests {
         let mut longer = buf.clone();
         longer.push(0);
         assert_eq!(RollingFans::decode(&longer), Err(DecodeError::Invalid("bytes after the state")));
-        let mut v2 = buf.clone();
-        v2[0] = 2;
-        assert_eq!(RollingFans::decode(&v2), Err(DecodeError::Version(2)));
+        let mut v3 = buf.clone();
+        v3[0] = 3;
+        assert_eq!(RollingFans::decode(&v3), Err(DecodeError::Version(3)));
         // Random damage: whatever decodes must be usable without panicking.
         let mut decoded = 0;
         for case in 0..3000 {
@@ -477,9 +461,9 @@ mod tests {
             if let Ok(mut p) = RollingFans::decode(&v) {
                 decoded += 1;
                 let _ = (p.stats(), p.series(), p.table(), p.heap_bytes());
-                let newest = p.raw.last().map_or(T0, |r| r.at_ms);
+                let newest = p.raw.newest().map_or(T0, |r| r.at_ms);
                 for d in [-DAY_MS, 1, FINE_MS, 2 * DAY_MS, 40 * DAY_MS] {
-                    p.observe(s(newest + d, rng.gen_range(0..u64::from(ESCAPE) + 9), None));
+                    p.observe(s(newest + d, rng.gen_range(0..u64::from(u32::MAX) + 9), None));
                     let _ = (p.stats(), p.series(), p.table());
                 }
                 assert_eq!(
@@ -513,6 +497,40 @@ mod tests {
         a.encode(&mut ea);
         b.encode(&mut eb);
         assert_eq!(ea, eb);
-        assert!(a.table().len() == TABLE_ROWS && usize::from(a.fine.len) <= FINE_SLOTS);
+        assert!(a.table().len() == TABLE_ROWS && !a.fine.is_empty());
+    }
+
+    #[test]
+    fn version_1_values_are_read_as_their_samples() {
+        use crate::ops::codec::{put_i64, put_u64};
+        // A value the previous format wrote: one raw sample N (no followers), its bucket and the
+        // one two buckets earlier in the fine ring, no coarse point, the first sample explicit.
+        let n = T0 + DAY_MS;
+        let mut v = vec![1u8];
+        put_u64(&mut v, 1);
+        put_i64(&mut v, n);
+        put_u64(&mut v, 5_000);
+        put_u64(&mut v, 0); // followers: none
+                            // Fine ring, newest first: N's bucket (offset as predicted, same fans), then a point two
+                            // buckets back (a gap of one empty bucket) with 10 fans less.
+        for x in [2, 0, 0, 1, 0] {
+            put_u64(&mut v, x);
+        }
+        put_i64(&mut v, -10);
+        put_u64(&mut v, 0); // coarse ring: empty
+        put_u64(&mut v, 2); // first sample: explicit, 20 minutes before N, 10 fans less
+        put_u64(&mut v, 2 * FINE_MS as u64);
+        put_i64(&mut v, -10);
+        let page = RollingFans::decode(&v).expect("a version 1 value decodes");
+        let mut want = RollingFans::new();
+        want.observe(s(n - 2 * FINE_MS, 4_990, None));
+        want.observe(s(n, 5_000, None));
+        assert_eq!(page, want);
+        assert_eq!(page.stats().map(|st| (st.delta_1h.value, st.delta_1h.partial)), Some((10, true)));
+        // Re-encoded in the current format.
+        let mut buf = Vec::new();
+        page.encode(&mut buf);
+        assert_eq!(buf[0], FORMAT_VERSION);
+        assert_eq!(RollingFans::decode(&buf), Ok(page));
     }
 }

@@ -3,7 +3,8 @@
 //! functions over what [`FansLive::history`](super::live::FansLive::history) copies out of a page.
 //!
 //! What is kept (see [`crate::ops::series`]): the latest [`TABLE_ROWS`](crate::ops::series::TABLE_ROWS)
-//! raw samples, the last sample of every 10-minute bucket of the last 48 hours, and the last
+//! raw samples, the last sample of every 10-minute bucket of the last 7 days (from the hour
+//! 7 days before the newest one's), and the last
 //! sample of every hour of the last 30 days. The table lists the raw samples, then, older than
 //! the oldest of them, the 10-minute points, then the hourly ones: every observation the page
 //! still has, at the finest resolution kept.
@@ -16,7 +17,7 @@ use crate::ops::series::{Sample, SeriesPoint, COARSE_MS};
 /// The resolution of a chart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
-    /// One point per 10-minute bucket where kept (the last 48 hours), hourly before.
+    /// One point per 10-minute bucket where kept (the last 7 days), hourly before.
     TenMinutes,
     /// One point per hour.
     Hour,

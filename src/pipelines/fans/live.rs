@@ -20,8 +20,8 @@
 //! registry's own locks included: a query copies the list of maps out first), so there is no lock
 //! order to get wrong and no deadlock.
 //!
-//! Why not a query-side copy of the pages: a page's series takes up to 8.8 KB and an instance
-//! holds a million pages or more; a copy would double that. Why not one map for the whole
+//! Why not a query-side copy of the pages: a page's series takes about 1.5 KB (30 days of
+//! 10-minute samples) and an instance holds millions of pages; a copy would double that. Why not one map for the whole
 //! instance: a revoked partition's pages would have to be found by scanning every page, and two
 //! partitions holding the same key (written by producers whose partitioners differ) would share,
 //! and mix up, one series. With a map per partition the processors' pages are exactly what they were
@@ -65,7 +65,7 @@ pub enum Detail {
 #[serde(deny_unknown_fields)]
 pub struct ChartPoint {
     /// When the sample was observed (RFC 3339): the last sample of its 10-minute bucket (the
-    /// last 48 hours) or of its hour (older, up to 30 days).
+    /// last 7 days) or of its hour (older, up to 30 days).
     pub at: String,
     /// Its fan count.
     pub fans: u64,
@@ -97,7 +97,7 @@ pub struct PageView {
     /// The page's figures: the same value as its latest `fans.stats` record.
     pub stats: PageStats,
     /// The chart, oldest first: hourly points up to 30 days back, then 10-minute points for the
-    /// last 48 hours (at most 966). Absent with [`Detail::Stats`].
+    /// last 7 days (at most 1,567). Absent with [`Detail::Stats`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series: Option<Vec<ChartPoint>>,
     /// The latest samples, newest first (at most [`crate::ops::series::TABLE_ROWS`]). Absent with

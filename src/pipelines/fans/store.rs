@@ -1,6 +1,7 @@
 //! The fans pipeline's durable state: one changelog entry per page, key = the page key, value =
-//! its whole rolling series ([`RollingFans::encode`]: version byte, then deltas; ~20 bytes for a
-//! new page, ~400 for a day of 10-minute samples, ~2.7 KB for a full 30 days). A page is written
+//! its whole rolling series ([`RollingFans::encode`]: version byte, then the packed samples and
+//! blocks as held in memory; ~20 bytes for a new page, ~200 for a day of 10-minute samples,
+//! ~1.5 KB for a full 30 days with exact regular times, ~2.9 KB with millisecond jitter). A page is written
 //! at the first flush after an observation changed it, once however often it changed (each page
 //! carries a dirty flag, and the store a list of the dirty keys). Everything else (the rankings,
 //! the scores, the page count, what `/pages` reads) is derived from the series and rebuilt at
