@@ -35,15 +35,15 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from bench_pageviews import free_port, metrics  # noqa: E402  (shared with the page-views benchmark)
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 PP = os.path.join(TARGET, "release", "pagepulse")
 PEERS_DIR = os.path.join(ROOT, "scripts", "peers")
@@ -77,25 +77,8 @@ PEERS = {
 }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def log(*a):
     print(*a, flush=True)
-
-
-def metrics(http):
-    with urllib.request.urlopen(f"http://{http}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 def ensure_venv(venv):

@@ -247,7 +247,11 @@ fn a_day_of_history_restores_from_the_changelog_and_processing_resumes() {
         assert_eq!(st["observed_at"], rfc(s.last().expect("samples").0));
         for (name, h) in [("delta_1h", H), ("delta_24h", 24 * H), ("delta_7d", 168 * H)] {
             let (value, partial) = delta(&s, h);
-            assert_eq!((st[name]["value"].as_i64(), st[name]["partial"].as_bool()), (Some(value), Some(partial)), "{key} {name}: {st}");
+            assert_eq!(
+                (st[name]["value"].as_i64(), st[name]["partial"].as_bool()),
+                (Some(value), Some(partial)),
+                "{key} {name}: {st}"
+            );
         }
     }
     // Processing resumes on the restored history: one more sample of page 77, ten minutes on.
@@ -258,15 +262,20 @@ fn a_day_of_history_restores_from_the_changelog_and_processing_resumes() {
     s.push((at, fans));
     let v = serde_json::json!({"platform": "facebook", "page_id": page_id(77), "fans": fans, "observed_at": rfc(at)});
     env.produce_python("fans.observations", &[(Some(key.clone()), Some(v.to_string().into_bytes()))]);
-    let st = wait_for("the new observation on top of the restored history", Duration::from_secs(60), || {
-        match get_json(&pp.addr, &format!("/api/v1/pages/{key}?series=false")) {
-            Some((200, v)) if v["stats"]["fans"].as_u64() == Some(fans) => Some(v["stats"].clone()),
-            _ => None,
-        }
-    });
+    let st =
+        wait_for("the new observation on top of the restored history", Duration::from_secs(60), || {
+            match get_json(&pp.addr, &format!("/api/v1/pages/{key}?series=false")) {
+                Some((200, v)) if v["stats"]["fans"].as_u64() == Some(fans) => Some(v["stats"].clone()),
+                _ => None,
+            }
+        });
     for (name, h) in [("delta_1h", H), ("delta_24h", 24 * H)] {
         let (value, partial) = delta(&s, h);
-        assert_eq!((st[name]["value"].as_i64(), st[name]["partial"].as_bool()), (Some(value), Some(partial)), "{name}: {st}");
+        assert_eq!(
+            (st[name]["value"].as_i64(), st[name]["partial"].as_bool()),
+            (Some(value), Some(partial)),
+            "{name}: {st}"
+        );
     }
     pp.signal(libc::SIGTERM);
     assert!(pp.wait_exit(Duration::from_secs(10)).success());
