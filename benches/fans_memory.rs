@@ -81,7 +81,7 @@ fn partition(n: usize, mut series: impl FnMut(usize) -> RollingFans) -> Partitio
         if let Some(x) = page.delta {
             d.push((x, Reverse(k.clone())));
         }
-        map.insert(k, page);
+        map.insert(k, Box::new(page));
     }
     g.sort_unstable();
     d.sort_unstable();
