@@ -118,14 +118,18 @@ impl Forwarder {
         key: &str,
         held_here: impl Fn(i32) -> bool,
     ) -> Result<Route, Problem> {
-        if self.mode == Forward::Off || req.headers().contains_key(FORWARDED) {
+        if self.mode == Forward::Off {
             return Ok(Route::Local);
         }
         let Some((p, holder)) = self.directory.holder(topic, key.as_bytes()) else { return Ok(Route::Local) };
+        // A forwarded request is never forwarded again: the sender took this instance for the
+        // owner, so a partition not held here has moved on (or not arrived yet) since.
+        let forwarded = req.headers().contains_key(FORWARDED);
         match holder {
+            _ if forwarded && held_here(p) => Ok(Route::Local),
             Holder::Me if held_here(p) => Ok(Route::Local),
-            Holder::Other(owner) => Ok(Route::Remote(owner)),
-            Holder::Me | Holder::Moving => Err(Problem::unavailable(
+            Holder::Other(owner) if !forwarded => Ok(Route::Remote(owner)),
+            Holder::Me | Holder::Other(_) | Holder::Moving => Err(Problem::unavailable(
                 format!(
                     "partition {p} of `{topic}`, which holds `{key}`, is moving between instances (a rebalance): \
                      ask again shortly"
@@ -257,5 +261,59 @@ pub fn trusted(req: &HttpRequest, cluster: Option<&Secret>) -> Result<Option<Cal
             "the request carries cluster credentials (`X-Pagepulse-Cluster`) that this instance does not accept \
              (http.cluster_token differs or is not set)",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use actix_web::test::TestRequest;
+
+    use super::*;
+    use crate::kafka::instances::{Claim, InstanceMap};
+
+    fn claim(id: &str, parts: &[i32]) -> Claim {
+        Claim {
+            instance: id.into(),
+            http: format!("{id}:9898"),
+            member: None,
+            partitions: BTreeMap::from([("obs".to_string(), parts.to_vec())]),
+            sent_at_ms: 0,
+        }
+    }
+
+    /// A key of `obs` (2 partitions) in partition `p`.
+    fn key_in(p: i32) -> String {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| crate::kafka::partitioner::partition_for(k.as_bytes(), 2) == p)
+            .expect("a key")
+    }
+
+    #[test]
+    fn a_forwarded_request_for_a_partition_not_held_here_is_a_503_never_a_local_answer() {
+        let dir = Arc::new(Directory::new());
+        let (me, other) = (claim("me", &[0]), claim("other", &[1]));
+        let mut map = InstanceMap::new();
+        map.apply(other.clone(), 0);
+        let all: BTreeSet<_> = [("obs".to_string(), 0), ("obs".to_string(), 1)].into_iter().collect();
+        dir.update(&me, &map, &all, 0, 10_000);
+        let f = Forwarder::new(&crate::config::Config::default().http, dir);
+        let plain = TestRequest::default().to_http_request();
+        let forwarded = TestRequest::default().insert_header((FORWARDED, "other")).to_http_request();
+        let (k0, k1) = (key_in(0), key_in(1));
+        let route = |req: &HttpRequest, key: &str, held: bool| f.route(req, "obs", key, |_| held);
+        // Not forwarded: partition 0 is answered here, partition 1 asked of its owner.
+        assert!(matches!(route(&plain, &k0, true), Ok(Route::Local)));
+        assert!(matches!(route(&plain, &k1, false), Ok(Route::Remote(o)) if o.instance == "other"));
+        // The directory names this instance but the task has not registered yet: moving.
+        assert_eq!(route(&plain, &k0, false).err().map(|p| p.status), Some(503));
+        // Forwarded: answered here when the partition is here (whatever this directory says yet),
+        // else a 503: the sender's directory was stale, the partition is moving.
+        assert!(matches!(route(&forwarded, &k0, true), Ok(Route::Local)));
+        assert!(matches!(route(&forwarded, &k1, true), Ok(Route::Local)));
+        assert_eq!(route(&forwarded, &k1, false).err().map(|p| p.status), Some(503));
+        assert_eq!(route(&forwarded, &k0, false).err().map(|p| p.status), Some(503));
     }
 }
