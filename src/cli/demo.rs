@@ -61,28 +61,52 @@ pub struct ObservationsArgs {
     /// The end of the history (RFC 3339); the current time when absent.
     #[arg(long)]
     pub end: Option<chrono::DateTime<chrono::Utc>>,
-    /// Random seed of the delays (the same seed gives the same records).
+    /// Seed of the delays: the same seed gives the same samples, in `observations` and
+    /// `fans-changelog` alike.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 
+/// One simulated page of `demo observations` / `demo fans-changelog`: its key, id and poll phase.
+struct DemoPage {
+    key: String,
+    id: String,
+    index: u64,
+    phase: i64,
+}
+
+impl DemoPage {
+    fn new(index: u64, interval_ms: i64) -> Self {
+        let id = crate::simulate::trajectory::page_id(index);
+        let key = format!("facebook:{id}");
+        let phase = crate::poll::scheduler::phase_ms(&key, interval_ms);
+        Self { key, id, index, phase }
+    }
+
+    /// The page's sample for slot `slot_ms`: at the slot shifted by the page's poll phase, as the
+    /// poller's schedule would, plus a delay in `0..=jitter_ms` that depends only on the seed,
+    /// the page and the slot (so both demo commands write the same samples, in any order).
+    fn sample_at(&self, args: &ObservationsArgs, slot_ms: i64) -> crate::ops::series::Sample {
+        use crate::simulate::trajectory::mix;
+        let delay = match args.jitter_ms {
+            0 => 0,
+            j => (mix(args.seed ^ mix(self.index ^ mix(slot_ms as u64))) % (j + 1)) as i64,
+        };
+        let at_ms = slot_ms + self.phase + delay;
+        let (fans, followers) = crate::simulate::trajectory::fans_at(&self.id, at_ms);
+        crate::ops::series::Sample { at_ms, fans, followers: Some(followers) }
+    }
+}
+
 /// The observations `demo observations` writes for slot `slot_ms`: (key, value) per page, in
-/// page order. Each page's slot is shifted by its poll phase, as the poller's schedule would.
-pub fn observation_records<'a, R: Rng>(
-    args: &'a ObservationsArgs,
-    slot_ms: i64,
-    rng: &'a mut R,
-) -> impl Iterator<Item = (String, Vec<u8>)> + 'a {
+/// page order ([`DemoPage::sample_at`]).
+pub fn observation_records(args: &ObservationsArgs, slot_ms: i64) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
     let interval = (args.interval_s * 1000) as i64;
     (args.first..args.first + args.pages).map(move |i| {
-        let id = crate::simulate::trajectory::page_id(i);
-        let key = format!("facebook:{id}");
-        let phase = crate::poll::scheduler::phase_ms(&key, interval);
-        let delay = if args.jitter_ms == 0 { 0 } else { rng.gen_range(0..=args.jitter_ms) as i64 };
-        let at_ms = slot_ms + phase + delay;
-        let (fans, followers) = crate::simulate::trajectory::fans_at(&id, at_ms);
-        let rec = crate::poll::dispatch::observation(&key, fans, Some(followers), at_ms);
-        (key, rec.value.unwrap_or_default())
+        let page = DemoPage::new(i, interval);
+        let s = page.sample_at(args, slot_ms);
+        let rec = crate::poll::dispatch::observation(&page.key, s.fans, s.followers, s.at_ms);
+        (page.key, rec.value.unwrap_or_default())
     })
 }
 
@@ -389,12 +413,11 @@ fn slots(args: &ObservationsArgs) -> (i64, i64, i64) {
 fn observations(args: &ObservationsArgs, cfg: &Config) -> anyhow::Result<()> {
     let producer = producer(cfg)?;
     let topic = cfg.topic(crate::poll::observation::TOPIC);
-    let mut rng = StdRng::seed_from_u64(args.seed);
     let (first_slot, n, interval) = slots(args);
     let started = Instant::now();
     let mut sent = 0u64;
     for k in 0..n {
-        for (key, value) in observation_records(args, first_slot + k * interval, &mut rng) {
+        for (key, value) in observation_records(args, first_slot + k * interval) {
             let rec = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_slice());
             client::send_waiting(&producer, rec, || {})?;
             sent += 1;
@@ -408,7 +431,7 @@ fn observations(args: &ObservationsArgs, cfg: &Config) -> anyhow::Result<()> {
 
 fn fans_changelog(args: &ObservationsArgs, cfg: &Config) -> anyhow::Result<()> {
     use crate::engine::state;
-    use crate::ops::series::{RollingFans, Sample};
+    use crate::ops::series::RollingFans;
     use crate::pipelines::fans::{INPUT, PIPELINE};
     let producer = producer(cfg)?;
     let changelog = state::changelog_topic(&cfg.kafka.group_id, PIPELINE);
@@ -424,41 +447,37 @@ fn fans_changelog(args: &ObservationsArgs, cfg: &Config) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("topic {input} does not exist: run `pagepulse topics create` first"))?;
     let topic = cfg.topic(&changelog);
     let owners: Vec<u64> = (0..partitions).map(|_| state::new_owner()).collect();
-    let mut rng = StdRng::seed_from_u64(args.seed);
+    let headers = |owner: u64| {
+        rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header { key: state::OWNER_HEADER, value: Some(&owner.to_le_bytes()[..]) })
+    };
     let (first_slot, n, interval) = slots(args);
     let started = Instant::now();
     let (mut bytes, mut buf) = (0usize, Vec::new());
     // Page by page (not slot by slot as `observations` sends them): a series depends only on
     // the set of its samples, so the order does not change it, and one page is held at a time.
     for i in args.first..args.first + args.pages {
-        let id = crate::simulate::trajectory::page_id(i);
-        let key = format!("facebook:{id}");
-        let phase = crate::poll::scheduler::phase_ms(&key, interval);
+        let page = DemoPage::new(i, interval);
         let mut series = RollingFans::new();
         for k in 0..n {
-            let delay = if args.jitter_ms == 0 { 0 } else { rng.gen_range(0..=args.jitter_ms) as i64 };
-            let at_ms = first_slot + k * interval + phase + delay;
-            let (fans, followers) = crate::simulate::trajectory::fans_at(&id, at_ms);
-            series.observe(Sample { at_ms, fans, followers: Some(followers) });
+            series.observe(page.sample_at(args, first_slot + k * interval));
         }
         buf.clear();
         series.encode(&mut buf);
         bytes += buf.len();
-        let p = crate::kafka::partitioner::partition_for(key.as_bytes(), partitions);
-        let owner = owners[p as usize].to_le_bytes();
-        let headers = rdkafka::message::OwnedHeaders::new()
-            .insert(rdkafka::message::Header { key: state::OWNER_HEADER, value: Some(&owner[..]) });
-        let rec = BaseRecord::to(&topic).partition(p).key(key.as_bytes()).payload(buf.as_slice()).headers(headers);
+        let p = crate::kafka::partitioner::partition_for(page.key.as_bytes(), partitions);
+        let rec = BaseRecord::to(&topic)
+            .partition(p)
+            .key(page.key.as_bytes())
+            .payload(buf.as_slice())
+            .headers(headers(owners[p as usize]));
         client::send_waiting(&producer, rec, || {})?;
     }
     for (p, owner) in owners.iter().enumerate() {
         let marker = state::marker_record("", p as i32, *owner, Some(0));
-        let owner = owner.to_le_bytes();
-        let headers = rdkafka::message::OwnedHeaders::new()
-            .insert(rdkafka::message::Header { key: state::OWNER_HEADER, value: Some(&owner[..]) });
         let key = marker.key.unwrap_or_default();
         let value = marker.value.unwrap_or_default();
-        let rec = BaseRecord::to(&topic).partition(p as i32).key(&key[..]).payload(&value[..]).headers(headers);
+        let rec = BaseRecord::to(&topic).partition(p as i32).key(&key[..]).payload(&value[..]).headers(headers(*owner));
         client::send_waiting(&producer, rec, || {})?;
     }
     producer.flush(Duration::from_secs(120))?;
